@@ -1,0 +1,90 @@
+"""dshared: Python dicts and lists in POSIX shared memory, read and written
+directly by many processes, with no pickling, no server and no round trip.
+
+    import dshared
+    dshared.init("mymem", 2**30)     # create or attach the segment "mymem"
+    shm = dshared.col()              # its root SharedDict
+    shm['d'] = {'key': 'val'}        # visible at once in every attached process
+"""
+
+import sys
+
+if not sys.platform.startswith("linux"):  # pragma: no cover
+    raise ImportError("dshared supports Linux only for now (robust process-shared mutexes, "
+                      "/dev/shm, posix_fallocate); %s is not supported yet" % sys.platform)
+
+from dshared._errors import (
+    CorruptSegmentError,
+    DsharedError,
+    LockTimeout,
+    SegmentFullError,
+    StaleReferenceError,
+    UnsupportedTypeError,
+)
+from dshared._heap import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, Segment
+from dshared._heap import unlink as _unlink
+from dshared._heap import attach_cached as _attach_cached, remember as _remember
+from dshared._collections import SharedDict, SharedList
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "attach", "col", "unlink", "lock", "stats", "default_segment",
+    "Segment", "SharedDict", "SharedList",
+    "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
+    "StaleReferenceError", "LockTimeout",
+    "DEFAULT_SIZE", "MIN_SIZE", "MAX_SIZE",
+]
+
+_default = None
+
+
+def init(name, size=None):
+    """Create the segment `name` with a capacity of `size` bytes, or attach to
+    it if it exists (then `size` is ignored), and make it this process's
+    default segment. Sizes below MIN_SIZE (64 KiB) are rounded up; the
+    default capacity is DEFAULT_SIZE (256 MiB, backed only as it fills)."""
+    global _default
+    seg = Segment(name, size)
+    _remember(seg)
+    _default = seg
+    return seg
+
+
+def attach(name):
+    """Attach to the existing segment `name` (FileNotFoundError if there is
+    none) and make it the default segment."""
+    global _default
+    seg = _attach_cached(name)
+    _default = seg
+    return seg
+
+
+def default_segment():
+    """The segment set by the last init() or attach()."""
+    if _default is None or _default.closed:
+        raise DsharedError("no segment: call dshared.init(name) first")
+    return _default
+
+
+def col(name=None):
+    """The root SharedDict of the default segment; with `name`, a top-level
+    SharedDict of that name, created empty on first use."""
+    return default_segment().col(name)
+
+
+def unlink(name):
+    """Remove segment `name` from /dev/shm. Processes that have it mapped keep
+    working; nobody new can attach."""
+    _unlink(name)
+
+
+def lock(timeout=None):
+    """A context manager holding the default segment's lock (reentrant): the
+    operations inside it are one atomic step for every other writer."""
+    return default_segment().lock(timeout)
+
+
+def stats():
+    """Counters of the default segment: capacity, used, free, ..."""
+    return default_segment().stats()

@@ -1,0 +1,1634 @@
+# cython: language_level=3, cdivision=True
+"""Python objects <-> shared values, and the node types behind SharedDict and
+SharedList.
+
+Writing is two phases. Outside the lock, a Plan walks the Python object
+(iteratively: nesting may be 100,000 deep), checks every type, converts keys
+to hashed canonical form and lays out every block it will need, with a memo
+so that cycles and objects reached twice keep their shape. Under the lock,
+the plan allocates all its blocks (rolling back if one fails, so a full
+segment changes nothing), fills them, and the operation publishes the root
+cell. No Python code runs under the lock.
+
+Reading goes through one helper, `read_section`: run a read function
+optimistically, validate the segment's write sequence, retry on overlap, and
+after MAX_RETRIES take the lock. Read functions only copy out of the segment
+and build builtin objects.
+
+Keys are compared in canonical form: bool and integral floats are ints
+(1 == 1.0 == True), -0.0 is 0, str is UTF-8, a tuple is its canonical
+encoding. The hash is SipHash-1-3 of that form keyed by the segment's seed.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset
+
+from dshared._heap cimport *
+from cpython.object cimport PyObject
+
+from dshared._errors import CorruptSegmentError, StaleReferenceError, UnsupportedTypeError
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyUnicode_New(Py_ssize_t size, unsigned int maxchar)
+    const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size)
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    bint PyLong_Check(object o)
+    bint PyBool_Check(object o)
+    bint PyFloat_Check(object o)
+    bint PyUnicode_Check(object o)
+    bint PyBytes_Check(object o)
+    bint PyTuple_Check(object o)
+    bint PyList_Check(object o)
+    bint PyDict_Check(object o)
+    void PyErr_Clear()
+    int PyGC_Disable()
+    int PyGC_Enable()
+
+
+cdef enum:
+    REF_NONE = -1
+    REF_EXISTING = -2
+    MAX_KEY_DEPTH = 100
+    MAX_TUPLE_DEPTH = 1000
+
+cdef uint64_t HASH_MUL = 0x9E3779B97F4A7C15ULL
+
+# SharedDict / SharedList, registered by dshared._collections
+cdef object DictType = None
+cdef object ListType = None
+
+
+def register_types(dict_type, list_type):
+    global DictType, ListType
+    DictType = dict_type
+    ListType = list_type
+
+
+# ---------------------------------------------------------------------------
+# keys
+
+cdef inline uint64_t key_hash(Segment seg, uint8_t ctag, const void *data, uint64_t n) noexcept:
+    return ds_siphash13(seg.hdr.seed0 ^ (ctag * HASH_MUL), seg.hdr.seed1, data, n)
+
+
+cdef inline object str_utf8(object s, const char **data, uint64_t *n, bint *ascii):
+    """UTF-8 of a str (lone surrogates kept); returns an owner to keep alive."""
+    cdef Py_ssize_t size
+    if PyUnicode_IS_ASCII(s):
+        data[0] = <const char *>PyUnicode_DATA(s)
+        n[0] = PyUnicode_GET_LENGTH(s)
+        ascii[0] = True
+        return s
+    ascii[0] = False
+    data[0] = PyUnicode_AsUTF8AndSize(s, &size)
+    if data[0] == NULL:
+        PyErr_Clear()
+        b = (<str>s).encode("utf-8", "surrogatepass")
+        data[0] = PyBytes_AS_STRING(b)
+        n[0] = PyBytes_GET_SIZE(b)
+        return b
+    n[0] = size
+    return s
+
+
+cdef inline bint float_as_int(double f, int64_t *out) noexcept:
+    if -9.2233720368547758e18 <= f < 9.2233720368547758e18 and f == <double>(<int64_t>f):
+        out[0] = <int64_t>f
+        return True
+    return False
+
+
+cdef bytes bigint_bytes(object v):
+    return int.to_bytes(v, (int.bit_length(v) + 8) // 8, "little", signed=True)
+
+
+cdef object _unhashable(object k):
+    if isinstance(k, (list, dict, set, bytearray, Node)):
+        return TypeError("unhashable type: '%s'" % type(k).__name__)
+    return UnsupportedTypeError("dshared cannot use a key of type %s; keys are str, bytes, int, "
+                                "float, bool, None and tuples of them" % type(k).__name__)
+
+
+cdef int canon_append(bytearray buf, object k, int depth) except -1:
+    """Append the canonical encoding of key k (a tuple element) to buf."""
+    cdef int overflow = 0
+    cdef int64_t v
+    cdef double f
+    cdef const char *data
+    cdef uint64_t n
+    cdef bint ascii
+    if depth > MAX_KEY_DEPTH:
+        raise UnsupportedTypeError("tuple key nested deeper than %d levels" % MAX_KEY_DEPTH)
+    if k is None:
+        buf.append(T_NONE)
+    elif PyBool_Check(k):
+        buf.append(T_INT)
+        buf += (1 if k else 0).to_bytes(8, "little", signed=True)
+    elif PyLong_Check(k):
+        v = PyLong_AsLongLongAndOverflow(k, &overflow)
+        if overflow:
+            b = bigint_bytes(k)
+            buf.append(T_BIGINT)
+            buf += len(b).to_bytes(8, "little")
+            buf += b
+        else:
+            buf.append(T_INT)
+            buf += (<object>v).to_bytes(8, "little", signed=True)
+    elif PyFloat_Check(k):
+        f = PyFloat_AS_DOUBLE(k)
+        if float_as_int(f, &v):
+            buf.append(T_INT)
+            buf += (<object>v).to_bytes(8, "little", signed=True)
+        elif f == f and f - f == 0:        # integral beyond int64
+            canon_append(buf, int(f), depth)
+        else:
+            buf.append(T_FLOAT)
+            buf += (<bytes>PyBytes_FromStringAndSize(<char *>&f, 8))
+    elif PyUnicode_Check(k):
+        owner = str_utf8(k, &data, &n, &ascii)
+        buf.append(T_STR)
+        buf += (<object>n).to_bytes(8, "little")
+        buf += PyBytes_FromStringAndSize(data, n)
+    elif PyBytes_Check(k):
+        buf.append(T_BYTES)
+        buf += len(k).to_bytes(8, "little")
+        buf += k
+    elif PyTuple_Check(k):
+        buf.append(T_KTUPLE)
+        buf += len(k).to_bytes(8, "little")
+        for x in <tuple>k:
+            canon_append(buf, x, depth + 1)
+    else:
+        raise _unhashable(k)
+    return 0
+
+
+cdef object make_key(Segment seg, object k, Key *key):
+    """Fill `key` (canonical form + hash) for lookups; returns the object that
+    owns key.data, to be kept alive while the key is used."""
+    cdef int overflow = 0
+    cdef int64_t v
+    cdef double f
+    cdef bint ascii
+    owner = None
+    key.data = NULL
+    key.len = 0
+    key.cval = 0
+    if PyUnicode_Check(k):
+        owner = str_utf8(k, &key.data, &key.len, &ascii)
+        key.ctag = T_STR
+    elif PyBool_Check(k):
+        key.ctag = T_INT
+        key.cval = 1 if k else 0
+    elif PyLong_Check(k):
+        v = PyLong_AsLongLongAndOverflow(k, &overflow)
+        if overflow:
+            owner = bigint_bytes(k)
+            key.ctag = T_BIGINT
+        else:
+            key.ctag = T_INT
+            key.cval = <uint64_t>v
+    elif PyFloat_Check(k):
+        f = PyFloat_AS_DOUBLE(k)
+        if float_as_int(f, &v):
+            key.ctag = T_INT
+            key.cval = <uint64_t>v
+        elif f == f and f - f == 0:
+            owner = bigint_bytes(int(f))
+            key.ctag = T_BIGINT
+        else:
+            key.ctag = T_FLOAT
+            memcpy(&key.cval, &f, 8)
+    elif k is None:
+        key.ctag = T_NONE
+    elif PyBytes_Check(k):
+        owner = k
+        key.ctag = T_BYTES
+    elif PyTuple_Check(k):
+        buf = bytearray()
+        for x in <tuple>k:
+            canon_append(buf, x, 1)
+        owner = bytes(buf)
+        key.ctag = T_KTUPLE
+    else:
+        raise _unhashable(k)
+    if key.ctag == T_BYTES or key.ctag == T_BIGINT or key.ctag == T_KTUPLE:
+        key.data = PyBytes_AS_STRING(owner)
+        key.len = PyBytes_GET_SIZE(owner)
+    if key.ctag == T_INT or key.ctag == T_FLOAT:
+        key.hash = key_hash(seg, key.ctag, &key.cval, 8)
+    else:
+        key.hash = key_hash(seg, key.ctag, key.data, key.len)
+    return owner
+
+
+cdef object parse_canon(const char *p, uint64_t n, uint64_t *pos, int depth):
+    """Decode one canonical key element at p[pos]."""
+    cdef uint8_t tag
+    cdef uint64_t ln, cnt, i
+    cdef int64_t v
+    cdef double f
+    if pos[0] >= n or depth > MAX_KEY_DEPTH + 1:
+        raise CorruptSegmentError("malformed tuple key")
+    tag = <uint8_t>p[pos[0]]
+    pos[0] += 1
+    if tag == T_NONE:
+        return None
+    if tag == T_INT or tag == T_FLOAT:
+        if n - pos[0] < 8:
+            raise CorruptSegmentError("malformed tuple key")
+        pos[0] += 8
+        if tag == T_INT:
+            memcpy(&v, p + pos[0] - 8, 8)
+            return v
+        memcpy(&f, p + pos[0] - 8, 8)
+        return f
+    if n - pos[0] < 8:
+        raise CorruptSegmentError("malformed tuple key")
+    memcpy(&ln, p + pos[0], 8)
+    pos[0] += 8
+    if tag == T_KTUPLE:
+        if ln > n:
+            raise CorruptSegmentError("malformed tuple key")
+        return tuple([parse_canon(p, n, pos, depth + 1) for i in range(ln)])
+    if ln > n - pos[0]:
+        raise CorruptSegmentError("malformed tuple key")
+    pos[0] += ln
+    if tag == T_STR:
+        return PyUnicode_DecodeUTF8(p + pos[0] - ln, ln, "surrogatepass")
+    if tag == T_BYTES:
+        return PyBytes_FromStringAndSize(p + pos[0] - ln, ln)
+    if tag == T_BIGINT:
+        return int.from_bytes(PyBytes_FromStringAndSize(p + pos[0] - ln, ln), "little", signed=True)
+    raise CorruptSegmentError("malformed tuple key")
+
+
+# ---------------------------------------------------------------------------
+# encoding: inline cells and plans
+
+cdef inline void cell_set(Cell *c, uint8_t tag, uint64_t payload) noexcept nogil:
+    memset(c, 0, CELL_SIZE)
+    c.b[0] = tag
+    ds_st64(&c.b[8], payload)
+
+
+cdef inline void cell_inline(Cell *c, uint8_t tag, const char *data, uint64_t n, bint ascii) noexcept nogil:
+    memset(c, 0, CELL_SIZE)
+    c.b[0] = tag
+    c.b[1] = <uint8_t>(n | (0x80 if ascii else 0))
+    memcpy(&c.b[2], data, n)
+
+
+cdef int encode_scalar(object v, Cell *c) except -1:
+    """Encode v into c if it needs no block: 1 if done, 0 if not."""
+    cdef int overflow = 0
+    cdef int64_t i
+    cdef double f
+    cdef const char *data
+    cdef uint64_t n
+    cdef bint ascii
+    if PyUnicode_Check(v):
+        if PyUnicode_IS_ASCII(v) and PyUnicode_GET_LENGTH(v) <= INLINE_MAX:
+            cell_inline(c, T_SSTR, <const char *>PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v), True)
+            return 1
+        if PyUnicode_GET_LENGTH(v) <= INLINE_MAX:
+            owner = str_utf8(v, &data, &n, &ascii)
+            if n <= INLINE_MAX:
+                cell_inline(c, T_SSTR, data, n, False)
+                return 1
+        return 0
+    if PyBool_Check(v):
+        cell_set(c, T_TRUE if v else T_FALSE, 0)
+        return 1
+    if PyLong_Check(v):
+        i = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow:
+            return 0
+        cell_set(c, T_INT, <uint64_t>i)
+        return 1
+    if PyFloat_Check(v):
+        f = PyFloat_AS_DOUBLE(v)
+        memset(c, 0, CELL_SIZE)
+        c.b[0] = T_FLOAT
+        memcpy(&c.b[8], &f, 8)
+        return 1
+    if v is None:
+        cell_set(c, T_NONE, 0)
+        return 1
+    if PyBytes_Check(v) and PyBytes_GET_SIZE(v) <= INLINE_MAX:
+        cell_inline(c, T_SBYTES, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), False)
+        return 1
+    return 0
+
+
+cdef struct PBlock:
+    int kind
+    uint64_t payload
+    uint64_t off
+    uint32_t rc
+    const char *data
+    uint64_t len
+    uint64_t flags
+    uint64_t first
+    uint64_t n
+
+cdef struct PCell:
+    Cell cell
+    int64_t ref                 # REF_NONE, REF_EXISTING or a plan block index
+    uint32_t gen
+    uint64_t hash               # dict entries: the key's hash (on the key cell)
+
+
+cdef class Plan:
+    """Everything one write stores, laid out before the lock is taken."""
+    cdef Segment seg
+    cdef PBlock *blocks
+    cdef PCell *cells
+    cdef uint64_t nblocks, capblocks, ncells, capcells
+    cdef list keep
+    cdef dict memo
+    cdef dict kmemo
+    cdef list stack
+    cdef int state              # 0 planned, 1 materialized, 2 done
+
+    def __cinit__(self, Segment seg):
+        self.seg = seg
+        self.keep = []
+        self.memo = {}
+        self.kmemo = {}
+
+    def __dealloc__(self):
+        free(self.blocks)
+        free(self.cells)
+
+    cdef int64_t new_block(self, int kind, uint64_t payload) except -1:
+        cdef PBlock *g
+        if self.nblocks == self.capblocks:
+            g = <PBlock *>realloc(self.blocks, (self.capblocks * 2 + 8) * sizeof(PBlock))
+            if g == NULL:
+                raise MemoryError()
+            self.blocks = g
+            self.capblocks = self.capblocks * 2 + 8
+        memset(&self.blocks[self.nblocks], 0, sizeof(PBlock))
+        self.blocks[self.nblocks].kind = kind
+        self.blocks[self.nblocks].payload = payload
+        self.nblocks += 1
+        return self.nblocks - 1
+
+    cdef int64_t new_cells(self, uint64_t n) except -1:
+        cdef PCell *g
+        cdef uint64_t want
+        if self.ncells + n > self.capcells:
+            want = max(self.capcells * 2, self.ncells + n) + 8
+            g = <PCell *>realloc(self.cells, want * sizeof(PCell))
+            if g == NULL:
+                raise MemoryError()
+            self.cells = g
+            self.capcells = want
+        memset(&self.cells[self.ncells], 0, n * sizeof(PCell))
+        for i in range(self.ncells, self.ncells + n):
+            self.cells[i].ref = REF_NONE
+        self.ncells += n
+        return self.ncells - n
+
+    cdef inline void ref_block(self, int64_t ci, uint8_t tag, int64_t bi) noexcept:
+        self.cells[ci].cell.b[0] = tag
+        self.cells[ci].ref = bi
+        self.blocks[bi].rc += 1
+
+    cdef int64_t bytes_block(self, int kind, object owner, const char *data, uint64_t n, uint64_t flags) except -1:
+        cdef uint64_t hdr = 16 if kind == K_STR else 8
+        cdef int64_t bi = self.new_block(kind, hdr + n)
+        self.keep.append(owner)
+        self.blocks[bi].data = data
+        self.blocks[bi].len = n
+        self.blocks[bi].flags = flags
+        return bi
+
+    cdef int64_t add_root(self, object v) except -1:
+        """Plan value v; returns the index of its cell."""
+        cdef int64_t ci = self.new_cells(1)
+        self.stack = []
+        self.encode(v, ci, 0)
+        self.walk()
+        return ci
+
+    cdef int64_t add_key(self, object k) except -1:
+        """Plan key k (its stored form); returns the index of its cell."""
+        cdef int64_t ci = self.new_cells(1)
+        self.encode_key(k, ci)
+        return ci
+
+    cdef int encode_key(self, object k, int64_t ci) except -1:
+        cdef Key key
+        cdef Cell *c
+        cdef int64_t bi
+        cdef double f
+        cdef int64_t iv
+        owner = make_key(self.seg, k, &key)
+        self.cells[ci].hash = key.hash
+        c = &self.cells[ci].cell
+        if key.ctag == T_STR:
+            if key.len <= INLINE_MAX:
+                cell_inline(c, T_SSTR, key.data, key.len, PyUnicode_IS_ASCII(k))
+                return 0
+            bi = self.memo.get(id(k), -1)
+            if bi < 0:
+                bi = self.bytes_block(K_STR, owner, key.data, key.len, 1 if PyUnicode_IS_ASCII(k) else 0)
+                self.memo[id(k)] = bi
+                self.keep.append(k)
+            self.ref_block(ci, T_STR, bi)
+        elif key.ctag == T_BYTES:
+            if key.len <= INLINE_MAX:
+                cell_inline(c, T_SBYTES, key.data, key.len, False)
+                return 0
+            bi = self.bytes_block(K_BYTES, owner, key.data, key.len, 0)
+            self.ref_block(ci, T_BYTES, bi)
+        elif key.ctag == T_BIGINT:
+            self.ref_block(ci, T_BIGINT, self.bytes_block(K_BIGINT, owner, key.data, key.len, 0))
+        elif key.ctag == T_KTUPLE:
+            self.ref_block(ci, T_KTUPLE, self.bytes_block(K_KTUPLE, owner, key.data, key.len, 0))
+        else:
+            # None, bool, int and float keep their type; lookups compare canonically
+            encode_scalar(k, c)
+        return 0
+
+    cdef int encode(self, object v, int64_t ci, int tdepth) except -1:
+        """Encode v into cell ci; containers get a block and a frame on the stack."""
+        cdef Cell *c = &self.cells[ci].cell
+        cdef const char *data
+        cdef uint64_t n, nslots
+        cdef bint ascii
+        cdef int64_t bi
+        cdef Node node
+        if encode_scalar(v, c):
+            return 0
+        bi = self.memo.get(id(v), -1)
+        if bi >= 0:
+            self.ref_block(ci, block_tag(self.blocks[bi].kind), bi)
+            return 0
+        if PyUnicode_Check(v):
+            owner = str_utf8(v, &data, &n, &ascii)
+            bi = self.bytes_block(K_STR, owner, data, n, 1 if ascii else 0)
+            self.ref_block(ci, T_STR, bi)
+        elif PyBytes_Check(v):
+            bi = self.bytes_block(K_BYTES, v, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), 0)
+            self.ref_block(ci, T_BYTES, bi)
+        elif PyLong_Check(v):
+            b = bigint_bytes(v)
+            bi = self.bytes_block(K_BIGINT, b, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0)
+            self.ref_block(ci, T_BIGINT, bi)
+        elif PyTuple_Check(v):
+            if tdepth >= MAX_TUPLE_DEPTH:
+                raise UnsupportedTypeError("tuples nested deeper than %d levels at %s; use lists"
+                                           % (MAX_TUPLE_DEPTH, self.path()))
+            n = PyTuple_GET_SIZE(v)
+            bi = self.new_block(K_TUPLE, 8 + CELL_SIZE * n)
+            self.blocks[bi].first = self.new_cells(n)
+            self.blocks[bi].n = n
+            self.ref_block(ci, T_TUPLE, bi)
+            self.stack.append([v, v, bi, 0, tdepth + 1])
+        elif PyList_Check(v):
+            n = len(<list>v)
+            bi = self.new_block(K_LIST, 24)
+            self.ref_block(ci, T_LIST, bi)
+            if n:
+                self.blocks[bi].n = n
+                self.blocks[bi].first = self.new_cells(n)
+                self.new_block(K_ITEMS, 8 + CELL_SIZE * n)
+                self.blocks[bi + 1].rc = 1
+            self.stack.append([v, list(v), bi, 0, 0])
+        elif PyDict_Check(v):
+            items = list(dict.items(v))
+            n = len(items)
+            bi = self.new_block(K_DICT, 16)
+            self.ref_block(ci, T_DICT, bi)
+            if n:
+                self.blocks[bi].n = n
+                self.blocks[bi].first = self.new_cells(2 * n)
+                nslots = 8
+                while nslots * 2 // 3 < n:
+                    nslots <<= 1
+                self.new_block(K_TABLE, 32 + 4 * nslots + ENTRY_SIZE * (nslots * 2 // 3))
+                self.blocks[bi + 1].rc = 1
+                self.blocks[bi + 1].n = nslots
+            self.stack.append([v, items, bi, 0, 0])
+        elif isinstance(v, Node):
+            node = <Node>v
+            if node.seg is self.seg:
+                c.b[0] = T_DICT if isinstance(v, DictNode) else T_LIST
+                ds_st64(&c.b[8], node.off)
+                self.cells[ci].ref = REF_EXISTING
+                self.cells[ci].gen = node.gen
+                return 0
+            copy = v.to_python()        # from another segment: store a copy
+            self.keep.append(copy)
+            return self.encode(copy, ci, tdepth)
+        else:
+            raise UnsupportedTypeError("dshared cannot store a value of type %s (at %s); supported: None, "
+                                       "bool, int, float, str, bytes, tuple, list, dict"
+                                       % (type(v).__name__, self.path() or "the top level"))
+        self.memo[id(v)] = bi
+        self.keep.append(v)
+        return 0
+
+    cdef str path(self):
+        """Where the value being encoded sits, as in ['users'][3]['tags']."""
+        parts = []
+        for fr in self.stack:
+            j = fr[3]
+            if PyDict_Check(fr[0]):
+                parts.append("[%r]" % (fr[1][j][0],) if j < len(fr[1]) else "")
+            else:
+                parts.append("[%d]" % j)
+        return "".join(parts)
+
+    cdef int walk(self) except -1:
+        """Encode the children of every container frame, depth first."""
+        cdef list fr
+        cdef int64_t bi, first
+        cdef uint64_t j
+        cdef list stack = self.stack
+        while stack:
+            fr = <list>stack[len(stack) - 1]
+            bi = fr[2]
+            j = fr[3]
+            if j >= self.blocks[bi].n:
+                stack.pop()
+                continue
+            first = self.blocks[bi].first
+            if self.blocks[bi].kind == K_DICT:
+                k, v = fr[1][j]
+                try:
+                    self.encode_key(k, first + 2 * j)
+                except TypeError as e:
+                    raise type(e)("%s (key at %s)" % (e, self.path())) from None
+                self.encode(v, first + 2 * j + 1, 0)
+            else:
+                self.encode(fr[1][j], first + j, fr[4])
+            fr[3] = j + 1
+        return 0
+
+    # -- under the lock ----------------------------------------------------------
+
+    cdef int materialize(self) except -1:
+        """Allocate and fill every planned block; on failure nothing changed."""
+        cdef Segment seg = self.seg
+        cdef uint64_t i, off
+        cdef PBlock *b
+        cdef PCell *pc
+        cdef Block *blk
+        for i in range(self.ncells):
+            pc = &self.cells[i]
+            if pc.ref == REF_EXISTING:
+                seg.node(ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
+        for i in range(self.nblocks):
+            off = seg.alloc(self.blocks[i].payload, self.blocks[i].kind)
+            if off == 0:
+                self.free_blocks(i)
+                seg.raise_alloc_error(self.blocks[i].payload)
+            self.blocks[i].off = off
+        for i in range(self.ncells):
+            pc = &self.cells[i]
+            if pc.ref >= 0:
+                ds_st64(&pc.cell.b[8], self.blocks[pc.ref].off)
+            elif pc.ref == REF_EXISTING:
+                seg.incref(ds_ld64(&pc.cell.b[8]))
+        for i in range(self.nblocks):
+            self.fill(i)
+        self.state = 1
+        return 0
+
+    cdef void free_blocks(self, uint64_t upto) noexcept:
+        cdef uint64_t i = upto
+        while i > 0:
+            i -= 1
+            self.seg.free(self.blocks[i].off)
+
+    cdef int rollback(self) except -1:
+        """Undo materialize() (the plan's cells were never published)."""
+        cdef uint64_t i
+        if self.state != 1:
+            return 0
+        for i in range(self.ncells):
+            if self.cells[i].ref == REF_EXISTING:
+                self.seg.decref_cell(&self.cells[i].cell)
+        self.free_blocks(self.nblocks)
+        self.state = 0
+        return 0
+
+    cdef int fill(self, uint64_t i) except -1:
+        cdef Segment seg = self.seg
+        cdef PBlock *b = &self.blocks[i]
+        cdef char *p = seg.base + b.off + BLOCK_HDR
+        cdef uint64_t j, t
+        cdef char *q
+        cdef uint64_t *hashes
+        cdef Cell *cells
+        (<Block *>(seg.base + b.off)).kind_rc = <uint32_t>b.kind | (b.rc << 8)
+        if b.kind == K_STR:
+            ds_st64(p, b.len)
+            ds_st64(p + 8, b.flags)
+            memcpy(p + 16, b.data, b.len)
+        elif b.kind == K_BYTES or b.kind == K_BIGINT or b.kind == K_KTUPLE:
+            ds_st64(p, b.len)
+            memcpy(p + 8, b.data, b.len)
+        elif b.kind == K_TUPLE:
+            ds_st64(p, b.n)
+            for j in range(b.n):
+                memcpy(p + 8 + CELL_SIZE * j, &self.cells[b.first + j].cell, CELL_SIZE)
+        elif b.kind == K_LIST:
+            ds_st64(p, self.blocks[i + 1].off if b.n else 0)
+            ds_st64(p + 8, b.n)
+            ds_st64(p + 16, 0)
+            if b.n:
+                t = self.blocks[i + 1].off + BLOCK_HDR
+                ds_st64(seg.base + t, b.n)
+                for j in range(b.n):
+                    memcpy(seg.base + t + 8 + CELL_SIZE * j, &self.cells[b.first + j].cell, CELL_SIZE)
+        elif b.kind == K_DICT:
+            ds_st64(p, self.blocks[i + 1].off if b.n else 0)
+            ds_st64(p + 8, 0)
+            if b.n:
+                t = self.blocks[i + 1].off
+                q = seg.base + t + BLOCK_HDR
+                ds_st64(q, self.blocks[i + 1].n)
+                ds_st64(q + 8, self.blocks[i + 1].n * 2 // 3)
+                ds_st64(q + 16, 0)
+                ds_st64(q + 24, 0)
+                memset(q + 32, 0xff, 4 * self.blocks[i + 1].n)
+                hashes = <uint64_t *>malloc_or_raise(8 * b.n)
+                cells = <Cell *>malloc_or_raise(2 * CELL_SIZE * b.n)
+                for j in range(b.n):
+                    hashes[j] = self.cells[b.first + 2 * j].hash
+                    cells[2 * j] = self.cells[b.first + 2 * j].cell
+                    cells[2 * j + 1] = self.cells[b.first + 2 * j + 1].cell
+                seg.table_fill(t, hashes, cells, b.n)
+                free(hashes)
+                free(cells)
+        return 0
+
+    cdef Cell *cell(self, int64_t ci) noexcept:
+        return &self.cells[ci].cell
+
+
+cdef void *malloc_or_raise(size_t n) except NULL:
+    cdef void *p = realloc(NULL, n if n else 1)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+cdef inline uint8_t block_tag(int kind) noexcept:
+    if kind == K_STR:
+        return T_STR
+    if kind == K_BYTES:
+        return T_BYTES
+    if kind == K_BIGINT:
+        return T_BIGINT
+    if kind == K_TUPLE:
+        return T_TUPLE
+    if kind == K_DICT:
+        return T_DICT
+    if kind == K_LIST:
+        return T_LIST
+    return T_KTUPLE
+
+
+# ---------------------------------------------------------------------------
+# decoding
+
+cdef object decode(Segment seg, const Cell *c, int depth):
+    """The Python value of a cell: scalars and strings by value, tuples
+    recursively, dicts and lists as live views."""
+    cdef uint8_t tag = c.b[0]
+    cdef int64_t v
+    cdef double f
+    cdef uint8_t n
+    cdef const char *data
+    cdef uint64_t ln, off, i
+    cdef char *p
+    if tag == T_SSTR:
+        n = c.b[1] & 0x7f
+        if n > INLINE_MAX:
+            raise CorruptSegmentError("inline string of %d bytes" % n)
+        if c.b[1] & 0x80:
+            s = PyUnicode_New(n, 127)
+            memcpy(PyUnicode_DATA(s), &c.b[2], n)
+            return s
+        return PyUnicode_DecodeUTF8(<const char *>&c.b[2], n, "surrogatepass")
+    if tag == T_INT:
+        memcpy(&v, &c.b[8], 8)
+        return PyLong_FromLongLong(v)
+    if tag == T_FLOAT:
+        memcpy(&f, &c.b[8], 8)
+        return PyFloat_FromDouble(f)
+    if tag == T_NONE:
+        return None
+    if tag == T_TRUE:
+        return True
+    if tag == T_FALSE:
+        return False
+    if tag == T_SBYTES:
+        n = c.b[1] & 0x7f
+        if n > INLINE_MAX:
+            raise CorruptSegmentError("inline bytes of %d bytes" % n)
+        return PyBytes_FromStringAndSize(<const char *>&c.b[2], n)
+    off = ds_ld64(&c.b[8])
+    if tag == T_STR:
+        seg.block_bytes(off, K_STR, &data, &ln)
+        if ds_ld64(data - 8) & 1:
+            s = PyUnicode_New(ln, 127)
+            memcpy(PyUnicode_DATA(s), data, ln)
+            return s
+        return PyUnicode_DecodeUTF8(data, ln, "surrogatepass")
+    if tag == T_BYTES:
+        seg.block_bytes(off, K_BYTES, &data, &ln)
+        return PyBytes_FromStringAndSize(data, ln)
+    if tag == T_DICT or tag == T_LIST:
+        return make_view(seg, off, tag_kind(tag))
+    if tag == T_BIGINT:
+        seg.block_bytes(off, K_BIGINT, &data, &ln)
+        return int.from_bytes(PyBytes_FromStringAndSize(data, ln), "little", signed=True)
+    if tag == T_TUPLE:
+        if depth > MAX_TUPLE_DEPTH + 1:
+            raise CorruptSegmentError("tuples nested too deep")
+        blk = seg.block(off, K_TUPLE)
+        p = seg.base + off + BLOCK_HDR
+        ln = ds_ld64(p)
+        if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
+            raise CorruptSegmentError("tuple at %d claims %d items" % (off, ln))
+        t = PyTuple_New(ln)
+        for i in range(ln):
+            x = decode(seg, <Cell *>(p + 8 + CELL_SIZE * i), depth + 1)
+            Py_INCREF(x)
+            PyTuple_SET_ITEM(t, i, x)
+        return t
+    if tag == T_KTUPLE:
+        seg.block_bytes(off, K_KTUPLE, &data, &ln)
+        return parse_ktuple(data, ln)
+    raise CorruptSegmentError("cell with unknown tag %d" % tag)
+
+
+cdef object parse_ktuple(const char *data, uint64_t ln):
+    cdef uint64_t pos = 0
+    out = []
+    while pos < ln:
+        out.append(parse_canon(data, ln, &pos, 1))
+    return tuple(out)
+
+
+cdef object make_view(Segment seg, uint64_t off, int kind):
+    cdef Block *b = seg.block(off, kind)
+    cdef Node node
+    node = <Node>(DictType.__new__(DictType) if kind == K_DICT else ListType.__new__(ListType))
+    node.seg = seg
+    node.off = off
+    node.gen = b.gen
+    return node
+
+
+# ---------------------------------------------------------------------------
+# the read section
+
+ctypedef object (*ReadFn)(Node node, void *arg)
+
+
+cdef object read_section(Node node, ReadFn fn, void *arg):
+    """Run fn without the lock, validated by the write sequence; retry when a
+    write overlapped; after MAX_RETRIES, run it under the lock."""
+    cdef Segment seg = node.seg
+    cdef uint64_t s
+    cdef int attempt, was
+    if seg.base == NULL:
+        seg.check_open()
+    for attempt in range(MAX_RETRIES):
+        s = seg.read_begin()
+        try:
+            r = fn(node, arg)
+        except Exception:
+            if seg.read_ok(s):
+                raise
+            continue
+        if seg.read_ok(s):
+            return r
+    seg.lock_acquire(-1)
+    was = PyGC_Disable()
+    try:
+        return fn(node, arg)
+    finally:
+        if was:
+            PyGC_Enable()
+        seg.lock_release()
+
+
+# ---------------------------------------------------------------------------
+# node types
+
+cdef class Node:
+    """A view of a shared container: segment + block offset + generation."""
+    cdef Segment seg
+    cdef uint64_t off
+    cdef uint32_t gen
+
+    @property
+    def segment(self):
+        """The Segment this view belongs to."""
+        return self.seg
+
+    def _identity(self):
+        return (id(self.seg), self.off)
+
+    def __reduce__(self):
+        # a reference, never the contents: the receiver attaches by name
+        return (_rebuild, (self.seg.name, isinstance(self, DictNode), self.off, self.gen))
+
+    def to_python(self):
+        """A plain deep copy: dicts, lists, tuples; shape and cycles kept."""
+        return read_section(self, _rd_deep, NULL)
+
+    cdef int check(self, int kind) except -1:
+        self.seg.node(self.off, self.gen, kind)
+        return 0
+
+
+def _rebuild(name, is_dict, off, gen):
+    from dshared._heap import attach_cached
+    cdef Segment seg = attach_cached(name)
+    cdef Node node = <Node>(DictType.__new__(DictType) if is_dict else ListType.__new__(ListType))
+    node.seg = seg
+    node.off = off
+    node.gen = gen
+    return node
+
+
+def root_view(Segment seg, name=None):
+    """The root SharedDict of seg, or the named top-level dict `name`."""
+    cdef Node names
+    seg.check_open()
+    if name is None:
+        return make_view(seg, seg.hdr.root, K_DICT)
+    names = <Node>make_view(seg, seg.hdr.names, K_DICT)
+    return (<DictNode>names).setdefault_view(name)
+
+
+cdef struct DArg:
+    Key *key
+    int64_t ix
+    uint64_t version
+    int mode                    # 0 key, 1 value, 2 item
+
+
+cdef object _rd_get(Node node, void *arg):
+    cdef DArg *a = <DArg *>arg
+    cdef Segment seg = node.seg
+    node.check(K_DICT)
+    a.ix = seg.dict_find(node.off, a.key)
+    if a.ix < 0:
+        return None
+    return decode(seg, &seg.dict_entry(node.off, a.ix).value, 0)
+
+
+cdef object _rd_contains(Node node, void *arg):
+    cdef DArg *a = <DArg *>arg
+    node.check(K_DICT)
+    a.ix = node.seg.dict_find(node.off, a.key)
+    return None
+
+
+cdef object _rd_len(Node node, void *arg):
+    node.check(K_DICT)
+    return node.seg.dict_len(node.off)
+
+
+cdef object _rd_list_len(Node node, void *arg):
+    node.check(K_LIST)
+    return node.seg.list_len(node.off)
+
+
+cdef object _rd_entry(Node node, void *arg):
+    """The live entry at or after a.ix (or before it, mode | 4): key, value or item."""
+    cdef DArg *a = <DArg *>arg
+    cdef Segment seg = node.seg
+    cdef Entry *e
+    node.check(K_DICT)
+    a.version = seg.dict_version(node.off)
+    a.ix = seg.dict_prev(node.off, a.ix) if a.mode & 4 else seg.dict_next(node.off, a.ix)
+    if a.ix < 0:
+        return None
+    e = seg.dict_entry(node.off, a.ix)
+    if a.mode & 3 == 0:
+        return decode(seg, &e.key, 0)
+    if a.mode & 3 == 1:
+        return decode(seg, &e.value, 0)
+    return (decode(seg, &e.key, 0), decode(seg, &e.value, 0))
+
+
+cdef object _rd_snapshot(Node node, void *arg):
+    """All (key, value) pairs, in order."""
+    cdef Segment seg = node.seg
+    cdef int64_t i = 0
+    cdef Entry *e
+    node.check(K_DICT)
+    out = []
+    i = seg.dict_next(node.off, 0)
+    while i >= 0:
+        e = seg.dict_entry(node.off, i)
+        out.append((decode(seg, &e.key, 0), decode(seg, &e.value, 0)))
+        i = seg.dict_next(node.off, i + 1)
+    return out
+
+
+cdef object _rd_version(Node node, void *arg):
+    node.check(K_DICT)
+    return (node.seg.dict_version(node.off), node.seg.dict_len(node.off))
+
+
+cdef class DictNode(Node):
+    """The C part of SharedDict: lookups, stores and iteration."""
+
+    def __getitem__(self, k):
+        cdef Key key
+        cdef DArg a
+        try:
+            owner = make_key(self.seg, k, &key)
+        except UnsupportedTypeError:
+            return self.__missing__(k)
+        a.key = &key
+        r = read_section(self, _rd_get, &a)
+        if a.ix < 0:
+            return self.__missing__(k)
+        return r
+
+    def __missing__(self, k):
+        raise KeyError(k)
+
+    def get(self, k, default=None):
+        """d.get(k[, default]): d[k] if k in d, else default."""
+        cdef Key key
+        cdef DArg a
+        try:
+            owner = make_key(self.seg, k, &key)
+        except UnsupportedTypeError:
+            return default
+        a.key = &key
+        r = read_section(self, _rd_get, &a)
+        return default if a.ix < 0 else r
+
+    def __contains__(self, k):
+        cdef Key key
+        cdef DArg a
+        try:
+            owner = make_key(self.seg, k, &key)
+        except UnsupportedTypeError:
+            return False
+        a.key = &key
+        read_section(self, _rd_contains, &a)
+        return a.ix >= 0
+
+    def __len__(self):
+        return read_section(self, _rd_len, NULL)
+
+    def __iter__(self):
+        return DictIter(self, 0)
+
+    def __reversed__(self):
+        return DictIter(self, 4)
+
+    def _iter(self, int mode):
+        return DictIter(self, mode)
+
+    def _snapshot(self):
+        """[(key, value), ...] in one consistent read."""
+        return read_section(self, _rd_snapshot, NULL)
+
+    def _version(self):
+        return read_section(self, _rd_version, NULL)
+
+    def __setitem__(self, k, v):
+        self.store(k, v, 0)
+
+    def __delitem__(self, k):
+        cdef Key key
+        cdef Segment seg = self.seg
+        cdef int64_t ix
+        owner = make_key(seg, k, &key)
+        seg.write_begin()
+        try:
+            self.check(K_DICT)
+            ix = seg.dict_find(self.off, &key)
+            if ix >= 0:
+                seg.dict_remove(self.off, ix)
+        finally:
+            seg.write_end()
+        if ix < 0:
+            raise KeyError(k)
+
+    cdef object store(self, object k, object v, int mode):
+        """d[k] = v (mode 0); setdefault (mode 1): store only if absent and
+        return the value now in d."""
+        cdef Key key
+        cdef Segment seg = self.seg
+        cdef Cell cv, ck, old
+        cdef Plan plan = None
+        cdef int64_t ix, vi = 0, ki = 0
+        cdef bint fast_k, fast_v
+        cdef Entry *e
+        owner = make_key(seg, k, &key)
+        fast_k = False
+        if key.ctag == T_STR or key.ctag == T_BYTES:
+            if key.len <= INLINE_MAX:
+                cell_inline(&ck, T_SSTR if key.ctag == T_STR else T_SBYTES, key.data, key.len,
+                            key.ctag == T_STR and PyUnicode_IS_ASCII(k))
+                fast_k = True
+        elif key.ctag != T_BIGINT and key.ctag != T_KTUPLE:
+            fast_k = encode_scalar(k, &ck)
+        fast_v = encode_scalar(v, &cv)
+        if not (fast_k and fast_v):
+            plan = Plan(seg)
+            if not fast_v:
+                vi = plan.add_root(v)
+            if not fast_k:
+                ki = plan.add_key(k)
+        seg.write_begin()
+        try:
+            self.check(K_DICT)
+            ix = seg.dict_find(self.off, &key)
+            if ix >= 0 and mode == 1:
+                return decode(seg, &seg.dict_entry(self.off, ix).value, 0)
+            if plan is not None:
+                plan.materialize()
+                if not fast_v:
+                    cv = plan.cell(vi)[0]
+                if not fast_k:
+                    ck = plan.cell(ki)[0]
+            if ix >= 0:
+                e = seg.dict_entry(self.off, ix)
+                old = e.value
+                e.value = cv
+                if not fast_k:
+                    seg.decref_cell(&ck)        # the key object already there stays
+                seg.decref_cell(&old)
+            else:
+                try:
+                    seg.dict_reserve(self.off, 1)
+                except BaseException:
+                    if plan is not None:
+                        plan.rollback()
+                    raise
+                seg.dict_insert(self.off, &key, &ck, &cv)
+            if mode == 1:
+                return decode(seg, &cv, 0)
+        finally:
+            seg.write_end()
+        return None
+
+    def setdefault(self, k, default=None):
+        """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
+        return self.store(k, default, 1)
+
+    cdef object setdefault_view(self, name):
+        r = self.store(name, {}, 1)
+        if not isinstance(r, DictNode):
+            raise TypeError("collection %r is not a dict" % (name,))
+        return r
+
+    def pop(self, k, *default):
+        """d.pop(k[, default]): remove k and return its value (a plain copy
+        for a dict or list), else default, else KeyError. Atomic."""
+        cdef Key key
+        cdef Segment seg = self.seg
+        cdef int64_t ix
+        if len(default) > 1:
+            raise TypeError("pop expected at most 2 arguments, got %d" % (len(default) + 1))
+        owner = make_key(seg, k, &key)
+        seg.write_begin()
+        try:
+            self.check(K_DICT)
+            ix = seg.dict_find(self.off, &key)
+            if ix >= 0:
+                r = deep_decode(seg, &seg.dict_entry(self.off, ix).value)
+                seg.dict_remove(self.off, ix)
+        finally:
+            seg.write_end()
+        if ix < 0:
+            if default:
+                return default[0]
+            raise KeyError(k)
+        return r
+
+    def popitem(self):
+        """Remove and return the last inserted (key, value) pair (LIFO). Atomic."""
+        cdef Segment seg = self.seg
+        cdef int64_t ix
+        cdef Entry *e
+        seg.write_begin()
+        try:
+            self.check(K_DICT)
+            ix = seg.dict_prev(self.off, INT64_MAX_)
+            if ix >= 0:
+                e = seg.dict_entry(self.off, ix)
+                r = (decode(seg, &e.key, 0), deep_decode(seg, &e.value))
+                seg.dict_remove(self.off, ix)
+        finally:
+            seg.write_end()
+        if ix < 0:
+            raise KeyError("popitem(): dictionary is empty")
+        return r
+
+    def clear(self):
+        """Remove every item. Atomic."""
+        cdef Segment seg = self.seg
+        seg.write_begin()
+        try:
+            self.check(K_DICT)
+            seg.dict_clear(self.off)
+        finally:
+            seg.write_end()
+
+    def _update_pairs(self, list pairs):
+        """Store [(k, v), ...] in one atomic step."""
+        cdef Segment seg = self.seg
+        cdef Plan plan = Plan(seg)
+        cdef Key *keys
+        cdef int64_t n = len(pairs), i, ix
+        cdef Cell old
+        cdef Entry *e
+        if n == 0:
+            return
+        owners = []
+        roots = []
+        keys = <Key *>malloc_or_raise(n * sizeof(Key))
+        try:
+            for i in range(n):
+                k, v = pairs[i]
+                owners.append(make_key(seg, k, &keys[i]))
+                roots.append(plan.add_key(k))
+                roots.append(plan.add_root(v))
+            seg.write_begin()
+            try:
+                self.check(K_DICT)
+                plan.materialize()
+                try:
+                    seg.dict_reserve(self.off, n)
+                except BaseException:
+                    plan.rollback()
+                    raise
+                for i in range(n):
+                    ix = seg.dict_find(self.off, &keys[i])
+                    if ix >= 0:
+                        e = seg.dict_entry(self.off, ix)
+                        old = e.value
+                        e.value = plan.cell(roots[2 * i + 1])[0]
+                        seg.decref_cell(plan.cell(roots[2 * i]))
+                        seg.decref_cell(&old)
+                    else:
+                        seg.dict_insert(self.off, &keys[i], plan.cell(roots[2 * i]),
+                                        plan.cell(roots[2 * i + 1]))
+            finally:
+                seg.write_end()
+        finally:
+            free(keys)
+
+    def incr(self, k, delta=1, default=0):
+        """Atomically add delta to d[k] (default if absent) and return the new value."""
+        if not (PyLong_Check(delta) or PyFloat_Check(delta)):
+            raise TypeError("incr() delta must be an int or a float, not %s" % type(delta).__name__)
+        if not (PyLong_Check(default) or PyFloat_Check(default)):
+            raise TypeError("incr() default must be an int or a float, not %s" % type(default).__name__)
+        with self.seg.lock():
+            new = self.get(k, default) + delta
+            self.store(k, new, 0)
+        return new
+
+
+cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
+
+
+cdef class DictIter:
+    """Iterator over a SharedDict's keys (mode 0), values (1) or items (2);
+    mode | 4 walks backwards. Raises RuntimeError if the dict changes size."""
+    cdef DictNode node
+    cdef int64_t pos
+    cdef uint64_t version
+    cdef int64_t length
+    cdef int mode
+    cdef bint done
+
+    def __cinit__(self, DictNode node, int mode):
+        self.node = node
+        self.mode = mode
+        self.version, self.length = node._version()
+        self.pos = 0x7FFFFFFFFFFFFFFF if mode & 4 else 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef DArg a
+        if self.done:
+            raise StopIteration
+        a.ix = self.pos
+        a.mode = self.mode
+        r = read_section(self.node, _rd_entry, &a)
+        if a.version != self.version:
+            self.done = True
+            n = len(self.node)
+            if n != self.length:
+                raise RuntimeError("dictionary changed size during iteration")
+            raise RuntimeError("dictionary keys changed during iteration")
+        if a.ix < 0:
+            self.done = True
+            raise StopIteration
+        self.pos = a.ix - 1 if self.mode & 4 else a.ix + 1
+        return r
+
+    def __length_hint__(self):
+        return 0 if self.done else self.length
+
+
+# ---------------------------------------------------------------------------
+# deep copies
+
+cdef object deep_decode(Segment seg, const Cell *c):
+    """Like decode, but dicts and lists become plain copies (shape kept)."""
+    if c.b[0] == T_DICT or c.b[0] == T_LIST:
+        return deep_copy(seg, ds_ld64(&c.b[8]), tag_kind(c.b[0]))
+    return decode(seg, c, 0)
+
+
+cdef object _rd_deep(Node node, void *arg):
+    node.check(K_DICT if isinstance(node, DictNode) else K_LIST)
+    return deep_copy(node.seg, node.off, K_DICT if isinstance(node, DictNode) else K_LIST)
+
+
+cdef object deep_copy(Segment seg, uint64_t off, int kind):
+    """Copy the container at off into plain dicts/lists, iteratively."""
+    cdef dict memo = {}
+    cdef list todo = []
+    cdef int64_t i, n
+    cdef Entry *e
+    cdef Cell *cells
+    root = _deep_cell(seg, off, kind, memo, todo)
+    while todo:
+        off, kind, obj = todo.pop()
+        seg.block(off, kind)
+        if kind == K_DICT:
+            i = seg.dict_next(off, 0)
+            while i >= 0:
+                e = seg.dict_entry(off, i)
+                (<dict>obj)[decode(seg, &e.key, 0)] = _deep_value(seg, &e.value, memo, todo, 0)
+                i = seg.dict_next(off, i + 1)
+        else:
+            n = seg.list_len(off)
+            cells = seg.list_cells(off, n)
+            for i in range(n):
+                (<list>obj).append(_deep_value(seg, &cells[i], memo, todo, 0))
+    return root
+
+
+cdef object _deep_cell(Segment seg, uint64_t off, int kind, dict memo, list todo):
+    r = memo.get(off)
+    if r is None:
+        r = {} if kind == K_DICT else []
+        memo[off] = r
+        todo.append((off, kind, r))
+    return r
+
+
+cdef object _deep_value(Segment seg, const Cell *c, dict memo, list todo, int depth):
+    cdef uint8_t tag = c.b[0]
+    cdef uint64_t off, ln, i
+    cdef char *p
+    if tag == T_DICT or tag == T_LIST:
+        return _deep_cell(seg, ds_ld64(&c.b[8]), tag_kind(tag), memo, todo)
+    if tag == T_TUPLE:
+        if depth > MAX_TUPLE_DEPTH + 1:
+            raise CorruptSegmentError("tuples nested too deep")
+        off = ds_ld64(&c.b[8])
+        r = memo.get(off)
+        if r is not None:
+            return r
+        blk = seg.block(off, K_TUPLE)
+        p = seg.base + off + BLOCK_HDR
+        ln = ds_ld64(p)
+        if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
+            raise CorruptSegmentError("tuple at %d claims %d items" % (off, ln))
+        r = tuple([_deep_value(seg, <Cell *>(p + 8 + CELL_SIZE * i), memo, todo, depth + 1) for i in range(ln)])
+        memo[off] = r
+        return r
+    return decode(seg, c, depth)
+
+
+# ---------------------------------------------------------------------------
+# lists
+
+cdef extern from "Python.h":
+    int PySlice_Unpack(object s, Py_ssize_t *start, Py_ssize_t *stop, Py_ssize_t *step) except -1
+    Py_ssize_t PySlice_AdjustIndices(Py_ssize_t length, Py_ssize_t *start, Py_ssize_t *stop, Py_ssize_t step)
+
+
+cdef enum:
+    OP_SET = 1
+    OP_INSERT = 2
+    OP_APPEND = 3
+    OP_SET_SLICE = 4
+    OP_DEL = 5
+    OP_DEL_SLICE = 6
+    OP_POP = 7
+    OP_CLEAR = 8
+
+
+cdef struct LArg:
+    int64_t i
+    PyObject *slice
+    int64_t n
+
+
+cdef object _rd_list_get(Node node, void *arg):
+    """Item a.i (negative counts from the end); a.n = -1 if out of range."""
+    cdef LArg *a = <LArg *>arg
+    cdef Segment seg = node.seg
+    cdef int64_t n, i = a.i
+    node.check(K_LIST)
+    n = seg.list_len(node.off)
+    a.n = n
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        a.n = -1
+        return None
+    return decode(seg, &seg.list_cells(node.off, n)[i], 0)
+
+
+cdef object _rd_list_slice(Node node, void *arg):
+    cdef LArg *a = <LArg *>arg
+    cdef Segment seg = node.seg
+    cdef Py_ssize_t start, stop, step, count, i
+    cdef int64_t n
+    cdef Cell *cells
+    node.check(K_LIST)
+    n = seg.list_len(node.off)
+    cells = seg.list_cells(node.off, n)
+    PySlice_Unpack(<object>a.slice, &start, &stop, &step)
+    count = PySlice_AdjustIndices(n, &start, &stop, step)
+    return [decode(seg, &cells[start + i * step], 0) for i in range(count)]
+
+
+cdef object _rd_list_snapshot(Node node, void *arg):
+    cdef Segment seg = node.seg
+    cdef int64_t n, i
+    cdef Cell *cells
+    node.check(K_LIST)
+    n = seg.list_len(node.off)
+    cells = seg.list_cells(node.off, n)
+    return (ds_ld64(seg.base + node.off + BLOCK_HDR + 16), [decode(seg, &cells[i], 0) for i in range(n)])
+
+
+cdef class ListNode(Node):
+    """The C part of SharedList: indexing, slicing and every mutation."""
+
+    def __len__(self):
+        return read_section(self, _rd_list_len, NULL)
+
+    def __getitem__(self, index):
+        cdef LArg a
+        if isinstance(index, slice):
+            a.slice = <PyObject *>index
+            return read_section(self, _rd_list_slice, &a)
+        a.i = _index(index)
+        r = read_section(self, _rd_list_get, &a)
+        if a.n < 0:
+            raise IndexError("list index out of range")
+        return r
+
+    def __iter__(self):
+        return ListIter(self, False)
+
+    def __reversed__(self):
+        return ListIter(self, True)
+
+    def _snapshot(self):
+        """(version, [items]) in one consistent read."""
+        return read_section(self, _rd_list_snapshot, NULL)
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            values = list(value) if value is not self else self._snapshot()[1]
+            self.edit(OP_SET_SLICE, 0, index, values)
+        else:
+            self.edit(OP_SET, _index(index), None, [value])
+
+    def __delitem__(self, index):
+        if isinstance(index, slice):
+            self.edit(OP_DEL_SLICE, 0, index, None)
+        else:
+            self.edit(OP_DEL, _index(index), None, None)
+
+    def insert(self, index, value):
+        """Insert value before index (clamped to the list, as list.insert)."""
+        self.edit(OP_INSERT, _index(index), None, [value])
+
+    def append(self, value):
+        """Append value at the end. Atomic."""
+        self.edit(OP_APPEND, 0, None, [value])
+
+    def extend(self, values):
+        """Append every item of an iterable, in one atomic step."""
+        if values is self:
+            values = self._snapshot()[1]
+        elif not isinstance(values, list):
+            values = list(values)
+        self.edit(OP_APPEND, 0, None, values)
+
+    def pop(self, index=-1):
+        """Remove and return the item at index (default last); a dict or list
+        comes back as a plain copy. Atomic."""
+        return self.edit(OP_POP, _index(index), None, None)
+
+    def clear(self):
+        """Remove every item. Atomic."""
+        self.edit(OP_CLEAR, 0, None, None)
+
+    cdef object edit(self, int op, int64_t i, object sl, list values):
+        """Every list mutation: plan values outside the lock, then under it
+        resolve indices against the current length, allocate, splice."""
+        cdef Segment seg = self.seg
+        cdef Plan plan = None
+        cdef int64_t n, start = 0, ndel = 0, nins = 0, k, j
+        cdef Py_ssize_t pstart = 0, pstop = 0, pstep = 1, count = 0
+        cdef Cell *cells = NULL
+        cdef list roots = None
+        result = None
+        if values:
+            plan = Plan(seg)
+            roots = [plan.add_root(v) for v in values]
+            nins = len(values)
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            n = seg.list_len(self.off)
+            if op == OP_SET or op == OP_DEL or op == OP_POP:
+                if op == OP_POP and n == 0:
+                    raise IndexError("pop from empty list")
+                if i < 0:
+                    i += n
+                if i < 0 or i >= n:
+                    raise IndexError("pop index out of range" if op == OP_POP
+                                     else "list assignment index out of range")
+                start = i
+                ndel = 1
+                if op == OP_POP:
+                    result = deep_decode(seg, &seg.list_cells(self.off, n)[i])
+            elif op == OP_INSERT:
+                start = min(max(i + n if i < 0 else i, 0), n)
+            elif op == OP_APPEND:
+                start = n
+            elif op == OP_CLEAR:
+                ndel = n
+            else:
+                PySlice_Unpack(sl, &pstart, &pstop, &pstep)
+                count = PySlice_AdjustIndices(n, &pstart, &pstop, pstep)
+                if pstep == 1 or (op == OP_SET_SLICE and pstep != 1 and False):
+                    start = pstart
+                    ndel = count
+                elif op == OP_SET_SLICE and count != nins:
+                    raise ValueError("attempt to assign sequence of size %d to extended slice of size %d"
+                                     % (nins, count))
+                if pstep == 1 and op == OP_SET_SLICE and pstop < pstart:
+                    ndel = 0
+            if plan is not None:
+                plan.materialize()
+                cells = <Cell *>malloc_or_raise(CELL_SIZE * nins)
+                for k in range(nins):
+                    cells[k] = plan.cell(roots[k])[0]
+                if nins > ndel and pstep == 1:
+                    try:
+                        seg.list_reserve(self.off, nins - ndel)
+                    except BaseException:
+                        plan.rollback()
+                        raise
+            if pstep == 1:
+                if ndel or nins:
+                    seg.list_replace(self.off, start, ndel, cells, nins)
+            elif op == OP_SET_SLICE:
+                for k in range(count):
+                    seg.list_replace(self.off, pstart + k * pstep, 1, &cells[k], 1)
+            else:
+                # extended-slice delete: from the highest index down
+                for k in range(count):
+                    j = pstart + (count - 1 - k) * pstep if pstep > 0 else pstart + k * pstep
+                    seg.list_replace(self.off, j, 1, NULL, 0)
+        finally:
+            free(cells)
+            seg.write_end()
+        return result
+
+    def _reverse(self):
+        cdef Segment seg = self.seg
+        cdef int64_t n, k
+        cdef Cell *cells
+        cdef Cell t
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            n = seg.list_len(self.off)
+            cells = seg.list_cells(self.off, n)
+            for k in range(n // 2):
+                t = cells[k]
+                cells[k] = cells[n - 1 - k]
+                cells[n - 1 - k] = t
+            seg._bump_version(self.off)
+        finally:
+            seg.write_end()
+
+    def _reorder(self, uint64_t version, order):
+        """Permute the items (new[k] = old[order[k]]) if the list is still at
+        `version`; returns False if it changed meanwhile."""
+        cdef Segment seg = self.seg
+        cdef int64_t n, k
+        cdef Cell *cells
+        cdef Cell *tmp = NULL
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
+                return False
+            n = seg.list_len(self.off)
+            if n != len(order):
+                return False
+            cells = seg.list_cells(self.off, n)
+            tmp = <Cell *>malloc_or_raise(CELL_SIZE * n)
+            memcpy(tmp, cells, CELL_SIZE * n)
+            for k in range(n):
+                cells[k] = tmp[<int64_t>order[k]]
+            seg._bump_version(self.off)
+            return True
+        finally:
+            free(tmp)
+            seg.write_end()
+
+    def _delete_if(self, uint64_t version, int64_t i):
+        """Delete item i if the list is still at `version`."""
+        cdef Segment seg = self.seg
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
+                return False
+            seg.list_replace(self.off, i, 1, NULL, 0)
+            return True
+        finally:
+            seg.write_end()
+
+
+cdef int64_t _index(object i) except? -1:
+    if not PyLong_Check(i):
+        if not hasattr(type(i), "__index__"):
+            raise TypeError("list indices must be integers or slices, not %s" % type(i).__name__)
+        i = i.__index__()
+    cdef int overflow = 0
+    cdef int64_t v = PyLong_AsLongLongAndOverflow(i, &overflow)
+    if overflow:
+        raise IndexError("cannot fit '%s' into an index-sized integer" % type(i).__name__)
+    return v
+
+
+cdef class ListIter:
+    """Iterates a SharedList by position, re-reading the length each step (as list does)."""
+    cdef ListNode node
+    cdef int64_t pos
+    cdef bint rev
+    cdef bint done
+
+    def __cinit__(self, ListNode node, bint rev):
+        self.node = node
+        self.rev = rev
+        self.pos = len(node) - 1 if rev else 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef LArg a
+        if self.done or self.pos < 0:
+            self.done = True
+            raise StopIteration
+        a.i = self.pos
+        r = read_section(self.node, _rd_list_get, &a)
+        if a.n < 0:
+            self.done = True
+            raise StopIteration
+        self.pos += -1 if self.rev else 1
+        return r

@@ -1,0 +1,249 @@
+# The C-level interface of the segment: layout structs, the Segment type and
+# every cdef operation that _codec builds on. _codec cimports this file; this
+# module never imports _codec.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "dshared.h" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    uint64_t ds_ld64(const void *p)
+    void ds_st64(void *p, uint64_t v)
+    uint64_t ds_load_acquire(const uint64_t *p)
+    uint64_t ds_load_relaxed(const uint64_t *p)
+    void ds_store_release(uint64_t *p, uint64_t v)
+    void ds_fence_acquire()
+    void ds_fence_release()
+    void ds_fence_seq_cst()
+    void ds_cpu_relax()
+    int ds_bitlen64(uint64_t v)
+    int ds_ctz64(uint64_t v)
+    uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
+    int ds_mutex_init(pthread_mutex_t *m)
+    int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
+    int ds_mutex_trylock(pthread_mutex_t *m)
+    int ds_mutex_unlock(pthread_mutex_t *m)
+    int ds_mutex_consistent(pthread_mutex_t *m)
+    const char *ds_layout_name()
+    size_t ds_mutex_size()
+    int DSHARED_DEBUG
+
+
+cdef enum:
+    FORMAT_VERSION = 1
+    HEADER_SIZE = 4096          # the heap starts here
+    MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
+    ALIGN = 16                  # block sizes and offsets are multiples of this
+    BLOCK_HDR = 16              # sizeof(Block)
+    MIN_BLOCK = 32              # a free block must hold its two list links
+    NBINS = 128
+    SMALL_BINS = 64             # exact bins for blocks below 64 * 16 bytes
+    RC_MAX = 0xFFFFFF           # a saturated refcount sticks; collect() frees it
+    CELL_SIZE = 16
+    INLINE_MAX = 14             # str/bytes of up to 14 bytes live in the cell
+    ENTRY_SIZE = 40
+    MAX_RETRIES = 64            # optimistic read attempts before taking the lock
+    FLAG_POISONED = 1
+
+
+# Block kinds (Block.kind_rc & 0xff). 0 is a free block.
+cdef enum:
+    K_FREE = 0
+    K_STR = 1
+    K_BYTES = 2
+    K_BIGINT = 3
+    K_TUPLE = 4
+    K_DICT = 5
+    K_LIST = 6
+    K_TABLE = 7
+    K_ITEMS = 8
+    K_KTUPLE = 9
+    K_DEAD = 0xEE               # the header of a block swallowed by coalescing
+    K_LAST = 9
+
+
+# Cell tags (Cell.b[0]). Tags >= T_STR hold a block offset in the payload and
+# own one reference to that block.
+cdef enum:
+    T_EMPTY = 0
+    T_NONE = 1
+    T_FALSE = 2
+    T_TRUE = 3
+    T_INT = 4
+    T_FLOAT = 5
+    T_SSTR = 6                  # inline str: b[1] = len | 0x80 if ASCII, b[2:16] data
+    T_SBYTES = 7                # inline bytes: b[1] = len, b[2:16] data
+    T_STR = 8
+    T_BYTES = 9
+    T_BIGINT = 10
+    T_TUPLE = 11
+    T_DICT = 12
+    T_LIST = 13
+    T_KTUPLE = 14               # a tuple used as a key: its canonical encoding
+    T_LAST = 14
+    T_FIRST_REF = 8
+
+
+# Index slots of a dict table.
+cdef enum:
+    IX_EMPTY = -1
+    IX_DUMMY = -2
+
+
+ctypedef struct Cell:
+    uint8_t b[16]
+
+ctypedef struct Block:
+    uint32_t size16             # whole block, header included, in 16-byte units
+    uint32_t prev16             # the block just below, for coalescing; 0 at the bottom
+    uint32_t gen                # changes on every allocation: views detect reuse
+    uint32_t kind_rc            # kind in the low byte, shared refcount above
+
+ctypedef struct Entry:
+    uint64_t hash
+    Cell key
+    Cell value
+
+ctypedef struct Header:
+    uint64_t magic
+    uint32_t version
+    uint32_t header_size
+    char layout[32]
+    uint64_t mutex_size
+    uint64_t capacity
+    uint64_t seed0
+    uint64_t seed1
+    uint64_t flags
+    uint64_t seq                # seqlock: odd while a write is in flight
+    uint64_t top                # end of the tiled heap; above it is untouched
+    uint64_t tail16             # size16 of the block just below top
+    uint64_t reserved           # bytes backed by posix_fallocate
+    uint64_t root               # the root dict block
+    uint64_t names              # the dict of named collections
+    uint64_t gen                # last generation handed out
+    uint64_t used               # bytes in live blocks, headers included
+    uint64_t nblocks
+    uint64_t repairs
+    uint64_t collections
+    uint64_t binmap[2]
+    uint64_t bins[128]
+    pthread_mutex_t mutex
+
+# A key ready for lookup: computed from the Python object before the lock.
+ctypedef struct Key:
+    uint64_t hash
+    uint8_t ctag                # canonical tag: T_NONE, T_INT, T_FLOAT, T_STR, T_BYTES, T_BIGINT, T_KTUPLE
+    uint64_t cval               # T_INT / T_FLOAT payload
+    const char *data            # T_STR / T_BYTES / T_BIGINT / T_KTUPLE bytes
+    uint64_t len
+
+
+cdef class LockState:
+    cdef uint64_t owner
+    cdef long depth
+    cdef long fork_gen
+
+
+cdef class Segment:
+    cdef char *base
+    cdef Header *hdr
+    cdef uint64_t cap
+    cdef int fd
+    cdef readonly str name
+    cdef readonly bint created
+    cdef LockState lk
+    cdef int err                # why the last allocation failed: 0, ENOMEM-like codes
+    cdef int _gc_was
+    cdef object __weakref__
+
+    # internals
+    cdef _map(self, uint64_t cap)
+    cdef _init_header(self, uint64_t reserved)
+    cdef _check_header(self, uint64_t size)
+    cdef int _reserve(self, uint64_t upto) noexcept nogil
+    cdef _unmap_close(self)
+    cdef _repair_after_death(self)
+    cdef int _bin(self, uint64_t size16) noexcept nogil
+    cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil
+    cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil
+    cdef void _set_prev16(self, uint64_t off, uint64_t prev16) noexcept nogil
+    cdef bint _decref_one(self, uint64_t off) noexcept nogil
+    cdef uint64_t _push_children(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
+    cdef void _push_cell(self, const Cell *c, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
+    cdef void _push(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
+    cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil
+    cdef void _bump_version(self, uint64_t c) noexcept nogil
+    cdef void _release_table(self, uint64_t t) noexcept
+
+    # checked access: offsets read from the segment never go unchecked
+    cdef inline bint inb(self, uint64_t off, uint64_t n) noexcept nogil:
+        return off >= HEADER_SIZE and n <= self.cap and off <= self.cap - n
+    cdef char *ptr(self, uint64_t off, uint64_t n) except NULL
+    cdef Block *block(self, uint64_t off, int kind) except NULL
+    cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL
+    cdef int check_open(self) except -1
+
+    # the read section: one helper for every optimistic read
+    cdef uint64_t read_begin(self) noexcept nogil
+    cdef bint read_ok(self, uint64_t seq) noexcept nogil
+
+    # the publish path: lock (reentrant) + seqlock around each write
+    cdef int lock_acquire(self, double timeout) except -1
+    cdef int lock_release(self) except -1
+    cdef bint lock_held(self)
+    cdef int write_begin(self) except -1
+    cdef void write_end(self) noexcept
+
+    # allocator (under the lock; failures are reported by a 0 return)
+    cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil
+    cdef void free(self, uint64_t off) noexcept nogil
+    cdef void incref(self, uint64_t off) noexcept nogil
+    cdef void decref_cell(self, const Cell *c) noexcept
+    cdef int raise_alloc_error(self, uint64_t want) except -1
+
+    # keys
+    cdef int key_matches(self, const Entry *e, const Key *k) except -1
+
+    # dict tables
+    cdef uint64_t dict_table(self, uint64_t d) except? 0
+    cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2
+    cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL
+    cdef int64_t dict_len(self, uint64_t d) except -1
+    cdef uint64_t dict_version(self, uint64_t d) except? 0
+    cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2
+    cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2
+    cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1
+    cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
+    cdef uint64_t _new_table(self, uint64_t n) noexcept nogil
+    cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
+    cdef int dict_remove(self, uint64_t d, int64_t i) except -1
+    cdef int dict_clear(self, uint64_t d) except -1
+
+    # lists
+    cdef int64_t list_len(self, uint64_t l) except -1
+    cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL
+    cdef int list_reserve(self, uint64_t l, uint64_t n) except -1
+    cdef int list_replace(self, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
+
+    # strings and other byte blocks
+    cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1
+
+
+cdef inline int tag_kind(uint8_t tag) noexcept nogil:
+    """The block kind a reference tag points at, or -1."""
+    if tag == T_STR:
+        return K_STR
+    if tag == T_BYTES:
+        return K_BYTES
+    if tag == T_BIGINT:
+        return K_BIGINT
+    if tag == T_KTUPLE:
+        return K_KTUPLE
+    if tag == T_TUPLE:
+        return K_TUPLE
+    if tag == T_DICT:
+        return K_DICT
+    if tag == T_LIST:
+        return K_LIST
+    return -1

@@ -1,0 +1,1245 @@
+# cython: language_level=3, cdivision=True
+"""The shared heap: segment, header, lock, allocator, dict tables and lists.
+
+Layout of a segment (every reference inside it is an offset from its base,
+since each process maps it at another address)::
+
+    0            4096                                        top       capacity
+    | Header     | block | block | free | block | ...        | untouched ... |
+                 ^ every block: Block header (16 B) + payload, 16-aligned
+
+* Header: magic, format version, layout descriptor (arch, libc, mutex size),
+  capacity, hash seed, the robust process-shared mutex, the write sequence,
+  allocator state (top, free-list bins), root offsets and counters.
+* Blocks tile [4096, top) exactly. A block header holds its size, the size of
+  the block below it (so freeing can coalesce in both directions), a
+  generation that changes on every allocation (a view holds offset +
+  generation and so detects that its object is gone), and kind + refcount.
+* Allocator: segregated fit. Free blocks sit in doubly linked lists, one
+  exact bin per size below 1 KiB and one bin per power of two above, with a
+  bitmap of non-empty bins. Allocation takes the first fitting block (exact
+  bin, then larger bins, then the top), splitting off the rest; freeing merges
+  with free neighbours and gives a block that touches the top back to it.
+  Backing pages are reserved with posix_fallocate as top grows, so a full
+  /dev/shm is a clean SegmentFullError, never a SIGBUS.
+* Dicts follow CPython's compact dict: a DICT block points at a TABLE block
+  holding a sparse int32 index and a dense, insertion-ordered entry array
+  (hash, key cell, value cell); growing builds a new table and publishes it
+  with one 8-byte store. Lists: a LIST block points at an ITEMS block of cells.
+* Cells (16 B): a tag and either an inline scalar / short string or the
+  offset of a block; a cell that holds an offset owns one shared reference.
+
+Concurrency: writers serialise on the mutex and bump `seq` before and after
+each write (seqlock). Readers take no lock: they read, then check that `seq`
+was even and unchanged, and retry otherwise (falling back to the lock after
+MAX_RETRIES). Freed memory stays mapped and every offset or length read from
+the segment passes `ptr()`/`inb()` before use, so a reader racing a writer
+sees stale bytes at worst, never a fault. No Python code runs while the lock
+is held: keys and values are converted to C buffers first, and the cyclic GC
+(which could run finalizers) is switched off for the duration of a write.
+"""
+
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.errno cimport EBUSY, EINTR, ETIMEDOUT, errno
+from libc.stdlib cimport free as c_free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
+from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
+from posix.stat cimport S_ISREG, fstat, struct_stat
+from posix.unistd cimport close as c_close, ftruncate, geteuid
+
+import os
+import gc as _gc
+import time as _time
+import weakref as _weakref
+
+from dshared._errors import CorruptSegmentError, LockTimeout, SegmentFullError, StaleReferenceError
+
+
+cdef extern from "errno.h":
+    int EOWNERDEAD
+    int EDEADLK
+
+cdef extern from "fcntl.h" nogil:
+    int posix_fallocate(int fd, long offset, long length)
+
+cdef extern from "sys/file.h" nogil:
+    int flock(int fd, int operation)
+    enum:
+        LOCK_SH
+        LOCK_EX
+        LOCK_NB
+        LOCK_UN
+
+cdef extern from "sys/stat.h" nogil:
+    int fchmod(int fd, unsigned int mode)
+
+cdef extern from "Python.h":
+    int PyGC_Disable()
+    int PyGC_Enable()
+
+
+cdef uint64_t MAGIC = 0x3144455241485344ULL
+cdef uint64_t DEFAULT_CAPACITY = 256 << 20
+cdef uint64_t MAX_CAPACITY = 1 << 44
+cdef uint64_t RESERVE_CHUNK = 1 << 20
+NAME_MAX_LEN = 200
+
+DEFAULT_SIZE = DEFAULT_CAPACITY
+MIN_SIZE = MIN_CAPACITY
+MAX_SIZE = MAX_CAPACITY
+
+# ---------------------------------------------------------------------------
+# Process-wide state: lock ownership is per segment file, not per handle, so
+# that two handles of one segment in one process share reentrancy.
+
+cdef long _fork_gen = 0
+cdef dict _lock_states = {}
+
+
+def _after_fork_in_child():
+    global _fork_gen
+    _fork_gen += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef class LockState:
+    pass
+
+
+cdef inline int gc_off() except -1:
+    return PyGC_Disable()
+
+
+cdef inline void gc_restore(int was) noexcept:
+    if was:
+        PyGC_Enable()
+
+
+def validate_name(name):
+    """Check a segment name: a non-empty str without '/', NUL or '..' parts."""
+    if not isinstance(name, str):
+        raise TypeError("segment name must be a str, not %s" % type(name).__name__)
+    if not name or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_LEN:
+        raise ValueError("segment name must be 1 to %d bytes long: %r" % (NAME_MAX_LEN, name))
+    if "/" in name or "\0" in name or name in (".", "..") or name.startswith("."):
+        raise ValueError("segment name must not contain '/' or NUL, nor start with '.': %r" % (name,))
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("segment name must be valid UTF-8: %r" % (name,)) from None
+    return name
+
+
+cdef bytes _shm_path(str name):
+    return ("/" + name).encode("utf-8")
+
+
+def unlink(name):
+    """Remove the segment `name` from /dev/shm. Processes that have it mapped
+    keep working; new ones can no longer attach."""
+    validate_name(name)
+    cdef bytes p = _shm_path(name)
+    if shm_unlink(p) != 0:
+        e = errno
+        raise OSError(e, os.strerror(e), name)
+
+
+def _round_capacity(size):
+    if size is None:
+        return DEFAULT_CAPACITY
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError("size must be an int number of bytes, not %s" % type(size).__name__)
+    if size < 0:
+        raise ValueError("size must not be negative: %d" % size)
+    if size > MAX_CAPACITY:
+        raise ValueError("size %d is over the maximum of %d bytes" % (size, MAX_CAPACITY))
+    size = max(size, MIN_CAPACITY)
+    return (size + 4095) & ~4095
+
+
+cdef class Segment:
+    """One shared-memory segment: created with O_EXCL and mode 0600, or
+    attached by name. `size` is a capacity in bytes (rounded up to 64 KiB at
+    least); pages are backed as the heap grows."""
+
+    def __cinit__(self, name, size=None, create=None, *, allow_unsafe=False):
+        self.fd = -1
+        self.base = NULL
+        self.hdr = NULL
+        self.name = validate_name(name)
+        cap = _round_capacity(size)
+        if create is None:
+            for _ in range(100):
+                try:
+                    self._create(cap)
+                    break
+                except FileExistsError:
+                    pass
+                try:
+                    self._attach(allow_unsafe)
+                    break
+                except FileNotFoundError:
+                    pass
+            else:
+                raise OSError("segment %r keeps appearing and disappearing" % name)
+        elif create:
+            self._create(cap)
+        else:
+            self._attach(allow_unsafe)
+        key = self._file_key()
+        st = _lock_states.get(key)
+        if st is None:
+            st = LockState()
+            _lock_states[key] = st
+        self.lk = st
+
+    def _file_key(self):
+        cdef struct_stat st
+        fstat(self.fd, &st)
+        return (st.st_dev, st.st_ino)
+
+    def _create(self, uint64_t cap):
+        cdef bytes p = _shm_path(self.name)
+        cdef int fd = shm_open(p, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        if fd < 0:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        self.fd = fd
+        self.created = True
+        try:
+            # exclusive while initialising; attachers wait on LOCK_SH
+            flock(fd, LOCK_EX)
+            fchmod(fd, 0o600)            # umask-proof
+            if ftruncate(fd, cap) != 0:
+                e = errno
+                raise OSError(e, os.strerror(e), self.name)
+            first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
+            rc = posix_fallocate(fd, 0, first)
+            if rc:
+                raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
+            self._map(cap)
+            self._init_header(first)
+            flock(fd, LOCK_SH)
+        except BaseException:
+            self._unmap_close()
+            shm_unlink(p)
+            raise
+
+    def _attach(self, allow_unsafe):
+        cdef bytes p = _shm_path(self.name)
+        cdef int fd = shm_open(p, O_RDWR, 0)
+        cdef struct_stat st
+        if fd < 0:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        self.fd = fd
+        self.created = False
+        try:
+            for _ in range(2000):
+                flock(fd, LOCK_SH)       # waits for a creator still initialising
+                if fstat(fd, &st) != 0:
+                    e = errno
+                    raise OSError(e, os.strerror(e), self.name)
+                if st.st_size != 0:
+                    break
+                # created but not yet locked by its creator: give it a moment
+                flock(fd, LOCK_UN)
+                _time.sleep(0.001)
+            if not S_ISREG(st.st_mode):
+                raise CorruptSegmentError("%r is not a regular shared-memory object" % self.name)
+            if not allow_unsafe:
+                if st.st_uid != geteuid():
+                    raise PermissionError("segment %r is owned by uid %d, not by this user; "
+                                          "pass allow_unsafe=True to attach anyway" % (self.name, st.st_uid))
+                if st.st_mode & 0o077:
+                    raise PermissionError("segment %r has mode %o, open to other users; "
+                                          "pass allow_unsafe=True to attach anyway"
+                                          % (self.name, st.st_mode & 0o777))
+            if <uint64_t>st.st_size < MIN_CAPACITY:
+                raise CorruptSegmentError("%r is not a dshared segment (only %d bytes)" % (self.name, st.st_size))
+            self._map(st.st_size)
+            self._check_header(st.st_size)
+        except BaseException:
+            self._unmap_close()
+            raise
+
+    cdef _map(self, uint64_t cap):
+        cdef void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
+        if m == MAP_FAILED:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        self.base = <char *>m
+        self.hdr = <Header *>m
+        self.cap = cap
+
+    cdef _init_header(self, uint64_t reserved):
+        cdef Header *h = self.hdr
+        seed = os.urandom(16)
+        memset(h, 0, HEADER_SIZE)
+        h.reserved = reserved
+        h.version = FORMAT_VERSION
+        h.header_size = HEADER_SIZE
+        strncpy(h.layout, ds_layout_name(), 31)
+        h.mutex_size = ds_mutex_size()
+        h.capacity = self.cap
+        h.seed0 = int.from_bytes(seed[:8], "little")
+        h.seed1 = int.from_bytes(seed[8:], "little")
+        h.top = HEADER_SIZE
+        rc = ds_mutex_init(&h.mutex)
+        if rc:
+            raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), self.name)
+        h.root = self.alloc(16, K_DICT)
+        h.names = self.alloc(16, K_DICT)
+        if not h.root or not h.names:
+            raise SegmentFullError("segment %r is too small for its root" % self.name)
+        self.incref(h.root)
+        self.incref(h.names)
+        ds_fence_release()
+        ds_store_release(&h.magic, MAGIC)
+
+    cdef _check_header(self, uint64_t size):
+        cdef Header *h = self.hdr
+        if ds_load_acquire(&h.magic) != MAGIC:
+            raise CorruptSegmentError("%r is not a dshared segment (bad magic)" % self.name)
+        if h.version != FORMAT_VERSION or h.header_size != HEADER_SIZE:
+            raise CorruptSegmentError("segment %r has format version %d; this dshared reads version %d"
+                                      % (self.name, h.version, FORMAT_VERSION))
+        if strncmp(h.layout, ds_layout_name(), 32) != 0 or h.mutex_size != ds_mutex_size():
+            raise CorruptSegmentError("segment %r was made on another platform (%s, mutex of %d bytes)"
+                                      % (self.name, h.layout[:31].decode("ascii", "replace"), h.mutex_size))
+        if h.capacity != size:
+            raise CorruptSegmentError("segment %r: header says %d bytes, the object has %d"
+                                      % (self.name, h.capacity, size))
+        if not self.inb(h.root, BLOCK_HDR + 16) or not self.inb(h.names, BLOCK_HDR + 16):
+            raise CorruptSegmentError("segment %r: root offsets out of bounds" % self.name)
+
+    cdef int _reserve(self, uint64_t upto) noexcept nogil:
+        """Back [0, upto) with memory; returns 0 or an errno."""
+        cdef uint64_t have = self.hdr.reserved
+        cdef uint64_t want
+        cdef int rc
+        if upto <= have:
+            return 0
+        want = upto + RESERVE_CHUNK
+        if want < have + have // 8:
+            want = have + have // 8
+        want = (want + 4095) & ~(<uint64_t>4095)
+        if want > self.cap:
+            want = self.cap
+        if upto > want:
+            return 12  # ENOMEM
+        rc = posix_fallocate(self.fd, 0, want)
+        if rc == 0:
+            self.hdr.reserved = want
+        return rc
+
+    cdef _unmap_close(self):
+        if self.base != NULL:
+            munmap(self.base, self.cap)
+            self.base = NULL
+            self.hdr = NULL
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+
+    def __dealloc__(self):
+        self._unmap_close()
+
+    def close(self):
+        """Unmap the segment. Views of it raise ValueError afterwards."""
+        if self.lk is not None and self.lk.depth > 0 and self.lk.owner == PyThread_get_thread_ident():
+            raise RuntimeError("cannot close segment %r while this thread holds its lock" % self.name)
+        self._unmap_close()
+
+    def unlink(self):
+        """Remove the segment from /dev/shm (it stays usable while mapped)."""
+        try:
+            unlink(self.name)
+        except FileNotFoundError:
+            pass
+
+    @property
+    def closed(self):
+        return self.base == NULL
+
+    @property
+    def capacity(self):
+        self.check_open()
+        return self.cap
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        return (_reattach, (self.name,))
+
+    def __repr__(self):
+        return "<dshared.Segment %r%s>" % (self.name, " closed" if self.base == NULL else "")
+
+    # -- checked access ------------------------------------------------------
+
+    cdef int check_open(self) except -1:
+        if self.base == NULL:
+            raise ValueError("segment %r is closed" % self.name)
+        return 0
+
+    cdef char *ptr(self, uint64_t off, uint64_t n) except NULL:
+        if self.base == NULL:
+            self.check_open()
+        if not self.inb(off, n):
+            raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, self.name))
+        return self.base + off
+
+    cdef Block *block(self, uint64_t off, int kind) except NULL:
+        """The block at `off`, whose kind must be `kind` and whose size must lie
+        inside the heap."""
+        cdef Block *b = <Block *>self.ptr(off, BLOCK_HDR)
+        cdef uint64_t size = <uint64_t>b.size16 * ALIGN
+        if (off & (ALIGN - 1)) or (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or not self.inb(off, size):
+            raise CorruptSegmentError("no %s block at offset %d of segment %r" % (_kind_name(kind), off, self.name))
+        return b
+
+    cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL:
+        """The container a view refers to, or StaleReferenceError if it was freed."""
+        cdef Block *b
+        if self.base == NULL:
+            self.check_open()
+        b = <Block *>self.ptr(off, BLOCK_HDR)
+        if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
+            raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
+                                      % ("dict" if kind == K_DICT else "list", self.name))
+        return self.block(off, kind)
+
+    # -- the read section ----------------------------------------------------
+
+    cdef uint64_t read_begin(self) noexcept nogil:
+        cdef uint64_t s = ds_load_acquire(&self.hdr.seq)
+        cdef int spins = 0
+        while (s & 1) and spins < 1000:
+            ds_cpu_relax()
+            spins += 1
+            s = ds_load_acquire(&self.hdr.seq)
+        return s
+
+    cdef bint read_ok(self, uint64_t seq) noexcept nogil:
+        ds_fence_acquire()
+        return (seq & 1) == 0 and ds_load_relaxed(&self.hdr.seq) == seq
+
+    # -- the lock and the publish path -----------------------------------------
+
+    cdef bint lock_held(self):
+        return (self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
+                and self.lk.owner == PyThread_get_thread_ident())
+
+    cdef int lock_acquire(self, double timeout) except -1:
+        cdef int rc
+        cdef double deadline = 0
+        cdef long slice_ms
+        self.check_open()
+        if self.lock_held():
+            self.lk.depth += 1
+            return 0
+        rc = ds_mutex_trylock(&self.hdr.mutex)
+        if rc == EBUSY:
+            if timeout >= 0:
+                deadline = _time.monotonic() + timeout
+            while True:
+                slice_ms = 50
+                if timeout >= 0:
+                    left = deadline - _time.monotonic()
+                    if left <= 0:
+                        raise LockTimeout("segment %r: lock not acquired within %.3g s" % (self.name, timeout))
+                    slice_ms = max(1, min(50, <long>(left * 1000)))
+                with nogil:
+                    rc = ds_mutex_lock_ms(&self.hdr.mutex, slice_ms)
+                if rc != ETIMEDOUT:
+                    break
+                PyErr_CheckSignals()
+        if rc == EOWNERDEAD:
+            self._repair_after_death()
+        elif rc == EDEADLK:
+            raise RuntimeError("segment %r: this thread already holds the lock through a handle "
+                               "closed or forked away" % self.name)
+        elif rc != 0:
+            raise OSError(rc, "cannot lock segment: " + os.strerror(rc), self.name)
+        self.lk.owner = PyThread_get_thread_ident()
+        self.lk.depth = 1
+        self.lk.fork_gen = _fork_gen
+        return 0
+
+    cdef _repair_after_death(self):
+        # A process died holding the lock. Its write may be half done: the
+        # sequence is left odd. Make the mutex usable and count the repair.
+        cdef Header *h = self.hdr
+        ds_mutex_consistent(&h.mutex)
+        if h.seq & 1:
+            h.seq += 1
+        h.repairs += 1
+
+    cdef int lock_release(self) except -1:
+        if not self.lock_held():
+            if self.lk.fork_gen != _fork_gen:
+                return 0            # taken before fork by the parent; not ours to release
+            raise RuntimeError("segment %r: release of a lock this thread does not hold" % self.name)
+        self.lk.depth -= 1
+        if self.lk.depth == 0:
+            self.lk.owner = 0
+            ds_mutex_unlock(&self.hdr.mutex)
+        return 0
+
+    cdef int write_begin(self) except -1:
+        self.lock_acquire(-1)
+        if self.hdr.flags & FLAG_POISONED:
+            self.lock_release()
+            raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % self.name)
+        self._gc_was = gc_off()
+        self.hdr.seq += 1
+        ds_fence_release()
+        return 0
+
+    cdef void write_end(self) noexcept:
+        ds_fence_release()
+        self.hdr.seq += 1
+        gc_restore(self._gc_was)
+        self.lk.depth -= 1
+        if self.lk.depth == 0:
+            self.lk.owner = 0
+            ds_mutex_unlock(&self.hdr.mutex)
+
+    def acquire(self, timeout=None):
+        """Take the segment lock (reentrant within a thread)."""
+        self.lock_acquire(-1 if timeout is None else float(timeout))
+        return True
+
+    def release(self):
+        self.lock_release()
+
+    def lock(self, timeout=None):
+        """A context manager holding the segment lock: the operations inside
+        are one atomic step for every other writer."""
+        return _Lock(self, timeout)
+
+    # -- allocator -------------------------------------------------------------
+
+    cdef int _bin(self, uint64_t size16) noexcept nogil:
+        if size16 < SMALL_BINS:
+            return <int>size16
+        return 58 + ds_bitlen64(size16)
+
+    cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil:
+        cdef Header *h = self.hdr
+        cdef int i = self._bin(size16)
+        cdef uint64_t head = h.bins[i]
+        cdef char *p = self.base + off
+        ds_st64(p + 16, head)          # next
+        ds_st64(p + 24, 0)             # prev
+        if head:
+            ds_st64(self.base + head + 24, off)
+        h.bins[i] = off
+        h.binmap[i >> 6] |= (<uint64_t>1) << (i & 63)
+
+    cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil:
+        cdef Header *h = self.hdr
+        cdef int i = self._bin(size16)
+        cdef char *p = self.base + off
+        cdef uint64_t nxt = ds_ld64(p + 16), prv = ds_ld64(p + 24)
+        if prv:
+            ds_st64(self.base + prv + 16, nxt)
+        else:
+            h.bins[i] = nxt
+        if nxt:
+            ds_st64(self.base + nxt + 24, prv)
+        if h.bins[i] == 0:
+            h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
+
+    cdef void _set_prev16(self, uint64_t off, uint64_t prev16) noexcept nogil:
+        # tell the block above `off` (or the top) how big `off`'s block is
+        if off >= self.hdr.top:
+            self.hdr.tail16 = prev16
+        else:
+            (<Block *>(self.base + off)).prev16 = <uint32_t>prev16
+
+    cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil:
+        """A block for `payload` bytes, with refcount 0; 0 if there is no room
+        (self.err says why). Must hold the lock."""
+        cdef Header *h = self.hdr
+        cdef uint64_t need, size16, off = 0, have16, rest16, mask
+        cdef int i, w
+        cdef Block *b
+        cdef uint64_t n
+        if payload > self.cap:
+            self.err = 12
+            return 0
+        need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
+        if need < MIN_BLOCK:
+            need = MIN_BLOCK
+        size16 = need // ALIGN
+        if size16 >= (<uint64_t>1) << 32:
+            self.err = 12
+            return 0
+        i = self._bin(size16)
+        # exact small bin first, then the first non-empty larger bin; in a
+        # power-of-two bin, walk the list for a fitting block (bounded)
+        while i < NBINS and off == 0:
+            w = i >> 6
+            mask = h.binmap[w] & ~(((<uint64_t>1) << (i & 63)) - 1)
+            if mask == 0:
+                i = (w + 1) << 6
+                continue
+            i = (w << 6) + ds_ctz64(mask)
+            off = h.bins[i]
+            n = 0
+            while off and n < (self.cap >> 5):
+                if not self.inb(off, MIN_BLOCK):
+                    off = 0
+                    break
+                if (<Block *>(self.base + off)).size16 >= size16:
+                    break
+                off = ds_ld64(self.base + off + 16)
+                n += 1
+            if off == 0:
+                i += 1
+        if off:
+            b = <Block *>(self.base + off)
+            have16 = b.size16
+            self._bin_remove(off, have16)
+            rest16 = have16 - size16
+            if rest16 * ALIGN >= MIN_BLOCK:
+                # split: the rest becomes a free block above
+                b.size16 = <uint32_t>size16
+                (<Block *>(self.base + off + need)).size16 = <uint32_t>rest16
+                (<Block *>(self.base + off + need)).prev16 = <uint32_t>size16
+                (<Block *>(self.base + off + need)).kind_rc = K_FREE
+                self._set_prev16(off + have16 * ALIGN, rest16)
+                self._bin_push(off + need, rest16)
+            else:
+                size16 = have16
+        else:
+            # from the top
+            if need > self.cap - h.top:
+                self.err = 12
+                return 0
+            if h.top + need > h.reserved:
+                self.err = self._reserve(h.top + need)
+                if self.err:
+                    return 0
+            off = h.top
+            b = <Block *>(self.base + off)
+            b.size16 = <uint32_t>size16
+            b.prev16 = <uint32_t>h.tail16
+            h.top = off + need
+            h.tail16 = size16
+        h.gen += 1
+        if <uint32_t>h.gen == 0:
+            h.gen += 1
+        b.gen = <uint32_t>h.gen
+        b.kind_rc = <uint32_t>kind
+        h.used += size16 * ALIGN
+        h.nblocks += 1
+        return off
+
+    cdef void free(self, uint64_t off) noexcept nogil:
+        """Return a block to the allocator, merging it with free neighbours."""
+        cdef Header *h = self.hdr
+        cdef Block *b = <Block *>(self.base + off)
+        cdef uint64_t size16 = b.size16, up, below
+        cdef Block *n
+        h.used -= size16 * ALIGN
+        h.nblocks -= 1
+        b.gen += 1                      # a view of this block is stale from now on
+        b.kind_rc = K_FREE
+        # merge with the block above
+        up = off + size16 * ALIGN
+        if up < h.top:
+            n = <Block *>(self.base + up)
+            if (n.kind_rc & 0xff) == K_FREE:
+                self._bin_remove(up, n.size16)
+                size16 += n.size16
+                n.kind_rc = K_DEAD
+        # merge with the block below
+        if b.prev16:
+            below = off - <uint64_t>b.prev16 * ALIGN
+            n = <Block *>(self.base + below)
+            if below >= HEADER_SIZE and (n.kind_rc & 0xff) == K_FREE:
+                self._bin_remove(below, n.size16)
+                size16 += n.size16
+                b.kind_rc = K_DEAD
+                off = below
+                b = n
+        if off + size16 * ALIGN >= h.top:
+            # touches the top: give it back
+            h.top = off
+            h.tail16 = b.prev16
+            b.kind_rc = K_DEAD
+            return
+        b.size16 = <uint32_t>size16
+        self._set_prev16(off + size16 * ALIGN, size16)
+        self._bin_push(off, size16)
+
+    cdef void incref(self, uint64_t off) noexcept nogil:
+        cdef Block *b = <Block *>(self.base + off)
+        if (b.kind_rc >> 8) < RC_MAX:
+            b.kind_rc += 0x100
+
+    cdef void decref_cell(self, const Cell *c) noexcept:
+        """Drop the reference a cell holds; free what becomes unreachable,
+        iteratively (nesting can be 100,000 deep)."""
+        cdef uint64_t *stack = NULL
+        cdef uint64_t n = 0, cap = 0, off
+        cdef uint64_t *grown
+        if c.b[0] < T_FIRST_REF or c.b[0] > T_LAST:
+            return
+        off = ds_ld64(&c.b[8])
+        while True:
+            if self._decref_one(off):
+                # unreachable now: queue the blocks it references, then free it
+                n = self._push_children(off, &stack, &n, &cap)
+                self.free(off)
+            if n == 0:
+                break
+            n -= 1
+            off = stack[n]
+        c_free(stack)
+
+    cdef bint _decref_one(self, uint64_t off) noexcept nogil:
+        cdef Block *b
+        if not self.inb(off, BLOCK_HDR) or (off & (ALIGN - 1)):
+            return False
+        b = <Block *>(self.base + off)
+        if (b.kind_rc & 0xff) == K_FREE or (b.kind_rc & 0xff) > K_LAST:
+            return False
+        if (b.kind_rc >> 8) == RC_MAX:
+            return False                # saturated: left to collect()
+        if (b.kind_rc >> 8) <= 1:
+            b.kind_rc &= 0xff
+            return True
+        b.kind_rc -= 0x100
+        return False
+
+    cdef uint64_t _push_children(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept:
+        """Push the blocks that block `off` references (owned cells, and the
+        table/items block of a container) onto the stack."""
+        cdef Block *b = <Block *>(self.base + off)
+        cdef int kind = b.kind_rc & 0xff
+        cdef uint64_t size = <uint64_t>b.size16 * ALIGN, i, cnt, sub
+        cdef char *p = self.base + off + BLOCK_HDR
+        cdef Cell *cells = NULL
+        cdef Entry *ents
+        if not self.inb(off, size):
+            return n[0]
+        if kind == K_TUPLE:
+            cnt = ds_ld64(p)
+            if cnt <= (size - BLOCK_HDR - 8) // CELL_SIZE:
+                cells = <Cell *>(p + 8)
+                for i in range(cnt):
+                    self._push_cell(&cells[i], stack, n, cap)
+        elif kind == K_DICT or kind == K_LIST:
+            sub = ds_ld64(p)
+            if sub:
+                # the table/items block belongs to its container alone (rc 1)
+                self._push(sub, stack, n, cap)
+        elif kind == K_TABLE:
+            cnt = ds_ld64(p + 16)   # nentries
+            i = ds_ld64(p)          # nslots
+            if i <= size and cnt <= size // ENTRY_SIZE and 32 + 4 * i + ENTRY_SIZE * cnt <= size - BLOCK_HDR:
+                ents = <Entry *>(p + 32 + 4 * i)
+                for i in range(cnt):
+                    if ents[i].key.b[0] != T_EMPTY:
+                        self._push_cell(&ents[i].key, stack, n, cap)
+                        self._push_cell(&ents[i].value, stack, n, cap)
+        elif kind == K_ITEMS:
+            # the owning LIST block knows the length; all cells past it are T_EMPTY
+            cnt = ds_ld64(p)
+            if cnt <= (size - BLOCK_HDR - 8) // CELL_SIZE:
+                cells = <Cell *>(p + 8)
+                for i in range(cnt):
+                    if cells[i].b[0] != T_EMPTY:
+                        self._push_cell(&cells[i], stack, n, cap)
+        return n[0]
+
+    cdef void _push_cell(self, const Cell *c, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept:
+        if c.b[0] >= T_FIRST_REF and c.b[0] <= T_LAST:
+            self._push(ds_ld64(&c.b[8]), stack, n, cap)
+
+    cdef void _push(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept:
+        cdef uint64_t *grown
+        if n[0] == cap[0]:
+            grown = <uint64_t *>realloc(stack[0], (cap[0] * 2 + 64) * sizeof(uint64_t))
+            if grown == NULL:
+                return                  # out of process memory: leak, collect() reclaims
+            stack[0] = grown
+            cap[0] = cap[0] * 2 + 64
+        stack[0][n[0]] = off
+        n[0] += 1
+
+    cdef int raise_alloc_error(self, uint64_t want) except -1:
+        cdef Header *h = self.hdr
+        if self.err and self.err != 12:
+            e = self.err
+            raise SegmentFullError(
+                "segment %r: /dev/shm could not back %d more bytes (%s); free space there, "
+                "or create the segment with a smaller size=" % (self.name, want, os.strerror(e)))
+        raise SegmentFullError(
+            "segment %r is full: %d of %d bytes in use, %d bytes asked for; delete data, "
+            "call dshared.collect(), or create it with a larger size="
+            % (self.name, h.used, self.cap - HEADER_SIZE, want))
+
+    # -- byte blocks (str, bytes, big ints, tuple keys) -------------------------
+
+    cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1:
+        cdef Block *b = self.block(off, kind)
+        cdef uint64_t size = <uint64_t>b.size16 * ALIGN
+        cdef char *p = self.base + off + BLOCK_HDR
+        cdef uint64_t hdr = 16 if kind == K_STR else 8
+        cdef uint64_t length = ds_ld64(p)
+        if length > size - BLOCK_HDR - hdr:
+            raise CorruptSegmentError("byte block at %d claims %d bytes" % (off, length))
+        data[0] = p + hdr
+        n[0] = length
+        return 0
+
+    # -- keys ----------------------------------------------------------------------
+
+    cdef int key_matches(self, const Entry *e, const Key *k) except -1:
+        cdef uint8_t tag = e.key.b[0]
+        cdef uint64_t v
+        cdef double f
+        cdef uint8_t ln
+        cdef const char *data
+        cdef uint64_t n
+        if tag == T_SSTR or tag == T_SBYTES:
+            ln = e.key.b[1] & 0x7f
+            return (k.ctag == (T_STR if tag == T_SSTR else T_BYTES) and k.len == ln
+                    and ln <= INLINE_MAX and memcmp(&e.key.b[2], k.data, ln) == 0)
+        if tag == T_INT or tag == T_FALSE or tag == T_TRUE or tag == T_FLOAT:
+            if tag == T_FLOAT:
+                v = ds_ld64(&e.key.b[8])
+                memcpy(&f, &v, 8)
+                if f != f:
+                    return 0            # NaN keys are never found by a lookup
+                if -9.2233720368547758e18 <= f < 9.2233720368547758e18 and f == <double>(<int64_t>f):
+                    return k.ctag == T_INT and <int64_t>k.cval == <int64_t>f
+                return k.ctag == T_FLOAT and k.cval == v
+            v = 0 if tag == T_FALSE else 1 if tag == T_TRUE else ds_ld64(&e.key.b[8])
+            return k.ctag == T_INT and k.cval == v
+        if tag == T_NONE:
+            return k.ctag == T_NONE
+        if tag == T_STR or tag == T_BYTES or tag == T_BIGINT or tag == T_KTUPLE:
+            if k.ctag != tag:
+                return 0
+            self.block_bytes(ds_ld64(&e.key.b[8]), tag_kind(tag), &data, &n)
+            return n == k.len and memcmp(data, k.data, n) == 0
+        return 0
+
+    # -- dict tables ---------------------------------------------------------------
+    #
+    # TABLE payload: nslots, capacity, nentries (dense, incl. deleted), count
+    # (live), then int32 index[nslots], then Entry entries[capacity].
+
+    cdef uint64_t dict_table(self, uint64_t d) except? 0:
+        """The table block of dict block `d` (already checked by node()), or 0."""
+        cdef uint64_t t = ds_ld64(self.base + d + BLOCK_HDR)
+        cdef Block *b
+        cdef uint64_t size, nslots, capacity, nentries
+        cdef char *p
+        if t == 0:
+            return 0
+        b = self.block(t, K_TABLE)
+        size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+        p = self.base + t + BLOCK_HDR
+        nslots = ds_ld64(p)
+        capacity = ds_ld64(p + 8)
+        nentries = ds_ld64(p + 16)
+        if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
+                or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
+                or ds_ld64(p + 24) > nentries):
+            raise CorruptSegmentError("dict table at %d of segment %r is inconsistent" % (t, self.name))
+        return t
+
+    cdef int64_t dict_len(self, uint64_t d) except -1:
+        cdef uint64_t t = self.dict_table(d)
+        if t == 0:
+            return 0
+        return <int64_t>ds_ld64(self.base + t + BLOCK_HDR + 24)
+
+    cdef uint64_t dict_version(self, uint64_t d) except? 0:
+        return ds_ld64(self.base + d + BLOCK_HDR + 8)
+
+    cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL:
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p
+        if t == 0:
+            raise CorruptSegmentError("entry of an empty dict")
+        p = self.base + t + BLOCK_HDR
+        if i < 0 or <uint64_t>i >= ds_ld64(p + 16):
+            raise CorruptSegmentError("dict entry %d out of range" % i)
+        return <Entry *>(p + 32 + 4 * ds_ld64(p)) + i
+
+    cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2:
+        """Index of the entry with key `k`, or -1."""
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p
+        cdef uint64_t mask, i, perturb, probes, nentries
+        cdef int32_t *index
+        cdef Entry *ents
+        cdef int32_t ix
+        if t == 0:
+            return -1
+        p = self.base + t + BLOCK_HDR
+        mask = ds_ld64(p) - 1
+        nentries = ds_ld64(p + 16)
+        index = <int32_t *>(p + 32)
+        ents = <Entry *>(p + 32 + 4 * (mask + 1))
+        perturb = k.hash
+        i = k.hash & mask
+        probes = 0
+        while probes <= mask + 64:
+            ix = index[i]
+            if ix == IX_EMPTY:
+                return -1
+            if ix >= 0:
+                if <uint64_t>ix >= nentries:
+                    raise CorruptSegmentError("dict index points past its entries")
+                if ents[ix].hash == k.hash and self.key_matches(&ents[ix], k):
+                    return ix
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+            probes += 1
+        raise CorruptSegmentError("dict table at %d has no free slot" % t)
+
+    cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2:
+        """The first live entry at or after position i, or -1."""
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p
+        cdef uint64_t n
+        cdef Entry *ents
+        if t == 0 or i < 0:
+            return -1
+        p = self.base + t + BLOCK_HDR
+        n = ds_ld64(p + 16)
+        ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        while <uint64_t>i < n:
+            if ents[i].key.b[0] != T_EMPTY:
+                return i
+            i += 1
+        return -1
+
+    cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2:
+        """The last live entry at or before position i, or -1."""
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p
+        cdef uint64_t n
+        cdef Entry *ents
+        if t == 0:
+            return -1
+        p = self.base + t + BLOCK_HDR
+        n = ds_ld64(p + 16)
+        ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        if i >= <int64_t>n:
+            i = <int64_t>n - 1
+        while i >= 0:
+            if ents[i].key.b[0] != T_EMPTY:
+                return i
+            i -= 1
+        return -1
+
+    cdef uint64_t _new_table(self, uint64_t n) noexcept nogil:
+        """A table block with room for n entries, empty; 0 if no room."""
+        cdef uint64_t nslots = 8, capacity, t
+        cdef char *p
+        while nslots * 2 // 3 < n:
+            nslots <<= 1
+        capacity = nslots * 2 // 3
+        t = self.alloc(32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
+        if t == 0:
+            return 0
+        p = self.base + t + BLOCK_HDR
+        ds_st64(p, nslots)
+        ds_st64(p + 8, capacity)
+        ds_st64(p + 16, 0)
+        ds_st64(p + 24, 0)
+        memset(p + 32, 0xff, 4 * nslots)    # IX_EMPTY
+        (<Block *>(self.base + t)).kind_rc = K_TABLE | (1 << 8)
+        return t
+
+    cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
+        """Put entry ix into the first free slot of its probe sequence."""
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef uint64_t mask = ds_ld64(p) - 1, i = hash & mask, perturb = hash
+        cdef int32_t *index = <int32_t *>(p + 32)
+        while index[i] >= 0:
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+        index[i] = ix
+
+    cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
+        """Append n fresh entries (hash, key, value pairs of cells) to a new table."""
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        cdef uint64_t i, base_ix = ds_ld64(p + 16)
+        for i in range(n):
+            ents[base_ix + i].hash = hashes[i]
+            ents[base_ix + i].key = cells[2 * i]
+            ents[base_ix + i].value = cells[2 * i + 1]
+            self._table_place(t, hashes[i], <int32_t>(base_ix + i))
+        ds_st64(p + 16, base_ix + n)
+        ds_st64(p + 24, ds_ld64(p + 24) + n)
+        return 0
+
+    cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1:
+        """Make room for n more entries, rebuilding the table if needed; on
+        failure nothing changed. Must hold the lock."""
+        cdef uint64_t t = self.dict_table(d), nt, count, i, j
+        cdef char *p
+        cdef char *q
+        cdef Entry *old
+        cdef Entry *new
+        if t:
+            p = self.base + t + BLOCK_HDR
+            if ds_ld64(p + 16) + n <= ds_ld64(p + 8):
+                return 0
+            count = ds_ld64(p + 24)
+        else:
+            count = 0
+        nt = self._new_table(count * 3 // 2 + n if count else n)
+        if nt == 0:
+            self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
+        if t:
+            old = <Entry *>(p + 32 + 4 * ds_ld64(p))
+            q = self.base + nt + BLOCK_HDR
+            new = <Entry *>(q + 32 + 4 * ds_ld64(q))
+            j = 0
+            for i in range(ds_ld64(p + 16)):
+                if old[i].key.b[0] != T_EMPTY:
+                    new[j] = old[i]
+                    self._table_place(nt, old[i].hash, <int32_t>j)
+                    j += 1
+            ds_st64(q + 16, j)
+            ds_st64(q + 24, j)
+        ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), nt)
+        self._bump_version(d)
+        if t:
+            self.free(t)
+        return 0
+
+    cdef void _bump_version(self, uint64_t c) noexcept nogil:
+        cdef char *p = self.base + c + BLOCK_HDR + 8
+        ds_st64(p, ds_ld64(p) + 1)
+
+    cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
+        """Add a new entry (the key must be absent; room reserved)."""
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef uint64_t ix = ds_ld64(p + 16)
+        cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+        e.hash = k.hash
+        e.value = value[0]
+        e.key = key[0]
+        self._table_place(t, k.hash, <int32_t>ix)
+        ds_st64(p + 16, ix + 1)
+        ds_st64(p + 24, ds_ld64(p + 24) + 1)
+        self._bump_version(d)
+        return 0
+
+    cdef int dict_remove(self, uint64_t d, int64_t ix) except -1:
+        """Remove entry ix, releasing its key and value."""
+        cdef uint64_t t = self.dict_table(d)
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef uint64_t mask = ds_ld64(p) - 1
+        cdef int32_t *index = <int32_t *>(p + 32)
+        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
+        cdef uint64_t i = e.hash & mask, perturb = e.hash, probes = 0
+        cdef Cell key = e.key, value = e.value
+        while index[i] != ix and probes <= mask + 64:
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+            probes += 1
+        if index[i] == ix:
+            index[i] = IX_DUMMY
+        memset(&e.key, 0, CELL_SIZE)
+        memset(&e.value, 0, CELL_SIZE)
+        ds_st64(p + 24, ds_ld64(p + 24) - 1)
+        if <uint64_t>ix + 1 == ds_ld64(p + 16):
+            ds_st64(p + 16, ix)         # the last entry: reuse its position
+        self._bump_version(d)
+        self.decref_cell(&key)
+        self.decref_cell(&value)
+        return 0
+
+    cdef int dict_clear(self, uint64_t d) except -1:
+        cdef uint64_t t = self.dict_table(d)
+        if t == 0:
+            return 0
+        ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), 0)
+        self._bump_version(d)
+        self._release_table(t)
+        return 0
+
+    cdef void _release_table(self, uint64_t t) noexcept:
+        cdef uint64_t *stack = NULL
+        cdef uint64_t n = 0, cap = 0, off
+        (<Block *>(self.base + t)).kind_rc = K_TABLE
+        n = self._push_children(t, &stack, &n, &cap)
+        self.free(t)
+        while n:
+            n -= 1
+            off = stack[n]
+            if self._decref_one(off):
+                n = self._push_children(off, &stack, &n, &cap)
+                self.free(off)
+        c_free(stack)
+
+    # -- lists -------------------------------------------------------------------------
+    #
+    # LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
+
+    cdef int64_t list_len(self, uint64_t l) except -1:
+        cdef uint64_t n = ds_ld64(self.base + l + BLOCK_HDR + 8)
+        if n > self.cap // CELL_SIZE:
+            raise CorruptSegmentError("list at %d claims %d items" % (l, n))
+        return <int64_t>n
+
+    cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL:
+        """The cells of list `l`, checked to hold at least n items."""
+        cdef uint64_t it = ds_ld64(self.base + l + BLOCK_HDR)
+        cdef Block *b
+        cdef char *p
+        if it == 0:
+            if n == 0:
+                return <Cell *>(self.base + l + BLOCK_HDR + 24)   # never read
+            raise CorruptSegmentError("list at %d has no items block" % l)
+        b = self.block(it, K_ITEMS)
+        p = self.base + it + BLOCK_HDR
+        if ds_ld64(p) > (<uint64_t>b.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE or n > ds_ld64(p):
+            raise CorruptSegmentError("list items at %d are inconsistent" % it)
+        return <Cell *>(p + 8)
+
+    cdef int list_reserve(self, uint64_t l, uint64_t n) except -1:
+        """Room for n more items; on failure nothing changed. Must hold the lock."""
+        cdef char *lp = self.base + l + BLOCK_HDR
+        cdef uint64_t it = ds_ld64(lp), length = ds_ld64(lp + 8), cap = 0, newcap, nit
+        cdef char *q
+        if it:
+            self.list_cells(l, length)
+            cap = ds_ld64(self.base + it + BLOCK_HDR)
+        if length + n <= cap:
+            return 0
+        newcap = length + n
+        newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
+        nit = self.alloc(8 + CELL_SIZE * newcap, K_ITEMS)
+        if nit == 0:
+            self.raise_alloc_error(CELL_SIZE * newcap)
+        q = self.base + nit + BLOCK_HDR
+        ds_st64(q, newcap)
+        memset(q + 8, 0, CELL_SIZE * newcap)
+        if it:
+            memcpy(q + 8, self.base + it + BLOCK_HDR + 8, CELL_SIZE * length)
+        (<Block *>(self.base + nit)).kind_rc = K_ITEMS | (1 << 8)
+        ds_store_release(<uint64_t *>lp, nit)
+        if it:
+            self.free(it)
+        return 0
+
+    cdef int list_replace(self, uint64_t l, uint64_t start, uint64_t ndel,
+                          const Cell *cells, uint64_t nins) except -1:
+        """Replace items [start, start+ndel) by nins fresh cells (room reserved),
+        then release the removed ones."""
+        cdef char *lp = self.base + l + BLOCK_HDR
+        cdef uint64_t length = ds_ld64(lp + 8), i
+        cdef Cell *items
+        cdef Cell *gone = NULL
+        if nins > ndel:
+            self.list_reserve(l, nins - ndel)
+        items = self.list_cells(l, length)
+        if ndel:
+            gone = <Cell *>malloc(CELL_SIZE * ndel)
+            if gone == NULL:
+                raise MemoryError()
+            memcpy(gone, &items[start], CELL_SIZE * ndel)
+        if nins != ndel:
+            memmove(&items[start + nins], &items[start + ndel], CELL_SIZE * (length - start - ndel))
+        if nins:
+            memcpy(&items[start], cells, CELL_SIZE * nins)
+        if nins < ndel:
+            memset(&items[length - (ndel - nins)], 0, CELL_SIZE * (ndel - nins))
+        ds_st64(lp + 8, length + nins - ndel)
+        self._bump_version(l)
+        for i in range(ndel):
+            self.decref_cell(&gone[i])
+        c_free(gone)
+        return 0
+
+    def col(self, name=None):
+        """The root SharedDict of this segment; with `name`, a top-level
+        SharedDict of that name, created empty on first use."""
+        from dshared._codec import root_view
+        return root_view(self, name)
+
+    # -- statistics -----------------------------------------------------------------
+
+    def stats(self):
+        """Counters of the segment: capacity, used, free, reserved, blocks, ..."""
+        self.check_open()
+        cdef Header *h = self.hdr
+        return {
+            "capacity": self.cap,
+            "used": h.used,
+            "free": self.cap - HEADER_SIZE - h.used,
+            "top": h.top,
+            "reserved": h.reserved,
+            "blocks": h.nblocks,
+            "repairs": h.repairs,
+            "collections": h.collections,
+            "seq": h.seq,
+        }
+
+
+cdef class _Lock:
+    """The context manager returned by Segment.lock()."""
+    cdef Segment seg
+    cdef object timeout
+
+    def __cinit__(self, Segment seg, timeout):
+        self.seg = seg
+        self.timeout = timeout
+
+    def __enter__(self):
+        self.seg.lock_acquire(-1 if self.timeout is None else float(self.timeout))
+        return self
+
+    def __exit__(self, *exc):
+        self.seg.lock_release()
+        return False
+
+
+def _reattach(name):
+    return attach_cached(name)
+
+
+_attached = _weakref.WeakValueDictionary()
+
+
+def attach_cached(name):
+    """A handle of segment `name`: the one this process already has open, or a new one."""
+    seg = _attached.get(name)
+    if seg is None or seg.closed:
+        seg = Segment(name, create=False)
+        _attached[name] = seg
+    return seg
+
+
+def remember(Segment seg):
+    _attached[seg.name] = seg
+
+
+def _kind_name(int kind):
+    return {K_FREE: "free", K_STR: "str", K_BYTES: "bytes", K_BIGINT: "int", K_TUPLE: "tuple",
+            K_DICT: "dict", K_LIST: "list", K_TABLE: "table", K_ITEMS: "items",
+            K_KTUPLE: "key"}.get(kind, "?")

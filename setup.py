@@ -1,0 +1,41 @@
+"""Build the Cython extensions of dshared.
+
+DSHARED_DEBUG=1 builds the debug flavour: -O0 -g, the DSHARED_DEBUG checks in
+include/dshared.h, Cython's annotated HTML and line tracing.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("DSHARED_DEBUG", "") not in ("", "0")
+
+cflags = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function",
+          "-Wno-missing-field-initializers"]
+macros = []
+if DEBUG:
+    cflags += ["-O0", "-g3"]
+    macros += [("DSHARED_DEBUG", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+else:
+    cflags += ["-O2"]
+
+extensions = [
+    Extension(
+        "dshared." + mod,
+        ["dshared/%s.pyx" % mod],
+        include_dirs=["dshared/include"],
+        extra_compile_args=cflags,
+        define_macros=macros,
+        libraries=["rt", "pthread"],
+    )
+    for mod in ("_heap", "_codec")
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        annotate=DEBUG,
+        compiler_directives={"linetrace": DEBUG, "embedsignature": True},
+    ),
+)
