@@ -29,7 +29,7 @@ from dshared._collections import SharedDict, SharedList
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "attach", "col", "unlink", "lock", "stats", "default_segment",
+    "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -88,3 +88,15 @@ def lock(timeout=None):
 def stats():
     """Counters of the default segment: capacity, used, free, ..."""
     return default_segment().stats()
+
+
+def collect():
+    """Free the default segment's unreachable objects (cycles included);
+    returns the number of bytes freed. Runs by itself before SegmentFullError."""
+    return default_segment().collect()
+
+
+def check():
+    """Verify the default segment's whole heap; returns a report with `ok`
+    and `problems`."""
+    return default_segment().check()

@@ -33,7 +33,7 @@ from libc.string cimport memcpy, memset
 from dshared._heap cimport *
 from cpython.object cimport PyObject
 
-from dshared._errors import CorruptSegmentError, StaleReferenceError, UnsupportedTypeError
+from dshared._errors import CorruptSegmentError, SegmentFullError, StaleReferenceError, UnsupportedTypeError
 
 
 cdef extern from "Python.h":
@@ -181,6 +181,8 @@ cdef object make_key(Segment seg, object k, Key *key):
     cdef int64_t v
     cdef double f
     cdef bint ascii
+    if seg.base == NULL:
+        seg.check_open()            # raises: the hash seed lives in the segment
     owner = None
     key.data = NULL
     key.len = 0
@@ -547,7 +549,9 @@ cdef class Plan:
         """Where the value being encoded sits, as in ['users'][3]['tags']."""
         parts = []
         for fr in self.stack:
-            j = fr[3]
+            j = fr[3] - 1
+            if j < 0:
+                continue
             if PyDict_Check(fr[0]):
                 parts.append("[%r]" % (fr[1][j][0],) if j < len(fr[1]) else "")
             else:
@@ -568,6 +572,7 @@ cdef class Plan:
                 stack.pop()
                 continue
             first = self.blocks[bi].first
+            fr[3] = j + 1               # before the child: path() names item fr[3] - 1
             if self.blocks[bi].kind == K_DICT:
                 k, v = fr[1][j]
                 try:
@@ -577,7 +582,6 @@ cdef class Plan:
                 self.encode(v, first + 2 * j + 1, 0)
             else:
                 self.encode(fr[1][j], first + j, fr[4])
-            fr[3] = j + 1
         return 0
 
     # -- under the lock ----------------------------------------------------------
@@ -1038,6 +1042,14 @@ cdef class DictNode(Node):
     cdef object store(self, object k, object v, int mode):
         """d[k] = v (mode 0); setdefault (mode 1): store only if absent and
         return the value now in d."""
+        try:
+            return self._store(k, v, mode)
+        except SegmentFullError:
+            if not self.seg.collect():
+                raise
+        return self._store(k, v, mode)
+
+    cdef object _store(self, object k, object v, int mode):
         cdef Key key
         cdef Segment seg = self.seg
         cdef Cell cv, ck, old
@@ -1159,6 +1171,14 @@ cdef class DictNode(Node):
 
     def _update_pairs(self, list pairs):
         """Store [(k, v), ...] in one atomic step."""
+        try:
+            return self._update_once(pairs)
+        except SegmentFullError:
+            if not self.seg.collect():
+                raise
+        return self._update_once(pairs)
+
+    def _update_once(self, list pairs):
         cdef Segment seg = self.seg
         cdef Plan plan = Plan(seg)
         cdef Key *keys
@@ -1464,6 +1484,14 @@ cdef class ListNode(Node):
     cdef object edit(self, int op, int64_t i, object sl, list values):
         """Every list mutation: plan values outside the lock, then under it
         resolve indices against the current length, allocate, splice."""
+        try:
+            return self._edit(op, i, sl, values)
+        except SegmentFullError:
+            if not values or not self.seg.collect():
+                raise
+        return self._edit(op, i, sl, values)
+
+    cdef object _edit(self, int op, int64_t i, object sl, list values):
         cdef Segment seg = self.seg
         cdef Plan plan = None
         cdef int64_t n, start = 0, ndel = 0, nins = 0, k, j

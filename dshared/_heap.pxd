@@ -176,6 +176,15 @@ cdef class Segment:
     cdef void _bump_version(self, uint64_t c) noexcept nogil
     cdef void _release_table(self, uint64_t t) noexcept
 
+    cdef bint _valid_ref(self, uint64_t off) noexcept nogil
+    cdef int _tiling(self, list out) except -1
+    cdef uint64_t _mark(self, list blocks) except? 0
+    cdef uint64_t _collect(self) except? 0
+    cdef _check(self, list problems)
+    cdef list _children(self, uint64_t off, list problems)
+    cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot)
+    cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)
+
     # checked access: offsets read from the segment never go unchecked
     cdef inline bint inb(self, uint64_t off, uint64_t n) noexcept nogil:
         return off >= HEADER_SIZE and n <= self.cap and off <= self.cap - n

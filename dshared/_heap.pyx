@@ -1030,7 +1030,9 @@ cdef class Segment:
         return 0
 
     cdef void _bump_version(self, uint64_t c) noexcept nogil:
-        cdef char *p = self.base + c + BLOCK_HDR + 8
+        # DICT payload: table, version; LIST payload: items, len, version
+        cdef bint is_list = ((<Block *>(self.base + c)).kind_rc & 0xff) == K_LIST
+        cdef char *p = self.base + c + BLOCK_HDR + (16 if is_list else 8)
         ds_st64(p, ds_ld64(p) + 1)
 
     cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
@@ -1069,6 +1071,10 @@ cdef class Segment:
         if <uint64_t>ix + 1 == ds_ld64(p + 16):
             ds_st64(p + 16, ix)         # the last entry: reuse its position
         self._bump_version(d)
+        if ds_ld64(p + 24) == 0:
+            # empty: drop the table, so that used bytes return to the baseline
+            ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), 0)
+            self.free(t)
         self.decref_cell(&key)
         self.decref_cell(&value)
         return 0
@@ -1182,6 +1188,312 @@ cdef class Segment:
         from dshared._codec import root_view
         return root_view(self, name)
 
+    # -- collection and checking ------------------------------------------------
+
+    cdef bint _valid_ref(self, uint64_t off) noexcept nogil:
+        cdef uint32_t kind
+        if (off & (ALIGN - 1)) or off < HEADER_SIZE or off + BLOCK_HDR > self.hdr.top:
+            return False
+        kind = (<Block *>(self.base + off)).kind_rc & 0xff
+        return kind != K_FREE and kind <= K_LAST
+
+    cdef int _tiling(self, list out) except -1:
+        """Every block start in [HEADER_SIZE, top), in order; raises
+        CorruptSegmentError if the blocks do not tile the heap."""
+        cdef uint64_t off = HEADER_SIZE, top = self.hdr.top, prev16 = 0, size
+        cdef Block *b
+        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+            raise CorruptSegmentError("heap top %d is out of bounds" % top)
+        while off < top:
+            b = <Block *>(self.base + off)
+            size = <uint64_t>b.size16 * ALIGN
+            if size < MIN_BLOCK or size > top - off:
+                raise CorruptSegmentError("block at %d has size %d beyond the heap top %d" % (off, size, top))
+            if b.prev16 != prev16:
+                raise CorruptSegmentError("block at %d: prev size %d, expected %d" % (off, b.prev16 * 16, prev16 * 16))
+            out.append(off)
+            prev16 = b.size16
+            off += size
+        if prev16 != self.hdr.tail16:
+            raise CorruptSegmentError("last block size %d != tail %d" % (prev16 * 16, self.hdr.tail16 * 16))
+        return 0
+
+    cdef uint64_t _mark(self, list blocks) except? 0:
+        """Recount every refcount from the roots: zero them all, then add one
+        per reference met while marking. Returns the number of blocks marked."""
+        cdef uint64_t *work = NULL
+        cdef uint64_t *tmp = NULL
+        cdef uint64_t nw = 0, capw = 0, nt = 0, capt = 0, off, c, i, marked = 0
+        cdef Block *b
+        for off in blocks:
+            b = <Block *>(self.base + off)
+            if (b.kind_rc & 0xff) != K_FREE:
+                b.kind_rc &= 0xff
+        try:
+            for off in (self.hdr.root, self.hdr.names):
+                if self._valid_ref(off):
+                    b = <Block *>(self.base + off)
+                    if (b.kind_rc >> 8) == 0:
+                        self._push(off, &work, &nw, &capw)
+                    if (b.kind_rc >> 8) < RC_MAX:
+                        b.kind_rc += 0x100
+            while nw:
+                nw -= 1
+                off = work[nw]
+                marked += 1
+                nt = 0
+                self._push_children(off, &tmp, &nt, &capt)
+                for i in range(nt):
+                    c = tmp[i]
+                    if not self._valid_ref(c):
+                        continue
+                    b = <Block *>(self.base + c)
+                    if (b.kind_rc >> 8) == 0:
+                        self._push(c, &work, &nw, &capw)
+                    if (b.kind_rc >> 8) < RC_MAX:
+                        b.kind_rc += 0x100
+        finally:
+            c_free(work)
+            c_free(tmp)
+        return marked
+
+    cdef uint64_t _collect(self) except? 0:
+        """Mark and sweep (lock held, inside a write section): frees every
+        block not reachable from the roots; returns the bytes freed."""
+        cdef list blocks = []
+        cdef list garbage = []
+        cdef uint64_t before = self.hdr.used
+        cdef Block *b
+        self._tiling(blocks)
+        self._mark(blocks)
+        for off in blocks:
+            b = <Block *>(self.base + <uint64_t>off)
+            if (b.kind_rc & 0xff) != K_FREE and (b.kind_rc >> 8) == 0:
+                garbage.append(off)
+        for off in garbage:
+            self.free(<uint64_t>off)
+        self.hdr.collections += 1
+        return before - self.hdr.used
+
+    def collect(self):
+        """Free what is unreachable from the roots (cycles included) and
+        recount every refcount; returns the number of bytes freed."""
+        self.write_begin()
+        try:
+            return self._collect()
+        finally:
+            self.write_end()
+
+    def check(self):
+        """Verify the whole heap under the lock: header, block tiling, free
+        lists, every table, every value, reachability and refcounts. Returns a
+        CheckReport (.ok, .problems); never raises on bad bytes."""
+        problems = []
+        self.lock_acquire(-1)
+        try:
+            self._check(problems)
+        except CorruptSegmentError as e:
+            problems.append(str(e))
+        finally:
+            self.lock_release()
+        return CheckReport(problems)
+
+    cdef _check(self, list problems):
+        cdef Header *h = self.hdr
+        cdef list blocks = []
+        cdef Block *b
+        cdef uint64_t used = 0, nfree = 0, nlisted, off, nxt, prv, n, i
+        cdef int k, kind
+        cdef bint was_free = False
+        if h.seq & 1:
+            problems.append("write sequence %d is odd: a write did not finish" % h.seq)
+        if h.top > h.reserved:
+            problems.append("heap top %d is above the reserved %d bytes" % (h.top, h.reserved))
+        self._tiling(blocks)
+        free_set = set()
+        for off in blocks:
+            b = <Block *>(self.base + off)
+            kind = b.kind_rc & 0xff
+            if kind == K_FREE:
+                if was_free:
+                    problems.append("free blocks at %d and below it were not merged" % off)
+                free_set.add(off)
+                was_free = True
+            else:
+                if kind > K_LAST:
+                    problems.append("block at %d has unknown kind %d" % (off, kind))
+                used += <uint64_t>b.size16 * ALIGN
+                was_free = False
+        if used != h.used:
+            problems.append("header counts %d used bytes, the blocks hold %d" % (h.used, used))
+        if <uint64_t>(len(blocks) - len(free_set)) != h.nblocks:
+            problems.append("header counts %d blocks, the heap has %d" % (h.nblocks, len(blocks) - len(free_set)))
+        # free lists
+        listed = set()
+        for k in range(NBINS):
+            off = h.bins[k]
+            prv = 0
+            n = 0
+            if bool(off) != bool(h.binmap[k >> 6] & ((<uint64_t>1) << (k & 63))):
+                problems.append("bin %d: bitmap disagrees with its list" % k)
+            while off:
+                if off not in free_set:
+                    problems.append("bin %d lists %d, which is not a free block" % (k, off))
+                    break
+                if off in listed:
+                    problems.append("bin %d: free lists meet or cycle at %d" % (k, off))
+                    break
+                listed.add(off)
+                b = <Block *>(self.base + off)
+                if self._bin(b.size16) != k:
+                    problems.append("free block at %d of %d bytes is in bin %d" % (off, b.size16 * 16, k))
+                if ds_ld64(self.base + off + 24) != prv:
+                    problems.append("free block at %d has a wrong back link" % off)
+                prv = off
+                off = ds_ld64(self.base + off + 16)
+        if listed != free_set:
+            problems.append("%d free blocks are in no free list" % len(free_set - listed))
+        # reachability and refcounts, without touching the heap
+        counts = {}
+        seen = set()
+        todo = []
+        for off in (h.root, h.names):
+            counts[off] = counts.get(off, 0) + 1
+            if off not in seen:
+                seen.add(off)
+                todo.append(off)
+        alloc_set = set(blocks) - free_set
+        while todo:
+            off = todo.pop()
+            if off not in alloc_set:
+                problems.append("a reference points at %d, which is not an allocated block" % off)
+                continue
+            for c in self._children(off, problems):
+                counts[c] = counts.get(c, 0) + 1
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        for off in blocks:
+            if off in free_set:
+                continue
+            b = <Block *>(self.base + off)
+            if off not in seen:
+                problems.append("leak: %s block at %d (%d bytes) is unreachable"
+                                % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
+            elif (b.kind_rc >> 8) != RC_MAX and (b.kind_rc >> 8) != counts.get(off, 0):
+                problems.append("%s block at %d has refcount %d, %d references"
+                                % (_kind_name(b.kind_rc & 0xff), off, b.kind_rc >> 8, counts.get(off, 0)))
+
+    cdef list _children(self, uint64_t off, list problems):
+        """The blocks that block `off` references, each value checked."""
+        cdef Block *b = <Block *>(self.base + off)
+        cdef int kind = b.kind_rc & 0xff
+        cdef uint64_t size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+        cdef char *p = self.base + off + BLOCK_HDR
+        cdef uint64_t n, i, nslots, cap, nent, count, sub, ln
+        cdef Cell *cells
+        cdef Entry *ents
+        cdef int32_t *index
+        cdef int32_t ix
+        out = []
+        if kind == K_STR or kind == K_BYTES or kind == K_BIGINT or kind == K_KTUPLE:
+            ln = ds_ld64(p)
+            if ln > size - (16 if kind == K_STR else 8):
+                problems.append("%s block at %d claims %d bytes" % (_kind_name(kind), off, ln))
+            elif kind == K_STR:
+                try:
+                    (p + 16)[:ln].decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    problems.append("str block at %d is not UTF-8" % off)
+        elif kind == K_TUPLE:
+            n = ds_ld64(p)
+            if n > (size - 8) // CELL_SIZE:
+                problems.append("tuple at %d claims %d items" % (off, n))
+            else:
+                self._cells(<Cell *>(p + 8), n, off, problems, out)
+        elif kind == K_DICT or kind == K_LIST:
+            sub = ds_ld64(p)
+            if sub:
+                out.append(sub)
+            if kind == K_LIST and sub:
+                ln = ds_ld64(p + 8)
+                if not self._valid_ref(sub) or ((<Block *>(self.base + sub)).kind_rc & 0xff) != K_ITEMS:
+                    problems.append("list at %d points at %d, not an items block" % (off, sub))
+                elif ln > ds_ld64(self.base + sub + BLOCK_HDR):
+                    problems.append("list at %d is longer than its items block" % off)
+            elif kind == K_LIST and ds_ld64(p + 8):
+                problems.append("list at %d has items but no items block" % off)
+            elif kind == K_DICT and sub and (not self._valid_ref(sub) or
+                                             ((<Block *>(self.base + sub)).kind_rc & 0xff) != K_TABLE):
+                problems.append("dict at %d points at %d, not a table" % (off, sub))
+        elif kind == K_ITEMS:
+            n = ds_ld64(p)
+            if n > (size - 8) // CELL_SIZE:
+                problems.append("items block at %d claims %d cells" % (off, n))
+            else:
+                cells = <Cell *>(p + 8)
+                for i in range(n):
+                    if cells[i].b[0] != T_EMPTY:
+                        self._cells(&cells[i], 1, off, problems, out)
+        elif kind == K_TABLE:
+            nslots = ds_ld64(p)
+            cap = ds_ld64(p + 8)
+            nent = ds_ld64(p + 16)
+            count = ds_ld64(p + 24)
+            if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
+                    or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap or count > nent):
+                problems.append("table at %d has inconsistent sizes" % off)
+                return out
+            index = <int32_t *>(p + 32)
+            ents = <Entry *>(p + 32 + 4 * nslots)
+            live = 0
+            slots = {}
+            for i in range(nslots):
+                ix = index[i]
+                if ix >= 0:
+                    if <uint64_t>ix >= nent or ix in slots:
+                        problems.append("table at %d: slot %d points at entry %d" % (off, i, ix))
+                    slots[ix] = i
+                elif ix != IX_EMPTY and ix != IX_DUMMY:
+                    problems.append("table at %d: slot %d holds %d" % (off, i, ix))
+            for i in range(nent):
+                if ents[i].key.b[0] == T_EMPTY:
+                    continue
+                live += 1
+                if i not in slots:
+                    problems.append("table at %d: entry %d is in no slot" % (off, i))
+                elif not self._probe_reaches(index, nslots, ents[i].hash, slots[i]):
+                    problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
+                self._cells(&ents[i].key, 1, off, problems, out)
+                self._cells(&ents[i].value, 1, off, problems, out)
+            if live != count:
+                problems.append("table at %d counts %d entries, holds %d" % (off, count, live))
+        return out
+
+    cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot):
+        cdef uint64_t mask = nslots - 1, i = hash & mask, perturb = hash, probes = 0
+        while probes <= mask + 64:
+            if i == slot:
+                return True
+            if index[i] == IX_EMPTY:
+                return False
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+            probes += 1
+        return False
+
+    cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out):
+        cdef uint64_t i
+        cdef uint8_t tag
+        for i in range(n):
+            tag = cells[i].b[0]
+            if tag == T_EMPTY or tag > T_LAST:
+                problems.append("block at %d holds a cell with tag %d" % (owner, tag))
+            elif (tag == T_SSTR or tag == T_SBYTES) and (cells[i].b[1] & 0x7f) > INLINE_MAX:
+                problems.append("block at %d holds an inline string of %d bytes" % (owner, cells[i].b[1] & 0x7f))
+            elif tag >= T_FIRST_REF:
+                out.append(ds_ld64(&cells[i].b[8]))
+
     # -- statistics -----------------------------------------------------------------
 
     def stats(self):
@@ -1217,6 +1529,27 @@ cdef class _Lock:
     def __exit__(self, *exc):
         self.seg.lock_release()
         return False
+
+
+class CheckReport:
+    """The result of Segment.check(): `ok` and a list of readable `problems`."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def __bool__(self):
+        return self.ok
+
+    def __repr__(self):
+        if self.ok:
+            return "<CheckReport ok>"
+        return "<CheckReport %d problems: %s>" % (len(self.problems), "; ".join(self.problems[:5]))
 
 
 def _reattach(name):

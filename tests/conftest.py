@@ -38,10 +38,27 @@ def segment(shm_name):
         yield seg
     finally:
         seg.close()
-        dshared.unlink(shm_name)
+        seg.unlink()
 
 
 @pytest.fixture
 def root(segment):
     """The root SharedDict of a fresh segment."""
     return segment.col()
+
+
+@pytest.fixture
+def make_segment(shm_name):
+    """make_segment(size) -> a fresh Segment of that capacity, closed and
+    unlinked after the test."""
+    made = []
+
+    def make(size):
+        seg = dshared.Segment(shm_name, size, create=True)
+        made.append(seg)
+        return seg
+
+    yield make
+    for seg in made:
+        seg.close()
+        seg.unlink()
