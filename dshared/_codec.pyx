@@ -27,6 +27,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.math cimport floor, isfinite
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 
@@ -120,8 +121,10 @@ cdef object _unhashable(object k):
                                 "float, bool, None and tuples of them" % type(k).__name__)
 
 
-cdef int canon_append(bytearray buf, object k, int depth) except -1:
-    """Append the canonical encoding of key k (a tuple element) to buf."""
+cdef int canon_append(bytearray buf, object k, int depth, bint typed=False) except -1:
+    """Append the canonical encoding of key k (a tuple element) to buf; with
+    `typed`, the encoding that keeps bool and float as they are (for reading
+    the key back; lookups compare the canonical one)."""
     cdef int overflow = 0
     cdef int64_t v
     cdef double f
@@ -132,6 +135,12 @@ cdef int canon_append(bytearray buf, object k, int depth) except -1:
         raise UnsupportedTypeError("tuple key nested deeper than %d levels" % MAX_KEY_DEPTH)
     if k is None:
         buf.append(T_NONE)
+    elif typed and PyBool_Check(k):
+        buf.append(T_TRUE if k else T_FALSE)
+    elif typed and PyFloat_Check(k):
+        f = PyFloat_AS_DOUBLE(k)
+        buf.append(T_FLOAT)
+        buf += (<bytes>PyBytes_FromStringAndSize(<char *>&f, 8))
     elif PyBool_Check(k):
         buf.append(T_INT)
         buf += (1 if k else 0).to_bytes(8, "little", signed=True)
@@ -150,8 +159,8 @@ cdef int canon_append(bytearray buf, object k, int depth) except -1:
         if float_as_int(f, &v):
             buf.append(T_INT)
             buf += (<object>v).to_bytes(8, "little", signed=True)
-        elif f == f and f - f == 0:        # integral beyond int64
-            canon_append(buf, int(f), depth)
+        elif isfinite(f) and floor(f) == f:        # integral beyond int64
+            canon_append(buf, int(f), depth, typed)
         else:
             buf.append(T_FLOAT)
             buf += (<bytes>PyBytes_FromStringAndSize(<char *>&f, 8))
@@ -168,7 +177,7 @@ cdef int canon_append(bytearray buf, object k, int depth) except -1:
         buf.append(T_KTUPLE)
         buf += len(k).to_bytes(8, "little")
         for x in <tuple>k:
-            canon_append(buf, x, depth + 1)
+            canon_append(buf, x, depth + 1, typed)
     else:
         raise _unhashable(k)
     return 0
@@ -206,7 +215,7 @@ cdef object make_key(Segment seg, object k, Key *key):
         if float_as_int(f, &v):
             key.ctag = T_INT
             key.cval = <uint64_t>v
-        elif f == f and f - f == 0:
+        elif isfinite(f) and floor(f) == f:
             owner = bigint_bytes(int(f))
             key.ctag = T_BIGINT
         else:
@@ -247,6 +256,8 @@ cdef object parse_canon(const char *p, uint64_t n, uint64_t *pos, int depth):
     pos[0] += 1
     if tag == T_NONE:
         return None
+    if tag == T_TRUE or tag == T_FALSE:
+        return tag == T_TRUE
     if tag == T_INT or tag == T_FLOAT:
         if n - pos[0] < 8:
             raise CorruptSegmentError("malformed tuple key")
@@ -460,7 +471,13 @@ cdef class Plan:
         elif key.ctag == T_BIGINT:
             self.ref_block(ci, T_BIGINT, self.bytes_block(K_BIGINT, owner, key.data, key.len, 0))
         elif key.ctag == T_KTUPLE:
-            self.ref_block(ci, T_KTUPLE, self.bytes_block(K_KTUPLE, owner, key.data, key.len, 0))
+            blob = bytearray(key.len.to_bytes(8, "little"))
+            blob += owner
+            for x in <tuple>k:
+                canon_append(blob, x, 1, True)
+            blob = bytes(blob)
+            self.ref_block(ci, T_KTUPLE, self.bytes_block(K_KTUPLE, blob, PyBytes_AS_STRING(blob),
+                                                          PyBytes_GET_SIZE(blob), 0))
         else:
             # None, bool, int and float keep their type; lookups compare canonically
             encode_scalar(k, c)
@@ -786,7 +803,14 @@ cdef object decode(Segment seg, const Cell *c, int depth):
 
 
 cdef object parse_ktuple(const char *data, uint64_t ln):
-    cdef uint64_t pos = 0
+    """A stored tuple key: skip the canonical part, read the typed one."""
+    cdef uint64_t pos, clen
+    if ln < 8:
+        raise CorruptSegmentError("malformed tuple key")
+    clen = ds_ld64(data)
+    if clen > ln - 8:
+        raise CorruptSegmentError("malformed tuple key")
+    pos = 8 + clen
     out = []
     while pos < ln:
         out.append(parse_canon(data, ln, &pos, 1))
@@ -1282,25 +1306,30 @@ cdef class DictIter:
 # deep copies
 
 cdef object deep_decode(Segment seg, const Cell *c):
-    """Like decode, but dicts and lists become plain copies (shape kept)."""
-    if c.b[0] == T_DICT or c.b[0] == T_LIST:
-        return deep_copy(seg, ds_ld64(&c.b[8]), tag_kind(c.b[0]))
+    """Like decode, but dicts and lists (also inside tuples) become plain
+    copies, shape kept."""
+    if c.b[0] == T_DICT or c.b[0] == T_LIST or c.b[0] == T_TUPLE:
+        return deep_copy(seg, c)
     return decode(seg, c, 0)
 
 
 cdef object _rd_deep(Node node, void *arg):
+    cdef Cell c
+    cell_set(&c, T_DICT if isinstance(node, DictNode) else T_LIST, node.off)
     node.check(K_DICT if isinstance(node, DictNode) else K_LIST)
-    return deep_copy(node.seg, node.off, K_DICT if isinstance(node, DictNode) else K_LIST)
+    return deep_copy(node.seg, &c)
 
 
-cdef object deep_copy(Segment seg, uint64_t off, int kind):
-    """Copy the container at off into plain dicts/lists, iteratively."""
+cdef object deep_copy(Segment seg, const Cell *c):
+    """Copy the value of cell c into plain dicts/lists/tuples, iteratively."""
     cdef dict memo = {}
     cdef list todo = []
     cdef int64_t i, n
+    cdef uint64_t off
+    cdef int kind
     cdef Entry *e
     cdef Cell *cells
-    root = _deep_cell(seg, off, kind, memo, todo)
+    root = _deep_value(seg, c, memo, todo, 0)
     while todo:
         off, kind, obj = todo.pop()
         seg.block(off, kind)

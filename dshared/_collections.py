@@ -68,6 +68,11 @@ class SharedItemsView(_ViewMixin, ItemsView):
     _mode = 2
     _name = "dict_items"
 
+    def __contains__(self, item):
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        return super().__contains__(item)
+
 
 class SharedDict(_codec.DictNode, MutableMapping):
     """A dict in shared memory. Every method behaves as dict's; single

@@ -835,6 +835,12 @@ cdef class Segment:
             if k.ctag != tag:
                 return 0
             self.block_bytes(ds_ld64(&e.key.b[8]), tag_kind(tag), &data, &n)
+            if tag == T_KTUPLE:
+                # [canonical length][canonical][typed]: compare the canonical part
+                if n < 8 or ds_ld64(data) > n - 8:
+                    raise CorruptSegmentError("malformed tuple key")
+                n = ds_ld64(data)
+                data += 8
             return n == k.len and memcmp(data, k.data, n) == 0
         return 0
 

@@ -1,0 +1,979 @@
+"""SharedList must behave exactly like the builtin list.
+
+Every test here runs twice through the ``mk`` fixture: once against Python's
+``list`` (the reference: those runs check that the expectations written below
+are right) and once against a ``SharedList`` view stored in a fresh segment.
+The slice tests compare against a plain list that gets the same operations.
+"""
+import collections.abc
+import itertools
+
+import pytest
+
+
+# ---------------------------------------------------------------- fixtures --
+
+class _BuiltinMaker:
+    kind = "builtin"
+
+    def __call__(self, init=()):
+        return list(init)
+
+    def fresh(self, obj):
+        return obj
+
+
+class _SharedMaker:
+    kind = "shared"
+
+    def __init__(self, root):
+        self._root = root
+        self._counter = itertools.count()
+        self._made = {}
+
+    def __call__(self, init=()):
+        key = "x%d" % next(self._counter)
+        self._root[key] = list(init)
+        obj = self._root[key]
+        self._made[id(obj)] = (key, obj)  # keeps obj alive, so ids stay unique
+        return obj
+
+    def fresh(self, obj):
+        """A new view of the object ``obj`` views, read again from the segment."""
+        key, _ = self._made[id(obj)]
+        return self._root[key]
+
+
+@pytest.fixture(params=["builtin", "shared"])
+def mk(request):
+    """mk(init) -> a list (builtin) or a SharedList view (shared) equal to list(init)."""
+    if request.param == "builtin":
+        return _BuiltinMaker()
+    return _SharedMaker(request.getfixturevalue("root"))
+
+
+def kind(x):
+    """The type of x, with shared views counted as the list or dict they stand for."""
+    if isinstance(x, (list, tuple, dict)) or not isinstance(
+            x, (collections.abc.MutableSequence, collections.abc.MutableMapping)):
+        return type(x)
+    return list if isinstance(x, collections.abc.MutableSequence) else dict
+
+
+def assert_content(mk, lst, expected):
+    """lst holds exactly ``expected`` (same values and types), also when read again."""
+    assert len(lst) == len(expected)
+    assert list(lst) == expected
+    again = mk.fresh(lst)
+    assert list(again) == expected
+    assert [kind(x) for x in again] == [kind(x) for x in expected]
+
+
+class Idx:
+    """An object usable as an index through __index__."""
+
+    def __init__(self, i):
+        self.i = i
+
+    def __index__(self):
+        return self.i
+
+
+# ------------------------------------------------------------------- basics --
+
+def test_is_a_mutable_sequence(mk):
+    lst = mk([1])
+    assert isinstance(lst, collections.abc.MutableSequence)
+    assert isinstance(lst, collections.abc.Sequence)
+
+
+def test_len_and_bool(mk):
+    assert len(mk([])) == 0
+    assert not mk([])
+    assert bool(mk([])) is False
+    assert len(mk([None])) == 1
+    assert mk([None])
+    assert mk([0])
+    assert mk([[]])
+
+
+def test_getitem_positive_and_negative(mk):
+    lst = mk([10, "a", None, (1,), [2], {"k": 3}])
+    assert lst[0] == 10
+    assert lst[1] == "a"
+    assert lst[2] is None
+    assert lst[3] == (1,) and type(lst[3]) is tuple
+    assert lst[4] == [2]
+    assert lst[5] == {"k": 3}
+    assert lst[-1] == {"k": 3}
+    assert lst[-6] == 10
+    assert lst[-3] == (1,)
+    assert lst[True] == "a"
+    assert lst[Idx(1)] == "a"
+    assert lst[Idx(-2)] == [2]
+
+
+def test_getitem_keeps_value_types(mk):
+    lst = mk([1, True, 1.0, "s", b"b", None, 2 ** 100, -0.0])
+    assert [type(x) for x in lst] == [int, bool, float, str, bytes, type(None), int, float]
+    assert lst[1] is True
+    assert lst[6] == 2 ** 100
+
+
+@pytest.mark.parametrize("i", [3, 4, 100, -4, -5, -100, 2 ** 62, -(2 ** 62)])
+def test_getitem_out_of_range(mk, i):
+    lst = mk([1, 2, 3])
+    with pytest.raises(IndexError, match="index out of range"):
+        lst[i]
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_getitem_huge_index_raises_indexerror(mk):
+    lst = mk([1])
+    with pytest.raises(IndexError):
+        lst[2 ** 100]
+    with pytest.raises(IndexError):
+        lst[-(2 ** 100)]
+
+
+def test_getitem_empty(mk):
+    with pytest.raises(IndexError, match="index out of range"):
+        mk([])[0]
+    with pytest.raises(IndexError, match="index out of range"):
+        mk([])[-1]
+
+
+@pytest.mark.parametrize("i", ["0", 1.0, None, (0,), [0]], ids=["str", "float", "none", "tuple", "list"])
+def test_bad_index_type_raises_typeerror(mk, i):
+    lst = mk([1, 2])
+    with pytest.raises(TypeError, match="indices must be integers or slices"):
+        lst[i]
+    with pytest.raises(TypeError, match="indices must be integers or slices"):
+        lst[i] = 0
+    with pytest.raises(TypeError, match="indices must be integers or slices"):
+        del lst[i]
+    assert_content(mk, lst, [1, 2])
+
+
+def test_setitem(mk):
+    lst = mk([1, 2, 3, 4])
+    lst[0] = "a"
+    lst[-1] = [4]
+    lst[1] = {"x": (1,)}
+    lst[Idx(2)] = None
+    assert_content(mk, lst, ["a", {"x": (1,)}, None, [4]])
+    lst[-1].append(5)
+    lst[1]["y"] = 2
+    assert mk.fresh(lst) == ["a", {"x": (1,), "y": 2}, None, [4, 5]]
+
+
+@pytest.mark.parametrize("i", [3, 100, -4, -100])
+def test_setitem_out_of_range(mk, i):
+    lst = mk([1, 2, 3])
+    with pytest.raises(IndexError, match="assignment index out of range"):
+        lst[i] = 0
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_delitem(mk):
+    lst = mk([1, 2, 3, 4, 5])
+    del lst[0]
+    del lst[-1]
+    del lst[1]
+    assert_content(mk, lst, [2, 4])
+    del lst[Idx(-1)]
+    assert_content(mk, lst, [2])
+
+
+@pytest.mark.parametrize("i", [3, 100, -4, -100])
+def test_delitem_out_of_range(mk, i):
+    lst = mk([1, 2, 3])
+    with pytest.raises(IndexError, match="assignment index out of range"):
+        del lst[i]
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_delitem_empty(mk):
+    lst = mk([])
+    with pytest.raises(IndexError):
+        del lst[0]
+    assert len(lst) == 0
+
+
+# ------------------------------------------------------------------- slices --
+
+BOUNDS = [None, 0, 2, -2, 7, 15, -15]
+STEPS = [None, 1, 2, 3, -1, -3]
+SLICES = [slice(a, b, c) for a in BOUNDS for b in BOUNDS for c in STEPS]
+BASE = list(range(10))
+
+
+def test_slice_get(mk):
+    lst = mk(BASE)
+    for s in SLICES:
+        got = lst[s]
+        assert type(got) is list, s
+        assert got == BASE[s], s
+    assert lst[:] == BASE
+    assert lst[::-1] == BASE[::-1]
+    assert lst[Idx(1):Idx(5):Idx(2)] == [1, 3]
+    assert mk([])[1:5] == []
+    assert mk([])[::-1] == []
+    assert_content(mk, lst, BASE)
+
+
+def test_slice_get_of_containers_gives_equal_values(mk):
+    lst = mk([[1], {"a": 2}, (3, [4]), "s"])
+    got = lst[1:]
+    assert got == [{"a": 2}, (3, [4]), "s"]
+    assert type(got[1]) is tuple
+    got[0]["b"] = 5  # the elements are the stored containers (shallow, like list)
+    assert lst[1] == {"a": 2, "b": 5}
+
+
+def test_slice_set(mk):
+    for s in SLICES:
+        lst = mk(BASE)
+        ref = list(BASE)
+        n = len(ref[s])
+        if s.step in (None, 1):
+            values = ["a", "b", "c"]
+        else:
+            values = ["v%d" % i for i in range(n)]
+        ref[s] = values
+        lst[s] = values
+        assert list(lst) == ref, s
+        assert list(mk.fresh(lst)) == ref, s
+
+
+def test_slice_set_with_various_iterables(mk):
+    lst = mk([0, 1, 2, 3, 4])
+    lst[1:3] = (x * 10 for x in range(4))
+    assert_content(mk, lst, [0, 0, 10, 20, 30, 3, 4])
+    lst[::2] = "abcd"
+    assert_content(mk, lst, ["a", 0, "b", 20, "c", 3, "d"])
+    lst[:2] = {"k": 1}
+    assert_content(mk, lst, ["k", "b", 20, "c", 3, "d"])
+    lst[4:] = range(2)
+    assert_content(mk, lst, ["k", "b", 20, "c", 0, 1])
+    lst[:] = ()
+    assert_content(mk, lst, [])
+    lst[:] = [[1], (2,), {"a": None}]
+    assert_content(mk, lst, [[1], (2,), {"a": None}])
+
+
+def test_slice_set_inserts_and_appends(mk):
+    lst = mk([1, 2, 3])
+    lst[1:1] = ["x", "y"]
+    assert_content(mk, lst, [1, "x", "y", 2, 3])
+    lst[len(lst):] = [4]
+    assert_content(mk, lst, [1, "x", "y", 2, 3, 4])
+    lst[100:200] = [5]
+    assert_content(mk, lst, [1, "x", "y", 2, 3, 4, 5])
+    lst[:0] = [0]
+    assert_content(mk, lst, [0, 1, "x", "y", 2, 3, 4, 5])
+    lst[5:2] = ["z"]  # an empty slice: inserts at its start
+    assert_content(mk, lst, [0, 1, "x", "y", 2, "z", 3, 4, 5])
+    lst[-100:1] = []
+    assert_content(mk, lst, [1, "x", "y", 2, "z", 3, 4, 5])
+
+
+def test_slice_set_from_itself(mk):
+    lst = mk([1, 2, 3])
+    lst[1:2] = lst
+    assert_content(mk, lst, [1, 1, 2, 3, 3])
+    lst[:] = lst
+    assert_content(mk, lst, [1, 1, 2, 3, 3])
+    lst[::-1] = lst
+    assert_content(mk, lst, [3, 3, 2, 1, 1])
+    lst[::2] = lst[:3]
+    assert_content(mk, lst, [3, 3, 3, 1, 2])
+
+
+@pytest.mark.parametrize("s, size, expected_size", [
+    (slice(None, None, 2), 2, 3),
+    (slice(None, None, 2), 4, 3),
+    (slice(None, None, -1), 0, 5),
+    (slice(1, 4, 2), 3, 2),
+    (slice(4, 0, -2), 1, 2),
+])
+def test_extended_slice_set_wrong_length_raises_valueerror(mk, s, size, expected_size):
+    lst = mk([0, 1, 2, 3, 4])
+    with pytest.raises(ValueError) as exc:
+        lst[s] = list(range(size))
+    assert str(exc.value) == "attempt to assign sequence of size %d to extended slice of size %d" % (
+        size, expected_size)
+    assert_content(mk, lst, [0, 1, 2, 3, 4])
+
+
+def test_slice_set_non_iterable_raises_typeerror(mk):
+    lst = mk([1, 2, 3])
+    with pytest.raises(TypeError):
+        lst[0:1] = 5
+    with pytest.raises(TypeError):
+        lst[::2] = None
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_slice_step_zero_raises_valueerror(mk):
+    lst = mk([1, 2, 3])
+    with pytest.raises(ValueError, match="slice step cannot be zero"):
+        lst[::0]
+    with pytest.raises(ValueError, match="slice step cannot be zero"):
+        lst[::0] = []
+    with pytest.raises(ValueError, match="slice step cannot be zero"):
+        del lst[::0]
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_slice_delete(mk):
+    for s in SLICES:
+        lst = mk(BASE)
+        ref = list(BASE)
+        del ref[s]
+        del lst[s]
+        assert list(lst) == ref, s
+        assert list(mk.fresh(lst)) == ref, s
+
+
+def test_slice_delete_containers(mk):
+    lst = mk([[0], {"a": 1}, (2,), [3], "x"])
+    del lst[::2]
+    assert_content(mk, lst, [{"a": 1}, [3]])
+    lst[1].append(4)
+    assert lst == [{"a": 1}, [3, 4]]
+    del lst[:]
+    assert_content(mk, lst, [])
+
+
+# ---------------------------------------------------------- growing methods --
+
+def test_append(mk):
+    lst = mk([])
+    assert lst.append(1) is None
+    lst.append("s")
+    lst.append([2, (3,)])
+    lst.append({"k": [4]})
+    lst.append(None)
+    lst.append((5, [6]))
+    assert_content(mk, lst, [1, "s", [2, (3,)], {"k": [4]}, None, (5, [6])])
+    lst[2].append(7)
+    assert mk.fresh(lst)[2] == [2, (3,), 7]
+
+
+EXTEND_SOURCES = {
+    # factories, so that one-shot iterators are made afresh for each run
+    "list": (lambda: [4, 5], [4, 5]),
+    "tuple": (lambda: (4, 5), [4, 5]),
+    "str": (lambda: "ab", ["a", "b"]),
+    "bytes": (lambda: b"ab", [97, 98]),
+    "dict": (lambda: {"k": 1, "j": 2}, ["k", "j"]),
+    "range": (lambda: range(3), [0, 1, 2]),
+    "iterator": (lambda: iter([7]), [7]),
+    "generator": (lambda: (x * 2 for x in range(3)), [0, 2, 4]),
+    "empty": (lambda: [], []),
+    "containers": (lambda: [[1], {"a": 2}], [[1], {"a": 2}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXTEND_SOURCES))
+def test_extend(mk, name):
+    make_source, added = EXTEND_SOURCES[name]
+    lst = mk([1])
+    assert lst.extend(make_source()) is None
+    assert_content(mk, lst, [1] + added)
+
+
+def test_extend_with_itself_and_other_shared(mk):
+    lst = mk([1, 2])
+    lst.extend(lst)
+    assert_content(mk, lst, [1, 2, 1, 2])
+    other = mk([[3]])
+    lst.extend(other)
+    assert_content(mk, lst, [1, 2, 1, 2, [3]])
+    other[0].append(4)  # extend copies references, like list
+    assert lst[4] == [3, 4]
+
+
+def test_extend_non_iterable_raises_typeerror(mk):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst.extend(5)
+    with pytest.raises(TypeError):
+        lst.extend(None)
+    assert_content(mk, lst, [1])
+
+
+@pytest.mark.parametrize("i, expected", [
+    (0, ["x", 0, 1, 2]),
+    (1, [0, "x", 1, 2]),
+    (3, [0, 1, 2, "x"]),
+    (100, [0, 1, 2, "x"]),
+    (2 ** 62, [0, 1, 2, "x"]),
+    (-1, [0, 1, "x", 2]),
+    (-3, ["x", 0, 1, 2]),
+    (-100, ["x", 0, 1, 2]),
+    (-(2 ** 62), ["x", 0, 1, 2]),
+])
+def test_insert(mk, i, expected):
+    lst = mk([0, 1, 2])
+    assert lst.insert(i, "x") is None
+    assert_content(mk, lst, expected)
+
+
+def test_insert_into_empty_and_containers(mk):
+    lst = mk([])
+    lst.insert(5, [1])
+    lst.insert(-5, {"a": 1})
+    lst.insert(1, (2,))
+    assert_content(mk, lst, [{"a": 1}, (2,), [1]])
+
+
+def test_insert_bad_index_raises_typeerror(mk):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst.insert("0", 2)
+    with pytest.raises(TypeError):
+        lst.insert(1.0, 2)
+    assert_content(mk, lst, [1])
+
+
+# ---------------------------------------------------------- removing methods --
+
+def test_pop(mk):
+    lst = mk([0, 1, 2, 3, 4, 5])
+    assert lst.pop() == 5
+    assert lst.pop(0) == 0
+    assert lst.pop(-1) == 4
+    assert lst.pop(1) == 2
+    assert lst.pop(-2) == 1
+    assert_content(mk, lst, [3])
+    assert lst.pop() == 3
+    assert_content(mk, lst, [])
+
+
+def test_pop_container_returns_its_content(mk):
+    lst = mk([[1, [2]], {"k": (3,)}, (4, [5])])
+    t = lst.pop()
+    assert t == (4, [5]) and type(t) is tuple
+    assert lst.pop(0) == [1, [2]]
+    assert lst.pop() == {"k": (3,)}
+    assert len(lst) == 0
+
+
+def test_pop_empty_raises_indexerror(mk):
+    lst = mk([])
+    with pytest.raises(IndexError, match="pop from empty list"):
+        lst.pop()
+    with pytest.raises(IndexError):
+        lst.pop(0)
+    assert len(lst) == 0
+
+
+@pytest.mark.parametrize("i", [3, 100, -4, -100])
+def test_pop_out_of_range_raises_indexerror(mk, i):
+    lst = mk([1, 2, 3])
+    with pytest.raises(IndexError, match="pop index out of range"):
+        lst.pop(i)
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_remove(mk):
+    lst = mk([1, 2, "a", 2, [3], 1.0])
+    assert lst.remove(2) is None
+    assert_content(mk, lst, [1, "a", 2, [3], 1.0])
+    lst.remove([3])
+    assert_content(mk, lst, [1, "a", 2, 1.0])
+    lst.remove(1.0)  # equal to the first 1
+    assert_content(mk, lst, ["a", 2, 1.0])
+    lst.remove(True)
+    assert_content(mk, lst, ["a", 2])
+
+
+@pytest.mark.parametrize("x", [3, "1", b"a", None, [1], (1,)], ids=["int", "str", "bytes", "none", "list", "tuple"])
+def test_remove_missing_raises_valueerror(mk, x):
+    lst = mk([1, "a", [2]])
+    with pytest.raises(ValueError, match="not in list"):
+        lst.remove(x)
+    assert_content(mk, lst, [1, "a", [2]])
+
+
+def test_remove_from_empty(mk):
+    with pytest.raises(ValueError, match="not in list"):
+        mk([]).remove(0)
+
+
+def test_clear(mk):
+    lst = mk([1, [2], {"a": 3}])
+    assert lst.clear() is None
+    assert_content(mk, lst, [])
+    assert not lst
+    lst.append(1)
+    assert_content(mk, lst, [1])
+    empty = mk([])
+    empty.clear()
+    assert_content(mk, empty, [])
+
+
+# ------------------------------------------------------------- search methods --
+
+def test_index(mk):
+    lst = mk([1, 2, 3, 2, [4], "s"])
+    assert lst.index(2) == 1
+    assert lst.index(2, 2) == 3
+    assert lst.index(2, -3) == 3
+    assert lst.index(2, 1, -2) == 1
+    assert lst.index(2, 2, 100) == 3
+    assert lst.index(1, -100) == 0
+    assert lst.index(2.0) == 1
+    assert lst.index(True) == 0
+    assert lst.index([4]) == 4
+    assert lst.index("s", 0, 6) == 5
+
+
+@pytest.mark.parametrize("args", [
+    (9,),
+    (1, 1),
+    (2, 0, 1),
+    (2, 4),
+    (2, 100),
+    (2, -1),
+    (2, 3, 2),
+    (2, 0, -5),
+    ("2",),
+    ([5],),
+])
+def test_index_missing_raises_valueerror(mk, args):
+    lst = mk([1, 2, 3, 2, [4]])
+    with pytest.raises(ValueError, match="not in list"):
+        lst.index(*args)
+    assert_content(mk, lst, [1, 2, 3, 2, [4]])
+
+
+def test_count(mk):
+    lst = mk([1, True, 1.0, 2, "1", [1], [1], (1,), None])
+    assert lst.count(1) == 3
+    assert lst.count(True) == 3
+    assert lst.count(2) == 1
+    assert lst.count("1") == 1
+    assert lst.count([1]) == 2
+    assert lst.count((1,)) == 1
+    assert lst.count(None) == 1
+    assert lst.count(3) == 0
+    assert mk([]).count(None) == 0
+
+
+def test_contains(mk):
+    lst = mk([1, "a", [2, 3], {"k": 1}, (4,), b"b", None])
+    assert 1 in lst and 1.0 in lst and True in lst
+    assert "a" in lst
+    assert [2, 3] in lst
+    assert {"k": 1} in lst
+    assert (4,) in lst
+    assert b"b" in lst
+    assert None in lst
+    assert "b" not in lst
+    assert [4] not in lst
+    assert (2, 3) not in lst
+    assert [2] not in lst
+    assert 0 not in mk([])
+
+
+# ------------------------------------------------------------ order methods --
+
+def test_reverse(mk):
+    lst = mk([1, "a", [2], None])
+    assert lst.reverse() is None
+    assert_content(mk, lst, [None, [2], "a", 1])
+    empty = mk([])
+    empty.reverse()
+    assert_content(mk, empty, [])
+
+
+def test_reversed(mk):
+    lst = mk([1, 2, [3]])
+    it = reversed(lst)
+    assert next(it) == [3]
+    assert list(it) == [2, 1]
+    assert list(reversed(mk([]))) == []
+
+
+@pytest.mark.parametrize("init, kwargs, expected", [
+    ([3, 1, 2], {}, [1, 2, 3]),
+    ([3, 1, 2], {"reverse": True}, [3, 2, 1]),
+    (["b", "C", "a"], {}, ["C", "a", "b"]),
+    (["b", "C", "a"], {"key": str.lower}, ["a", "b", "C"]),
+    (["b", "C", "a"], {"key": str.lower, "reverse": True}, ["C", "b", "a"]),
+    ([3, 1.5, True, -2], {}, [-2, True, 1.5, 3]),
+    ([[2], [1, 5], [1]], {}, [[1], [1, 5], [2]]),
+    ([(2, "a"), (1, "b")], {}, [(1, "b"), (2, "a")]),
+    ([b"b", b"a"], {}, [b"a", b"b"]),
+    ([], {}, []),
+    ([5], {"reverse": True}, [5]),
+    ([3, 1, 2], {"key": None, "reverse": False}, [1, 2, 3]),
+    (["ccc", "a", "bb"], {"key": len}, ["a", "bb", "ccc"]),
+])
+def test_sort(mk, init, kwargs, expected):
+    lst = mk(init)
+    assert lst.sort(**kwargs) is None
+    assert_content(mk, lst, expected)
+
+
+def test_sort_is_stable(mk):
+    data = [(1, "a"), (0, "b"), (1, "c"), (0, "d"), (2, "e"), (1, "f")]
+    lst = mk(data)
+    lst.sort(key=lambda t: t[0])
+    assert_content(mk, lst, [(0, "b"), (0, "d"), (1, "a"), (1, "c"), (1, "f"), (2, "e")])
+    lst = mk(data)
+    lst.sort(key=lambda t: t[0], reverse=True)  # reverse keeps equal items in order
+    assert_content(mk, lst, [(2, "e"), (1, "a"), (1, "c"), (1, "f"), (0, "b"), (0, "d")])
+
+
+def test_sort_dicts_by_key(mk):
+    lst = mk([{"n": 2, "i": 0}, {"n": 1, "i": 1}, {"n": 2, "i": 2}])
+    lst.sort(key=lambda d: d["n"])
+    assert [d["i"] for d in lst] == [1, 0, 2]
+    assert [d["i"] for d in mk.fresh(lst)] == [1, 0, 2]
+
+
+def test_sort_incomparable_raises_typeerror(mk):
+    lst = mk([1, "a"])
+    with pytest.raises(TypeError, match="not supported between instances of"):
+        lst.sort()
+    assert sorted(lst, key=str) == [1, "a"]
+    lst2 = mk([{"a": 1}, {"b": 2}])
+    with pytest.raises(TypeError):
+        lst2.sort()
+    assert len(lst2) == 2
+
+
+def test_sort_key_error_leaves_list_unchanged(mk):
+    lst = mk([3, 1, 2])
+    with pytest.raises(ZeroDivisionError):
+        lst.sort(key=lambda x: 1 // (x - 2))
+    assert_content(mk, lst, [3, 1, 2])
+
+
+def test_sort_takes_no_positional_arguments(mk):
+    lst = mk([2, 1])
+    with pytest.raises(TypeError):
+        lst.sort(None)
+    with pytest.raises(TypeError):
+        lst.sort(None, True)
+    assert_content(mk, lst, [2, 1])
+
+
+# ---------------------------------------------------------- copy and operators --
+
+def test_copy_is_a_plain_list(mk):
+    lst = mk([1, [2], {"a": 3}, (4,)])
+    c = lst.copy()
+    assert type(c) is list
+    assert c == [1, [2], {"a": 3}, (4,)]
+    c.append(5)
+    del c[0]
+    assert_content(mk, lst, [1, [2], {"a": 3}, (4,)])
+    c[0].append(9)  # shallow, like list.copy
+    assert lst[1] == [2, 9]
+    assert mk([]).copy() == [] and type(mk([]).copy()) is list
+
+
+def test_add(mk):
+    lst = mk([1, [2]])
+    r = lst + [3, (4,)]
+    assert type(r) is list
+    assert r == [1, [2], 3, (4,)]
+    r = [0] + lst
+    assert type(r) is list
+    assert r == [0, 1, [2]]
+    r = lst + lst
+    assert type(r) is list
+    assert r == [1, [2], 1, [2]]
+    r = lst + mk(["x"])
+    assert r == [1, [2], "x"] and type(r) is list
+    assert lst + [] == [1, [2]]
+    assert_content(mk, lst, [1, [2]])
+
+
+@pytest.mark.parametrize("other", [(3,), "ab", None, 1, range(2), {"a": 1}],
+                         ids=["tuple", "str", "none", "int", "range", "dict"])
+def test_add_non_list_raises_typeerror(mk, other):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst + other
+    with pytest.raises(TypeError):
+        other + lst
+    assert_content(mk, lst, [1])
+
+
+def test_iadd_extends_in_place(mk):
+    lst = mk([1])
+    before = lst
+    lst += [2]
+    assert lst is before
+    lst += (3,)  # += takes any iterable, unlike +
+    lst += "ab"
+    lst += range(1)
+    lst += lst
+    assert lst is before
+    assert_content(mk, lst, [1, 2, 3, "a", "b", 0, 1, 2, 3, "a", "b", 0])
+
+
+def test_iadd_non_iterable_raises_typeerror(mk):
+    lst = mk([1])
+    before = lst
+    with pytest.raises(TypeError):
+        lst += 5
+    assert lst is before
+    assert_content(mk, lst, [1])
+
+
+@pytest.mark.parametrize("n, expected", [
+    (0, []),
+    (1, [1, "a"]),
+    (3, [1, "a", 1, "a", 1, "a"]),
+    (-1, []),
+    (-100, []),
+    (True, [1, "a"]),
+])
+def test_mul(mk, n, expected):
+    lst = mk([1, "a"])
+    r = lst * n
+    assert type(r) is list and r == expected
+    r = n * lst
+    assert type(r) is list and r == expected
+    assert_content(mk, lst, [1, "a"])
+
+
+def test_mul_repeats_references(mk):
+    lst = mk([[1]])
+    r = lst * 2
+    r[0].append(2)
+    assert r[1] == [1, 2]
+    assert lst[0] == [1, 2]
+
+
+@pytest.mark.parametrize("other", ["2", 2.0, None, [2]], ids=["str", "float", "none", "list"])
+def test_mul_non_int_raises_typeerror(mk, other):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst * other
+    with pytest.raises(TypeError):
+        other * lst
+    assert_content(mk, lst, [1])
+
+
+@pytest.mark.parametrize("n, expected", [
+    (0, []),
+    (1, [1, "a"]),
+    (3, [1, "a", 1, "a", 1, "a"]),
+    (-1, []),
+    (-5, []),
+])
+def test_imul_in_place(mk, n, expected):
+    lst = mk([1, "a"])
+    before = lst
+    lst *= n
+    assert lst is before
+    assert_content(mk, lst, expected)
+
+
+def test_imul_repeats_references(mk):
+    lst = mk([[1]])
+    lst *= 3
+    lst[0].append(2)
+    assert lst == [[1, 2], [1, 2], [1, 2]]
+    assert mk.fresh(lst) == [[1, 2], [1, 2], [1, 2]]
+
+
+def test_imul_non_int_raises_typeerror(mk):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst *= 2.0
+    assert_content(mk, lst, [1])
+
+
+# -------------------------------------------------------------- comparisons --
+
+@pytest.mark.parametrize("init, other", [
+    ([], []),
+    ([1, 2], [1, 2]),
+    ([1, 2], [1.0, True + 1]),
+    ([[1], {"a": (2,)}], [[1], {"a": (2,)}]),
+    (["s", b"b", None], ["s", b"b", None]),
+])
+def test_eq(mk, init, other):
+    lst = mk(init)
+    assert lst == other
+    assert other == lst
+    assert not (lst != other)
+    assert not (other != lst)
+    assert lst == mk(other)
+    assert lst == lst
+    assert lst <= other and lst >= other
+    assert not (lst < other) and not (lst > other)
+
+
+@pytest.mark.parametrize("init, other", [
+    ([], [0]),
+    ([1, 2], [1, 3]),
+    ([1, 2], [1, 2, 0]),
+    ([1, 2], [1]),
+    ([[1]], [(1,)]),
+    ([(1,)], [[1]]),
+    (["1"], [1]),
+    ([b"a"], ["a"]),
+    ([{"a": 1}], [{"a": 2}]),
+])
+def test_ne(mk, init, other):
+    lst = mk(init)
+    assert lst != other
+    assert other != lst
+    assert not (lst == other)
+    assert not (other == lst)
+    assert lst != mk(other)
+
+
+@pytest.mark.parametrize("other", [(1, 2), "12", None, 1, {1: 2}, {1, 2}, range(1, 3)],
+                         ids=["tuple", "str", "none", "int", "dict", "set", "range"])
+def test_eq_with_non_lists_is_false(mk, other):
+    lst = mk([1, 2])
+    assert not (lst == other)
+    assert lst != other
+    assert not (other == lst)
+    assert other != lst
+
+
+def test_ordering(mk):
+    lst = mk([1, 2, 3])
+    assert lst < [1, 2, 4]
+    assert lst < [1, 2, 3, 0]
+    assert lst < [2]
+    assert not (lst < [1, 2, 3])
+    assert lst <= [1, 2, 3]
+    assert lst <= [1, 3]
+    assert lst > [1, 2]
+    assert lst > [1, 1, 9]
+    assert lst > []
+    assert lst >= [1, 2, 3]
+    assert not (lst >= [1, 2, 3, 0])
+    # with the list on the left
+    assert [1, 2] < lst
+    assert [1, 2, 4] > lst
+    assert [1, 2, 3] <= lst
+    assert [1, 2, 3] >= lst
+    # nested
+    assert mk([[1, 2], "b"]) < [[1, 3], "a"]
+    assert mk([[1, 2], "b"]) > [[1, 2], "a"]
+    assert mk([(1, 2)]) < [(1, 3)]
+    # between two shared lists
+    assert mk([1, 2]) < mk([1, 3])
+    assert mk([1, 3]) >= mk([1, 3])
+
+
+def test_ordering_with_non_lists_raises_typeerror(mk):
+    lst = mk([1, 2])
+    with pytest.raises(TypeError):
+        lst < (1, 3)
+    with pytest.raises(TypeError):
+        lst >= (1, 2)
+    with pytest.raises(TypeError):
+        (1, 3) > lst
+    with pytest.raises(TypeError):
+        lst < None
+    with pytest.raises(TypeError):
+        lst <= "12"
+
+
+def test_ordering_with_incomparable_elements_raises_typeerror(mk):
+    lst = mk([1, "a"])
+    with pytest.raises(TypeError):
+        lst < [1, 2]
+    assert lst < [2, 2]  # decided by the first element
+
+
+def test_unhashable(mk):
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        hash(lst)
+    with pytest.raises(TypeError):
+        {lst: 1}
+
+
+# ------------------------------------------------------------- iteration --
+
+def test_iter(mk):
+    lst = mk([1, [2], "c"])
+    it = iter(lst)
+    assert iter(it) is it
+    assert next(it) == 1
+    assert list(it) == [[2], "c"]
+    with pytest.raises(StopIteration):
+        next(it)
+    assert list(mk([])) == []
+
+
+def test_iteration_sees_removals(mk):
+    lst = mk([1, 2, 3, 4])
+    seen = []
+    for x in lst:
+        seen.append(x)
+        if x == 2:
+            lst.remove(x)
+    assert seen == [1, 2, 4]
+    assert_content(mk, lst, [1, 3, 4])
+
+
+def test_iteration_sees_appends(mk):
+    lst = mk([1, 2])
+    seen = []
+    for x in lst:
+        seen.append(x)
+        if len(lst) < 4:
+            lst.append(x * 10)
+    assert seen == [1, 2, 10, 20]
+    assert_content(mk, lst, [1, 2, 10, 20])
+
+
+def test_conversions(mk):
+    lst = mk([3, [1], "a", (2,)])
+    assert list(lst) == [3, [1], "a", (2,)]
+    assert tuple(lst) == (3, [1], "a", (2,))
+    a, b, c, d = lst
+    assert (a, b, c, d) == (3, [1], "a", (2,))
+    assert sorted(mk([3, 1, 2])) == [1, 2, 3]
+    assert sum(mk([1, 2, 3])) == 6
+    assert max(mk([1, 5, 2])) == 5
+    assert list(enumerate(mk(["x", "y"]))) == [(0, "x"), (1, "y")]
+    assert [*mk([1, 2]), 3] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------- repr --
+
+def test_repr_equals_list_repr(mk):
+    lst = mk([1, "a", [2, 3], {"k": None}, (1,), b"x", 1.5, None, True, -0.0, 2 ** 70,
+              ("t",), "it's", "\u00e9\U0001f600", (), [], {}])
+    expected = ("[1, 'a', [2, 3], {'k': None}, (1,), b'x', 1.5, None, True, -0.0, "
+                "1180591620717411303424, ('t',), \"it's\", '\u00e9\U0001f600', (), [], {}]")
+    assert repr(lst) == expected
+    assert str(lst) == expected
+    assert repr(mk([])) == "[]"
+
+
+def test_repr_of_list_containing_itself(mk):
+    lst = mk([1])
+    lst.append(lst)
+    assert repr(lst) == "[1, [...]]"
+    assert len(lst) == 2
+    assert len(lst[1]) == 2
+    assert lst[1][0] == 1
+    assert repr(mk.fresh(lst)) == "[1, [...]]"
+
+
+def test_repr_of_list_containing_itself_two_levels_down(mk):
+    lst = mk([1])
+    lst.append({"back": lst})
+    assert repr(lst) == "[1, {'back': [...]}]"
+    assert repr(lst[1]) == "{'back': [1, {...}]}"
+    lst[1]["back"].append(2)
+    assert len(lst) == 3
