@@ -1,0 +1,227 @@
+"""Turn a pytest-benchmark JSON into bench/results.md and bench/results.png.
+
+    python bench/report.py [path/to/benchmark.json]
+
+Without a path, the newest JSON under .benchmarks/ (written by
+``pytest bench --benchmark-enable --benchmark-autosave -p no:randomly``) is used.
+"""
+import glob
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ORDER = ["dict", "dshared", "manager", "lmdb_pickle", "lmdb_raw", "ultradict", "smd", "diskcache"]
+FLOOR, OURS = "dict", "dshared"
+TIMED = ["a_get_str16", "b_get_int", "c_miss_contains", "d_overwrite_str16", "e_set_1kib",
+         "f_nested_read", "g_populate"]
+TITLES = {
+    "a_get_str16": "(a) get hit, 16-char str value",
+    "b_get_int": "(b) get hit, int value",
+    "c_miss_contains": "(c) miss, `k in m`",
+    "d_overwrite_str16": "(d) overwrite with a 16-char str",
+    "e_set_1kib": "(e) set a 1 KiB str",
+    "f_nested_read": "(f) nested read `m[k]['key']`",
+    "g_populate": "(g) populate from empty, per key",
+    "h_readers": "(h) N reader processes: aggregate throughput",
+    "h_readers_writer": "(h') N readers + 1 writer doing 10% of operations",
+    "i_write_seen_latency": "(i) write -> seen latency across processes",
+    "j_bytes_per_entry": "(j) bytes per entry (8-char keys, 16-char str values)",
+}
+
+
+def newest_json():
+    files = glob.glob(os.path.join(ROOT, ".benchmarks", "**", "*.json"), recursive=True)
+    if not files:
+        sys.exit("no JSON under %s; run: pytest bench --benchmark-enable --benchmark-autosave -p no:randomly"
+                 % os.path.join(ROOT, ".benchmarks"))
+    return max(files, key=os.path.getmtime)
+
+
+def contender(b):
+    return (b.get("params") or {}).get("name") or b.get("param") or b["name"]
+
+
+def sort_key(name):
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+def fmt_time(ns):
+    if ns is None:
+        return "-"
+    if ns < 1e3:
+        return "%.0f ns" % ns
+    if ns < 1e6:
+        return "%.3g us" % (ns / 1e3)
+    if ns < 1e9:
+        return "%.3g ms" % (ns / 1e6)
+    return "%.3g s" % (ns / 1e9)
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return ("%.2fx" % r) if r < 100 else ("%.0fx" % r)
+
+
+def fmt_rate(r):
+    if r >= 1e6:
+        return "%.2f M/s" % (r / 1e6)
+    if r >= 1e3:
+        return "%.1f k/s" % (r / 1e3)
+    return "%.0f /s" % r
+
+
+def per_op_ns(b):
+    ops = b["extra_info"].get("ops_per_round") or 1
+    return b["stats"]["median"] / ops * 1e9
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def timed_section(group, bs):
+    per = {contender(b): per_op_ns(b) for b in bs}
+    floor = per.get(FLOOR)
+    peers = [v for k, v in per.items() if k not in (FLOOR, OURS)]
+    best_peer = min(peers) if peers else None
+    best_name = min((k for k in per if k not in (FLOOR, OURS)), key=per.get, default="-")
+    rows, ratios = [], {}
+    for b in sorted(bs, key=lambda b: sort_key(contender(b))):
+        name = contender(b)
+        ei = b["extra_info"]
+        r_floor = per[name] / floor if floor else None
+        ratios[name] = r_floor
+        rows.append([name, ei.get("n_keys", "-"), fmt_time(per[name]), fmt_ratio(r_floor),
+                     fmt_ratio(per[name] / best_peer) if best_peer else "-",
+                     "%d x %d" % (b["stats"]["rounds"], ei.get("ops_per_round", 1))])
+    text = table(["contender", "keys", "median / op", "vs dict", "vs fastest peer (%s)" % best_name,
+                  "rounds x ops"], rows)
+    return text, ratios
+
+
+def readers_section(bs):
+    readers = sorted({int(n) for b in bs for n in b["extra_info"].get("throughput_ops_s", {})})
+    header = ["contender", "keys"] + ["N=%d ops/s" % n for n in readers] + ["x vs N=1 @N=%d" % n for n in readers[1:]]
+    rows = []
+    for b in sorted(bs, key=lambda b: sort_key(contender(b))):
+        ei = b["extra_info"]
+        thr, sc = ei["throughput_ops_s"], ei["scaling_vs_1"]
+        rows.append([contender(b), ei.get("n_keys", "-")]
+                    + [fmt_rate(thr[str(n)]) if str(n) in thr else "-" for n in readers]
+                    + ["%.2f" % sc[str(n)] if str(n) in sc else "-" for n in readers[1:]])
+    cpus = {b["extra_info"].get("cpus") for b in bs}
+    text = table(header, rows)
+    text += "\n\nCPUs: %s. Throughput counts reads and writes over the span from the first start to the last end." % (
+        ", ".join(str(c) for c in cpus))
+    return text
+
+
+def latency_section(bs):
+    rows = []
+    for b in sorted(bs, key=lambda b: sort_key(contender(b))):
+        ei = b["extra_info"]
+        lat = ei["latency_us"]
+        rows.append([contender(b), ei.get("samples", "-"), "%.1f" % lat["median"], "%.1f" % lat["p90"],
+                     "%.1f" % lat["p99"], "%.1f" % lat["max"], ei.get("torn_reads", 0)])
+    return table(["contender", "samples", "median us", "p90 us", "p99 us", "max us", "torn reads"], rows)
+
+
+def bytes_section(bs):
+    rows = []
+    for b in sorted(bs, key=lambda b: sort_key(contender(b))):
+        ei = b["extra_info"]
+        extra = []
+        if "private_bytes_per_entry_per_process" in ei:
+            extra.append("+ %.0f B private per process" % ei["private_bytes_per_entry_per_process"])
+        if "file_bytes_per_entry" in ei:
+            extra.append("file: %.0f B" % ei["file_bytes_per_entry"])
+        rows.append([contender(b), ei.get("n_keys", "-"), "%.1f" % ei["bytes_per_entry"], "; ".join(extra) or "-",
+                     ei.get("how", "")])
+    return table(["contender", "entries", "bytes / entry", "also", "how"], rows)
+
+
+def plot(ratios, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in TIMED if g in ratios]
+    names = sorted({n for g in groups for n in ratios[g] if n != FLOOR}, key=sort_key)
+    fig, ax = plt.subplots(figsize=(max(9, 1.8 * len(groups)), 5))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        xs, ys = [], []
+        for i, g in enumerate(groups):
+            r = ratios[g].get(name)
+            if r:
+                xs.append(i + (j - (len(names) - 1) / 2) * width)
+                ys.append(r)
+        ax.bar(xs, ys, width, label=name, edgecolor="black" if name == OURS else None,
+               linewidth=1.2 if name == OURS else 0)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.split("_", 1)[0] + ") " + g.split("_", 1)[1].replace("_", " ") for g in groups],
+                       rotation=20, ha="right")
+    ax.set_ylabel("median time per op / dict (log)")
+    ax.set_title("Time per operation relative to a private dict (lower is better)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv):
+    path = argv[1] if len(argv) > 1 else newest_json()
+    with open(path) as f:
+        data = json.load(f)
+    by_group = {}
+    for b in data["benchmarks"]:
+        by_group.setdefault(b["group"], []).append(b)
+
+    mi = data.get("machine_info", {})
+    cpu = mi.get("cpu", {})
+    lines = ["# dshared benchmark results", "",
+             "Source: `%s` (%s). Python %s, %s, %s logical CPUs." % (
+                 os.path.relpath(path, ROOT), data.get("datetime", "?"), mi.get("python_version", "?"),
+                 cpu.get("brand_raw", mi.get("processor", "?")), cpu.get("count", "?")),
+             "",
+             "Medians per operation; each round is a batch of operations on keys read in a "
+             "shuffled order fixed by a seed. `vs dict`: time / private dict time. "
+             "`vs fastest peer`: time / fastest of the other shared contenders (not dict, not dshared). "
+             "smd runs at a reduced key count: it unpickles its whole dict on every access.", ""]
+    ratios = {}
+    for g in TIMED:
+        if g in by_group:
+            text, ratios[g] = timed_section(g, by_group[g])
+            lines += ["## " + TITLES[g], "", text, ""]
+    for g in ("h_readers", "h_readers_writer"):
+        if g in by_group:
+            lines += ["## " + TITLES[g], "", readers_section(by_group[g]), ""]
+    if "i_write_seen_latency" in by_group:
+        lines += ["## " + TITLES["i_write_seen_latency"], "", latency_section(by_group["i_write_seen_latency"]), ""]
+    if "j_bytes_per_entry" in by_group:
+        lines += ["## " + TITLES["j_bytes_per_entry"], "", bytes_section(by_group["j_bytes_per_entry"]), ""]
+    notes = {}
+    for b in data["benchmarks"]:
+        note = b["extra_info"].get("contender_note")
+        if note:
+            notes.setdefault(contender(b), note)
+    if notes:
+        lines += ["## Contenders", ""] + ["- **%s**: %s" % (k, notes[k]) for k in sorted(notes, key=sort_key)] + [""]
+    md = os.path.join(HERE, "results.md")
+    with open(md, "w") as f:
+        f.write("\n".join(lines))
+    png = os.path.join(HERE, "results.png")
+    if ratios:
+        plot(ratios, png)
+    print("wrote %s and %s from %s" % (md, png, path))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
