@@ -10,7 +10,8 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("DSHARED_DEBUG", "") not in ("", "0")
 
-cflags = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function",
+# segment bytes are read through several struct views: no strict aliasing
+cflags = ["-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function",
           "-Wno-missing-field-initializers"]
 macros = []
 if DEBUG:

@@ -1058,6 +1058,7 @@ cdef class DictNode(Node):
             ix = seg.dict_find(self.off, &key)
             if ix >= 0:
                 seg.dict_remove(self.off, ix)
+            seg.commit()
         finally:
             seg.write_end()
         if ix < 0:
@@ -1102,7 +1103,9 @@ cdef class DictNode(Node):
             self.check(K_DICT)
             ix = seg.dict_find(self.off, &key)
             if ix >= 0 and mode == 1:
-                return decode(seg, &seg.dict_entry(self.off, ix).value, 0)
+                r = decode(seg, &seg.dict_entry(self.off, ix).value, 0)
+                seg.commit()
+                return r
             if plan is not None:
                 plan.materialize()
                 if not fast_v:
@@ -1110,12 +1113,9 @@ cdef class DictNode(Node):
                 if not fast_k:
                     ck = plan.cell(ki)[0]
             if ix >= 0:
-                e = seg.dict_entry(self.off, ix)
-                old = e.value
-                e.value = cv
+                seg.dict_set_value(self.off, ix, &cv)
                 if not fast_k:
-                    seg.decref_cell(&ck)        # the key object already there stays
-                seg.decref_cell(&old)
+                    seg.defer_release(&ck)      # the key object already there stays
             else:
                 try:
                     seg.dict_reserve(self.off, 1)
@@ -1124,11 +1124,11 @@ cdef class DictNode(Node):
                         plan.rollback()
                     raise
                 seg.dict_insert(self.off, &key, &ck, &cv)
-            if mode == 1:
-                return decode(seg, &cv, 0)
+            r = decode(seg, &cv, 0) if mode == 1 else None
+            seg.commit()
+            return r
         finally:
             seg.write_end()
-        return None
 
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
@@ -1156,6 +1156,7 @@ cdef class DictNode(Node):
             if ix >= 0:
                 r = deep_decode(seg, &seg.dict_entry(self.off, ix).value)
                 seg.dict_remove(self.off, ix)
+            seg.commit()
         finally:
             seg.write_end()
         if ix < 0:
@@ -1177,6 +1178,7 @@ cdef class DictNode(Node):
                 e = seg.dict_entry(self.off, ix)
                 r = (decode(seg, &e.key, 0), deep_decode(seg, &e.value))
                 seg.dict_remove(self.off, ix)
+            seg.commit()
         finally:
             seg.write_end()
         if ix < 0:
@@ -1190,6 +1192,7 @@ cdef class DictNode(Node):
         try:
             self.check(K_DICT)
             seg.dict_clear(self.off)
+            seg.commit()
         finally:
             seg.write_end()
 
@@ -1207,8 +1210,7 @@ cdef class DictNode(Node):
         cdef Plan plan = Plan(seg)
         cdef Key *keys
         cdef int64_t n = len(pairs), i, ix
-        cdef Cell old
-        cdef Entry *e
+        cdef Cell *cells = NULL
         if n == 0:
             return
         owners = []
@@ -1224,24 +1226,34 @@ cdef class DictNode(Node):
             try:
                 self.check(K_DICT)
                 plan.materialize()
-                try:
-                    seg.dict_reserve(self.off, n)
-                except BaseException:
-                    plan.rollback()
-                    raise
-                for i in range(n):
-                    ix = seg.dict_find(self.off, &keys[i])
-                    if ix >= 0:
-                        e = seg.dict_entry(self.off, ix)
-                        old = e.value
-                        e.value = plan.cell(roots[2 * i + 1])[0]
-                        seg.decref_cell(plan.cell(roots[2 * i]))
-                        seg.decref_cell(&old)
-                    else:
-                        seg.dict_insert(self.off, &keys[i], plan.cell(roots[2 * i]),
-                                        plan.cell(roots[2 * i + 1]))
+                if n > 4:
+                    # many pairs: one new table, published once
+                    cells = <Cell *>malloc_or_raise(2 * n * CELL_SIZE)
+                    for i in range(2 * n):
+                        cells[i] = plan.cell(roots[i])[0]
+                    try:
+                        seg.dict_update_fresh(self.off, keys, cells, n)
+                    except BaseException:
+                        plan.rollback()
+                        raise
+                else:
+                    try:
+                        seg.dict_reserve(self.off, n)
+                    except BaseException:
+                        plan.rollback()
+                        raise
+                    for i in range(n):
+                        ix = seg.dict_find(self.off, &keys[i])
+                        if ix >= 0:
+                            seg.dict_set_value(self.off, ix, plan.cell(roots[2 * i + 1]))
+                            seg.defer_release(plan.cell(roots[2 * i]))
+                        else:
+                            seg.dict_insert(self.off, &keys[i], plan.cell(roots[2 * i]),
+                                            plan.cell(roots[2 * i + 1]))
+                seg.commit()
             finally:
                 seg.write_end()
+                free(cells)
         finally:
             free(keys)
 
@@ -1523,9 +1535,12 @@ cdef class ListNode(Node):
     cdef object _edit(self, int op, int64_t i, object sl, list values):
         cdef Segment seg = self.seg
         cdef Plan plan = None
-        cdef int64_t n, start = 0, ndel = 0, nins = 0, k, j
+        cdef int64_t n, start = 0, ndel = 0, nins = 0, k, j, w
         cdef Py_ssize_t pstart = 0, pstop = 0, pstep = 1, count = 0
         cdef Cell *cells = NULL
+        cdef Cell *old
+        cdef Cell *out = NULL
+        cdef Cell *gone = NULL
         cdef list roots = None
         result = None
         if values:
@@ -1557,84 +1572,92 @@ cdef class ListNode(Node):
             else:
                 PySlice_Unpack(sl, &pstart, &pstop, &pstep)
                 count = PySlice_AdjustIndices(n, &pstart, &pstop, pstep)
-                if pstep == 1 or (op == OP_SET_SLICE and pstep != 1 and False):
+                if pstep == 1:
                     start = pstart
                     ndel = count
                 elif op == OP_SET_SLICE and count != nins:
                     raise ValueError("attempt to assign sequence of size %d to extended slice of size %d"
                                      % (nins, count))
-                if pstep == 1 and op == OP_SET_SLICE and pstop < pstart:
-                    ndel = 0
             if plan is not None:
                 plan.materialize()
                 cells = <Cell *>malloc_or_raise(CELL_SIZE * nins)
                 for k in range(nins):
                     cells[k] = plan.cell(roots[k])[0]
-                if nins > ndel and pstep == 1:
-                    try:
-                        seg.list_reserve(self.off, nins - ndel)
-                    except BaseException:
-                        plan.rollback()
-                        raise
-            if pstep == 1:
-                if ndel or nins:
-                    seg.list_replace(self.off, start, ndel, cells, nins)
-            elif op == OP_SET_SLICE:
-                for k in range(count):
-                    seg.list_replace(self.off, pstart + k * pstep, 1, &cells[k], 1)
-            else:
-                # extended-slice delete: from the highest index down
-                for k in range(count):
-                    j = pstart + (count - 1 - k) * pstep if pstep > 0 else pstart + k * pstep
-                    seg.list_replace(self.off, j, 1, NULL, 0)
+            try:
+                if pstep == 1:
+                    if ndel or nins:
+                        seg.list_splice(self.off, start, ndel, cells, nins)
+                elif count:
+                    # an extended slice: build the whole new item array
+                    old = seg.list_cells(self.off, n)
+                    out = <Cell *>malloc_or_raise(CELL_SIZE * n)
+                    gone = <Cell *>malloc_or_raise(CELL_SIZE * count)
+                    for k in range(count):
+                        gone[k] = old[pstart + k * pstep]
+                    if op == OP_SET_SLICE:
+                        memcpy(out, old, CELL_SIZE * n)
+                        for k in range(count):
+                            out[pstart + k * pstep] = cells[k]
+                        seg.list_rebuild(self.off, out, n, gone, count)
+                    else:
+                        w = 0
+                        j = 0
+                        for k in range(n):
+                            # is k one of pstart, pstart + pstep, ...?
+                            if j < count and k == (pstart + j * pstep if pstep > 0
+                                                   else pstart + (count - 1 - j) * pstep):
+                                j += 1
+                            else:
+                                out[w] = old[k]
+                                w += 1
+                        seg.list_rebuild(self.off, out, w, gone, count)
+            except BaseException:
+                if plan is not None:
+                    plan.rollback()
+                raise
+            seg.commit()
         finally:
             free(cells)
+            free(out)
+            free(gone)
             seg.write_end()
         return result
 
-    def _reverse(self):
+    cdef int _permute(self, object version, object order) except -1:
+        """Give the list the items old[order[k]] (reverse when order is None),
+        if it is still at `version` (when given); 1 if done, 0 if it changed."""
         cdef Segment seg = self.seg
         cdef int64_t n, k
         cdef Cell *cells
-        cdef Cell t
+        cdef Cell *out = NULL
         seg.write_begin()
         try:
             self.check(K_LIST)
+            if version is not None and ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != <uint64_t>version:
+                seg.commit()
+                return 0
             n = seg.list_len(self.off)
+            if order is not None and n != len(order):
+                seg.commit()
+                return 0
             cells = seg.list_cells(self.off, n)
-            for k in range(n // 2):
-                t = cells[k]
-                cells[k] = cells[n - 1 - k]
-                cells[n - 1 - k] = t
-            seg._bump_version(self.off)
+            out = <Cell *>malloc_or_raise(CELL_SIZE * n)
+            for k in range(n):
+                out[k] = cells[n - 1 - k] if order is None else cells[<int64_t>order[k]]
+            seg.list_rebuild(self.off, out, n, NULL, 0)
+            seg.commit()
+            return 1
         finally:
+            free(out)
             seg.write_end()
+
+    def _reverse(self):
+        self._permute(None, None)
 
     def _reorder(self, uint64_t version, order):
         """Permute the items (new[k] = old[order[k]]) if the list is still at
         `version`; returns False if it changed meanwhile."""
-        cdef Segment seg = self.seg
-        cdef int64_t n, k
-        cdef Cell *cells
-        cdef Cell *tmp = NULL
-        seg.write_begin()
-        try:
-            self.check(K_LIST)
-            if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
-                return False
-            n = seg.list_len(self.off)
-            if n != len(order):
-                return False
-            cells = seg.list_cells(self.off, n)
-            tmp = <Cell *>malloc_or_raise(CELL_SIZE * n)
-            memcpy(tmp, cells, CELL_SIZE * n)
-            for k in range(n):
-                cells[k] = tmp[<int64_t>order[k]]
-            seg._bump_version(self.off)
-            return True
-        finally:
-            free(tmp)
-            seg.write_end()
+        return bool(self._permute(version, order))
 
     def _delete_if(self, uint64_t version, int64_t i):
         """Delete item i if the list is still at `version`."""
@@ -1643,8 +1666,10 @@ cdef class ListNode(Node):
         try:
             self.check(K_LIST)
             if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
+                seg.commit()
                 return False
-            seg.list_replace(self.off, i, 1, NULL, 0)
+            seg.list_splice(self.off, i, 1, NULL, 0)
+            seg.commit()
             return True
         finally:
             seg.write_end()

@@ -44,6 +44,7 @@ cdef enum:
     INLINE_MAX = 14             # str/bytes of up to 14 bytes live in the cell
     ENTRY_SIZE = 40
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
+    JOURNAL_MAX = 64            # undo entries: no single write needs more than ~20
     FLAG_POISONED = 1
 
 
@@ -128,6 +129,8 @@ ctypedef struct Header:
     uint64_t collections
     uint64_t binmap[2]
     uint64_t bins[128]
+    uint64_t jcount             # undo journal of the write in flight: entries used
+    uint64_t jlog[128]          # (offset, old 8 bytes) pairs
     pthread_mutex_t mutex
 
 # A key ready for lookup: computed from the Python object before the lock.
@@ -155,6 +158,13 @@ cdef class Segment:
     cdef LockState lk
     cdef int err                # why the last allocation failed: 0, ENOMEM-like codes
     cdef int _gc_was
+    cdef int wdepth             # write sections open in this thread
+    cdef bint committed
+    cdef uint64_t *pfree        # blocks to free on commit
+    cdef uint64_t nfree, capfree
+    cdef uint64_t *prel         # references to release on commit
+    cdef uint64_t nrel, caprel
+    cdef uint64_t _pending_items
     cdef object __weakref__
 
     # internals
@@ -164,6 +174,10 @@ cdef class Segment:
     cdef int _reserve(self, uint64_t upto) noexcept nogil
     cdef _unmap_close(self)
     cdef _repair_after_death(self)
+    cdef void lock_release_raw(self) noexcept
+    cdef void _undo_journal(self) noexcept nogil
+    cdef int _rebuild_allocator(self) except -1
+    cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil
     cdef int _bin(self, uint64_t size16) noexcept nogil
     cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil
     cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil
@@ -173,8 +187,7 @@ cdef class Segment:
     cdef void _push_cell(self, const Cell *c, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
     cdef void _push(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
     cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil
-    cdef void _bump_version(self, uint64_t c) noexcept nogil
-    cdef void _release_table(self, uint64_t t) noexcept
+    cdef void _bump_version(self, uint64_t c) noexcept
 
     cdef bint _valid_ref(self, uint64_t off) noexcept nogil
     cdef int _tiling(self, list out) except -1
@@ -202,13 +215,21 @@ cdef class Segment:
     cdef int lock_release(self) except -1
     cdef bint lock_held(self)
     cdef int write_begin(self) except -1
+    cdef void commit(self) noexcept
     cdef void write_end(self) noexcept
+    cdef void jstore(self, void *p, uint64_t v) noexcept
+    cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept
+    cdef void defer_free(self, uint64_t off) noexcept
+    cdef void defer_release(self, const Cell *c) noexcept
+    cdef void defer_release_block(self, uint64_t off) noexcept
+    cdef void _run_deferred(self) noexcept
 
     # allocator (under the lock; failures are reported by a 0 return)
     cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil
     cdef void free(self, uint64_t off) noexcept nogil
     cdef void incref(self, uint64_t off) noexcept nogil
     cdef void decref_cell(self, const Cell *c) noexcept
+    cdef void release_block(self, uint64_t off) noexcept
     cdef int raise_alloc_error(self, uint64_t want) except -1
 
     # keys
@@ -217,6 +238,8 @@ cdef class Segment:
     # dict tables
     cdef uint64_t dict_table(self, uint64_t d) except? 0
     cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2
+    cdef int64_t table_find(self, uint64_t t, const Key *k) except -2
+    cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
     cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL
     cdef int64_t dict_len(self, uint64_t d) except -1
     cdef uint64_t dict_version(self, uint64_t d) except? 0
@@ -226,14 +249,17 @@ cdef class Segment:
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil
     cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
+    cdef int dict_set_value(self, uint64_t d, int64_t ix, const Cell *value) except -1
     cdef int dict_remove(self, uint64_t d, int64_t i) except -1
     cdef int dict_clear(self, uint64_t d) except -1
 
     # lists
     cdef int64_t list_len(self, uint64_t l) except -1
     cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL
-    cdef int list_reserve(self, uint64_t l, uint64_t n) except -1
-    cdef int list_replace(self, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
+    cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
+    cdef int list_rebuild(self, uint64_t l, const Cell *cells, uint64_t n, const Cell *removed, uint64_t nremoved) except -1
+    cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL
+    cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept
 
     # strings and other byte blocks
     cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1

@@ -42,12 +42,12 @@ is held: keys and values are converted to C buffers first, and the cyclic GC
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EBUSY, EINTR, ETIMEDOUT, errno
-from libc.stdlib cimport free as c_free, malloc, realloc
+from libc.stdlib cimport abort, free as c_free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
 from posix.stat cimport S_ISREG, fstat, struct_stat
-from posix.unistd cimport close as c_close, ftruncate, geteuid
+from posix.unistd cimport _exit, close as c_close, ftruncate, geteuid
 
 import os
 import gc as _gc
@@ -104,6 +104,68 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------
+# Test hooks. Off in normal use (one predictable branch each); switched on by
+# environment variables read at import, or by test_hooks() in-process.
+#   DSHARED_TEST_CRASH_AT=n    _exit(77) at the n-th crash point passed (all lie
+#                              inside writes, with the lock held)
+#   DSHARED_TEST_FAIL_ALLOC=n  the n-th allocation fails as if the segment were full
+#   DSHARED_TEST_NO_LOCK=1     writers and lock() take no mutex
+#   DSHARED_TEST_NO_REPAIR=1   a dead holder's lock is made usable without repair
+
+cdef long _hook_crash_at = 0
+cdef long _hook_fail_alloc = 0
+cdef bint _hook_no_lock = False
+cdef bint _hook_no_repair = False
+cdef long _crash_points_passed = 0
+CRASH_EXIT_CODE = 77
+
+
+cdef void crash_point() noexcept nogil:
+    global _hook_crash_at, _crash_points_passed
+    if _hook_crash_at > 0:
+        _crash_points_passed += 1
+        _hook_crash_at -= 1
+        if _hook_crash_at == 0:
+            _exit(77)
+
+
+cdef bint fail_alloc_now() noexcept nogil:
+    global _hook_fail_alloc
+    if _hook_fail_alloc > 0:
+        _hook_fail_alloc -= 1
+        return _hook_fail_alloc == 0
+    return False
+
+
+def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None):
+    """Switch the test hooks in this process (None leaves one as it is).
+    Returns the number of crash points passed since the last call."""
+    global _hook_crash_at, _hook_fail_alloc, _hook_no_lock, _hook_no_repair, _crash_points_passed
+    if crash_at is not None:
+        _hook_crash_at = crash_at
+    if fail_alloc is not None:
+        _hook_fail_alloc = fail_alloc
+    if no_lock is not None:
+        _hook_no_lock = bool(no_lock)
+    if no_repair is not None:
+        _hook_no_repair = bool(no_repair)
+    passed = _crash_points_passed
+    _crash_points_passed = 0
+    return passed
+
+
+def _hooks_from_env():
+    env = os.environ
+    test_hooks(crash_at=int(env.get("DSHARED_TEST_CRASH_AT", 0) or 0),
+               fail_alloc=int(env.get("DSHARED_TEST_FAIL_ALLOC", 0) or 0),
+               no_lock=env.get("DSHARED_TEST_NO_LOCK", "") not in ("", "0"),
+               no_repair=env.get("DSHARED_TEST_NO_REPAIR", "") not in ("", "0"))
+
+
+_hooks_from_env()
 
 
 cdef class LockState:
@@ -348,6 +410,8 @@ cdef class Segment:
 
     def __dealloc__(self):
         self._unmap_close()
+        c_free(self.pfree)
+        c_free(self.prel)
 
     def close(self):
         """Unmap the segment. Views of it raise ValueError afterwards."""
@@ -446,6 +510,11 @@ cdef class Segment:
         if self.lock_held():
             self.lk.depth += 1
             return 0
+        if _hook_no_lock:
+            self.lk.owner = PyThread_get_thread_ident()
+            self.lk.depth = 1
+            self.lk.fork_gen = _fork_gen
+            return 0
         rc = ds_mutex_trylock(&self.hdr.mutex)
         if rc == EBUSY:
             if timeout >= 0:
@@ -475,13 +544,97 @@ cdef class Segment:
         return 0
 
     cdef _repair_after_death(self):
-        # A process died holding the lock. Its write may be half done: the
-        # sequence is left odd. Make the mutex usable and count the repair.
+        """A process died holding the lock, maybe in the middle of a write.
+        Undo its journal (so the write is either wholly done or not at all),
+        rebuild the allocator from the block tiling, recount every refcount
+        and free what nothing reaches. If the heap cannot be walked, mark the
+        segment poisoned: everyone gets CorruptSegmentError from then on."""
         cdef Header *h = self.hdr
         ds_mutex_consistent(&h.mutex)
-        if h.seq & 1:
-            h.seq += 1
+        if _hook_no_repair:
+            return
+        if not (h.seq & 1):
+            h.seq += 1              # readers retry until the repair is done
+        try:
+            self._undo_journal()
+            self._rebuild_allocator()
+            self._collect()
+        except CorruptSegmentError:
+            h.flags |= FLAG_POISONED
+            h.seq += h.seq & 1
+            h.repairs += 1
+            self.lock_release_raw()
+            raise
+        h.seq += h.seq & 1
         h.repairs += 1
+
+    cdef void lock_release_raw(self) noexcept:
+        self.lk.depth = 0
+        self.lk.owner = 0
+        ds_mutex_unlock(&self.hdr.mutex)
+
+    cdef void _undo_journal(self) noexcept nogil:
+        cdef Header *h = self.hdr
+        cdef uint64_t n = h.jcount, off
+        if n > JOURNAL_MAX:
+            n = JOURNAL_MAX
+        while n > 0:
+            n -= 1
+            off = h.jlog[2 * n]
+            if off >= HEADER_SIZE and off <= self.cap - 8:
+                ds_st64(self.base + off, h.jlog[2 * n + 1])
+        h.jcount = 0
+
+    cdef int _rebuild_allocator(self) except -1:
+        """Walk the blocks from the bottom, merge free neighbours, fix the
+        size links and refill the free lists; raises CorruptSegmentError if
+        the blocks do not tile the heap."""
+        cdef Header *h = self.hdr
+        cdef uint64_t off = HEADER_SIZE, top = h.top, size16, prev16 = 0, run = 0, run16 = 0
+        cdef uint64_t used = 0, nblocks = 0
+        cdef uint32_t kind
+        cdef Block *b
+        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+            raise CorruptSegmentError("segment %r: heap top %d out of bounds" % (self.name, top))
+        memset(h.bins, 0, sizeof(h.bins))
+        memset(h.binmap, 0, sizeof(h.binmap))
+        while off < top:
+            b = <Block *>(self.base + off)
+            size16 = b.size16
+            if size16 * ALIGN < MIN_BLOCK or size16 * ALIGN > top - off:
+                raise CorruptSegmentError("segment %r: block at %d has a bad size" % (self.name, off))
+            kind = b.kind_rc & 0xff
+            if kind == K_FREE or kind == K_DEAD:
+                if run == 0:
+                    run = off
+                    run16 = 0
+                    b.prev16 = <uint32_t>prev16
+                run16 += size16
+            else:
+                if kind > K_LAST:
+                    raise CorruptSegmentError("segment %r: block at %d has kind %d" % (self.name, off, kind))
+                if run:
+                    self._close_run(run, run16)
+                    prev16 = run16
+                    run = 0
+                b.prev16 = <uint32_t>prev16
+                prev16 = size16
+                used += size16 * ALIGN
+                nblocks += 1
+            off += size16 * ALIGN
+        h.tail16 = prev16
+        if run:
+            # free space that touches the top goes back to it
+            h.top = run
+        h.used = used
+        h.nblocks = nblocks
+        return 0
+
+    cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil:
+        cdef Block *b = <Block *>(self.base + run)
+        b.size16 = <uint32_t>run16
+        b.kind_rc = K_FREE
+        self._bin_push(run, run16)
 
     cdef int lock_release(self) except -1:
         if not self.lock_held():
@@ -491,27 +644,115 @@ cdef class Segment:
         self.lk.depth -= 1
         if self.lk.depth == 0:
             self.lk.owner = 0
-            ds_mutex_unlock(&self.hdr.mutex)
+            if not _hook_no_lock:
+                ds_mutex_unlock(&self.hdr.mutex)
         return 0
 
     cdef int write_begin(self) except -1:
+        """Open a write: lock (reentrant), GC off, sequence odd. Every write
+        ends with commit() on success, then write_end() in a finally."""
         self.lock_acquire(-1)
         if self.hdr.flags & FLAG_POISONED:
-            self.lock_release()
+            self.write_end()
             raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % self.name)
-        self._gc_was = gc_off()
-        self.hdr.seq += 1
-        ds_fence_release()
+        self.wdepth += 1
+        if self.wdepth == 1:
+            self._gc_was = gc_off()
+            self.committed = False
+            self.hdr.seq += 1
+            ds_fence_release()
+            crash_point()
         return 0
 
-    cdef void write_end(self) noexcept:
+    cdef void commit(self) noexcept:
+        """The write is complete: drop its journal, then release what it left
+        unreachable. A crash from here on keeps the write."""
+        if self.wdepth != 1:
+            return
         ds_fence_release()
-        self.hdr.seq += 1
-        gc_restore(self._gc_was)
+        crash_point()
+        self.hdr.jcount = 0
+        ds_fence_release()
+        crash_point()
+        self.committed = True
+        self._run_deferred()
+
+    cdef void write_end(self) noexcept:
+        """Close a write; one that did not commit is undone through its journal."""
+        if self.wdepth == 1:
+            if not self.committed:
+                self._undo_journal()
+                self.nfree = 0
+                self.nrel = 0
+            ds_fence_release()
+            self.hdr.seq += 1
+            gc_restore(self._gc_was)
+        if self.wdepth > 0:
+            self.wdepth -= 1
         self.lk.depth -= 1
         if self.lk.depth == 0:
             self.lk.owner = 0
-            ds_mutex_unlock(&self.hdr.mutex)
+            if not _hook_no_lock:
+                ds_mutex_unlock(&self.hdr.mutex)
+
+    # -- the journal: in-place stores of a write, undone if it does not finish --
+
+    cdef void jstore(self, void *p, uint64_t v) noexcept:
+        cdef Header *h = self.hdr
+        cdef uint64_t n = h.jcount
+        if n >= JOURNAL_MAX:
+            # every operation is built to need far fewer entries
+            abort()
+        h.jlog[2 * n] = <uint64_t>(<char *>p - self.base)
+        h.jlog[2 * n + 1] = ds_ld64(p)
+        ds_fence_release()
+        h.jcount = n + 1
+        ds_fence_release()
+        crash_point()
+        ds_st64(p, v)
+        crash_point()
+
+    cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept:
+        self.jstore(&dst.b[0], ds_ld64(&src.b[0]))
+        self.jstore(&dst.b[8], ds_ld64(&src.b[8]))
+
+    cdef void defer_free(self, uint64_t off) noexcept:
+        """Free a block (its contents moved) once the write commits."""
+        if self.nfree == self.capfree:
+            self.pfree = <uint64_t *>realloc(self.pfree, (self.capfree * 2 + 16) * sizeof(uint64_t))
+            if self.pfree == NULL:
+                abort()
+            self.capfree = self.capfree * 2 + 16
+        self.pfree[self.nfree] = off
+        self.nfree += 1
+
+    cdef void defer_release(self, const Cell *c) noexcept:
+        """Drop the reference cell c held, once the write commits."""
+        if c.b[0] < T_FIRST_REF or c.b[0] > T_LAST:
+            return
+        self.defer_release_block(ds_ld64(&c.b[8]))
+
+    cdef void defer_release_block(self, uint64_t off) noexcept:
+        if self.nrel == self.caprel:
+            self.prel = <uint64_t *>realloc(self.prel, (self.caprel * 2 + 16) * sizeof(uint64_t))
+            if self.prel == NULL:
+                abort()
+            self.caprel = self.caprel * 2 + 16
+        self.prel[self.nrel] = off
+        self.nrel += 1
+
+    cdef void _run_deferred(self) noexcept:
+        cdef uint64_t i, n
+        n = self.nfree
+        self.nfree = 0
+        for i in range(n):
+            self.free(self.pfree[i])
+            crash_point()
+        n = self.nrel
+        self.nrel = 0
+        for i in range(n):
+            self.release_block(self.prel[i])
+            crash_point()
 
     def acquire(self, timeout=None):
         """Take the segment lock (reentrant within a thread)."""
@@ -574,7 +815,7 @@ cdef class Segment:
         cdef int i, w
         cdef Block *b
         cdef uint64_t n
-        if payload > self.cap:
+        if payload > self.cap or fail_alloc_now():
             self.err = 12
             return 0
         need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
@@ -612,11 +853,13 @@ cdef class Segment:
             self._bin_remove(off, have16)
             rest16 = have16 - size16
             if rest16 * ALIGN >= MIN_BLOCK:
-                # split: the rest becomes a free block above
-                b.size16 = <uint32_t>size16
+                # split: the rest becomes a free block above; its header is
+                # written before this one shrinks, so the blocks always tile
                 (<Block *>(self.base + off + need)).size16 = <uint32_t>rest16
                 (<Block *>(self.base + off + need)).prev16 = <uint32_t>size16
                 (<Block *>(self.base + off + need)).kind_rc = K_FREE
+                ds_fence_release()
+                b.size16 = <uint32_t>size16
                 self._set_prev16(off + have16 * ALIGN, rest16)
                 self._bin_push(off + need, rest16)
             else:
@@ -689,14 +932,15 @@ cdef class Segment:
             b.kind_rc += 0x100
 
     cdef void decref_cell(self, const Cell *c) noexcept:
-        """Drop the reference a cell holds; free what becomes unreachable,
+        """Drop the reference a cell holds; free what becomes unreachable."""
+        if c.b[0] >= T_FIRST_REF and c.b[0] <= T_LAST:
+            self.release_block(ds_ld64(&c.b[8]))
+
+    cdef void release_block(self, uint64_t off) noexcept:
+        """Drop one reference to block `off`; free what becomes unreachable,
         iteratively (nesting can be 100,000 deep)."""
         cdef uint64_t *stack = NULL
-        cdef uint64_t n = 0, cap = 0, off
-        cdef uint64_t *grown
-        if c.b[0] < T_FIRST_REF or c.b[0] > T_LAST:
-            return
-        off = ds_ld64(&c.b[8])
+        cdef uint64_t n = 0, cap = 0
         while True:
             if self._decref_one(off):
                 # unreachable now: queue the blocks it references, then free it
@@ -745,6 +989,15 @@ cdef class Segment:
             if sub:
                 # the table/items block belongs to its container alone (rc 1)
                 self._push(sub, stack, n, cap)
+            if kind == K_LIST and sub and self._valid_ref(sub):
+                # the cells below the list's length are its items
+                cnt = ds_ld64(p + 8)
+                i = ds_ld64(self.base + sub + BLOCK_HDR)
+                size = <uint64_t>(<Block *>(self.base + sub)).size16 * ALIGN
+                if cnt <= i and i <= (size - BLOCK_HDR - 8) // CELL_SIZE:
+                    cells = <Cell *>(self.base + sub + BLOCK_HDR + 8)
+                    for i in range(cnt):
+                        self._push_cell(&cells[i], stack, n, cap)
         elif kind == K_TABLE:
             cnt = ds_ld64(p + 16)   # nentries
             i = ds_ld64(p)          # nslots
@@ -754,14 +1007,6 @@ cdef class Segment:
                     if ents[i].key.b[0] != T_EMPTY:
                         self._push_cell(&ents[i].key, stack, n, cap)
                         self._push_cell(&ents[i].value, stack, n, cap)
-        elif kind == K_ITEMS:
-            # the owning LIST block knows the length; all cells past it are T_EMPTY
-            cnt = ds_ld64(p)
-            if cnt <= (size - BLOCK_HDR - 8) // CELL_SIZE:
-                cells = <Cell *>(p + 8)
-                for i in range(cnt):
-                    if cells[i].b[0] != T_EMPTY:
-                        self._push_cell(&cells[i], stack, n, cap)
         return n[0]
 
     cdef void _push_cell(self, const Cell *c, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept:
@@ -890,7 +1135,10 @@ cdef class Segment:
 
     cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2:
         """Index of the entry with key `k`, or -1."""
-        cdef uint64_t t = self.dict_table(d)
+        return self.table_find(self.dict_table(d), k)
+
+    cdef int64_t table_find(self, uint64_t t, const Key *k) except -2:
+        """Index of the entry with key `k` in table t (0: empty), or -1."""
         cdef char *p
         cdef uint64_t mask, i, perturb, probes, nentries
         cdef int32_t *index
@@ -1000,10 +1248,10 @@ cdef class Segment:
         return 0
 
     cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1:
-        """Make room for n more entries, rebuilding the table if needed; on
-        failure nothing changed. Must hold the lock."""
+        """Make room for n more entries, building a bigger table if needed and
+        publishing it with one journaled store; on failure nothing changed."""
         cdef uint64_t t = self.dict_table(d), nt, count, i, j
-        cdef char *p
+        cdef char *p = NULL
         cdef char *q
         cdef Entry *old
         cdef Entry *new
@@ -1017,6 +1265,7 @@ cdef class Segment:
         nt = self._new_table(count * 3 // 2 + n if count else n)
         if nt == 0:
             self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
+        crash_point()
         if t:
             old = <Entry *>(p + 32 + 4 * ds_ld64(p))
             q = self.base + nt + BLOCK_HDR
@@ -1029,84 +1278,142 @@ cdef class Segment:
                     j += 1
             ds_st64(q + 16, j)
             ds_st64(q + 24, j)
-        ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), nt)
+        self.jstore(self.base + d + BLOCK_HDR, nt)
         self._bump_version(d)
         if t:
-            self.free(t)
+            self.defer_free(t)          # its entries moved to the new table
         return 0
 
-    cdef void _bump_version(self, uint64_t c) noexcept nogil:
+    cdef void _bump_version(self, uint64_t c) noexcept:
         # DICT payload: table, version; LIST payload: items, len, version
         cdef bint is_list = ((<Block *>(self.base + c)).kind_rc & 0xff) == K_LIST
         cdef char *p = self.base + c + BLOCK_HDR + (16 if is_list else 8)
-        ds_st64(p, ds_ld64(p) + 1)
+        self.jstore(p, ds_ld64(p) + 1)
 
     cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
-        """Add a new entry (the key must be absent; room reserved)."""
+        """Add a new entry (the key must be absent; room reserved). The entry
+        is written past the live ones first; the index slot and the counts
+        that make it visible are journaled."""
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
         cdef uint64_t ix = ds_ld64(p + 16)
-        cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+        cdef uint64_t mask = ds_ld64(p) - 1, i = k.hash & mask, perturb = k.hash
+        cdef int32_t *index = <int32_t *>(p + 32)
+        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
+        cdef uint64_t pair
+        cdef int32_t ix32
         e.hash = k.hash
         e.value = value[0]
         e.key = key[0]
-        self._table_place(t, k.hash, <int32_t>ix)
-        ds_st64(p + 16, ix + 1)
-        ds_st64(p + 24, ds_ld64(p + 24) + 1)
+        crash_point()
+        while index[i] >= 0:
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+        # index slots are 4 bytes: journal the aligned 8 bytes around the slot
+        pair = ds_ld64(&index[i & ~(<uint64_t>1)])
+        ix32 = <int32_t>ix
+        memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)     # not through an int32 alias
+        self.jstore(&index[i & ~(<uint64_t>1)], pair)
+        self.jstore(p + 16, ix + 1)
+        self.jstore(p + 24, ds_ld64(p + 24) + 1)
         self._bump_version(d)
         return 0
 
+    cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
+        """Store n (key, value) pairs (cells 2i, 2i+1) by building a new table
+        with the old entries and the new pairs, then publishing it with one
+        journaled store: however many pairs, the journal stays small. On
+        failure nothing changed."""
+        cdef uint64_t t = self.dict_table(d), nt, count = 0, i, j = 0
+        cdef char *p = NULL
+        cdef char *q
+        cdef Entry *old
+        cdef Entry *ents
+        cdef int64_t ix
+        if t:
+            p = self.base + t + BLOCK_HDR
+            count = ds_ld64(p + 24)
+        nt = self._new_table(count + n)
+        if nt == 0:
+            self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
+        crash_point()
+        q = self.base + nt + BLOCK_HDR
+        ents = <Entry *>(q + 32 + 4 * ds_ld64(q))
+        if t:
+            old = <Entry *>(p + 32 + 4 * ds_ld64(p))
+            for i in range(ds_ld64(p + 16)):
+                if old[i].key.b[0] != T_EMPTY:
+                    ents[j] = old[i]
+                    self._table_place(nt, old[i].hash, <int32_t>j)
+                    j += 1
+        ds_st64(q + 16, j)
+        ds_st64(q + 24, j)
+        for i in range(n):
+            ix = self.table_find(nt, &keys[i])
+            if ix >= 0:
+                self.defer_release(&ents[ix].value)
+                self.defer_release(&cells[2 * i])       # the key already there stays
+                ents[ix].value = cells[2 * i + 1]
+            else:
+                self.table_fill(nt, &keys[i].hash, &cells[2 * i], 1)
+        self.jstore(self.base + d + BLOCK_HDR, nt)
+        self._bump_version(d)
+        if t:
+            self.defer_free(t)
+        return 0
+
+    cdef int dict_set_value(self, uint64_t d, int64_t ix, const Cell *value) except -1:
+        """Replace the value of entry ix; the old one is released on commit."""
+        cdef Entry *e = self.dict_entry(d, ix)
+        cdef Cell old = e.value
+        self.jstore_cell(&e.value, value)
+        self.defer_release(&old)
+        return 0
+
     cdef int dict_remove(self, uint64_t d, int64_t ix) except -1:
-        """Remove entry ix, releasing its key and value."""
+        """Remove entry ix; its key and value are released on commit."""
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
         cdef uint64_t mask = ds_ld64(p) - 1
         cdef int32_t *index = <int32_t *>(p + 32)
         cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
-        cdef uint64_t i = e.hash & mask, perturb = e.hash, probes = 0
-        cdef Cell key = e.key, value = e.value
+        cdef uint64_t i = e.hash & mask, perturb = e.hash, probes = 0, pair
+        cdef int32_t ix32
+        cdef Cell key = e.key, value = e.value, empty
+        memset(&empty, 0, CELL_SIZE)
+        if ds_ld64(p + 24) == 1:
+            # the last one: drop the whole table, so used bytes return to the baseline
+            self.jstore(self.base + d + BLOCK_HDR, 0)
+            self._bump_version(d)
+            self.defer_release_block(t)
+            return 0
         while index[i] != ix and probes <= mask + 64:
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
             probes += 1
         if index[i] == ix:
-            index[i] = IX_DUMMY
-        memset(&e.key, 0, CELL_SIZE)
-        memset(&e.value, 0, CELL_SIZE)
-        ds_st64(p + 24, ds_ld64(p + 24) - 1)
+            pair = ds_ld64(&index[i & ~(<uint64_t>1)])
+            ix32 = IX_DUMMY
+            memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)
+            self.jstore(&index[i & ~(<uint64_t>1)], pair)
+        self.jstore_cell(&e.key, &empty)
+        self.jstore_cell(&e.value, &empty)
+        self.jstore(p + 24, ds_ld64(p + 24) - 1)
         if <uint64_t>ix + 1 == ds_ld64(p + 16):
-            ds_st64(p + 16, ix)         # the last entry: reuse its position
+            self.jstore(p + 16, ix)     # the last entry: reuse its position
         self._bump_version(d)
-        if ds_ld64(p + 24) == 0:
-            # empty: drop the table, so that used bytes return to the baseline
-            ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), 0)
-            self.free(t)
-        self.decref_cell(&key)
-        self.decref_cell(&value)
+        self.defer_release(&key)
+        self.defer_release(&value)
         return 0
 
     cdef int dict_clear(self, uint64_t d) except -1:
         cdef uint64_t t = self.dict_table(d)
         if t == 0:
             return 0
-        ds_store_release(<uint64_t *>(self.base + d + BLOCK_HDR), 0)
+        self.jstore(self.base + d + BLOCK_HDR, 0)
         self._bump_version(d)
-        self._release_table(t)
+        self.defer_release_block(t)     # the table, and through it every entry
         return 0
-
-    cdef void _release_table(self, uint64_t t) noexcept:
-        cdef uint64_t *stack = NULL
-        cdef uint64_t n = 0, cap = 0, off
-        (<Block *>(self.base + t)).kind_rc = K_TABLE
-        n = self._push_children(t, &stack, &n, &cap)
-        self.free(t)
-        while n:
-            n -= 1
-            off = stack[n]
-            if self._decref_one(off):
-                n = self._push_children(off, &stack, &n, &cap)
-                self.free(off)
-        c_free(stack)
 
     # -- lists -------------------------------------------------------------------------
     #
@@ -1133,60 +1440,84 @@ cdef class Segment:
             raise CorruptSegmentError("list items at %d are inconsistent" % it)
         return <Cell *>(p + 8)
 
-    cdef int list_reserve(self, uint64_t l, uint64_t n) except -1:
-        """Room for n more items; on failure nothing changed. Must hold the lock."""
+    cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel,
+                         const Cell *cells, uint64_t nins) except -1:
+        """Replace items [start, start+ndel) by nins fresh cells. Appending into
+        spare room writes past the length and publishes the new length; any
+        other change builds a new items block and publishes it. The removed
+        cells are released on commit. On failure nothing changed."""
         cdef char *lp = self.base + l + BLOCK_HDR
-        cdef uint64_t it = ds_ld64(lp), length = ds_ld64(lp + 8), cap = 0, newcap, nit
-        cdef char *q
+        cdef uint64_t length = ds_ld64(lp + 8), it = ds_ld64(lp), cap = 0, i
+        cdef Cell *items = self.list_cells(l, length)
+        cdef Cell *out
+        if start > length or ndel > length - start:
+            raise CorruptSegmentError("list splice out of range")
         if it:
-            self.list_cells(l, length)
             cap = ds_ld64(self.base + it + BLOCK_HDR)
-        if length + n <= cap:
+        if ndel == 0 and start == length and length + nins <= cap:
+            memcpy(&items[length], cells, CELL_SIZE * nins)
+            crash_point()
+            self.jstore(lp + 8, length + nins)
+            self._bump_version(l)
             return 0
-        newcap = length + n
-        newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
+        if ndel == nins and nins <= 4:
+            for i in range(nins):
+                self.defer_release(&items[start + i])
+                self.jstore_cell(&items[start + i], &cells[i])
+            self._bump_version(l)
+            return 0
+        out = self._new_items(l, length - ndel + nins, nins > ndel)
+        memcpy(out, items, CELL_SIZE * start)
+        memcpy(&out[start], cells, CELL_SIZE * nins)
+        memcpy(&out[start + nins], &items[start + ndel], CELL_SIZE * (length - start - ndel))
+        for i in range(ndel):
+            self.defer_release(&items[start + i])
+        self._publish_items(l, length - ndel + nins)
+        return 0
+
+    cdef int list_rebuild(self, uint64_t l, const Cell *cells, uint64_t n,
+                          const Cell *removed, uint64_t nremoved) except -1:
+        """Give list l exactly the items `cells` (moved or fresh) in a new items
+        block; release `removed` on commit. On failure nothing changed."""
+        cdef Cell *out = self._new_items(l, n, False)
+        cdef uint64_t i
+        memcpy(out, cells, CELL_SIZE * n)
+        for i in range(nremoved):
+            self.defer_release(&removed[i])
+        self._publish_items(l, n)
+        return 0
+
+    cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL:
+        """A fresh items block for n cells (with room to grow), not yet
+        published; an empty list gets none."""
+        cdef uint64_t newcap = n, nit
+        cdef char *q
+        if n == 0:
+            self._pending_items = 0
+            return <Cell *>(self.base + l + BLOCK_HDR + 24)     # nothing is written there
+        if grow:
+            newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
+        if newcap == 0:
+            newcap = 1
         nit = self.alloc(8 + CELL_SIZE * newcap, K_ITEMS)
         if nit == 0:
             self.raise_alloc_error(CELL_SIZE * newcap)
+        crash_point()
         q = self.base + nit + BLOCK_HDR
         ds_st64(q, newcap)
         memset(q + 8, 0, CELL_SIZE * newcap)
-        if it:
-            memcpy(q + 8, self.base + it + BLOCK_HDR + 8, CELL_SIZE * length)
         (<Block *>(self.base + nit)).kind_rc = K_ITEMS | (1 << 8)
-        ds_store_release(<uint64_t *>lp, nit)
-        if it:
-            self.free(it)
-        return 0
+        self._pending_items = nit
+        return <Cell *>(q + 8)
 
-    cdef int list_replace(self, uint64_t l, uint64_t start, uint64_t ndel,
-                          const Cell *cells, uint64_t nins) except -1:
-        """Replace items [start, start+ndel) by nins fresh cells (room reserved),
-        then release the removed ones."""
+    cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept:
         cdef char *lp = self.base + l + BLOCK_HDR
-        cdef uint64_t length = ds_ld64(lp + 8), i
-        cdef Cell *items
-        cdef Cell *gone = NULL
-        if nins > ndel:
-            self.list_reserve(l, nins - ndel)
-        items = self.list_cells(l, length)
-        if ndel:
-            gone = <Cell *>malloc(CELL_SIZE * ndel)
-            if gone == NULL:
-                raise MemoryError()
-            memcpy(gone, &items[start], CELL_SIZE * ndel)
-        if nins != ndel:
-            memmove(&items[start + nins], &items[start + ndel], CELL_SIZE * (length - start - ndel))
-        if nins:
-            memcpy(&items[start], cells, CELL_SIZE * nins)
-        if nins < ndel:
-            memset(&items[length - (ndel - nins)], 0, CELL_SIZE * (ndel - nins))
-        ds_st64(lp + 8, length + nins - ndel)
+        cdef uint64_t old = ds_ld64(lp)
+        self.jstore(lp, self._pending_items)
+        self.jstore(lp + 8, n)
         self._bump_version(l)
-        for i in range(ndel):
-            self.decref_cell(&gone[i])
-        c_free(gone)
-        return 0
+        if old:
+            self.defer_free(old)        # its cells moved or were released
 
     def col(self, name=None):
         """The root SharedDict of this segment; with `name`, a top-level
@@ -1286,7 +1617,9 @@ cdef class Segment:
         recount every refcount; returns the number of bytes freed."""
         self.write_begin()
         try:
-            return self._collect()
+            freed = self._collect()
+            self.commit()
+            return freed
         finally:
             self.write_end()
 
@@ -1425,22 +1758,16 @@ cdef class Segment:
                 ln = ds_ld64(p + 8)
                 if not self._valid_ref(sub) or ((<Block *>(self.base + sub)).kind_rc & 0xff) != K_ITEMS:
                     problems.append("list at %d points at %d, not an items block" % (off, sub))
-                elif ln > ds_ld64(self.base + sub + BLOCK_HDR):
+                elif ln > ds_ld64(self.base + sub + BLOCK_HDR) or ds_ld64(self.base + sub + BLOCK_HDR) > (
+                        (<uint64_t>(<Block *>(self.base + sub)).size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE):
                     problems.append("list at %d is longer than its items block" % off)
+                else:
+                    self._cells(<Cell *>(self.base + sub + BLOCK_HDR + 8), ln, off, problems, out)
             elif kind == K_LIST and ds_ld64(p + 8):
                 problems.append("list at %d has items but no items block" % off)
             elif kind == K_DICT and sub and (not self._valid_ref(sub) or
                                              ((<Block *>(self.base + sub)).kind_rc & 0xff) != K_TABLE):
                 problems.append("dict at %d points at %d, not a table" % (off, sub))
-        elif kind == K_ITEMS:
-            n = ds_ld64(p)
-            if n > (size - 8) // CELL_SIZE:
-                problems.append("items block at %d claims %d cells" % (off, n))
-            else:
-                cells = <Cell *>(p + 8)
-                for i in range(n):
-                    if cells[i].b[0] != T_EMPTY:
-                        self._cells(&cells[i], 1, off, problems, out)
         elif kind == K_TABLE:
             nslots = ds_ld64(p)
             cap = ds_ld64(p + 8)

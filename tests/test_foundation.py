@@ -324,7 +324,8 @@ def test_lock_timeout_against_another_process(segment, shm_name):
         "seg = dshared.attach(sys.argv[1])\n"
         "with seg.lock():\n"
         "    print('locked', flush=True)\n"
-        "    time.sleep(30)\n"), shm_name], stdout=subprocess.PIPE, text=True, start_new_session=True)
+        "    time.sleep(30)\n"), shm_name], stdout=subprocess.PIPE, text=True, start_new_session=True,
+        cwd="/")
     try:
         assert child.stdout.readline() == "locked\n"
         with pytest.raises(dshared.LockTimeout, match="0.2"):
