@@ -80,7 +80,7 @@ def register_types(dict_type, list_type):
 # keys
 
 cdef inline uint64_t key_hash(Segment seg, uint8_t ctag, const void *data, uint64_t n) noexcept:
-    return ds_siphash13(seg.hdr.seed0 ^ (ctag * HASH_MUL), seg.hdr.seed1, data, n)
+    return ds_hash(seg.hdr.seed0 ^ (ctag * HASH_MUL), seg.hdr.seed1, data, n)
 
 
 cdef inline object str_utf8(object s, const char **data, uint64_t *n, bint *ascii):
@@ -183,9 +183,11 @@ cdef int canon_append(bytearray buf, object k, int depth, bint typed=False) exce
     return 0
 
 
-cdef object make_key(Segment seg, object k, Key *key):
+cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
     """Fill `key` (canonical form + hash) for lookups; returns the object that
-    owns key.data, to be kept alive while the key is used."""
+    owns key.data, to be kept alive while the key is used. With `lookup`, a
+    hashable key of a type dshared never stores gives a key no entry matches
+    (so d[k] is a KeyError, as in dict) instead of UnsupportedTypeError."""
     cdef int overflow = 0
     cdef int64_t v
     cdef double f
@@ -228,12 +230,24 @@ cdef object make_key(Segment seg, object k, Key *key):
         key.ctag = T_BYTES
     elif PyTuple_Check(k):
         buf = bytearray()
-        for x in <tuple>k:
-            canon_append(buf, x, 1)
+        try:
+            for x in <tuple>k:
+                canon_append(buf, x, 1)
+        except UnsupportedTypeError:
+            if not lookup:
+                raise
+            key.ctag = T_EMPTY
+            key.hash = 0
+            return None
         owner = bytes(buf)
         key.ctag = T_KTUPLE
     else:
-        raise _unhashable(k)
+        err = _unhashable(k)
+        if lookup and isinstance(err, UnsupportedTypeError):
+            key.ctag = T_EMPTY          # matches nothing
+            key.hash = 0
+            return None
+        raise err
     if key.ctag == T_BYTES or key.ctag == T_BIGINT or key.ctag == T_KTUPLE:
         key.data = PyBytes_AS_STRING(owner)
         key.len = PyBytes_GET_SIZE(owner)
@@ -768,7 +782,11 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         return PyBytes_FromStringAndSize(<const char *>&c.b[2], n)
     off = ds_ld64(&c.b[8])
     if tag == T_STR:
-        seg.block_bytes(off, K_STR, &data, &ln)
+        blk = checked_block(seg, off, K_STR)
+        data = seg.base + off + BLOCK_HDR + 16
+        ln = ds_ld64(data - 16)
+        if ln > <uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 16:
+            raise CorruptSegmentError("str block at %d claims %d bytes" % (off, ln))
         if ds_ld64(data - 8) & 1:
             s = PyUnicode_New(ln, 127)
             memcpy(PyUnicode_DATA(s), data, ln)
@@ -842,14 +860,14 @@ cdef object read_section(Node node, ReadFn fn, void *arg):
     if seg.base == NULL:
         seg.check_open()
     for attempt in range(MAX_RETRIES):
-        s = seg.read_begin()
+        s = seq_begin(seg)
         try:
             r = fn(node, arg)
         except Exception:
-            if seg.read_ok(s):
+            if seq_ok(seg, s):
                 raise
             continue
-        if seg.read_ok(s):
+        if seq_ok(seg, s):
             return r
     seg.lock_acquire(-1)
     was = PyGC_Disable()
@@ -887,7 +905,7 @@ cdef class Node:
         return read_section(self, _rd_deep, NULL)
 
     cdef int check(self, int kind) except -1:
-        self.seg.node(self.off, self.gen, kind)
+        view_block(self.seg, self.off, self.gen, kind)
         return 0
 
 
@@ -921,23 +939,31 @@ cdef struct DArg:
 cdef object _rd_get(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
     cdef Segment seg = node.seg
-    node.check(K_DICT)
-    a.ix = seg.dict_find(node.off, a.key)
+    cdef char *p
+    view_block(seg, node.off, node.gen, K_DICT)
+    p = dict_payload(seg, node.off)
+    a.ix = table_lookup(seg, p, a.key) if ds_ld64(p) else -1
     if a.ix < 0:
         return None
-    return decode(seg, &seg.dict_entry(node.off, a.ix).value, 0)
+    return decode(seg, &table_entries(p)[a.ix].value, 0)
 
 
 cdef object _rd_contains(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
-    node.check(K_DICT)
-    a.ix = node.seg.dict_find(node.off, a.key)
+    cdef Segment seg = node.seg
+    cdef char *p
+    view_block(seg, node.off, node.gen, K_DICT)
+    p = dict_payload(seg, node.off)
+    a.ix = table_lookup(seg, p, a.key) if ds_ld64(p) else -1
     return None
 
 
 cdef object _rd_len(Node node, void *arg):
-    node.check(K_DICT)
-    return node.seg.dict_len(node.off)
+    cdef Segment seg = node.seg
+    cdef char *p
+    view_block(seg, node.off, node.gen, K_DICT)
+    p = dict_payload(seg, node.off)
+    return <int64_t>ds_ld64(p + 24) if ds_ld64(p) else 0
 
 
 cdef object _rd_list_len(Node node, void *arg):
@@ -989,10 +1015,7 @@ cdef class DictNode(Node):
     def __getitem__(self, k):
         cdef Key key
         cdef DArg a
-        try:
-            owner = make_key(self.seg, k, &key)
-        except UnsupportedTypeError:
-            return self.__missing__(k)
+        owner = make_key(self.seg, k, &key, True)
         a.key = &key
         r = read_section(self, _rd_get, &a)
         if a.ix < 0:
@@ -1006,10 +1029,7 @@ cdef class DictNode(Node):
         """d.get(k[, default]): d[k] if k in d, else default."""
         cdef Key key
         cdef DArg a
-        try:
-            owner = make_key(self.seg, k, &key)
-        except UnsupportedTypeError:
-            return default
+        owner = make_key(self.seg, k, &key, True)
         a.key = &key
         r = read_section(self, _rd_get, &a)
         return default if a.ix < 0 else r
@@ -1017,10 +1037,7 @@ cdef class DictNode(Node):
     def __contains__(self, k):
         cdef Key key
         cdef DArg a
-        try:
-            owner = make_key(self.seg, k, &key)
-        except UnsupportedTypeError:
-            return False
+        owner = make_key(self.seg, k, &key, True)
         a.key = &key
         read_section(self, _rd_contains, &a)
         return a.ix >= 0

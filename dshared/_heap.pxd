@@ -3,6 +3,7 @@
 # module never imports _codec.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp
 
 
 cdef extern from "dshared.h" nogil:
@@ -20,6 +21,7 @@ cdef extern from "dshared.h" nogil:
     int ds_bitlen64(uint64_t v)
     int ds_ctz64(uint64_t v)
     uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
+    uint64_t ds_hash(uint64_t k0, uint64_t k1, const void *src, size_t n)
     int ds_mutex_init(pthread_mutex_t *m)
     int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
     int ds_mutex_trylock(pthread_mutex_t *m)
@@ -202,6 +204,8 @@ cdef class Segment:
     cdef inline bint inb(self, uint64_t off, uint64_t n) noexcept nogil:
         return off >= HEADER_SIZE and n <= self.cap and off <= self.cap - n
     cdef char *ptr(self, uint64_t off, uint64_t n) except NULL
+    cdef Block *bad_block(self, uint64_t off, int kind) except NULL
+    cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL
     cdef Block *block(self, uint64_t off, int kind) except NULL
     cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL
     cdef int check_open(self) except -1
@@ -282,3 +286,107 @@ cdef inline int tag_kind(uint8_t tag) noexcept nogil:
     if tag == T_LIST:
         return K_LIST
     return -1
+
+
+# -- the checked accessors, inline: every offset read from the segment passes
+# one of these before it is followed (overflow-safe against the capacity).
+
+cdef inline Block *checked_block(Segment seg, uint64_t off, int kind) except NULL:
+    """The block at `off`: aligned, of kind `kind`, wholly inside the segment."""
+    cdef Block *b
+    cdef uint64_t size
+    if seg.base == NULL or off < HEADER_SIZE or off > seg.cap - MIN_BLOCK or (off & (ALIGN - 1)):
+        return seg.bad_block(off, kind)
+    b = <Block *>(seg.base + off)
+    size = <uint64_t>b.size16 * ALIGN
+    if (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or size > seg.cap - off:
+        return seg.bad_block(off, kind)
+    return b
+
+
+cdef inline Block *view_block(Segment seg, uint64_t off, uint32_t gen, int kind) except NULL:
+    """The container a view (offset + generation) refers to, or
+    StaleReferenceError when it was freed, ValueError when the segment is closed."""
+    cdef Block *b
+    if seg.base == NULL or off < HEADER_SIZE or off > seg.cap - MIN_BLOCK or (off & (ALIGN - 1)):
+        return seg.bad_view(off, gen, kind)
+    b = <Block *>(seg.base + off)
+    if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
+        return seg.bad_view(off, gen, kind)
+    return checked_block(seg, off, kind)
+
+
+cdef inline char *dict_payload(Segment seg, uint64_t d) except NULL:
+    """The payload of dict d's table, checked, or the dict's own payload
+    (table offset 0) when it has none: test with ds_ld64(result) for 0."""
+    cdef uint64_t t = ds_ld64(seg.base + d + BLOCK_HDR)
+    cdef Block *b
+    cdef uint64_t size, nslots, capacity, nentries
+    cdef char *p
+    if t == 0:
+        return seg.base + d + BLOCK_HDR
+    b = checked_block(seg, t, K_TABLE)
+    size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+    p = seg.base + t + BLOCK_HDR
+    nslots = ds_ld64(p)
+    capacity = ds_ld64(p + 8)
+    nentries = ds_ld64(p + 16)
+    if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
+            or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
+            or ds_ld64(p + 24) > nentries):
+        seg.bad_block(t, K_TABLE)
+        return NULL
+    return p
+
+
+cdef inline Entry *table_entries(char *p) noexcept nogil:
+    return <Entry *>(p + 32 + 4 * ds_ld64(p))
+
+
+cdef inline int64_t table_lookup(Segment seg, char *p, const Key *k) except -2:
+    """Index of the entry with key k in the (checked) table payload p, or -1."""
+    cdef uint64_t mask = ds_ld64(p) - 1, nentries = ds_ld64(p + 16)
+    cdef uint64_t i = k.hash & mask, perturb = k.hash, probes = 0
+    cdef int32_t *index = <int32_t *>(p + 32)
+    cdef Entry *ents = <Entry *>(p + 32 + 4 * (mask + 1))
+    cdef Entry *e
+    cdef int32_t ix
+    while probes <= mask + 64:
+        ix = index[i]
+        if ix == IX_EMPTY:
+            return -1
+        if ix >= 0:
+            if <uint64_t>ix >= nentries:
+                seg.bad_block(0, K_TABLE)
+            e = &ents[ix]
+            if e.hash == k.hash:
+                # short str keys, the common case, compare right here
+                if e.key.b[0] == T_SSTR and k.ctag == T_STR:
+                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[2], k.data, k.len) == 0:
+                        return ix
+                elif seg.key_matches(e, k):
+                    return ix
+        perturb >>= 5
+        i = (i * 5 + perturb + 1) & mask
+        probes += 1
+    seg.bad_block(0, K_TABLE)
+    return -2
+
+
+# -- the read section's sequence checks, inline
+
+cdef inline uint64_t seq_begin(Segment seg) noexcept nogil:
+    """The write sequence at the start of a read (spins briefly while odd)."""
+    cdef uint64_t s = ds_load_acquire(&seg.hdr.seq)
+    cdef int spins = 0
+    while (s & 1) and spins < 1000:
+        ds_cpu_relax()
+        spins += 1
+        s = ds_load_acquire(&seg.hdr.seq)
+    return s
+
+
+cdef inline bint seq_ok(Segment seg, uint64_t s) noexcept nogil:
+    """True when no write overlapped the read that began at sequence s."""
+    ds_fence_acquire()
+    return (s & 1) == 0 and ds_load_relaxed(&seg.hdr.seq) == s

@@ -461,40 +461,32 @@ cdef class Segment:
             raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, self.name))
         return self.base + off
 
+    cdef Block *bad_block(self, uint64_t off, int kind) except NULL:
+        self.check_open()
+        raise CorruptSegmentError("no valid %s block at offset %d of segment %r"
+                                  % (_kind_name(kind), off, self.name))
+
+    cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL:
+        self.check_open()
+        raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
+                                  % ("dict" if kind == K_DICT else "list", self.name))
+
     cdef Block *block(self, uint64_t off, int kind) except NULL:
         """The block at `off`, whose kind must be `kind` and whose size must lie
         inside the heap."""
-        cdef Block *b = <Block *>self.ptr(off, BLOCK_HDR)
-        cdef uint64_t size = <uint64_t>b.size16 * ALIGN
-        if (off & (ALIGN - 1)) or (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or not self.inb(off, size):
-            raise CorruptSegmentError("no %s block at offset %d of segment %r" % (_kind_name(kind), off, self.name))
-        return b
+        return checked_block(self, off, kind)
 
     cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL:
         """The container a view refers to, or StaleReferenceError if it was freed."""
-        cdef Block *b
-        if self.base == NULL:
-            self.check_open()
-        b = <Block *>self.ptr(off, BLOCK_HDR)
-        if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
-            raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
-                                      % ("dict" if kind == K_DICT else "list", self.name))
-        return self.block(off, kind)
+        return view_block(self, off, gen, kind)
 
     # -- the read section ----------------------------------------------------
 
     cdef uint64_t read_begin(self) noexcept nogil:
-        cdef uint64_t s = ds_load_acquire(&self.hdr.seq)
-        cdef int spins = 0
-        while (s & 1) and spins < 1000:
-            ds_cpu_relax()
-            spins += 1
-            s = ds_load_acquire(&self.hdr.seq)
-        return s
+        return seq_begin(self)
 
     cdef bint read_ok(self, uint64_t seq) noexcept nogil:
-        ds_fence_acquire()
-        return (seq & 1) == 0 and ds_load_relaxed(&self.hdr.seq) == seq
+        return seq_ok(self, seq)
 
     # -- the lock and the publish path -----------------------------------------
 
@@ -1096,23 +1088,8 @@ cdef class Segment:
 
     cdef uint64_t dict_table(self, uint64_t d) except? 0:
         """The table block of dict block `d` (already checked by node()), or 0."""
-        cdef uint64_t t = ds_ld64(self.base + d + BLOCK_HDR)
-        cdef Block *b
-        cdef uint64_t size, nslots, capacity, nentries
-        cdef char *p
-        if t == 0:
-            return 0
-        b = self.block(t, K_TABLE)
-        size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
-        p = self.base + t + BLOCK_HDR
-        nslots = ds_ld64(p)
-        capacity = ds_ld64(p + 8)
-        nentries = ds_ld64(p + 16)
-        if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
-                or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
-                or ds_ld64(p + 24) > nentries):
-            raise CorruptSegmentError("dict table at %d of segment %r is inconsistent" % (t, self.name))
-        return t
+        dict_payload(self, d)           # checks it
+        return ds_ld64(self.base + d + BLOCK_HDR)
 
     cdef int64_t dict_len(self, uint64_t d) except -1:
         cdef uint64_t t = self.dict_table(d)
@@ -1139,34 +1116,9 @@ cdef class Segment:
 
     cdef int64_t table_find(self, uint64_t t, const Key *k) except -2:
         """Index of the entry with key `k` in table t (0: empty), or -1."""
-        cdef char *p
-        cdef uint64_t mask, i, perturb, probes, nentries
-        cdef int32_t *index
-        cdef Entry *ents
-        cdef int32_t ix
         if t == 0:
             return -1
-        p = self.base + t + BLOCK_HDR
-        mask = ds_ld64(p) - 1
-        nentries = ds_ld64(p + 16)
-        index = <int32_t *>(p + 32)
-        ents = <Entry *>(p + 32 + 4 * (mask + 1))
-        perturb = k.hash
-        i = k.hash & mask
-        probes = 0
-        while probes <= mask + 64:
-            ix = index[i]
-            if ix == IX_EMPTY:
-                return -1
-            if ix >= 0:
-                if <uint64_t>ix >= nentries:
-                    raise CorruptSegmentError("dict index points past its entries")
-                if ents[ix].hash == k.hash and self.key_matches(&ents[ix], k):
-                    return ix
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-        raise CorruptSegmentError("dict table at %d has no free slot" % t)
+        return table_lookup(self, self.base + t + BLOCK_HDR, k)
 
     cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2:
         """The first live entry at or after position i, or -1."""
