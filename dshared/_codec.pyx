@@ -859,6 +859,8 @@ cdef object read_section(Node node, ReadFn fn, void *arg):
     cdef int attempt, was
     if seg.base == NULL:
         seg.check_open()
+    if seg.hdr.flags & FLAG_POISONED:
+        raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
     for attempt in range(MAX_RETRIES):
         s = seq_begin(seg)
         try:
