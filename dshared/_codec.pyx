@@ -718,6 +718,18 @@ cdef class Plan:
         return &self.cells[ci].cell
 
 
+cdef object refreshed(Segment seg, object err):
+    """The SegmentFullError to show the caller: its message counts the bytes in
+    use now that the failed operation was rolled back."""
+    want = getattr(err, "want", None)
+    if want is None:
+        return err
+    new = SegmentFullError(seg.full_message(want, getattr(err, "errno_", 0)))
+    new.want = want
+    new.__suppress_context__ = True
+    return new
+
+
 cdef void *malloc_or_raise(size_t n) except NULL:
     cdef void *p = realloc(NULL, n if n else 1)
     if p == NULL:
@@ -1088,19 +1100,23 @@ cdef class DictNode(Node):
         return the value now in d."""
         try:
             return self._store(k, v, mode)
-        except SegmentFullError:
-            if not self.seg.collect():
-                raise
-        return self._store(k, v, mode)
+        except SegmentFullError as e:
+            err = e
+        if self.seg.collect():
+            try:
+                return self._store(k, v, mode)
+            except SegmentFullError as e:
+                err = e
+        raise refreshed(self.seg, err)
 
     cdef object _store(self, object k, object v, int mode):
         cdef Key key
         cdef Segment seg = self.seg
         cdef Cell cv, ck, old
         cdef Plan plan = None
+        cdef Plan kplan = None
         cdef int64_t ix, vi = 0, ki = 0
         cdef bint fast_k, fast_v
-        cdef Entry *e
         owner = make_key(seg, k, &key)
         fast_k = False
         if key.ctag == T_STR or key.ctag == T_BYTES:
@@ -1111,12 +1127,13 @@ cdef class DictNode(Node):
         elif key.ctag != T_BIGINT and key.ctag != T_KTUPLE:
             fast_k = encode_scalar(k, &ck)
         fast_v = encode_scalar(v, &cv)
-        if not (fast_k and fast_v):
+        if not fast_v:
             plan = Plan(seg)
-            if not fast_v:
-                vi = plan.add_root(v)
-            if not fast_k:
-                ki = plan.add_key(k)
+            vi = plan.add_root(v)
+        if not fast_k:
+            # the key's own block: stored only if the key is new
+            kplan = Plan(seg)
+            ki = kplan.add_key(k)
         seg.write_begin()
         try:
             self.check(K_DICT)
@@ -1127,18 +1144,18 @@ cdef class DictNode(Node):
                 return r
             if plan is not None:
                 plan.materialize()
-                if not fast_v:
-                    cv = plan.cell(vi)[0]
-                if not fast_k:
-                    ck = plan.cell(ki)[0]
+                cv = plan.cell(vi)[0]
             if ix >= 0:
-                seg.dict_set_value(self.off, ix, &cv)
-                if not fast_k:
-                    seg.defer_release(&ck)      # the key object already there stays
+                seg.dict_set_value(self.off, ix, &cv)   # the key already there stays
             else:
                 try:
+                    if kplan is not None:
+                        kplan.materialize()
+                        ck = kplan.cell(ki)[0]
                     seg.dict_reserve(self.off, 1)
                 except BaseException:
+                    if kplan is not None:
+                        kplan.rollback()
                     if plan is not None:
                         plan.rollback()
                     raise
@@ -1219,10 +1236,14 @@ cdef class DictNode(Node):
         """Store [(k, v), ...] in one atomic step."""
         try:
             return self._update_once(pairs)
-        except SegmentFullError:
-            if not self.seg.collect():
-                raise
-        return self._update_once(pairs)
+        except SegmentFullError as e:
+            err = e
+        if self.seg.collect():
+            try:
+                return self._update_once(pairs)
+            except SegmentFullError as e:
+                err = e
+        raise refreshed(self.seg, err)
 
     def _update_once(self, list pairs):
         cdef Segment seg = self.seg
@@ -1546,10 +1567,14 @@ cdef class ListNode(Node):
         resolve indices against the current length, allocate, splice."""
         try:
             return self._edit(op, i, sl, values)
-        except SegmentFullError:
-            if not values or not self.seg.collect():
-                raise
-        return self._edit(op, i, sl, values)
+        except SegmentFullError as e:
+            err = e
+        if self.seg.collect():
+            try:
+                return self._edit(op, i, sl, values)
+            except SegmentFullError as e:
+                err = e
+        raise refreshed(self.seg, err)
 
     cdef object _edit(self, int op, int64_t i, object sl, list values):
         cdef Segment seg = self.seg

@@ -175,6 +175,7 @@ cdef class Segment:
     cdef _check_header(self, uint64_t size)
     cdef int _reserve(self, uint64_t upto) noexcept nogil
     cdef _unmap_close(self)
+    cdef void _shrink_reserve(self) noexcept nogil
     cdef _repair_after_death(self)
     cdef void lock_release_raw(self) noexcept
     cdef void _undo_journal(self) noexcept nogil
@@ -264,6 +265,7 @@ cdef class Segment:
     cdef int list_rebuild(self, uint64_t l, const Cell *cells, uint64_t n, const Cell *removed, uint64_t nremoved) except -1
     cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL
     cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept
+    cdef bint _try_new_items(self, uint64_t l, uint64_t n) noexcept
 
     # strings and other byte blocks
     cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1

@@ -64,6 +64,12 @@ cdef extern from "errno.h":
 cdef extern from "fcntl.h" nogil:
     int posix_fallocate(int fd, long offset, long length)
 
+cdef extern from "fcntl.h" nogil:
+    int fallocate(int fd, int mode, long offset, long length)
+    enum:
+        FALLOC_FL_PUNCH_HOLE
+        FALLOC_FL_KEEP_SIZE
+
 cdef extern from "sys/file.h" nogil:
     int flock(int fd, int operation)
     enum:
@@ -84,6 +90,7 @@ cdef uint64_t MAGIC = 0x3144455241485344ULL
 cdef uint64_t DEFAULT_CAPACITY = 256 << 20
 cdef uint64_t MAX_CAPACITY = 1 << 44
 cdef uint64_t RESERVE_CHUNK = 1 << 20
+cdef uint64_t SHRINK_MIN = 4 << 20      # give pages back only in runs this large
 NAME_MAX_LEN = 200
 
 DEFAULT_SIZE = DEFAULT_CAPACITY
@@ -398,6 +405,18 @@ cdef class Segment:
         if rc == 0:
             self.hdr.reserved = want
         return rc
+
+    cdef void _shrink_reserve(self) noexcept nogil:
+        """Return the pages far above the top to the system: the segment does
+        not keep its peak backing. The header is lowered first, so a crash in
+        between only leaves more backed than it says."""
+        cdef Header *h = self.hdr
+        cdef uint64_t keep = (h.top + RESERVE_CHUNK + 4095) & ~(<uint64_t>4095)
+        if h.reserved <= keep or h.reserved - keep < SHRINK_MIN or h.reserved - keep < h.reserved // 4:
+            return
+        cdef uint64_t old = h.reserved
+        h.reserved = keep
+        fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
 
     cdef _unmap_close(self):
         if self.base != NULL:
@@ -913,6 +932,7 @@ cdef class Segment:
             h.top = off
             h.tail16 = b.prev16
             b.kind_rc = K_DEAD
+            self._shrink_reserve()
             return
         b.size16 = <uint32_t>size16
         self._set_prev16(off + size16 * ALIGN, size16)
@@ -1017,16 +1037,21 @@ cdef class Segment:
         n[0] += 1
 
     cdef int raise_alloc_error(self, uint64_t want) except -1:
+        err = SegmentFullError(self.full_message(want, self.err))
+        err.want = want
+        err.errno_ = self.err
+        raise err
+
+    def full_message(self, want, int err=0):
+        """The text of a SegmentFullError: how full, and what to do."""
         cdef Header *h = self.hdr
-        if self.err and self.err != 12:
-            e = self.err
-            raise SegmentFullError(
-                "segment %r: /dev/shm could not back %d more bytes (%s); free space there, "
-                "or create the segment with a smaller size=" % (self.name, want, os.strerror(e)))
-        raise SegmentFullError(
-            "segment %r is full: %d of %d bytes in use, %d bytes asked for; delete data, "
-            "call dshared.collect(), or create it with a larger size="
-            % (self.name, h.used, self.cap - HEADER_SIZE, want))
+        if err and err != 12:
+            return ("segment %r: /dev/shm could not back %d more bytes (%s); free space there, "
+                    "or create the segment with a smaller size=" % (self.name, want, os.strerror(err)))
+        return ("segment %r is full: %d of %d bytes in use (%.0f%%), %d bytes asked for; delete "
+                "data, call dshared.collect(), or create it with a larger size="
+                % (self.name, h.used, self.cap - HEADER_SIZE,
+                   100.0 * h.used / (self.cap - HEADER_SIZE), want))
 
     # -- byte blocks (str, bytes, big ints, tuple keys) -------------------------
 
@@ -1350,9 +1375,9 @@ cdef class Segment:
             self.jstore(&index[i & ~(<uint64_t>1)], pair)
         self.jstore_cell(&e.key, &empty)
         self.jstore_cell(&e.value, &empty)
+        # the position is not reused: nentries only grows, so a table full of
+        # deleted slots reaches its capacity and is rebuilt clean
         self.jstore(p + 24, ds_ld64(p + 24) - 1)
-        if <uint64_t>ix + 1 == ds_ld64(p + 16):
-            self.jstore(p + 16, ix)     # the last entry: reuse its position
         self._bump_version(d)
         self.defer_release(&key)
         self.defer_release(&value)
@@ -1412,6 +1437,26 @@ cdef class Segment:
             self.jstore(lp + 8, length + nins)
             self._bump_version(l)
             return 0
+        if nins == 0 and start + ndel == length and (start == 0 or start >= cap // 4 or cap <= 16
+                                                     or not self._try_new_items(l, start)):
+            # deleting at the end: publish the shorter length (no allocation,
+            # so it works in a full segment); the cells past it are dead. An
+            # emptied list drops its items block.
+            for i in range(ndel):
+                self.defer_release(&items[start + i])
+            if start == 0:
+                self.jstore(lp, 0)
+                self.defer_free(it)
+            self.jstore(lp + 8, start)
+            self._bump_version(l)
+            return 0
+        if nins == 0 and start + ndel == length:
+            # shrinking below a quarter: move to a smaller block (allocated above)
+            memcpy(<Cell *>(self.base + self._pending_items + BLOCK_HDR + 8), items, CELL_SIZE * start)
+            for i in range(ndel):
+                self.defer_release(&items[start + i])
+            self._publish_items(l, start)
+            return 0
         if ndel == nins and nins <= 4:
             for i in range(nins):
                 self.defer_release(&items[start + i])
@@ -1461,6 +1506,21 @@ cdef class Segment:
         (<Block *>(self.base + nit)).kind_rc = K_ITEMS | (1 << 8)
         self._pending_items = nit
         return <Cell *>(q + 8)
+
+    cdef bint _try_new_items(self, uint64_t l, uint64_t n) noexcept:
+        """Like _new_items for n cells with some room, but False instead of
+        raising when there is no space."""
+        cdef uint64_t newcap = n + (n >> 1) + 4
+        cdef uint64_t nit = self.alloc(8 + CELL_SIZE * newcap, K_ITEMS)
+        cdef char *q
+        if nit == 0:
+            return False
+        q = self.base + nit + BLOCK_HDR
+        ds_st64(q, newcap)
+        memset(q + 8, 0, CELL_SIZE * newcap)
+        (<Block *>(self.base + nit)).kind_rc = K_ITEMS | (1 << 8)
+        self._pending_items = nit
+        return True
 
     cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept:
         cdef char *lp = self.base + l + BLOCK_HDR
@@ -1733,7 +1793,10 @@ cdef class Segment:
             ents = <Entry *>(p + 32 + 4 * nslots)
             live = 0
             slots = {}
+            empty = 0
             for i in range(nslots):
+                if index[i] == IX_EMPTY:
+                    empty += 1
                 ix = index[i]
                 if ix >= 0:
                     if <uint64_t>ix >= nent or ix in slots:
@@ -1753,6 +1816,9 @@ cdef class Segment:
                 self._cells(&ents[i].value, 1, off, problems, out)
             if live != count:
                 problems.append("table at %d counts %d entries, holds %d" % (off, count, live))
+            if empty == 0 or nslots - empty > cap:
+                problems.append("table at %d has %d empty slots for %d entries of capacity %d: "
+                                "probes may not end" % (off, empty, nent, cap))
         return out
 
     cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot):
@@ -1785,16 +1851,35 @@ cdef class Segment:
         """Counters of the segment: capacity, used, free, reserved, blocks, ..."""
         self.check_open()
         cdef Header *h = self.hdr
+        cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
+        cdef int k
+        free_lists = {}
+        for k in range(NBINS):
+            off = h.bins[k]
+            n = nbytes = steps = 0
+            while off and steps < (self.cap >> 5) and self.inb(off, MIN_BLOCK):
+                size = <uint64_t>(<Block *>(self.base + off)).size16 * ALIGN
+                n += 1
+                nbytes += size
+                if size > largest:
+                    largest = size
+                off = ds_ld64(self.base + off + 16)
+                steps += 1
+            if n:
+                # keyed by the largest block size the class holds
+                free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
         return {
             "capacity": self.cap,
             "used": h.used,
             "free": self.cap - HEADER_SIZE - h.used,
+            "largest_free": largest,
             "top": h.top,
             "reserved": h.reserved,
             "blocks": h.nblocks,
             "repairs": h.repairs,
             "collections": h.collections,
             "seq": h.seq,
+            "free_lists": free_lists,
         }
 
 

@@ -238,9 +238,6 @@ def test_capacity_is_reserved_lazily_and_reused(segment, shm_name):
     assert backed(shm_name) <= peak_backed + MiB
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="not implemented: punch holes in freed regions (fallocate(FALLOC_FL_PUNCH_HOLE) "
-                          "or madvise), so a segment that grew and shrank keeps its peak memory")
 def test_a_segment_that_shrank_gives_its_pages_back(segment, shm_name):
     fig = grow_and_shrink(segment, shm_name)
     print(fig)
