@@ -359,6 +359,81 @@ cdef int encode_scalar(object v, Cell *c) except -1:
     return 0
 
 
+cdef bint pack_pair(Cell *area, object k, const Key *key, object v) except -1:
+    """Pack a short str key and a short str/bytes value into one entry's two
+    cells (T_PACKED); False if they do not fit."""
+    cdef const char *data
+    cdef uint64_t vlen
+    cdef bint ascii
+    cdef uint8_t vtag
+    if key.ctag != T_STR or key.len > INLINE_MAX or not PyUnicode_Check(k):
+        return False
+    if PyUnicode_Check(v):
+        if PyUnicode_IS_ASCII(v):
+            if key.len + <uint64_t>PyUnicode_GET_LENGTH(v) > PACKED_MAX:
+                return False
+            data = <const char *>PyUnicode_DATA(v)
+            vlen = PyUnicode_GET_LENGTH(v)
+            ascii = True
+        else:
+            if key.len + <uint64_t>PyUnicode_GET_LENGTH(v) > PACKED_MAX:
+                return False        # UTF-8 is at least as long as the code points
+            owner = str_utf8(v, &data, &vlen, &ascii)
+            if key.len + vlen > PACKED_MAX:
+                return False
+        vtag = T_SSTR
+    elif PyBytes_Check(v):
+        vlen = PyBytes_GET_SIZE(v)
+        if key.len + vlen > PACKED_MAX:
+            return False
+        data = PyBytes_AS_STRING(v)
+        ascii = False
+        vtag = T_SBYTES
+    else:
+        return False
+    memset(area, 0, 2 * CELL_SIZE)
+    area.b[0] = T_PACKED
+    area.b[1] = <uint8_t>(key.len | (0x80 if PyUnicode_IS_ASCII(k) else 0))
+    area.b[2] = vtag
+    area.b[3] = <uint8_t>(vlen | (0x80 if ascii else 0))
+    memcpy(&area.b[4], key.data, key.len)
+    memcpy(&area.b[4 + key.len], data, vlen)
+    return True
+
+
+cdef object packed_str(const uint8_t *data, uint8_t meta, bint is_bytes):
+    cdef uint8_t n = meta & 0x7f
+    if is_bytes:
+        return PyBytes_FromStringAndSize(<const char *>data, n)
+    if meta & 0x80:
+        s = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(s), data, n)
+        return s
+    return PyUnicode_DecodeUTF8(<const char *>data, n, "surrogatepass")
+
+
+cdef object entry_key(Segment seg, const Entry *e):
+    """The key of a dict entry."""
+    if e.key.b[0] == T_PACKED:
+        if (e.key.b[1] & 0x7f) > INLINE_MAX:
+            raise CorruptSegmentError("packed entry with a key of %d bytes" % (e.key.b[1] & 0x7f))
+        return packed_str(&e.key.b[4], e.key.b[1], False)
+    return decode(seg, &e.key, 0)
+
+
+cdef object entry_value(Segment seg, const Entry *e, bint deep):
+    """The value of a dict entry (deep: dicts and lists as plain copies)."""
+    cdef uint8_t kl
+    if e.key.b[0] == T_PACKED:
+        kl = e.key.b[1] & 0x7f
+        if kl > INLINE_MAX or kl + (e.key.b[3] & 0x7f) > PACKED_MAX:
+            raise CorruptSegmentError("packed entry with bad lengths")
+        return packed_str(&e.key.b[4 + kl], e.key.b[3], e.key.b[2] == T_SBYTES)
+    if deep:
+        return deep_decode(seg, &e.value)
+    return decode(seg, &e.value, 0)
+
+
 cdef struct PBlock:
     int kind
     uint64_t payload
@@ -451,11 +526,38 @@ cdef class Plan:
         self.walk()
         return ci
 
+    cdef int64_t add_pair(self, object k, const Key *key, object v) except -1:
+        """Plan a (key, value) pair as two consecutive cells, packed when they
+        fit; returns the index of the first."""
+        cdef int64_t ci = self.new_cells(2)
+        cdef Cell tmp[2]
+        if pack_pair(tmp, k, key, v):
+            self.cells[ci].cell = tmp[0]          # plan cells are not contiguous Cells
+            self.cells[ci + 1].cell = tmp[1]
+            return ci
+        self.encode_key(k, ci)
+        self.stack = []
+        self.encode(v, ci + 1, 0)
+        self.walk()
+        return ci
+
     cdef int64_t add_key(self, object k) except -1:
         """Plan key k (its stored form); returns the index of its cell."""
         cdef int64_t ci = self.new_cells(1)
         self.encode_key(k, ci)
         return ci
+
+    cdef bint pack_cells(self, int64_t ci, object k, object v) except -1:
+        """Turn the planned key cell ci (a short str) and its value v into a
+        packed pair, if they fit."""
+        cdef Key key
+        cdef Cell tmp[2]
+        owner = make_key(self.seg, k, &key)
+        if not pack_pair(tmp, k, &key, v):
+            return False
+        self.cells[ci].cell = tmp[0]              # plan cells are not contiguous Cells
+        self.cells[ci + 1].cell = tmp[1]
+        return True
 
     cdef int encode_key(self, object k, int64_t ci) except -1:
         cdef Key key
@@ -550,12 +652,10 @@ cdef class Plan:
             if n:
                 self.blocks[bi].n = n
                 self.blocks[bi].first = self.new_cells(2 * n)
-                nslots = 8
-                while nslots * 2 // 3 < n:
-                    nslots <<= 1
-                self.new_block(K_TABLE, 32 + 4 * nslots + ENTRY_SIZE * (nslots * 2 // 3))
+                self.new_block(K_TABLE, table_bytes(n if n > 5 else 5))
                 self.blocks[bi + 1].rc = 1
-                self.blocks[bi + 1].n = nslots
+                self.blocks[bi + 1].n = table_slots(n if n > 5 else 5)
+                self.blocks[bi + 1].len = n if n > 5 else 5     # capacity
             self.stack.append([v, items, bi, 0, 0])
         elif isinstance(v, Node):
             node = <Node>v
@@ -610,6 +710,9 @@ cdef class Plan:
                     self.encode_key(k, first + 2 * j)
                 except TypeError as e:
                     raise type(e)("%s (key at %s)" % (e, self.path())) from None
+                if self.cells[first + 2 * j].cell.b[0] == T_SSTR and (PyUnicode_Check(v) or PyBytes_Check(v)):
+                    if self.pack_cells(first + 2 * j, k, v):
+                        continue
                 self.encode(v, first + 2 * j + 1, 0)
             else:
                 self.encode(fr[1][j], first + j, fr[4])
@@ -699,7 +802,7 @@ cdef class Plan:
                 t = self.blocks[i + 1].off
                 q = seg.base + t + BLOCK_HDR
                 ds_st64(q, self.blocks[i + 1].n)
-                ds_st64(q + 8, self.blocks[i + 1].n * 2 // 3)
+                ds_st64(q + 8, self.blocks[i + 1].len)
                 ds_st64(q + 16, 0)
                 ds_st64(q + 24, 0)
                 memset(q + 32, 0xff, 4 * self.blocks[i + 1].n)
@@ -959,7 +1062,7 @@ cdef object _rd_get(Node node, void *arg):
     a.ix = table_lookup(seg, p, a.key) if ds_ld64(p) else -1
     if a.ix < 0:
         return None
-    return decode(seg, &table_entries(p)[a.ix].value, 0)
+    return entry_value(seg, &table_entries(p)[a.ix], False)
 
 
 cdef object _rd_contains(Node node, void *arg):
@@ -997,10 +1100,10 @@ cdef object _rd_entry(Node node, void *arg):
         return None
     e = seg.dict_entry(node.off, a.ix)
     if a.mode & 3 == 0:
-        return decode(seg, &e.key, 0)
+        return entry_key(seg, e)
     if a.mode & 3 == 1:
-        return decode(seg, &e.value, 0)
-    return (decode(seg, &e.key, 0), decode(seg, &e.value, 0))
+        return entry_value(seg, e, False)
+    return (entry_key(seg, e), entry_value(seg, e, False))
 
 
 cdef object _rd_snapshot(Node node, void *arg):
@@ -1013,7 +1116,7 @@ cdef object _rd_snapshot(Node node, void *arg):
     i = seg.dict_next(node.off, 0)
     while i >= 0:
         e = seg.dict_entry(node.off, i)
-        out.append((decode(seg, &e.key, 0), decode(seg, &e.value, 0)))
+        out.append((entry_key(seg, e), entry_value(seg, e, False)))
         i = seg.dict_next(node.off, i + 1)
     return out
 
@@ -1116,8 +1219,10 @@ cdef class DictNode(Node):
         cdef Plan plan = None
         cdef Plan kplan = None
         cdef int64_t ix, vi = 0, ki = 0
-        cdef bint fast_k, fast_v
+        cdef bint fast_k, fast_v, packed = False
+        cdef Cell pair[2]
         owner = make_key(seg, k, &key)
+        memset(&ck, 0, CELL_SIZE)
         fast_k = False
         if key.ctag == T_STR or key.ctag == T_BYTES:
             if key.len <= INLINE_MAX:
@@ -1127,10 +1232,14 @@ cdef class DictNode(Node):
         elif key.ctag != T_BIGINT and key.ctag != T_KTUPLE:
             fast_k = encode_scalar(k, &ck)
         fast_v = encode_scalar(v, &cv)
-        if not fast_v:
+        if fast_k and (PyUnicode_Check(v) or PyBytes_Check(v)):
+            packed = pack_pair(pair, k, &key, v)
+        if packed:
+            fast_v = True
+        elif not fast_v:
             plan = Plan(seg)
             vi = plan.add_root(v)
-        if not fast_k:
+        if not fast_k and not packed:
             # the key's own block: stored only if the key is new
             kplan = Plan(seg)
             ki = kplan.add_key(k)
@@ -1139,14 +1248,17 @@ cdef class DictNode(Node):
             self.check(K_DICT)
             ix = seg.dict_find(self.off, &key)
             if ix >= 0 and mode == 1:
-                r = decode(seg, &seg.dict_entry(self.off, ix).value, 0)
+                r = entry_value(seg, seg.dict_entry(self.off, ix), False)
                 seg.commit()
                 return r
             if plan is not None:
                 plan.materialize()
                 cv = plan.cell(vi)[0]
+            if not packed:
+                pair[0] = ck
+                pair[1] = cv
             if ix >= 0:
-                seg.dict_set_value(self.off, ix, &cv)   # the key already there stays
+                seg.dict_set_pair(self.off, ix, pair)   # the key already there stays
             else:
                 try:
                     if kplan is not None:
@@ -1159,8 +1271,10 @@ cdef class DictNode(Node):
                     if plan is not None:
                         plan.rollback()
                     raise
-                seg.dict_insert(self.off, &key, &ck, &cv)
-            r = decode(seg, &cv, 0) if mode == 1 else None
+                if not packed:
+                    pair[0] = ck
+                seg.dict_insert(self.off, &key, &pair[0], &pair[1])
+            r = (v if packed else decode(seg, &cv, 0)) if mode == 1 else None
             seg.commit()
             return r
         finally:
@@ -1190,7 +1304,7 @@ cdef class DictNode(Node):
             self.check(K_DICT)
             ix = seg.dict_find(self.off, &key)
             if ix >= 0:
-                r = deep_decode(seg, &seg.dict_entry(self.off, ix).value)
+                r = entry_value(seg, seg.dict_entry(self.off, ix), True)
                 seg.dict_remove(self.off, ix)
             seg.commit()
         finally:
@@ -1212,7 +1326,7 @@ cdef class DictNode(Node):
             ix = seg.dict_prev(self.off, INT64_MAX_)
             if ix >= 0:
                 e = seg.dict_entry(self.off, ix)
-                r = (decode(seg, &e.key, 0), deep_decode(seg, &e.value))
+                r = (entry_key(seg, e), entry_value(seg, e, True))
                 seg.dict_remove(self.off, ix)
             seg.commit()
         finally:
@@ -1251,6 +1365,7 @@ cdef class DictNode(Node):
         cdef Key *keys
         cdef int64_t n = len(pairs), i, ix
         cdef Cell *cells = NULL
+        cdef Cell pair[2]
         if n == 0:
             return
         owners = []
@@ -1260,8 +1375,7 @@ cdef class DictNode(Node):
             for i in range(n):
                 k, v = pairs[i]
                 owners.append(make_key(seg, k, &keys[i]))
-                roots.append(plan.add_key(k))
-                roots.append(plan.add_root(v))
+                roots.append(plan.add_pair(k, &keys[i], v))
             seg.write_begin()
             try:
                 self.check(K_DICT)
@@ -1269,8 +1383,9 @@ cdef class DictNode(Node):
                 if n > 4:
                     # many pairs: one new table, published once
                     cells = <Cell *>malloc_or_raise(2 * n * CELL_SIZE)
-                    for i in range(2 * n):
-                        cells[i] = plan.cell(roots[i])[0]
+                    for i in range(n):
+                        cells[2 * i] = plan.cell(roots[i])[0]
+                        cells[2 * i + 1] = plan.cell(<int64_t>roots[i] + 1)[0]
                     try:
                         seg.dict_update_fresh(self.off, keys, cells, n)
                     except BaseException:
@@ -1285,11 +1400,12 @@ cdef class DictNode(Node):
                     for i in range(n):
                         ix = seg.dict_find(self.off, &keys[i])
                         if ix >= 0:
-                            seg.dict_set_value(self.off, ix, plan.cell(roots[2 * i + 1]))
-                            seg.defer_release(plan.cell(roots[2 * i]))
+                            pair[0] = plan.cell(roots[i])[0]
+                            pair[1] = plan.cell(<int64_t>roots[i] + 1)[0]
+                            seg.dict_set_pair(self.off, ix, pair)
                         else:
-                            seg.dict_insert(self.off, &keys[i], plan.cell(roots[2 * i]),
-                                            plan.cell(roots[2 * i + 1]))
+                            seg.dict_insert(self.off, &keys[i], plan.cell(roots[i]),
+                                            plan.cell(<int64_t>roots[i] + 1))
                 seg.commit()
             finally:
                 seg.write_end()
@@ -1389,7 +1505,10 @@ cdef object deep_copy(Segment seg, const Cell *c):
             i = seg.dict_next(off, 0)
             while i >= 0:
                 e = seg.dict_entry(off, i)
-                (<dict>obj)[decode(seg, &e.key, 0)] = _deep_value(seg, &e.value, memo, todo, 0)
+                if e.key.b[0] == T_PACKED:
+                    (<dict>obj)[entry_key(seg, e)] = entry_value(seg, e, False)
+                else:
+                    (<dict>obj)[decode(seg, &e.key, 0)] = _deep_value(seg, &e.value, memo, todo, 0)
                 i = seg.dict_next(off, i + 1)
         else:
             n = seg.list_len(off)

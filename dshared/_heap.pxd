@@ -86,6 +86,12 @@ cdef enum:
     T_KTUPLE = 14               # a tuple used as a key: its canonical encoding
     T_LAST = 14
     T_FIRST_REF = 8
+    # In a dict entry's key cell only: the entry's 32 bytes hold a short str
+    # key and a short str/bytes value together, no block:
+    #   [T_PACKED, klen | 0x80 if ASCII, vtag (T_SSTR/T_SBYTES), vlen | 0x80 if ASCII,
+    #    key bytes, value bytes]   with klen <= 14 and klen + vlen <= 28
+    T_PACKED = 15
+    PACKED_MAX = 28
 
 
 # Index slots of a dict table.
@@ -254,7 +260,8 @@ cdef class Segment:
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil
     cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
-    cdef int dict_set_value(self, uint64_t d, int64_t ix, const Cell *value) except -1
+    cdef int dict_set_pair(self, uint64_t d, int64_t ix, const Cell *pair) except -1
+    cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept
     cdef int dict_remove(self, uint64_t d, int64_t i) except -1
     cdef int dict_clear(self, uint64_t d) except -1
 
@@ -345,6 +352,19 @@ cdef inline Entry *table_entries(char *p) noexcept nogil:
     return <Entry *>(p + 32 + 4 * ds_ld64(p))
 
 
+cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
+    """Index size for a table of `capacity` entries: a power of two, at most
+    80% full (so a probe always meets an empty slot)."""
+    cdef uint64_t nslots = 8
+    while nslots * 4 // 5 < capacity:
+        nslots <<= 1
+    return nslots
+
+
+cdef inline uint64_t table_bytes(uint64_t capacity) noexcept nogil:
+    return 32 + 4 * table_slots(capacity) + ENTRY_SIZE * capacity
+
+
 cdef inline int64_t table_lookup(Segment seg, char *p, const Key *k) except -2:
     """Index of the entry with key k in the (checked) table payload p, or -1."""
     cdef uint64_t mask = ds_ld64(p) - 1, nentries = ds_ld64(p + 16)
@@ -365,6 +385,9 @@ cdef inline int64_t table_lookup(Segment seg, char *p, const Key *k) except -2:
                 # short str keys, the common case, compare right here
                 if e.key.b[0] == T_SSTR and k.ctag == T_STR:
                     if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[2], k.data, k.len) == 0:
+                        return ix
+                elif e.key.b[0] == T_PACKED and k.ctag == T_STR:
+                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[4], k.data, k.len) == 0:
                         return ix
                 elif seg.key_matches(e, k):
                     return ix

@@ -1016,7 +1016,7 @@ cdef class Segment:
             if i <= size and cnt <= size // ENTRY_SIZE and 32 + 4 * i + ENTRY_SIZE * cnt <= size - BLOCK_HDR:
                 ents = <Entry *>(p + 32 + 4 * i)
                 for i in range(cnt):
-                    if ents[i].key.b[0] != T_EMPTY:
+                    if ents[i].key.b[0] != T_EMPTY and ents[i].key.b[0] != T_PACKED:
                         self._push_cell(&ents[i].key, stack, n, cap)
                         self._push_cell(&ents[i].value, stack, n, cap)
         return n[0]
@@ -1076,6 +1076,9 @@ cdef class Segment:
         cdef uint8_t ln
         cdef const char *data
         cdef uint64_t n
+        if tag == T_PACKED:
+            ln = e.key.b[1] & 0x7f
+            return k.ctag == T_STR and k.len == ln and ln <= INLINE_MAX and memcmp(&e.key.b[4], k.data, ln) == 0
         if tag == T_SSTR or tag == T_SBYTES:
             ln = e.key.b[1] & 0x7f
             return (k.ctag == (T_STR if tag == T_SSTR else T_BYTES) and k.len == ln
@@ -1182,12 +1185,10 @@ cdef class Segment:
         return -1
 
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil:
-        """A table block with room for n entries, empty; 0 if no room."""
-        cdef uint64_t nslots = 8, capacity, t
+        """A table block with room for n entries (at least 5), empty; 0 if no room."""
+        cdef uint64_t capacity = n if n > 5 else 5
+        cdef uint64_t nslots = table_slots(capacity), t
         cdef char *p
-        while nslots * 2 // 3 < n:
-            nslots <<= 1
-        capacity = nslots * 2 // 3
         t = self.alloc(32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
         if t == 0:
             return 0
@@ -1239,7 +1240,7 @@ cdef class Segment:
             count = ds_ld64(p + 24)
         else:
             count = 0
-        nt = self._new_table(count * 3 // 2 + n if count else n)
+        nt = self._new_table(count + count // 4 + n)        # grow by 1.25
         if nt == 0:
             self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
         crash_point()
@@ -1328,9 +1329,7 @@ cdef class Segment:
         for i in range(n):
             ix = self.table_find(nt, &keys[i])
             if ix >= 0:
-                self.defer_release(&ents[ix].value)
-                self.defer_release(&cells[2 * i])       # the key already there stays
-                ents[ix].value = cells[2 * i + 1]
+                self._entry_set(&ents[ix], &cells[2 * i], False)
             else:
                 self.table_fill(nt, &keys[i].hash, &cells[2 * i], 1)
         self.jstore(self.base + d + BLOCK_HDR, nt)
@@ -1339,13 +1338,43 @@ cdef class Segment:
             self.defer_free(t)
         return 0
 
-    cdef int dict_set_value(self, uint64_t d, int64_t ix, const Cell *value) except -1:
-        """Replace the value of entry ix; the old one is released on commit."""
-        cdef Entry *e = self.dict_entry(d, ix)
-        cdef Cell old = e.value
-        self.jstore_cell(&e.value, value)
-        self.defer_release(&old)
+    cdef int dict_set_pair(self, uint64_t d, int64_t ix, const Cell *pair) except -1:
+        """Give entry ix (whose key equals pair's) the value of pair (a key
+        cell and a value cell, or a packed area); the old value is released
+        on commit, and the key already there stays."""
+        self._entry_set(self.dict_entry(d, ix), pair, True)
         return 0
+
+    cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept:
+        cdef Cell key, old = e.value
+        cdef uint8_t ln
+        if e.key.b[0] != T_PACKED:
+            self.defer_release(&old)
+        if pair[0].b[0] == T_PACKED:
+            # the new pair is packed: the key is a short str like the one there
+            if journal:
+                self.jstore_cell(&e.key, &pair[0])
+                self.jstore_cell(&e.value, &pair[1])
+            else:
+                e.key = pair[0]
+                e.value = pair[1]
+            return
+        self.defer_release(&pair[0])
+        if e.key.b[0] == T_PACKED:
+            # unpack: the key (at most 14 bytes) becomes an inline key cell
+            ln = e.key.b[1] & 0x7f
+            memset(&key, 0, CELL_SIZE)
+            key.b[0] = T_SSTR
+            key.b[1] = e.key.b[1]
+            memcpy(&key.b[2], &e.key.b[4], ln if ln <= INLINE_MAX else INLINE_MAX)
+            if journal:
+                self.jstore_cell(&e.key, &key)
+            else:
+                e.key = key
+        if journal:
+            self.jstore_cell(&e.value, &pair[1])
+        else:
+            e.value = pair[1]
 
     cdef int dict_remove(self, uint64_t d, int64_t ix) except -1:
         """Remove entry ix; its key and value are released on commit."""
@@ -1375,6 +1404,9 @@ cdef class Segment:
             self.jstore(&index[i & ~(<uint64_t>1)], pair)
         self.jstore_cell(&e.key, &empty)
         self.jstore_cell(&e.value, &empty)
+        if key.b[0] == T_PACKED:
+            memset(&key, 0, CELL_SIZE)   # nothing to release
+            memset(&value, 0, CELL_SIZE)
         # the position is not reused: nentries only grows, so a table full of
         # deleted slots reaches its capacity and is rebuilt clean
         self.jstore(p + 24, ds_ld64(p + 24) - 1)
@@ -1808,12 +1840,18 @@ cdef class Segment:
                 if ents[i].key.b[0] == T_EMPTY:
                     continue
                 live += 1
+                if ents[i].key.b[0] == T_PACKED:
+                    kl = ents[i].key.b[1] & 0x7f
+                    if (kl > INLINE_MAX or kl + (ents[i].key.b[3] & 0x7f) > PACKED_MAX
+                            or (ents[i].key.b[2] != T_SSTR and ents[i].key.b[2] != T_SBYTES)):
+                        problems.append("table at %d: packed entry %d has bad lengths" % (off, i))
                 if i not in slots:
                     problems.append("table at %d: entry %d is in no slot" % (off, i))
                 elif not self._probe_reaches(index, nslots, ents[i].hash, slots[i]):
                     problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
-                self._cells(&ents[i].key, 1, off, problems, out)
-                self._cells(&ents[i].value, 1, off, problems, out)
+                if ents[i].key.b[0] != T_PACKED:
+                    self._cells(&ents[i].key, 1, off, problems, out)
+                    self._cells(&ents[i].value, 1, off, problems, out)
             if live != count:
                 problems.append("table at %d counts %d entries, holds %d" % (off, count, live))
             if empty == 0 or nslots - empty > cap:

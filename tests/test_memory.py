@@ -344,11 +344,14 @@ def test_freed_neighbours_coalesce_below_a_live_block(checked_segment):
     seg = checked_segment(SMALL)
     root = seg.col()
     n = 43
-    root.update({i: None for i in range(n)})        # the table first, at the bottom
-    root["keep"] = None
+    init = {i: None for i in range(n)}
+    init["keep"] = None
+    root.update(init)                                # the table first, at the bottom, final size
     for i in range(n):
         root[i] = bytes([i]) * 1288                  # 16 + 8 + 1288 = 1312 bytes each
-    root["keep"] = b"k" * 100                        # the top block stays live
+    st = seg.stats()
+    keep = b"k" * max(100, st["capacity"] - st["top"] - 512)
+    root["keep"] = keep                              # the top block stays live, filling the rest
     st = seg.stats()
     assert st["capacity"] - st["top"] < 1024          # no room above the top
     order = list(range(n))
@@ -358,10 +361,10 @@ def test_freed_neighbours_coalesce_below_a_live_block(checked_segment):
     assert_clean(seg)                                 # 'free blocks not merged' would show here
     big = b"\xcd" * ((SMALL - HEADER) * 9 // 10)
     top = seg.stats()["top"]
-    root["big"] = big
+    root[0] = big                                     # an existing key: the table need not grow
     assert seg.stats()["top"] == top                  # taken from the free lists
-    assert root["big"] == big
-    assert root["keep"] == b"k" * 100
+    assert root[0] == big
+    assert root["keep"] == keep
     assert_clean(seg)
 
 
