@@ -354,9 +354,9 @@ cdef inline Entry *table_entries(char *p) noexcept nogil:
 
 cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
     """Index size for a table of `capacity` entries: a power of two, at most
-    80% full (so a probe always meets an empty slot)."""
+    7/8 full (so a probe always meets an empty slot)."""
     cdef uint64_t nslots = 8
-    while nslots * 4 // 5 < capacity:
+    while nslots - nslots // 8 < capacity:
         nslots <<= 1
     return nslots
 
