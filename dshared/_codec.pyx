@@ -58,6 +58,7 @@ cdef extern from "Python.h":
 
 
 cdef enum:
+    VIEW_CACHE = 64
     REF_NONE = -1
     REF_EXISTING = -2
     MAX_KEY_DEPTH = 100
@@ -951,12 +952,26 @@ cdef object parse_ktuple(const char *data, uint64_t ln):
 
 
 cdef object make_view(Segment seg, uint64_t off, int kind):
-    cdef Block *b = seg.block(off, kind)
+    cdef Block *b = checked_block(seg, off, kind)
     cdef Node node
-    node = <Node>(DictType.__new__(DictType) if kind == K_DICT else ListType.__new__(ListType))
+    cdef list cache = seg._views
+    cdef Py_ssize_t slot = (off >> 4) & (VIEW_CACHE - 1)
+    if cache is None:
+        cache = seg._views = [None] * VIEW_CACHE
+    else:
+        cached = cache[slot]
+        if cached is not None:
+            node = <Node>cached
+            # a view is immutable (segment, offset, generation): share it
+            if node.off == off and node.gen == b.gen and node.seg is seg and (
+                    type(node) is (DictType if kind == K_DICT else ListType)):
+                return node
+    # the C-level tp_new of the base, with the Python subclass as the type
+    node = <Node>(DictNode.__new__(DictType) if kind == K_DICT else ListNode.__new__(ListType))
     node.seg = seg
     node.off = off
     node.gen = b.gen
+    cache[slot] = node
     return node
 
 
@@ -1029,7 +1044,7 @@ cdef class Node:
 def _rebuild(name, is_dict, off, gen):
     from dshared._heap import attach_cached
     cdef Segment seg = attach_cached(name)
-    cdef Node node = <Node>(DictType.__new__(DictType) if is_dict else ListType.__new__(ListType))
+    cdef Node node = <Node>(DictNode.__new__(DictType) if is_dict else ListNode.__new__(ListType))
     node.seg = seg
     node.off = off
     node.gen = gen

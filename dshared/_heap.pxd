@@ -173,6 +173,7 @@ cdef class Segment:
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
     cdef uint64_t _pending_items
+    cdef public list _views     # recent views, direct-mapped by offset (see _codec.make_view)
     cdef object __weakref__
 
     # internals

@@ -419,6 +419,7 @@ cdef class Segment:
         fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
 
     cdef _unmap_close(self):
+        self._views = None
         if self.base != NULL:
             munmap(self.base, self.cap)
             self.base = NULL
