@@ -1236,6 +1236,7 @@ cdef class DictNode(Node):
         cdef int64_t ix, vi = 0, ki = 0
         cdef bint fast_k, fast_v, packed = False
         cdef Cell pair[2]
+        cdef char *p
         owner = make_key(seg, k, &key)
         memset(&ck, 0, CELL_SIZE)
         fast_k = False
@@ -1260,10 +1261,11 @@ cdef class DictNode(Node):
             ki = kplan.add_key(k)
         seg.write_begin()
         try:
-            self.check(K_DICT)
-            ix = seg.dict_find(self.off, &key)
+            view_block(seg, self.off, self.gen, K_DICT)
+            p = dict_payload(seg, self.off)         # the table, checked once
+            ix = table_lookup(seg, p, &key) if ds_ld64(p) else -1
             if ix >= 0 and mode == 1:
-                r = entry_value(seg, seg.dict_entry(self.off, ix), False)
+                r = entry_value(seg, &table_entries(p)[ix], False)
                 seg.commit()
                 return r
             if plan is not None:
@@ -1273,7 +1275,7 @@ cdef class DictNode(Node):
                 pair[0] = ck
                 pair[1] = cv
             if ix >= 0:
-                seg.dict_set_pair(self.off, ix, pair)   # the key already there stays
+                seg._entry_set(&table_entries(p)[ix], pair, True)   # the key already there stays
             else:
                 try:
                     if kplan is not None:
