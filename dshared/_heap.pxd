@@ -188,6 +188,9 @@ cdef class Segment:
     cdef void _undo_journal(self) noexcept nogil
     cdef int _rebuild_allocator(self) except -1
     cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil
+    cdef bint _free_link_ok(self, uint64_t off) noexcept nogil
+    cdef void _heap_corrupt(self) noexcept nogil
+    cdef bint _header_sane(self) noexcept nogil
     cdef int _bin(self, uint64_t size16) noexcept nogil
     cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil
     cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil
@@ -227,7 +230,7 @@ cdef class Segment:
     cdef int lock_release(self) except -1
     cdef bint lock_held(self)
     cdef int write_begin(self) except -1
-    cdef void commit(self) noexcept
+    cdef int commit(self) except -1
     cdef void write_end(self) noexcept
     cdef void jstore(self, void *p, uint64_t v) noexcept
     cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept

@@ -664,6 +664,8 @@ cdef class Segment:
         """Open a write: lock (reentrant), GC off, sequence odd. Every write
         ends with commit() on success, then write_end() in a finally."""
         self.lock_acquire(-1)
+        if not self._header_sane():
+            self.hdr.flags |= FLAG_POISONED
         if self.hdr.flags & FLAG_POISONED:
             self.write_end()
             raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % self.name)
@@ -676,11 +678,23 @@ cdef class Segment:
             crash_point()
         return 0
 
-    cdef void commit(self) noexcept:
+    cdef bint _header_sane(self) noexcept nogil:
+        cdef Header *h = self.hdr
+        return (HEADER_SIZE <= h.top <= self.cap and (h.top & (ALIGN - 1)) == 0
+                and h.reserved <= self.cap and h.tail16 * ALIGN <= h.top - HEADER_SIZE
+                and h.root >= HEADER_SIZE and h.root <= h.top - MIN_BLOCK
+                and h.names >= HEADER_SIZE and h.names <= h.top - MIN_BLOCK
+                and h.jcount <= JOURNAL_MAX)
+
+    cdef int commit(self) except -1:
         """The write is complete: drop its journal, then release what it left
-        unreachable. A crash from here on keeps the write."""
+        unreachable. A crash from here on keeps the write. A write that found
+        the allocator corrupt is not committed (write_end undoes it)."""
         if self.wdepth != 1:
-            return
+            return 0
+        if self.hdr.flags & FLAG_POISONED:
+            raise CorruptSegmentError("segment %r is corrupt: its allocator holds bytes that "
+                                      "cannot be trusted" % self.name)
         ds_fence_release()
         crash_point()
         self.hdr.jcount = 0
@@ -688,11 +702,12 @@ cdef class Segment:
         crash_point()
         self.committed = True
         self._run_deferred()
+        return 0
 
     cdef void write_end(self) noexcept:
         """Close a write; one that did not commit is undone through its journal."""
         if self.wdepth == 1:
-            if not self.committed:
+            if not self.committed or (self.hdr.flags & FLAG_POISONED):
                 self._undo_journal()
                 self.nfree = 0
                 self.nrel = 0
@@ -786,11 +801,24 @@ cdef class Segment:
             return <int>size16
         return 58 + ds_bitlen64(size16)
 
+    cdef bint _free_link_ok(self, uint64_t off) noexcept nogil:
+        """A free-list link: 0, or a free block inside the heap."""
+        return off == 0 or (off >= HEADER_SIZE and off <= self.hdr.top - MIN_BLOCK
+                            and (off & (ALIGN - 1)) == 0
+                            and ((<Block *>(self.base + off)).kind_rc & 0xff) == K_FREE)
+
+    cdef void _heap_corrupt(self) noexcept nogil:
+        """The allocator met bytes it cannot trust: stop trusting the segment."""
+        self.hdr.flags |= FLAG_POISONED
+
     cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil:
         cdef Header *h = self.hdr
         cdef int i = self._bin(size16)
         cdef uint64_t head = h.bins[i]
         cdef char *p = self.base + off
+        if not self._free_link_ok(head):
+            self._heap_corrupt()
+            head = 0
         ds_st64(p + 16, head)          # next
         ds_st64(p + 24, 0)             # prev
         if head:
@@ -803,6 +831,12 @@ cdef class Segment:
         cdef int i = self._bin(size16)
         cdef char *p = self.base + off
         cdef uint64_t nxt = ds_ld64(p + 16), prv = ds_ld64(p + 24)
+        if not self._free_link_ok(nxt) or not self._free_link_ok(prv):
+            # a broken list: drop it (its blocks leak until a repair rebuilds it)
+            self._heap_corrupt()
+            h.bins[i] = 0
+            h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
+            return
         if prv:
             ds_st64(self.base + prv + 16, nxt)
         else:
@@ -850,7 +884,10 @@ cdef class Segment:
             off = h.bins[i]
             n = 0
             while off and n < (self.cap >> 5):
-                if not self.inb(off, MIN_BLOCK):
+                if not self._free_link_ok(off) or (<Block *>(self.base + off)).size16 * ALIGN > h.top - off:
+                    self._heap_corrupt()
+                    h.bins[i] = 0
+                    h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
                     off = 0
                     break
                 if (<Block *>(self.base + off)).size16 >= size16:
@@ -903,9 +940,16 @@ cdef class Segment:
     cdef void free(self, uint64_t off) noexcept nogil:
         """Return a block to the allocator, merging it with free neighbours."""
         cdef Header *h = self.hdr
-        cdef Block *b = <Block *>(self.base + off)
-        cdef uint64_t size16 = b.size16, up, below
+        cdef Block *b
+        cdef uint64_t size16, up, below
         cdef Block *n
+        if (off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1))
+                or (<Block *>(self.base + off)).size16 * ALIGN > h.top - off
+                or (<Block *>(self.base + off)).size16 * ALIGN < MIN_BLOCK):
+            self._heap_corrupt()
+            return
+        b = <Block *>(self.base + off)
+        size16 = b.size16
         h.used -= size16 * ALIGN
         h.nblocks -= 1
         b.gen += 1                      # a view of this block is stale from now on
@@ -919,10 +963,10 @@ cdef class Segment:
                 size16 += n.size16
                 n.kind_rc = K_DEAD
         # merge with the block below
-        if b.prev16:
+        if b.prev16 and <uint64_t>b.prev16 * ALIGN <= off - HEADER_SIZE:
             below = off - <uint64_t>b.prev16 * ALIGN
             n = <Block *>(self.base + below)
-            if below >= HEADER_SIZE and (n.kind_rc & 0xff) == K_FREE:
+            if (n.kind_rc & 0xff) == K_FREE and <uint64_t>n.size16 == b.prev16:
                 self._bin_remove(below, n.size16)
                 size16 += n.size16
                 b.kind_rc = K_DEAD
@@ -1207,9 +1251,11 @@ cdef class Segment:
         cdef char *p = self.base + t + BLOCK_HDR
         cdef uint64_t mask = ds_ld64(p) - 1, i = hash & mask, perturb = hash
         cdef int32_t *index = <int32_t *>(p + 32)
-        while index[i] >= 0:
+        cdef uint64_t probes = 0
+        while index[i] >= 0 and probes <= mask + 64:
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
+            probes += 1
         index[i] = ix
 
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
@@ -1281,6 +1327,7 @@ cdef class Segment:
         cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
         cdef uint64_t pair
         cdef int32_t ix32
+        cdef uint64_t probes = 0
         e.hash = k.hash
         e.value = value[0]
         e.key = key[0]
@@ -1288,6 +1335,9 @@ cdef class Segment:
         while index[i] >= 0:
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
+            probes += 1
+            if probes > mask + 64:
+                raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, self.name))
         # index slots are 4 bytes: journal the aligned 8 bytes around the slot
         pair = ds_ld64(&index[i & ~(<uint64_t>1)])
         ix32 = <int32_t>ix
