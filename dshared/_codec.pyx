@@ -1071,31 +1071,31 @@ cdef struct DArg:
 cdef object _rd_get(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
     cdef Segment seg = node.seg
-    cdef char *p
+    cdef TableView tv
     view_block(seg, node.off, node.gen, K_DICT)
-    p = dict_payload(seg, node.off)
-    a.ix = table_lookup(seg, p, a.key) if ds_ld64(p) else -1
+    table_view(seg, node.off, &tv)
+    a.ix = table_lookup(seg, &tv, a.key)
     if a.ix < 0:
         return None
-    return entry_value(seg, &table_entries(p)[a.ix], False)
+    return entry_value(seg, &tv.ents[a.ix], False)
 
 
 cdef object _rd_contains(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
     cdef Segment seg = node.seg
-    cdef char *p
+    cdef TableView tv
     view_block(seg, node.off, node.gen, K_DICT)
-    p = dict_payload(seg, node.off)
-    a.ix = table_lookup(seg, p, a.key) if ds_ld64(p) else -1
+    table_view(seg, node.off, &tv)
+    a.ix = table_lookup(seg, &tv, a.key)
     return None
 
 
 cdef object _rd_len(Node node, void *arg):
     cdef Segment seg = node.seg
-    cdef char *p
+    cdef TableView tv
     view_block(seg, node.off, node.gen, K_DICT)
-    p = dict_payload(seg, node.off)
-    return <int64_t>ds_ld64(p + 24) if ds_ld64(p) else 0
+    table_view(seg, node.off, &tv)
+    return <int64_t>tv.count
 
 
 cdef object _rd_list_len(Node node, void *arg):
@@ -1236,7 +1236,7 @@ cdef class DictNode(Node):
         cdef int64_t ix, vi = 0, ki = 0
         cdef bint fast_k, fast_v, packed = False
         cdef Cell pair[2]
-        cdef char *p
+        cdef TableView tv
         owner = make_key(seg, k, &key)
         memset(&ck, 0, CELL_SIZE)
         fast_k = False
@@ -1262,10 +1262,10 @@ cdef class DictNode(Node):
         seg.write_begin()
         try:
             view_block(seg, self.off, self.gen, K_DICT)
-            p = dict_payload(seg, self.off)         # the table, checked once
-            ix = table_lookup(seg, p, &key) if ds_ld64(p) else -1
+            table_view(seg, self.off, &tv)          # the table, checked once
+            ix = table_lookup(seg, &tv, &key)
             if ix >= 0 and mode == 1:
-                r = entry_value(seg, &table_entries(p)[ix], False)
+                r = entry_value(seg, &tv.ents[ix], False)
                 seg.commit()
                 return r
             if plan is not None:
@@ -1275,7 +1275,7 @@ cdef class DictNode(Node):
                 pair[0] = ck
                 pair[1] = cv
             if ix >= 0:
-                seg._entry_set(&table_entries(p)[ix], pair, True)   # the key already there stays
+                seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
             else:
                 try:
                     if kplan is not None:

@@ -25,6 +25,8 @@ cdef extern from "dshared.h" nogil:
     int ds_mutex_init(pthread_mutex_t *m)
     int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
     int ds_mutex_trylock(pthread_mutex_t *m)
+    long ds_gettid()
+    long ds_mutex_owner(pthread_mutex_t *m)
     int ds_mutex_unlock(pthread_mutex_t *m)
     int ds_mutex_consistent(pthread_mutex_t *m)
     const char *ds_layout_name()
@@ -141,6 +143,17 @@ ctypedef struct Header:
     uint64_t jlog[128]          # (offset, old 8 bytes) pairs
     pthread_mutex_t mutex
 
+# A dict table as read once: readers copy the header fields out, check the
+# copy and use only it, since a writer may free and reuse the table meanwhile.
+ctypedef struct TableView:
+    uint64_t off                # the TABLE block, 0 when the dict has none
+    uint64_t nslots
+    uint64_t capacity
+    uint64_t nentries
+    uint64_t count
+    int32_t *index
+    Entry *ents
+
 # A key ready for lookup: computed from the Python object before the lock.
 ctypedef struct Key:
     uint64_t hash
@@ -151,7 +164,8 @@ ctypedef struct Key:
 
 
 cdef class LockState:
-    cdef uint64_t owner
+    cdef uint64_t owner         # Python thread ident of the holder in this process
+    cdef long tid               # its kernel thread id, to tell a dead holder from a new thread
     cdef long depth
     cdef long fork_gen
 
@@ -329,31 +343,41 @@ cdef inline Block *view_block(Segment seg, uint64_t off, uint32_t gen, int kind)
     return checked_block(seg, off, kind)
 
 
-cdef inline char *dict_payload(Segment seg, uint64_t d) except NULL:
-    """The payload of dict d's table, checked, or the dict's own payload
-    (table offset 0) when it has none: test with ds_ld64(result) for 0."""
-    cdef uint64_t t = ds_ld64(seg.base + d + BLOCK_HDR)
+cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
+    """Read and check the table block at t (0: no table) into tv, once."""
     cdef Block *b
-    cdef uint64_t size, nslots, capacity, nentries
+    cdef uint64_t size, nslots, capacity, nentries, count
     cdef char *p
+    tv.off = t
     if t == 0:
-        return seg.base + d + BLOCK_HDR
+        tv.nslots = tv.capacity = tv.nentries = tv.count = 0
+        tv.index = NULL
+        tv.ents = NULL
+        return 0
     b = checked_block(seg, t, K_TABLE)
     size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
     p = seg.base + t + BLOCK_HDR
     nslots = ds_ld64(p)
     capacity = ds_ld64(p + 8)
     nentries = ds_ld64(p + 16)
+    count = ds_ld64(p + 24)
     if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
             or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
-            or ds_ld64(p + 24) > nentries):
+            or count > nentries):
         seg.bad_block(t, K_TABLE)
-        return NULL
-    return p
+        return -1
+    tv.nslots = nslots
+    tv.capacity = capacity
+    tv.nentries = nentries
+    tv.count = count
+    tv.index = <int32_t *>(p + 32)
+    tv.ents = <Entry *>(p + 32 + 4 * nslots)
+    return 0
 
 
-cdef inline Entry *table_entries(char *p) noexcept nogil:
-    return <Entry *>(p + 32 + 4 * ds_ld64(p))
+cdef inline int table_view(Segment seg, uint64_t d, TableView *tv) except -1:
+    """The table of dict block d (already checked), read once into tv."""
+    return table_view_at(seg, ds_ld64(seg.base + d + BLOCK_HDR), tv)
 
 
 cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
@@ -369,21 +393,23 @@ cdef inline uint64_t table_bytes(uint64_t capacity) noexcept nogil:
     return 32 + 4 * table_slots(capacity) + ENTRY_SIZE * capacity
 
 
-cdef inline int64_t table_lookup(Segment seg, char *p, const Key *k) except -2:
-    """Index of the entry with key k in the (checked) table payload p, or -1."""
-    cdef uint64_t mask = ds_ld64(p) - 1, nentries = ds_ld64(p + 16)
+cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k) except -2:
+    """Index of the entry with key k in the table read into tv, or -1."""
+    cdef uint64_t mask = tv.nslots - 1, nentries = tv.nentries
     cdef uint64_t i = k.hash & mask, perturb = k.hash, probes = 0
-    cdef int32_t *index = <int32_t *>(p + 32)
-    cdef Entry *ents = <Entry *>(p + 32 + 4 * (mask + 1))
+    cdef int32_t *index = tv.index
+    cdef Entry *ents = tv.ents
     cdef Entry *e
     cdef int32_t ix
+    if tv.off == 0:
+        return -1
     while probes <= mask + 64:
         ix = index[i]
         if ix == IX_EMPTY:
             return -1
         if ix >= 0:
             if <uint64_t>ix >= nentries:
-                seg.bad_block(0, K_TABLE)
+                seg.bad_block(tv.off, K_TABLE)
             e = &ents[ix]
             if e.hash == k.hash:
                 # short str keys, the common case, compare right here
@@ -398,7 +424,7 @@ cdef inline int64_t table_lookup(Segment seg, char *p, const Key *k) except -2:
         perturb >>= 5
         i = (i * 5 + perturb + 1) & mask
         probes += 1
-    seg.bad_block(0, K_TABLE)
+    seg.bad_block(tv.off, K_TABLE)
     return -2
 
 

@@ -421,9 +421,16 @@ cdef class Segment:
     cdef _unmap_close(self):
         self._views = None
         if self.base != NULL:
-            munmap(self.base, self.cap)
-            self.base = NULL
-            self.hdr = NULL
+            if self.lk is not None and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen:
+                # this process holds the lock (a thread, or an exit without
+                # release): keep the mapping, so that when the holder ends the
+                # kernel can still mark the mutex owner-dead for the next locker
+                self.base = NULL
+                self.hdr = NULL
+            else:
+                munmap(self.base, self.cap)
+                self.base = NULL
+                self.hdr = NULL
         if self.fd >= 0:
             c_close(self.fd)
             self.fd = -1
@@ -511,8 +518,16 @@ cdef class Segment:
     # -- the lock and the publish path -----------------------------------------
 
     cdef bint lock_held(self):
-        return (self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
-                and self.lk.owner == PyThread_get_thread_ident())
+        # a thread that died holding the lock may leave its ident to a new
+        # thread: the mutex's owner TID tells them apart
+        cdef long owner
+        if not (self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
+                and self.lk.owner == PyThread_get_thread_ident()):
+            return False
+        if _hook_no_lock:
+            return True
+        owner = ds_mutex_owner(&self.hdr.mutex)
+        return owner < 0 or owner == self.lk.tid
 
     cdef int lock_acquire(self, double timeout) except -1:
         cdef int rc
@@ -551,6 +566,7 @@ cdef class Segment:
         elif rc != 0:
             raise OSError(rc, "cannot lock segment: " + os.strerror(rc), self.name)
         self.lk.owner = PyThread_get_thread_ident()
+        self.lk.tid = ds_gettid()
         self.lk.depth = 1
         self.lk.fork_gen = _fork_gen
         return 0
@@ -1161,70 +1177,57 @@ cdef class Segment:
 
     cdef uint64_t dict_table(self, uint64_t d) except? 0:
         """The table block of dict block `d` (already checked by node()), or 0."""
-        dict_payload(self, d)           # checks it
-        return ds_ld64(self.base + d + BLOCK_HDR)
+        cdef TableView tv
+        table_view(self, d, &tv)
+        return tv.off
 
     cdef int64_t dict_len(self, uint64_t d) except -1:
-        cdef uint64_t t = self.dict_table(d)
-        if t == 0:
-            return 0
-        return <int64_t>ds_ld64(self.base + t + BLOCK_HDR + 24)
+        cdef TableView tv
+        table_view(self, d, &tv)
+        return <int64_t>tv.count
 
     cdef uint64_t dict_version(self, uint64_t d) except? 0:
         return ds_ld64(self.base + d + BLOCK_HDR + 8)
 
     cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL:
-        cdef uint64_t t = self.dict_table(d)
-        cdef char *p
-        if t == 0:
-            raise CorruptSegmentError("entry of an empty dict")
-        p = self.base + t + BLOCK_HDR
-        if i < 0 or <uint64_t>i >= ds_ld64(p + 16):
+        cdef TableView tv
+        table_view(self, d, &tv)
+        if i < 0 or <uint64_t>i >= tv.nentries:
             raise CorruptSegmentError("dict entry %d out of range" % i)
-        return <Entry *>(p + 32 + 4 * ds_ld64(p)) + i
+        return &tv.ents[i]
 
     cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2:
         """Index of the entry with key `k`, or -1."""
-        return self.table_find(self.dict_table(d), k)
+        cdef TableView tv
+        table_view(self, d, &tv)
+        return table_lookup(self, &tv, k)
 
     cdef int64_t table_find(self, uint64_t t, const Key *k) except -2:
         """Index of the entry with key `k` in table t (0: empty), or -1."""
-        if t == 0:
-            return -1
-        return table_lookup(self, self.base + t + BLOCK_HDR, k)
+        cdef TableView tv
+        table_view_at(self, t, &tv)
+        return table_lookup(self, &tv, k)
 
     cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2:
         """The first live entry at or after position i, or -1."""
-        cdef uint64_t t = self.dict_table(d)
-        cdef char *p
-        cdef uint64_t n
-        cdef Entry *ents
-        if t == 0 or i < 0:
+        cdef TableView tv
+        table_view(self, d, &tv)
+        if i < 0:
             return -1
-        p = self.base + t + BLOCK_HDR
-        n = ds_ld64(p + 16)
-        ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
-        while <uint64_t>i < n:
-            if ents[i].key.b[0] != T_EMPTY:
+        while <uint64_t>i < tv.nentries:
+            if tv.ents[i].key.b[0] != T_EMPTY:
                 return i
             i += 1
         return -1
 
     cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2:
         """The last live entry at or before position i, or -1."""
-        cdef uint64_t t = self.dict_table(d)
-        cdef char *p
-        cdef uint64_t n
-        cdef Entry *ents
-        if t == 0:
-            return -1
-        p = self.base + t + BLOCK_HDR
-        n = ds_ld64(p + 16)
-        ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
-        if i >= <int64_t>n:
-            i = <int64_t>n - 1
+        cdef TableView tv
+        table_view(self, d, &tv)
+        if i >= <int64_t>tv.nentries:
+            i = <int64_t>tv.nentries - 1
         while i >= 0:
-            if ents[i].key.b[0] != T_EMPTY:
+            if tv.ents[i].key.b[0] != T_EMPTY:
                 return i
             i -= 1
         return -1

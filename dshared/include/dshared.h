@@ -145,6 +145,22 @@ static inline int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
     return rc;
 }
 
+/* The kernel thread id that owns the mutex, from glibc's futex word (a robust
+ * mutex keeps the owner's TID there; a dead owner's TID is cleared and
+ * FUTEX_OWNER_DIED set). -1 where the layout is not known. */
+#include <sys/syscall.h>
+#include <unistd.h>
+static inline long ds_gettid(void) { return (long)syscall(SYS_gettid); }
+static inline long ds_mutex_owner(pthread_mutex_t *m)
+{
+#if defined(__GLIBC__)
+    return (long)(__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) & 0x3fffffff);
+#else
+    (void)m;
+    return -1;
+#endif
+}
+
 static inline int ds_mutex_trylock(pthread_mutex_t *m) { return pthread_mutex_trylock(m); }
 static inline int ds_mutex_unlock(pthread_mutex_t *m) { return pthread_mutex_unlock(m); }
 static inline int ds_mutex_consistent(pthread_mutex_t *m) { return pthread_mutex_consistent(m); }
