@@ -660,7 +660,8 @@ cdef class Plan:
             self.stack.append([v, items, bi, 0, 0])
         elif isinstance(v, Node):
             node = <Node>v
-            if node.seg is self.seg:
+            # another handle of the same segment file shares its LockState
+            if node.seg is self.seg or node.seg.lk is self.seg.lk:
                 c.b[0] = T_DICT if isinstance(v, DictNode) else T_LIST
                 ds_st64(&c.b[8], node.off)
                 self.cells[ci].ref = REF_EXISTING
@@ -1299,7 +1300,14 @@ cdef class DictNode(Node):
 
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
-        return self.store(k, default, 1)
+        try:
+            return self.store(k, default, 1)
+        except UnsupportedTypeError:
+            # as dict: a default that is never stored does not matter
+            r = self.get(k, _MISSING)
+            if r is _MISSING:
+                raise
+            return r
 
     cdef object setdefault_view(self, name):
         r = self.store(name, {}, 1)
@@ -1443,6 +1451,7 @@ cdef class DictNode(Node):
 
 
 cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
+cdef object _MISSING = object()
 
 
 cdef class DictIter:

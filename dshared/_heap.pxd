@@ -220,7 +220,7 @@ cdef class Segment:
     cdef int _tiling(self, list out) except -1
     cdef uint64_t _mark(self, list blocks) except? 0
     cdef uint64_t _collect(self) except? 0
-    cdef _check(self, list problems)
+    cdef _check(self, list problems, list garbage)
     cdef list _children(self, uint64_t off, list problems)
     cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot)
     cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)

@@ -1726,16 +1726,17 @@ cdef class Segment:
         lists, every table, every value, reachability and refcounts. Returns a
         CheckReport (.ok, .problems); never raises on bad bytes."""
         problems = []
+        garbage = [0]
         self.lock_acquire(-1)
         try:
-            self._check(problems)
+            self._check(problems, garbage)
         except CorruptSegmentError as e:
             problems.append(str(e))
         finally:
             self.lock_release()
-        return CheckReport(problems)
+        return CheckReport(problems, garbage[0])
 
-    cdef _check(self, list problems):
+    cdef _check(self, list problems, list garbage):
         cdef Header *h = self.hdr
         cdef list blocks = []
         cdef Block *b
@@ -1800,26 +1801,40 @@ cdef class Segment:
                 seen.add(off)
                 todo.append(off)
         alloc_set = set(blocks) - free_set
+        children = {}
         while todo:
             off = todo.pop()
             if off not in alloc_set:
                 problems.append("a reference points at %d, which is not an allocated block" % off)
                 continue
-            for c in self._children(off, problems):
-                counts[c] = counts.get(c, 0) + 1
+            children[off] = self._children(off, problems)
+            for c in children[off]:
                 if c not in seen:
                     seen.add(c)
                     todo.append(c)
+        # refcounts count references from every block, reachable or not: a
+        # cycle waiting for collect() still holds its references
+        for off in blocks:
+            if off in free_set:
+                continue
+            kids = children.get(off)
+            if kids is None:
+                kids = self._children(off, [])
+            for c in kids:
+                counts[c] = counts.get(c, 0) + 1
         for off in blocks:
             if off in free_set:
                 continue
             b = <Block *>(self.base + off)
-            if off not in seen:
-                problems.append("leak: %s block at %d (%d bytes) is unreachable"
-                                % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
-            elif (b.kind_rc >> 8) != RC_MAX and (b.kind_rc >> 8) != counts.get(off, 0):
+            if (b.kind_rc >> 8) != RC_MAX and (b.kind_rc >> 8) != counts.get(off, 0):
                 problems.append("%s block at %d has refcount %d, %d references"
                                 % (_kind_name(b.kind_rc & 0xff), off, b.kind_rc >> 8, counts.get(off, 0)))
+            elif off not in seen:
+                if counts.get(off, 0) == 0:
+                    problems.append("leak: %s block at %d (%d bytes) is unreachable and unreferenced"
+                                    % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
+                else:
+                    garbage[0] += <uint64_t>b.size16 * ALIGN     # an unreachable cycle
 
     cdef list _children(self, uint64_t off, list problems):
         """The blocks that block `off` references, each value checked."""
@@ -1994,12 +2009,15 @@ cdef class _Lock:
 
 
 class CheckReport:
-    """The result of Segment.check(): `ok` and a list of readable `problems`."""
+    """The result of Segment.check(): `ok`, a list of readable `problems`,
+    and `garbage`: bytes in unreachable cycles that collect() will free (not
+    a problem)."""
 
-    __slots__ = ("problems",)
+    __slots__ = ("problems", "garbage")
 
-    def __init__(self, problems):
+    def __init__(self, problems, garbage=0):
         self.problems = list(problems)
+        self.garbage = garbage
 
     @property
     def ok(self):
@@ -2010,7 +2028,7 @@ class CheckReport:
 
     def __repr__(self):
         if self.ok:
-            return "<CheckReport ok>"
+            return "<CheckReport ok%s>" % (", %d bytes of garbage" % self.garbage if self.garbage else "")
         return "<CheckReport %d problems: %s>" % (len(self.problems), "; ".join(self.problems[:5]))
 
 

@@ -30,7 +30,6 @@ import copy
 import itertools
 import math
 import os
-import re
 import struct
 import sys
 import uuid
@@ -54,22 +53,6 @@ from dshared import SegmentFullError, SharedDict, SharedList, StaleReferenceErro
 SHM_DIR = "/dev/shm"
 PREFIX = "dsh-test-sm-%d-" % os.getpid()
 _names = itertools.count()
-
-# BUG-1: a view read through one Segment handle and stored through another
-# handle of the same segment is stored as a deep copy instead of binding the
-# same shared object (_codec.Plan.encode tests ``node.seg is self.seg``).
-# While this is True, views to be stored (aliases, and the sources of
-# update(view), extend(view), lst[i:j] = view) are read through the handle the
-# store goes through (see _source); set it to False once the bug is fixed.
-CROSS_HANDLE_ALIAS_BUG = True
-
-# BUG-2: check() counts references only from reachable blocks, so while a
-# garbage cycle is not collected yet it reports its blocks as "leak: ... is
-# unreachable", and every live block the cycle refers to as "refcount N, M
-# references" (N > M): a healthy heap is not ok(). While this is True, those
-# problems are let through, and only while the model says a garbage cycle may
-# exist; set it to False once check() tells uncollected garbage apart.
-CHECK_GARBAGE_BUG = True
 
 CHECK_EVERY = 4         # run seg.check() after every CHECK_EVERY-th step
 
@@ -368,17 +351,6 @@ def _equal_variants(k):
     return out
 
 
-_REFCOUNT_PROBLEM = re.compile(r"\w+ block at \d+ has refcount (\d+), (\d+) references$")
-
-
-def _garbage_problem(p):
-    """A check() problem that an uncollected garbage cycle explains."""
-    if p.startswith("leak: ") and p.endswith(" is unreachable"):
-        return True
-    mt = _REFCOUNT_PROBLEM.match(p)
-    return mt is not None and int(mt.group(1)) > int(mt.group(2))
-
-
 def _slice_len(sl, n):
     return len(range(*sl.indices(n)))
 
@@ -465,9 +437,9 @@ class SharedStateMachine(RuleBasedStateMachine):
 
     def _source(self, data, h, path):
         """The view at path, to be stored (or its items stored) through handle h."""
-        hv = h
-        if not CROSS_HANDLE_ALIAS_BUG:
-            hv = data.draw(st.integers(0, 1), label="source handle")
+        # either handle: a view read through one and stored through the other
+        # binds the same shared object
+        hv = data.draw(st.integers(0, 1), label="source handle")
         return self._follow(hv, path)
 
     def _mv(self, data, h, aliases):
@@ -640,10 +612,9 @@ class SharedStateMachine(RuleBasedStateMachine):
 
     def _check_heap(self):
         report = self.segs[self.steps % 2].check()
-        problems = report.problems
-        if CHECK_GARBAGE_BUG and self._maybe_garbage():
-            problems = [p for p in problems if not _garbage_problem(p)]     # BUG-2
-        assert not problems, problems
+        assert not report.problems, report.problems
+        if not self._maybe_garbage():
+            assert report.garbage == 0, report
 
     def walk_ids(self):
         return {id(o) for _, o in self._containers()}
