@@ -87,6 +87,7 @@ cdef extern from "Python.h":
 
 
 cdef uint64_t MAGIC = 0x3144455241485344ULL
+CREATING = b"DSHAREDc"          # the first 8 bytes while a creation is under way
 cdef uint64_t DEFAULT_CAPACITY = 256 << 20
 cdef uint64_t MAX_CAPACITY = 1 << 44
 cdef uint64_t RESERVE_CHUNK = 1 << 20
@@ -249,7 +250,7 @@ cdef class Segment:
                 except FileExistsError:
                     pass
                 try:
-                    self._attach(allow_unsafe)
+                    self._attach(allow_unsafe, cap, True)
                     break
                 except FileNotFoundError:
                     pass
@@ -258,7 +259,7 @@ cdef class Segment:
         elif create:
             self._create(cap)
         else:
-            self._attach(allow_unsafe)
+            self._attach(allow_unsafe, cap, False)
         key = self._file_key()
         st = _lock_states.get(key)
         if st is None:
@@ -280,25 +281,34 @@ cdef class Segment:
         self.fd = fd
         self.created = True
         try:
-            # exclusive while initialising; attachers wait on LOCK_SH
+            # exclusive while initialising; attachers wait on LOCK_SH. The
+            # marker says "being created" until the magic replaces it, so that
+            # a creator killed half-way leaves something the next opener can
+            # recognise and finish (see _attach).
             flock(fd, LOCK_EX)
             fchmod(fd, 0o600)            # umask-proof
-            if ftruncate(fd, cap) != 0:
-                e = errno
-                raise OSError(e, os.strerror(e), self.name)
-            first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
-            rc = posix_fallocate(fd, 0, first)
-            if rc:
-                raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
-            self._map(cap)
-            self._init_header(first)
-            flock(fd, LOCK_SH)
+            os.pwrite(fd, CREATING, 0)
+            self._initialize(cap)
         except BaseException:
             self._unmap_close()
             shm_unlink(p)
             raise
 
-    def _attach(self, allow_unsafe):
+    def _initialize(self, uint64_t cap):
+        """Size, back, map and initialise the segment (exclusive lock held),
+        then downgrade to the shared lock every attached process holds."""
+        if ftruncate(self.fd, cap) != 0:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
+        rc = posix_fallocate(self.fd, 0, first)
+        if rc:
+            raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
+        self._map(cap)
+        self._init_header(first)
+        flock(self.fd, LOCK_SH)
+
+    def _attach(self, allow_unsafe, uint64_t cap, bint may_finish):
         cdef bytes p = _shm_path(self.name)
         cdef int fd = shm_open(p, O_RDWR, 0)
         cdef struct_stat st
@@ -328,6 +338,12 @@ cdef class Segment:
                     raise PermissionError("segment %r has mode %o, open to other users; "
                                           "pass allow_unsafe=True to attach anyway"
                                           % (self.name, st.st_mode & 0o777))
+            if st.st_size == 0 or os.pread(fd, 8, 0) == CREATING:
+                # a creation that did not finish: if its creator is gone (the
+                # exclusive lock is free, so nobody else has it open either),
+                # finish it as that creator would have
+                if self._take_over_creation(cap, may_finish):
+                    return
             if <uint64_t>st.st_size < MIN_CAPACITY:
                 raise CorruptSegmentError("%r is not a dshared segment (only %d bytes)" % (self.name, st.st_size))
             self._map(st.st_size)
@@ -335,6 +351,21 @@ cdef class Segment:
         except BaseException:
             self._unmap_close()
             raise
+
+    def _take_over_creation(self, uint64_t cap, bint may_finish):
+        flock(self.fd, LOCK_UN)
+        if flock(self.fd, LOCK_EX | LOCK_NB) != 0:
+            # someone holds it: a creator still at work, or another finisher
+            flock(self.fd, LOCK_SH)
+            return False
+        if not may_finish:
+            flock(self.fd, LOCK_UN)
+            raise CorruptSegmentError(
+                "segment %r was left half-created by a process that died; dshared.init(%r) "
+                "or Segment(%r) finishes creating it" % (self.name, self.name, self.name))
+        os.pwrite(self.fd, CREATING, 0)
+        self._initialize(cap)
+        return True
 
     cdef _map(self, uint64_t cap):
         cdef void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
@@ -348,7 +379,7 @@ cdef class Segment:
     cdef _init_header(self, uint64_t reserved):
         cdef Header *h = self.hdr
         seed = os.urandom(16)
-        memset(h, 0, HEADER_SIZE)
+        memset(<char *>h + 8, 0, HEADER_SIZE - 8)     # the creation marker stays until the magic
         h.reserved = reserved
         h.version = FORMAT_VERSION
         h.header_size = HEADER_SIZE

@@ -209,6 +209,8 @@ def test_create_existing_segment(segment, shm_name):
 
 @pytest.mark.parametrize("content", [b"", b"\0" * 65536, b"not a dshared segment" * 5000])
 def test_attach_to_foreign_object_fails_cleanly(shm_name, content):
+    """Attaching (create=False) to anything but a dshared segment is a clear
+    error, never a crash, and the object is left as it was."""
     path = "/dev/shm/" + shm_name
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
@@ -216,7 +218,8 @@ def test_attach_to_foreign_object_fails_cleanly(shm_name, content):
     finally:
         os.close(fd)
     try:
-        with pytest.raises(dshared.CorruptSegmentError, match="not a dshared segment"):
+        # an empty object may be a creation whose creator died: said so
+        with pytest.raises(dshared.CorruptSegmentError, match="not a dshared segment|half-created"):
             dshared.Segment(shm_name, create=False)
     finally:
         os.unlink(path)
@@ -351,3 +354,22 @@ def test_lock_is_reentrant(segment):
             segment.col()['a'] = 1
         segment.col()['b'] = 2
     assert segment.col().to_python() == {'a': 1, 'b': 2}
+
+
+def test_half_created_segment_is_finished_by_the_next_opener(shm_name):
+    """A creator that died after shm_open, before the magic, leaves an object
+    marked as being created; the next init()/Segment(name) finishes it."""
+    path = "/dev/shm/" + shm_name
+    for content in (b"", b"DSHAREDc" + bytes(100)):
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.write(fd, content)
+        os.close(fd)
+        with pytest.raises(dshared.CorruptSegmentError, match="half-created"):
+            dshared.Segment(shm_name, create=False)
+        with dshared.Segment(shm_name, 1 << 20) as seg:
+            seg.col()["x"] = 1
+            assert seg.check().ok
+            assert seg.capacity == 1 << 20
+        with dshared.Segment(shm_name, create=False) as seg:
+            assert seg.col()["x"] == 1
+        dshared.unlink(shm_name)
