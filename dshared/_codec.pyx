@@ -823,6 +823,22 @@ cdef class Plan:
         return &self.cells[ci].cell
 
 
+cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t n, uint64_t flags) except? 0:
+    """A fresh STR or BYTES block (refcount 1) holding data (lock held)."""
+    cdef uint64_t hdr = 16 if kind == K_STR else 8
+    cdef uint64_t off = seg.alloc(hdr + n, kind)
+    cdef char *p
+    if off == 0:
+        seg.raise_alloc_error(hdr + n)
+    p = seg.base + off + BLOCK_HDR
+    ds_st64(p, n)
+    if kind == K_STR:
+        ds_st64(p + 8, flags)
+    memcpy(p + hdr, data, n)
+    (<Block *>(seg.base + off)).kind_rc = <uint32_t>kind | (1 << 8)
+    return off
+
+
 cdef object refreshed(Segment seg, object err):
     """The SegmentFullError to show the caller: its message counts the bytes in
     use now that the failed operation was rolled back."""
@@ -1238,6 +1254,10 @@ cdef class DictNode(Node):
         cdef bint fast_k, fast_v, packed = False
         cdef Cell pair[2]
         cdef TableView tv
+        cdef const char *vdata = NULL
+        cdef uint64_t vlen = 0, vblock = 0
+        cdef bint vascii = False
+        cdef int vkind = 0
         owner = make_key(seg, k, &key)
         memset(&ck, 0, CELL_SIZE)
         fast_k = False
@@ -1253,6 +1273,16 @@ cdef class DictNode(Node):
             packed = pack_pair(pair, k, &key, v)
         if packed:
             fast_v = True
+        elif not fast_v and (PyUnicode_Check(v) or PyBytes_Check(v)):
+            # one str or bytes block: written directly, no plan
+            if PyUnicode_Check(v):
+                vowner = str_utf8(v, &vdata, &vlen, &vascii)
+                vkind = K_STR
+            else:
+                vowner = v
+                vdata = PyBytes_AS_STRING(v)
+                vlen = PyBytes_GET_SIZE(v)
+                vkind = K_BYTES
         elif not fast_v:
             plan = Plan(seg)
             vi = plan.add_root(v)
@@ -1272,6 +1302,9 @@ cdef class DictNode(Node):
             if plan is not None:
                 plan.materialize()
                 cv = plan.cell(vi)[0]
+            elif vkind:
+                vblock = new_bytes_block(seg, vkind, vdata, vlen, 1 if vascii else 0)
+                cell_set(&cv, T_STR if vkind == K_STR else T_BYTES, vblock)
             if not packed:
                 pair[0] = ck
                 pair[1] = cv
@@ -1288,6 +1321,8 @@ cdef class DictNode(Node):
                         kplan.rollback()
                     if plan is not None:
                         plan.rollback()
+                    if vblock:
+                        seg.free(vblock)
                     raise
                 if not packed:
                     pair[0] = ck
