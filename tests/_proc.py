@@ -30,7 +30,8 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 RESULT_MARK = "@@dshared-driver-result@@ "
 
 _BOOT = r"""
-import importlib, json, os, sys
+import faulthandler, importlib, json, os, sys
+faulthandler.enable()       # a worker that dies of a signal shows where
 sys.path.insert(0, sys.argv[1])
 mod = importlib.import_module(sys.argv[2])
 res = getattr(mod, sys.argv[3])(*json.loads(sys.argv[4]))

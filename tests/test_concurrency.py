@@ -24,9 +24,21 @@ import pytest
 import dshared
 from dshared import _heap
 
-from _proc import Children, Popen, fork_call, kill_pid, run_driver, test_seed, unlink_quietly, wait_pid
+from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid
 
 WAIT_LIMIT = 2.0            # the longest a lock wait may take, anywhere
+
+# Library bug found by these suites (see test_readers_racing_table_replacement_never_fault):
+BUG_READER_SEGV = ("bug: a lock-free dict reader dies of SIGSEGV when a writer frees and reuses the "
+                   "table it is reading (Segment.table_find / dict_entry / dict_next re-read nslots and "
+                   "nentries from shared memory after dict_table() validated them)")
+
+
+def xfail_if_segv(codes, what):
+    """Every other assertion of a test has passed; if one of its processes
+    still died of SIGSEGV, that is the known reader bug: report it as such."""
+    if -signal.SIGSEGV in codes:
+        pytest.xfail("%s died of SIGSEGV: %s" % (what, BUG_READER_SEGV))
 
 
 def _out(obj):
@@ -366,11 +378,13 @@ def _drive_history(name, seed):
 def test_concurrent_history(shm_name):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_history", shm_name, seed, timeout=140)
-    assert r["codes"] == [0] * (H_WRITERS + H_READERS), r["codes"]
+    assert r["codes"][:H_WRITERS] == [0] * H_WRITERS, r["codes"]
+    assert all(c in (0, -signal.SIGSEGV) for c in r["codes"]), r["codes"]
     assert r["problems"] == []
     assert r["len"] == H_WRITERS * H_KEYS + 1
     for rd in r["readers"]:
-        assert rd is not None, "a reader reported nothing"
+        if rd is None:
+            continue                    # it died: see xfail_if_segv below
         st = rd["stats"]
         print("reader: %r" % st)
         assert not rd["bad"], "\n".join(rd["bad"])
@@ -380,6 +394,80 @@ def test_concurrent_history(shm_name):
         assert st["newer"] >= 100, "the reader saw too few overwrites happen"
         assert st["seen"] == H_WRITERS * H_KEYS
     print("writes took %.2f s" % r["write_seconds"])
+    xfail_if_segv(r["codes"], "a reader")
+    assert None not in r["readers"]
+
+
+def _race_writer(name, w):
+    seg = dshared.Segment(name, create=False)
+    d = seg.col()
+    t = d['t']
+    i = 0
+    while True:
+        i += 1
+        t.update({'k%d' % j: j for j in range(i % 40 + 5)})    # > 4 pairs: a new table, the old one freed
+        d['s%d' % w] = 'x' * ((i * 37) % 3000)                 # str blocks reuse the freed tables
+        if i % 7 == 0:
+            t.clear()
+
+
+def _race_reader(name, r):
+    seg = dshared.Segment(name, create=False)
+    t = seg.col()['t']
+    while True:
+        if r % 3 == 0:
+            for j in range(200):
+                v = t.get('k%d' % j)
+                if v is not None and v != j:
+                    os._exit(3)                 # a torn value
+        elif r % 3 == 1:
+            try:
+                for k, v in t.items():
+                    if v != int(k[1:]):
+                        os._exit(3)
+            except RuntimeError:
+                pass                            # changed during iteration: dict's rule
+        else:
+            for k, v in t.to_python().items():
+                if v != int(k[1:]):
+                    os._exit(3)
+
+
+def _drive_table_race(name, seconds):
+    seg = dshared.Segment(name, 64 << 20, create=True)
+    seg.col()['t'] = {}
+    dead = {}
+    try:
+        with Children() as ch:
+            writers = [ch.fork(_race_writer, name, w) for w in range(2)]
+            readers = [ch.fork(_race_reader, name, r) for r in range(8)]
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < seconds and not dead:
+                time.sleep(0.02)
+                for i, pid in enumerate(readers + writers):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        ch.pids.discard(pid)
+                        dead[("reader %d" % i) if i < 8 else "writer"] = exit_code(status)
+            alive_for = time.monotonic() - t0
+        return {"dead": dead, "seconds": alive_for, "problems": seg.check().problems}
+    finally:
+        seg.close()
+        seg.unlink()
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_READER_SEGV)
+@pytest.mark.timeout(60)
+def test_readers_racing_table_replacement_never_fault(shm_name):
+    """Minimal reproduction. Two writers keep replacing a dict's table
+    (update with > 4 pairs builds a new one; clear drops it) and reusing the
+    freed blocks for strings; eight lock-free readers get, iterate and copy
+    the dict. A racing reader may see stale bytes and retry, but must never
+    fault nor return a value that was never stored."""
+    r = run_driver("test_concurrency", "_drive_table_race", shm_name, 8.0, timeout=50)
+    print(r)
+    assert r["dead"] == {}, "after %.2f s: %r" % (r["seconds"], r["dead"])
+    assert r["problems"] == []
 
 
 # =====================================================================================
@@ -426,6 +514,19 @@ def rk_keys(wid):
             p + "N", p + "C")
 
 
+def rk_cycle(s):
+    c = [s, 'cycle %d' % s]
+    c.append(c)
+    return c
+
+
+def rk_uncycle(v):
+    """A cycle made by rk_cycle(s) as read back: ("cycle", s); anything else as is."""
+    if isinstance(v, list) and len(v) == 3 and v[2] is v:
+        return ("cycle", v[0])
+    return v
+
+
 def _rk_worker(name, wid, inc, seed, logpath):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
@@ -453,6 +554,10 @@ def _rk_worker(name, wid, inc, seed, logpath):
                     op = ["nset", "n%d" % rng.randrange(RK_NESTED), s]
                 elif r < 0.85:
                     op = ["ndel", "n%d" % rng.randrange(RK_NESTED)]
+                elif r < 0.9:
+                    op = ["cycle", rng.choice(keys), s]      # the value it replaces may be a cycle: garbage
+                elif r < 0.91:
+                    op = ["collect"]
                 else:
                     op = ["incr", ckey]
                 os.write(fd, ("I %d %s\n" % (s, json.dumps(op))).encode())
@@ -473,6 +578,10 @@ def _rk_worker(name, wid, inc, seed, logpath):
                     d[nkey]['sub'][op[1]] = rk_value(s)
                 elif kind == "ndel":
                     d[nkey]['sub'].pop(op[1], None)
+                elif kind == "cycle":
+                    d[op[1]] = rk_cycle(s)
+                elif kind == "collect":
+                    seg.collect()
                 else:
                     d.incr(op[1])
                 os.write(fd, b"A %d\n" % s)
@@ -483,6 +592,8 @@ def _rk_apply(op, s, key, v):
     kind = op[0]
     if kind in ("set", "nset"):
         return rk_value(s)
+    if kind == "cycle":
+        return ("cycle", s)
     if kind in ("del", "ndel"):
         return ABSENT
     if kind == "update":
@@ -526,6 +637,9 @@ def _rk_model(wid, logs):
         for (s, op), acked in events:
             counts["intents"] += 1
             counts["acked" if acked else "unacked"] += 1
+            if op[0] == "collect":
+                counts["collects"] = counts.get("collects", 0) + 1
+                continue
             if op[0] == "update":
                 targets = op[1]
             elif op[0] in ("nset", "ndel"):
@@ -545,6 +659,14 @@ def _rk_model(wid, logs):
     return poss, counts, max_wait
 
 
+def _proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def _drive_random_kills(name, seed, logdir, kills):
     seg = dshared.Segment(name, 64 << 20, create=True)
     rng = random.Random(seed)
@@ -557,6 +679,7 @@ def _drive_random_kills(name, seed, logdir, kills):
         d[ckey] = 0
     logs = {wid: [] for wid in range(RK_WORKERS)}
     errors = []
+    died = []
     checks = []
     try:
         with Children() as ch:
@@ -573,27 +696,39 @@ def _drive_random_kills(name, seed, logdir, kills):
             t0 = time.monotonic()
             for k in range(kills):
                 time.sleep(rng.uniform(0.003, 0.04))
-                wid = rng.randrange(RK_WORKERS)
+                # a random worker, preferably one on a CPU now (waiters sleep on
+                # the futex; the holder is likely running): more kills hit a holder
+                busy = [w for w in range(RK_WORKERS) if _proc_state(running[w]) == "R"]
+                wid = rng.choice(busy or list(range(RK_WORKERS)))
                 code = ch.kill(running[wid])
                 if code != -signal.SIGKILL:
-                    errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
+                    died.append(code)
+                    if code != -signal.SIGSEGV:
+                        errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
                 start(wid)
                 if k % 50 == 49:
-                    rep = seg.check()
-                    checks.append(rep.problems)
+                    # overwritten cycles are garbage that only collect() frees,
+                    # and check() would list them as leaks
+                    with seg.lock():
+                        seg.collect()
+                        checks.append(seg.check().problems)
             t_kills = time.monotonic() - t0
             d['stop'] = True
             for wid, pid in running.items():
                 code = ch.wait(pid, 30)
                 if code != 0:
-                    errors.append("worker %d exit %r at the end" % (wid, code))
+                    died.append(code)
+                    if code != -signal.SIGSEGV:
+                        errors.append("worker %d exit %r at the end" % (wid, code))
         snap = d.to_python()
-        problems = seg.check().problems
+        with seg.lock():
+            seg.collect()
+            problems = seg.check().problems
         stats = seg.stats()
     finally:
         seg.close()
         seg.unlink()
-    report = {"errors": errors, "checks": checks, "problems": problems, "repairs": stats["repairs"],
+    report = {"errors": errors, "died": died, "checks": checks, "problems": problems, "repairs": stats["repairs"],
               "kill_seconds": t_kills, "workers": {}}
     for wid in range(RK_WORKERS):
         texts = []
@@ -609,6 +744,7 @@ def _drive_random_kills(name, seed, logdir, kills):
                 actual = snap[nkey]['sub'].get(k[len(nkey) + 1:], ABSENT)
             else:
                 actual = snap.get(k, ABSENT)
+            actual = rk_uncycle(actual)
             if canon(actual) not in allowed:
                 wrong.append("%s = %r, expected one of %r" % (k, actual, list(allowed.values())[:4]))
         stray = [k for k in snap if k.startswith("w%d:" % wid) and k not in poss and k != nkey]
@@ -638,6 +774,7 @@ def test_random_kills(shm_name, tmp_path):
         assert w["incarnations"] >= 10
     assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation" 
     assert r["repairs"] >= 30, "only %d repairs: the kills rarely hit a lock holder" % r["repairs"]
+    xfail_if_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
 
 
 # =====================================================================================
@@ -869,6 +1006,53 @@ def test_stopped_holder_is_never_robbed(shm_name):
     assert r["problems"] == []
 
 
+BUG_EXIT_UNMAPS = ("bug: a process that ends while holding the lock, without being killed (the script "
+                   "ends after acquire(), or the handle is freed while held), unmaps the segment as its "
+                   "Segment is deallocated, before the kernel walks its robust-mutex list; the kernel "
+                   "cannot mark the mutex owner-dead in an unmapped page, so it stays locked by a dead "
+                   "thread: every waiter blocks forever, no repair ever happens")
+
+_EXIT_HOLDERS = {
+    "killed": ("import sys, time, dshared\ns = dshared.Segment(sys.argv[1], create=False)\ns.acquire()\n"
+               "print('held', flush=True)\ntime.sleep(60)\n"),
+    "os._exit": ("import os, sys, dshared\ns = dshared.Segment(sys.argv[1], create=False)\ns.acquire()\n"
+                 "print('held', flush=True)\nos._exit(0)\n"),
+    "daemon thread at exit": (
+        "import sys, time, threading, dshared\ns = dshared.Segment(sys.argv[1], create=False)\n"
+        "ev = threading.Event()\ndef hold():\n    with s.lock():\n        ev.set()\n        time.sleep(60)\n"
+        "threading.Thread(target=hold, daemon=True).start()\nev.wait()\nprint('held', flush=True)\n"),
+    "end of script": ("import sys, dshared\ns = dshared.Segment(sys.argv[1], create=False)\ns.acquire()\n"
+                      "print('held', flush=True)\n"),
+    "handle freed, then exit": ("import sys, dshared\ns = dshared.Segment(sys.argv[1], create=False)\n"
+                                "s.acquire()\nprint('held', flush=True)\ndel s\n"),
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", [
+    "killed", "os._exit", "daemon thread at exit",
+    pytest.param("end of script", marks=pytest.mark.xfail(strict=True, reason=BUG_EXIT_UNMAPS)),
+    pytest.param("handle freed, then exit", marks=pytest.mark.xfail(strict=True, reason=BUG_EXIT_UNMAPS)),
+])
+def test_holder_that_exits_without_release(segment, shm_name, how):
+    """However a holding process ends, the next locker gets the lock (with
+    one repair) within the wait limit."""
+    with Popen(_EXIT_HOLDERS[how], shm_name) as holder:
+        assert holder.stdout.readline() == "held\n"
+        if how == "killed":
+            holder.kill()
+        assert holder.wait(20) in (0, -signal.SIGKILL)
+    t = time.monotonic()
+    try:
+        segment.acquire(timeout=WAIT_LIMIT)
+    except dshared.LockTimeout:
+        pytest.fail("the lock of a dead holder (%s) was never freed" % how)
+    segment.release()
+    print("%s: lock after %.3f s" % (how, time.monotonic() - t))
+    assert segment.stats()['repairs'] == 1
+    assert segment.check().ok
+
+
 @pytest.mark.timeout(30)
 def test_reentry_in_one_thread_never_hangs(segment, shm_name):
     """Re-entry by the holding thread, through the same handle, a second
@@ -1011,6 +1195,66 @@ def test_fork_while_another_thread_holds_the_lock(shm_name):
         assert run["waited"] > 0.05, "the child did not wait for the parent's thread: %r" % run
         assert run["problems"] == []
     assert r["child"] == len(r["runs"])
+    assert r["problems"] == []
+
+
+BUG_THREAD_IDENT = ("bug: a thread that ends while holding the lock leaves the per-process lock state "
+                    "(owner = its thread ident, depth 1) behind; the next thread, which glibc gives the "
+                    "same ident, takes the reentrant fast path and 'holds' the lock without the mutex, "
+                    "while another process acquires the owner-dead mutex: two holders at once")
+
+_PROBE = """
+import sys, dshared
+s = dshared.Segment(sys.argv[1], create=False)
+try:
+    s.acquire(0.3)
+    print('acquired', s.stats()['repairs'])
+    s.release()
+except dshared.LockTimeout:
+    print('timeout')
+"""
+
+
+def _drive_thread_exit(name):
+    seg = dshared.Segment(name, 1 << 20, create=True)
+    idents = []
+    seen = []
+    try:
+        def leaver():
+            idents.append(threading.get_ident())
+            seg.acquire()
+
+        def locker():
+            idents.append(threading.get_ident())
+            with seg.lock(timeout=5):
+                seg.col()['x'] = 1
+                with Popen(_PROBE, name) as probe:
+                    out, err = probe.communicate(timeout=20)
+                seen.append(out.strip() or err[-500:])
+
+        for target in (leaver, locker):
+            th = threading.Thread(target=target)
+            th.start()
+            th.join(30)
+            time.sleep(0.1)             # let the thread end for good: its stack (and ident) is reused
+        return {"idents": idents, "seen": seen, "repairs": seg.stats()['repairs'],
+                "problems": seg.check().problems}
+    finally:
+        seg.close()
+        seg.unlink()
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_THREAD_IDENT)
+@pytest.mark.timeout(60)
+def test_thread_that_ends_holding_the_lock(shm_name):
+    """A thread takes the lock and ends without releasing it: its death is
+    a holder death like a process's (the robust mutex reports it). The next
+    thread that locks must repair and really own the mutex: another process
+    trying meanwhile must time out."""
+    r = run_driver("test_concurrency", "_drive_thread_exit", shm_name, timeout=50)
+    print(r)
+    assert r["seen"] == ["timeout"], "another process got the lock while a thread held it: %r" % r
+    assert r["repairs"] == 1
     assert r["problems"] == []
 
 

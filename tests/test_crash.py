@@ -22,14 +22,17 @@ import copy
 import hashlib
 import json
 import os
+import random
+import re
 import select
+import time
 
 import pytest
 
 import dshared
 from dshared import _heap
 
-from _proc import Children, read_all, run_driver, unlink_quietly
+from _proc import Children, read_all, run_driver, test_seed, unlink_quietly
 
 SIZE = 4 << 20
 CRASH = _heap.CRASH_EXIT_CODE
@@ -172,8 +175,18 @@ def model_incr(key, delta):
     return m
 
 
+def setup_empty(d, seg):
+    pass
+
+
+def setup_empty_list(d, seg):
+    base(d, seg)
+    d['e'] = []
+
+
 OPS = {
     # dict writes
+    'insert_first': (setup_empty, lambda d, s: d.__setitem__('first', 'the first value ' * 3), None),
     'insert': (base, lambda d, s: d.__setitem__('new', 'new value ' * 5), None),
     'insert_scalar': (base, lambda d, s: d.__setitem__('n', 42), None),
     'insert_object_key': (base, lambda d, s: d.__setitem__(('k', 1, 'long key string ' * 3), [1]), None),
@@ -201,6 +214,7 @@ OPS = {
     # list writes
     'append_room': (setup_append_room, lambda d, s: d['l'].append('x' * 30), None),
     'append_full': (base, lambda d, s: d['l'].append('x' * 30), None),
+    'append_empty': (setup_empty_list, lambda d, s: d['e'].append({'first': 'item' * 10}), None),
     'extend': (base, lambda d, s: d['l'].extend(['e' * 20, 7, {'k': 'v'}]), None),
     'list_insert': (base, lambda d, s: d['l'].insert(1, {'i': 'ins' * 10}), None),
     'list_delete': (base, lambda d, s: d['l'].__delitem__(1), None),
@@ -454,3 +468,71 @@ def test_meta_crash_points_without_repair_fail(shm_name, op_name):
           % (op_name, len(caught), len(crashed), len(structural)))
     assert caught, "without repair every crash point of %s still looked sound" % op_name
     assert structural, "without repair only the odd write sequence gave %s away" % op_name
+
+
+# -- a creator killed while it creates the segment ----------------------------------------------
+
+def _create(name):
+    dshared.Segment(name, 8 << 20, create=True)
+
+
+def _probe(name):
+    """What a process finds under `name` after the creator died: 'missing',
+    'ok' (then the segment works and checks clean) or the error."""
+    t = time.monotonic()
+    out = {}
+    try:
+        seg = dshared.Segment(name)           # init's way: create, or attach if it exists
+    except Exception as e:
+        out["outcome"] = "%s: %s" % (type(e).__name__, e)
+    else:
+        try:
+            out["outcome"] = "created" if seg.created else "attached"
+            seg.col()['x'] = [1, 'two']
+            out["x"] = seg.col()['x'].to_python()
+            out["problems"] = seg.check().problems
+            out["repairs"] = seg.stats()['repairs']
+        finally:
+            seg.close()
+    out["seconds"] = time.monotonic() - t
+    return out
+
+
+def _drive_create_kills(prefix, seed, rounds):
+    rng = random.Random(seed)
+    results = []
+    with Children() as ch:
+        for i in range(rounds):
+            name = "%s-c%d" % (prefix, i)
+            try:
+                pid = ch.fork(_create, name)
+                time.sleep(rng.uniform(0, 0.003))
+                code = ch.kill(pid)
+                existed = os.path.exists("/dev/shm/" + name)
+                code_p, res = _call(ch, _probe, name, timeout=30)
+                results.append({"kill": code, "existed": existed, "probe_exit": code_p, "probe": res})
+            finally:
+                unlink_quietly(name)
+    return results
+
+
+@pytest.mark.timeout(120)
+def test_creator_killed_while_creating(shm_name):
+    """The creator is SIGKILLed at random moments of Segment(create=True).
+    The next process to open the name (as init() does: create or attach)
+    must end up with a working segment: never a hang, a signal, or an error
+    that leaves the name unusable."""
+    seed = test_seed()
+    results = run_driver("test_crash", "_drive_create_kills", shm_name, seed, 100, timeout=110)
+    outcomes = {}
+    for r in results:
+        found = r["probe"]["outcome"] if r["probe"] else "probe exit %r" % r["probe_exit"]
+        key = "%s, %s" % ("existed" if r["existed"] else "absent", re.sub(r"'[^']*'", "NAME", found))
+        outcomes[key] = outcomes.get(key, 0) + 1
+    print("outcomes (name existed after the kill, what the next open found): %r" % outcomes)
+    assert all(r["probe_exit"] == 0 and r["probe"]["seconds"] < 5 for r in results), results
+    # the kills landed both before and after the segment appeared
+    assert any(r["existed"] for r in results) and not all(r["existed"] for r in results)
+    bad = [r for r in results if r["probe"]["outcome"] not in ("created", "attached")
+           or r["probe"]["problems"] or r["probe"]["x"] != [1, 'two']]
+    assert not bad, "%d of %d kills left the name unusable, e.g. %r" % (len(bad), len(results), bad[0]["probe"])
