@@ -15,14 +15,12 @@ import random
 import re
 import select
 import signal
-import sys
 import threading
 import time
 
 import pytest
 
 import dshared
-from dshared import _heap
 
 from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid
 

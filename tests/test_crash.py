@@ -516,6 +516,14 @@ def _drive_create_kills(prefix, seed, rounds):
     return results
 
 
+BUG_HALF_CREATED = ("bug: a creator killed inside Segment(create=True), between shm_open(O_EXCL) and "
+                    "publishing the magic, leaves a half-initialised object under the name: every later "
+                    "Segment(name) / init(name) raises CorruptSegmentError ('bad magic', or 'only 0 bytes' "
+                    "after a 2 s wait) until someone unlinks it by hand; nothing recovers it, although the "
+                    "creator's flock is gone and so proves it dead")
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_HALF_CREATED)
 @pytest.mark.timeout(120)
 def test_creator_killed_while_creating(shm_name):
     """The creator is SIGKILLed at random moments of Segment(create=True).
