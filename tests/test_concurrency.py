@@ -27,16 +27,10 @@ from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, t
 WAIT_LIMIT = 2.0            # the longest a lock wait may take, anywhere
 
 # Library bug found by these suites (see test_readers_racing_table_replacement_never_fault):
-BUG_READER_SEGV = ("bug: a lock-free dict reader dies of SIGSEGV when a writer frees and reuses the "
-                   "table it is reading (Segment.table_find / dict_entry / dict_next re-read nslots and "
-                   "nentries from shared memory after dict_table() validated them)")
-
-
-def xfail_if_segv(codes, what):
-    """Every other assertion of a test has passed; if one of its processes
-    still died of SIGSEGV, that is the known reader bug: report it as such."""
-    if -signal.SIGSEGV in codes:
-        pytest.xfail("%s died of SIGSEGV: %s" % (what, BUG_READER_SEGV))
+def assert_no_segv(codes, what):
+    """Every other assertion of a test has passed; no process may have died
+    of a signal (a lock-free reader racing a writer must retry, never fault)."""
+    assert -signal.SIGSEGV not in codes, "%s died of SIGSEGV" % what
 
 
 def _out(obj):
@@ -384,7 +378,7 @@ def test_concurrent_history(shm_name):
     assert r["len"] == H_WRITERS * H_KEYS + 1
     for rd in r["readers"]:
         if rd is None:
-            continue                    # it died: see xfail_if_segv below
+            continue                    # it died: see assert_no_segv below
         st = rd["stats"]
         print("reader: %r" % st)
         assert not rd["bad"], "\n".join(rd["bad"])
@@ -396,7 +390,7 @@ def test_concurrent_history(shm_name):
         assert readers[0]["stats"]["newer"] >= 100, "the reader saw too few overwrites happen"
         assert readers[1]["stats"].get("snapshots_while_writing") == 1
     print("writes took %.2f s" % r["write_seconds"])
-    xfail_if_segv(r["codes"], "a reader")
+    assert_no_segv(r["codes"], "a reader")
     assert None not in r["readers"]
 
 
@@ -458,7 +452,6 @@ def _drive_table_race(name, seconds):
         seg.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_READER_SEGV)
 @pytest.mark.timeout(60)
 def test_readers_racing_table_replacement_never_fault(shm_name):
     """Minimal reproduction. Two writers keep replacing a dict's table
@@ -776,7 +769,7 @@ def test_random_kills(shm_name, tmp_path):
         assert w["incarnations"] >= 10
     assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation" 
     assert r["repairs"] >= 30, "only %d repairs: the kills rarely hit a lock holder" % r["repairs"]
-    xfail_if_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
+    assert_no_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
 
 
 # =====================================================================================
@@ -1009,12 +1002,6 @@ def test_stopped_holder_is_never_robbed(shm_name):
     assert r["problems"] == []
 
 
-BUG_EXIT_UNMAPS = ("bug: a process that ends while holding the lock, without being killed (the script "
-                   "ends after acquire(), or the handle is freed while held), unmaps the segment as its "
-                   "Segment is deallocated, before the kernel walks its robust-mutex list; the kernel "
-                   "cannot mark the mutex owner-dead in an unmapped page, so it stays locked by a dead "
-                   "thread: every waiter blocks forever, no repair ever happens")
-
 _EXIT_HOLDERS = {
     "killed": ("import sys, time, dshared\ns = dshared.Segment(sys.argv[1], create=False)\ns.acquire()\n"
                "print('held', flush=True)\ntime.sleep(60)\n"),
@@ -1034,8 +1021,8 @@ _EXIT_HOLDERS = {
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("how", [
     "killed", "os._exit", "daemon thread at exit",
-    pytest.param("end of script", marks=pytest.mark.xfail(strict=True, reason=BUG_EXIT_UNMAPS)),
-    pytest.param("handle freed, then exit", marks=pytest.mark.xfail(strict=True, reason=BUG_EXIT_UNMAPS)),
+    "end of script",
+    "handle freed, then exit",
 ])
 def test_holder_that_exits_without_release(segment, shm_name, how):
     """However a holding process ends, the next locker gets the lock (with
@@ -1201,11 +1188,6 @@ def test_fork_while_another_thread_holds_the_lock(shm_name):
     assert r["problems"] == []
 
 
-BUG_THREAD_IDENT = ("bug: a thread that ends while holding the lock leaves the per-process lock state "
-                    "(owner = its thread ident, depth 1) behind; the next thread, which glibc gives the "
-                    "same ident, takes the reentrant fast path and 'holds' the lock without the mutex, "
-                    "while another process acquires the owner-dead mutex: two holders at once")
-
 _PROBE = """
 import sys, dshared
 s = dshared.Segment(sys.argv[1], create=False)
@@ -1247,7 +1229,6 @@ def _drive_thread_exit(name):
         seg.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_THREAD_IDENT)
 @pytest.mark.timeout(60)
 def test_thread_that_ends_holding_the_lock(shm_name):
     """A thread takes the lock and ends without releasing it: its death is
