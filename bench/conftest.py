@@ -58,9 +58,10 @@ def _ours():
         names = os.listdir(B.SHM_DIR)
     except FileNotFoundError:
         return set()
-    # our names contain the prefix; UltraDict's full dumps get random psm_* names, and the
-    # spawn-context locks/queues/barriers name their POSIX semaphores sem.mp-*
-    return {n for n in names if B.PREFIX in n or n.startswith(("psm_", "sem.mp-"))}
+    # our names contain the prefix; UltraDict's full dumps get random psm_* names. The
+    # sem.mp-* semaphores of multiprocessing are not counted: any process on the machine
+    # makes them, and unlinking another's would break it (multiprocessing removes ours).
+    return {n for n in names if B.PREFIX in n or n.startswith("psm_")}
 
 
 def _child_pids():

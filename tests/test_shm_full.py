@@ -12,7 +12,6 @@ import textwrap
 import pytest
 
 import dshared
-from _helpers import ROOT
 
 MiB = 1 << 20
 
@@ -101,8 +100,7 @@ def run_in_small_shm(script, tmpfs_size="8m", timeout=120):
     unshare = shutil.which("unshare")
     assert unshare, "unshare (util-linux) is required for the /dev/shm-full test"
     assert os.geteuid() == 0, "the /dev/shm-full test needs root to mount a tmpfs (uid %d)" % os.geteuid()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = dict(os.environ)          # the installed dshared, as the tests use
     cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c",
            'mount -t tmpfs -o size="$1" tmpfs /dev/shm && exec "$2" -c "$3"',
            "sh", tmpfs_size, sys.executable, script]
