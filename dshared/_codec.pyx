@@ -53,8 +53,11 @@ cdef extern from "Python.h":
     bint PyList_Check(object o)
     bint PyDict_Check(object o)
     void PyErr_Clear()
-    int PyGC_Disable()
-    int PyGC_Enable()
+
+
+cdef extern from "dshared_gc.h":
+    int ds_gc_disable()
+    void ds_gc_enable()
 
 
 cdef enum:
@@ -1019,12 +1022,12 @@ cdef object read_section(Node node, ReadFn fn, void *arg):
         if seq_ok(seg, s):
             return r
     seg.lock_acquire(-1)
-    was = PyGC_Disable()
+    was = ds_gc_disable()
     try:
         return fn(node, arg)
     finally:
         if was:
-            PyGC_Enable()
+            ds_gc_enable()
         seg.lock_release()
 
 

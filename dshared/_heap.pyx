@@ -81,9 +81,9 @@ cdef extern from "sys/file.h" nogil:
 cdef extern from "sys/stat.h" nogil:
     int fchmod(int fd, unsigned int mode)
 
-cdef extern from "Python.h":
-    int PyGC_Disable()
-    int PyGC_Enable()
+cdef extern from "dshared_gc.h":
+    int ds_gc_disable()
+    void ds_gc_enable()
 
 
 cdef uint64_t MAGIC = 0x3144455241485344ULL
@@ -181,12 +181,12 @@ cdef class LockState:
 
 
 cdef inline int gc_off() except -1:
-    return PyGC_Disable()
+    return ds_gc_disable()
 
 
 cdef inline void gc_restore(int was) noexcept:
     if was:
-        PyGC_Enable()
+        ds_gc_enable()
 
 
 def validate_name(name):
