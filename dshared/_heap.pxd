@@ -235,9 +235,6 @@ cdef class Segment:
     cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL
     cdef int check_open(self) except -1
 
-    # the read section: one helper for every optimistic read
-    cdef uint64_t read_begin(self) noexcept nogil
-    cdef bint read_ok(self, uint64_t seq) noexcept nogil
 
     # the publish path: lock (reentrant) + seqlock around each write
     cdef int lock_acquire(self, double timeout) except -1

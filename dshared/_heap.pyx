@@ -540,11 +540,8 @@ cdef class Segment:
 
     # -- the read section ----------------------------------------------------
 
-    cdef uint64_t read_begin(self) noexcept nogil:
-        return seq_begin(self)
-
-    cdef bint read_ok(self, uint64_t seq) noexcept nogil:
-        return seq_ok(self, seq)
+    # (the read section's sequence checks are the inline seq_begin / seq_ok
+    # of _heap.pxd; _codec.read_section is the one place that uses them)
 
     # -- the lock and the publish path -----------------------------------------
 
