@@ -22,7 +22,7 @@ import pytest
 
 import dshared
 
-from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid
+from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid, watchdog
 
 WAIT_LIMIT = 2.0            # the longest a lock wait may take, anywhere
 
@@ -51,11 +51,27 @@ N_PROCS = 4
 N_INCR = 25_000
 
 
-def _counter_worker(name, target, n, barrier, wid, seconds):
+def _start_line(seg, wid, deadline=60):
+    """All workers start together: each checks in, then waits for 'go'.
+    (Through the segment itself: a multiprocessing Barrier would put named
+    semaphores in /dev/shm, which other software on the machine may clean.
+    Each worker overwrites its own existing flag, which is safe even with
+    the lock switched off.)"""
+    flags = seg.col('start')
+    flags['r%d' % wid] = 1
+    t_end = time.monotonic() + deadline
+    while not flags.get('go'):
+        if time.monotonic() > t_end:
+            raise TimeoutError("no start signal")
+        time.sleep(0.0002)
+
+
+def _counter_worker(name, target, n, wid, seconds):
     """n increments of the target (fewer if `seconds` runs out first)."""
+    watchdog(60)
     seg = dshared.Segment(name, create=False)
     d = seg.col()
-    barrier.wait(120)
+    _start_line(seg, wid)
     jumps = 0                           # increments of others seen between two of ours
     last = None
     done = 0
@@ -102,17 +118,24 @@ def _drive_counter(name, method, target, n, seconds=600):
         d['x'] = {'y': 0, 'other': 'o' * 40}
         d['l'] = [0, 'after']
         d['i'] = 0
+        start = seg.col('start')
+        start.update({'r%d' % w: 0 for w in range(N_PROCS)})
+        start['go'] = 0
         ctx = mp.get_context(method)
-        barrier = ctx.Barrier(N_PROCS + 1)
-        procs = [ctx.Process(target=_counter_worker, args=(name, target, n, barrier, w, seconds))
+        procs = [ctx.Process(target=_counter_worker, args=(name, target, n, w, seconds))
                  for w in range(N_PROCS)]
         try:
             for p in procs:
                 p.start()
-            barrier.wait(120)
+            t_end = time.monotonic() + 60
+            while sum(start.values()) < N_PROCS:
+                if time.monotonic() > t_end or not all(p.is_alive() for p in procs):
+                    raise AssertionError("the workers did not start: %r" % [p.exitcode for p in procs])
+                time.sleep(0.001)
+            start['go'] = 1
             t0 = time.monotonic()
             for p in procs:
-                p.join(120)
+                p.join(70)
             elapsed = time.monotonic() - t0
             codes = [p.exitcode for p in procs]
         finally:
