@@ -1,7 +1,8 @@
 """Concurrency: no lost update, no torn read, no deadlock when a process dies.
 
-The suites of RELIABILITY.md that need several processes: counter, concurrent
-history, random kills, holder death, fork and threads, lock-free reads. Each
+The suites of RELIABILITY.md that need several processes, numbered as in the
+brief: 1 counter, 2 concurrent history, 4 random kills, 5 holder death, 6 fork
+and threads, 7 lock-free reads (3, crash points, is test_crash.py). Each
 scenario runs in a driver (a fresh single-threaded interpreter in its own
 process group, see _proc.py) that forks or spawns the workers; the test
 asserts on what the driver reports. Every scenario also asserts that the
@@ -37,10 +38,6 @@ def xfail_if_segv(codes, what):
     still died of SIGSEGV, that is the known reader bug: report it as such."""
     if -signal.SIGSEGV in codes:
         pytest.xfail("%s died of SIGSEGV: %s" % (what, BUG_READER_SEGV))
-
-
-def _out(obj):
-    print(json.dumps(obj), flush=True)
 
 
 # =====================================================================================
@@ -1428,7 +1425,7 @@ def test_two_processes_four_threads_exact(shm_name):
 KI_SIGNALS = 150
 
 
-def _ki_worker(name, cmd_fd, out_fd):
+def _ki_worker(name, out_fd):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1518,7 +1515,7 @@ def _drive_keyboard_interrupt(name, seed, signals):
         with Children() as ch:
             wr, ww = os.pipe()
             cr, cw = os.pipe()
-            worker = ch.fork(_ki_worker, name, None, ww)
+            worker = ch.fork(_ki_worker, name, ww)
             contender = ch.fork(_ki_contender, name, seed, cw)
             os.close(ww)
             os.close(cw)
