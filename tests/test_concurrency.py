@@ -1431,6 +1431,7 @@ def _ki_worker(name, out_fd):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sigint = {signal.SIGINT}
     done = 0
+    big_done = want_big = 0
     stages = {}
     bad = []
     stage = "start"
@@ -1449,7 +1450,9 @@ def _ki_worker(name, out_fd):
                 stage = "released"
                 done += 1
                 stage = "unlocked write"
-                d['w_big'] = list(range(done % 500))
+                want_big = done % 500
+                d['w_big'] = list(range(want_big))
+                big_done = want_big
             break
         except KeyboardInterrupt:
             caught = time.monotonic()
@@ -1459,11 +1462,11 @@ def _ki_worker(name, out_fd):
             if actual not in (done, done + 1):
                 bad.append("after an interrupt at %r: %d increments done, %d counted" % (stage, done, actual))
             done = actual
-            big = d.get('w_big', [])
             if stage == "unlocked write":
                 # the write was interrupted before it began or after it ended, never inside
-                if big.to_python() not in (list(range(done % 500)), list(range((done - 1) % 500))):
-                    bad.append("w_big holds %d items after %d increments" % (len(big), done))
+                big = d['w_big'].to_python() if 'w_big' in d else []
+                if big not in (list(range(big_done)), list(range(want_big))):
+                    bad.append("w_big holds %d items; %d or %d expected" % (len(big), big_done, want_big))
             probe = []
 
             def take():
@@ -1522,6 +1525,7 @@ def _drive_keyboard_interrupt(name, seed, signals):
             wl = _Lines(wr)
             time.sleep(0.2)
             handled = 0
+            blocked = 0
             latency = {}
             for _ in range(signals):
                 time.sleep(rng.uniform(0.0005, 0.02))
@@ -1530,6 +1534,8 @@ def _drive_keyboard_interrupt(name, seed, signals):
                 msg = wl.get(10)            # a hang here is a deadlock
                 assert msg[0] == "handled", msg
                 latency[msg[1]] = max(latency.get(msg[1], 0), msg[2] - sent)
+                if msg[2] - sent > 0.01:
+                    blocked += 1            # it arrived while the worker was blocked on the lock
                 handled += 1
             d['stop'] = True
             end = wl.get(30)
@@ -1537,7 +1543,7 @@ def _drive_keyboard_interrupt(name, seed, signals):
             codes = [ch.wait(worker, 30), ch.wait(contender, 30)]
             os.close(wr)
             os.close(cr)
-        return {"codes": codes, "handled": handled, "worker": end, "contender": cont, "latency": latency,
+        return {"codes": codes, "handled": handled, "worker": end, "contender": cont, "latency": latency, "blocked": blocked,
                 "c": d['c'], "m_w": d['m_w'], "m_c": d['m_c'], "problems": seg.check().problems}
     finally:
         seg.close()
@@ -1563,8 +1569,10 @@ def test_keyboard_interrupt_at_random_points(shm_name):
     assert r["problems"] == []
     # Ctrl-C works while blocked on the lock: within a wait slice or two
     assert max(r["latency"].values()) < 0.5, r["latency"]
-    # the interrupts landed at different points, some while waiting for the lock
-    assert stages.get("acquire", 0) >= 1, stages
+    # the interrupts landed at different points, some while blocked on the lock
+    # (in the wait slices of lock() or of a write: they take up to one slice)
+    print("%d interrupts arrived while the worker was blocked on the lock" % r["blocked"])
+    assert r["blocked"] >= 5, r["blocked"]
     assert len(stages) >= 3, stages
 
 
