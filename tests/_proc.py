@@ -131,6 +131,15 @@ class Popen(subprocess.Popen):
 
 # -- in a driver ------------------------------------------------------------------------
 
+def watchdog(seconds):
+    """In a worker: show the traceback if it dies of a signal, and every
+    thread's stack (then exit 70) if it is still running after `seconds`:
+    a hang shows where it hangs."""
+    import faulthandler
+    faulthandler.enable()
+    faulthandler.dump_traceback_later(seconds, exit=True)
+
+
 def fork_call(fn, *args):
     """Fork; the child runs fn(*args) and _exits 0 (1 and a traceback on an
     exception, the code of SystemExit). Returns the child's pid."""

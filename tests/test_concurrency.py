@@ -1,7 +1,8 @@
 """Concurrency: no lost update, no torn read, no deadlock when a process dies.
 
-The suites of RELIABILITY.md that need several processes: counter, concurrent
-history, random kills, holder death, fork and threads, lock-free reads. Each
+The suites of RELIABILITY.md that need several processes, numbered as in the
+brief: 1 counter, 2 concurrent history, 4 random kills, 5 holder death, 6 fork
+and threads, 7 lock-free reads (3, crash points, is test_crash.py). Each
 scenario runs in a driver (a fresh single-threaded interpreter in its own
 process group, see _proc.py) that forks or spawns the workers; the test
 asserts on what the driver reports. Every scenario also asserts that the
@@ -23,7 +24,7 @@ import pytest
 import dshared
 from dshared import _heap
 
-from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid
+from _proc import Children, Popen, exit_code, fork_call, kill_pid, run_driver, test_seed, wait_pid, watchdog
 
 WAIT_LIMIT = 2.0            # the longest a lock wait may take, anywhere
 
@@ -34,10 +35,6 @@ def assert_no_segv(codes, what):
     assert -signal.SIGSEGV not in codes, "%s died of SIGSEGV" % what
 
 
-def _out(obj):
-    print(json.dumps(obj), flush=True)
-
-
 # =====================================================================================
 # 1. counter: 4 processes x 25,000 increments, fork and spawn
 # =====================================================================================
@@ -46,11 +43,27 @@ N_PROCS = 4
 N_INCR = 25_000
 
 
-def _counter_worker(name, target, n, barrier, wid, seconds):
+def _start_line(seg, wid, deadline=60):
+    """All workers start together: each checks in, then waits for 'go'.
+    (Through the segment itself: a multiprocessing Barrier would put named
+    semaphores in /dev/shm, which other software on the machine may clean.
+    Each worker overwrites its own existing flag, which is safe even with
+    the lock switched off.)"""
+    flags = seg.col('start')
+    flags['r%d' % wid] = 1
+    t_end = time.monotonic() + deadline
+    while not flags.get('go'):
+        if time.monotonic() > t_end:
+            raise TimeoutError("no start signal")
+        time.sleep(0.0002)
+
+
+def _counter_worker(name, target, n, wid, seconds):
     """n increments of the target (fewer if `seconds` runs out first)."""
+    watchdog(60)
     seg = dshared.Segment(name, create=False)
     d = seg.col()
-    barrier.wait(120)
+    _start_line(seg, wid)
     jumps = 0                           # increments of others seen between two of ours
     last = None
     done = 0
@@ -101,17 +114,24 @@ def _drive_counter(name, method, target, n, seconds=600):
         d['x'] = {'y': 0, 'other': 'o' * 40}
         d['l'] = [0, 'after']
         d['i'] = 0
+        start = seg.col('start')
+        start.update({'r%d' % w: 0 for w in range(N_PROCS)})
+        start['go'] = 0
         ctx = mp.get_context(method)
-        barrier = ctx.Barrier(N_PROCS + 1)
-        procs = [ctx.Process(target=_counter_worker, args=(name, target, n, barrier, w, seconds))
+        procs = [ctx.Process(target=_counter_worker, args=(name, target, n, w, seconds))
                  for w in range(N_PROCS)]
         try:
             for p in procs:
                 p.start()
-            barrier.wait(120)
+            t_end = time.monotonic() + 60
+            while sum(start.values()) < N_PROCS:
+                if time.monotonic() > t_end or not all(p.is_alive() for p in procs):
+                    raise AssertionError("the workers did not start: %r" % [p.exitcode for p in procs])
+                time.sleep(0.001)
+            start['go'] = 1
             t0 = time.monotonic()
             for p in procs:
-                p.join(120)
+                p.join(70)
             elapsed = time.monotonic() - t0
             codes = [p.exitcode for p in procs]
         finally:
@@ -1391,12 +1411,13 @@ def test_two_processes_four_threads_exact(shm_name):
 KI_SIGNALS = 150
 
 
-def _ki_worker(name, cmd_fd, out_fd):
+def _ki_worker(name, out_fd):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sigint = {signal.SIGINT}
     done = 0
+    big_done = want_big = 0
     stages = {}
     bad = []
     stage = "start"
@@ -1415,7 +1436,9 @@ def _ki_worker(name, cmd_fd, out_fd):
                 stage = "released"
                 done += 1
                 stage = "unlocked write"
-                d['w_big'] = list(range(done % 500))
+                want_big = done % 500
+                d['w_big'] = list(range(want_big))
+                big_done = want_big
             break
         except KeyboardInterrupt:
             caught = time.monotonic()
@@ -1425,11 +1448,11 @@ def _ki_worker(name, cmd_fd, out_fd):
             if actual not in (done, done + 1):
                 bad.append("after an interrupt at %r: %d increments done, %d counted" % (stage, done, actual))
             done = actual
-            big = d.get('w_big', [])
             if stage == "unlocked write":
                 # the write was interrupted before it began or after it ended, never inside
-                if big.to_python() not in (list(range(done % 500)), list(range((done - 1) % 500))):
-                    bad.append("w_big holds %d items after %d increments" % (len(big), done))
+                big = d['w_big'].to_python() if 'w_big' in d else []
+                if big not in (list(range(big_done)), list(range(want_big))):
+                    bad.append("w_big holds %d items; %d or %d expected" % (len(big), big_done, want_big))
             probe = []
 
             def take():
@@ -1481,13 +1504,14 @@ def _drive_keyboard_interrupt(name, seed, signals):
         with Children() as ch:
             wr, ww = os.pipe()
             cr, cw = os.pipe()
-            worker = ch.fork(_ki_worker, name, None, ww)
+            worker = ch.fork(_ki_worker, name, ww)
             contender = ch.fork(_ki_contender, name, seed, cw)
             os.close(ww)
             os.close(cw)
             wl = _Lines(wr)
             time.sleep(0.2)
             handled = 0
+            blocked = 0
             latency = {}
             for _ in range(signals):
                 time.sleep(rng.uniform(0.0005, 0.02))
@@ -1496,6 +1520,8 @@ def _drive_keyboard_interrupt(name, seed, signals):
                 msg = wl.get(10)            # a hang here is a deadlock
                 assert msg[0] == "handled", msg
                 latency[msg[1]] = max(latency.get(msg[1], 0), msg[2] - sent)
+                if msg[2] - sent > 0.01:
+                    blocked += 1            # it arrived while the worker was blocked on the lock
                 handled += 1
             d['stop'] = True
             end = wl.get(30)
@@ -1503,7 +1529,7 @@ def _drive_keyboard_interrupt(name, seed, signals):
             codes = [ch.wait(worker, 30), ch.wait(contender, 30)]
             os.close(wr)
             os.close(cr)
-        return {"codes": codes, "handled": handled, "worker": end, "contender": cont, "latency": latency,
+        return {"codes": codes, "handled": handled, "worker": end, "contender": cont, "latency": latency, "blocked": blocked,
                 "c": d['c'], "m_w": d['m_w'], "m_c": d['m_c'], "problems": seg.check().problems}
     finally:
         seg.close()
@@ -1529,8 +1555,10 @@ def test_keyboard_interrupt_at_random_points(shm_name):
     assert r["problems"] == []
     # Ctrl-C works while blocked on the lock: within a wait slice or two
     assert max(r["latency"].values()) < 0.5, r["latency"]
-    # the interrupts landed at different points, some while waiting for the lock
-    assert stages.get("acquire", 0) >= 1, stages
+    # the interrupts landed at different points, some while blocked on the lock
+    # (in the wait slices of lock() or of a write: they take up to one slice)
+    print("%d interrupts arrived while the worker was blocked on the lock" % r["blocked"])
+    assert r["blocked"] >= 5, r["blocked"]
     assert len(stages) >= 3, stages
 
 

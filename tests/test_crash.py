@@ -13,7 +13,12 @@ group, see _proc.py), which forks for every crash point:
   the after-state (the same operation applied to a dict/list copy);
 * for n = 1 .. N+1 a crash child (fresh segment, same before-state,
   DSHARED crash point n armed: it must _exit(77) for n <= N and complete for
-  N+1), then a verify child that has never seen the segment.
+  N+1), then a verify child that has never seen the segment (the driver
+  never opens it, so the verifier's handle, lock state and mapping are new);
+  it rotates its first access between lock(), a write and a plain read (a
+  read meets the odd write sequence, falls back to the lock, and repairs).
+
+Also here: a creator SIGKILLed at random moments inside Segment(create=True).
 
 States are compared through a canonical form that keeps order, types,
 aliasing and cycles (hashed, so a 1 MiB value travels as 40 bytes).
