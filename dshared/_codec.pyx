@@ -62,6 +62,7 @@ cdef extern from "dshared_gc.h":
 
 cdef enum:
     VIEW_CACHE = 64
+    LONG_READ_TRIES = 4
     REF_NONE = -1
     REF_EXISTING = -2
     MAX_KEY_DEPTH = 100
@@ -1001,9 +1002,11 @@ cdef object make_view(Segment seg, uint64_t off, int kind):
 ctypedef object (*ReadFn)(Node node, void *arg)
 
 
-cdef object read_section(Node node, ReadFn fn, void *arg):
+cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES):
     """Run fn without the lock, validated by the write sequence; retry when a
-    write overlapped; after MAX_RETRIES, run it under the lock."""
+    write overlapped; after `tries` attempts, run it under the lock. Long
+    reads (whole copies) pass few tries: under steady writes they would
+    rarely get through, and each attempt costs the whole read."""
     cdef Segment seg = node.seg
     cdef uint64_t s
     cdef int attempt, was
@@ -1011,7 +1014,7 @@ cdef object read_section(Node node, ReadFn fn, void *arg):
         seg.check_open()
     if seg.hdr.flags & FLAG_POISONED:
         raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
-    for attempt in range(MAX_RETRIES):
+    for attempt in range(tries):
         s = seq_begin(seg)
         try:
             r = fn(node, arg)
@@ -1054,7 +1057,7 @@ cdef class Node:
 
     def to_python(self):
         """A plain deep copy: dicts, lists, tuples; shape and cycles kept."""
-        return read_section(self, _rd_deep, NULL)
+        return read_section(self, _rd_deep, NULL, LONG_READ_TRIES)
 
     cdef int check(self, int kind) except -1:
         view_block(self.seg, self.off, self.gen, kind)
@@ -1208,7 +1211,7 @@ cdef class DictNode(Node):
 
     def _snapshot(self):
         """[(key, value), ...] in one consistent read."""
-        return read_section(self, _rd_snapshot, NULL)
+        return read_section(self, _rd_snapshot, NULL, LONG_READ_TRIES)
 
     def _version(self):
         return read_section(self, _rd_version, NULL)
@@ -1690,7 +1693,7 @@ cdef class ListNode(Node):
         cdef LArg a
         if isinstance(index, slice):
             a.slice = <PyObject *>index
-            return read_section(self, _rd_list_slice, &a)
+            return read_section(self, _rd_list_slice, &a, LONG_READ_TRIES)
         a.i = _index(index)
         r = read_section(self, _rd_list_get, &a)
         if a.n < 0:
@@ -1705,7 +1708,7 @@ cdef class ListNode(Node):
 
     def _snapshot(self):
         """(version, [items]) in one consistent read."""
-        return read_section(self, _rd_list_snapshot, NULL)
+        return read_section(self, _rd_list_snapshot, NULL, LONG_READ_TRIES)
 
     def __setitem__(self, index, value):
         if isinstance(index, slice):

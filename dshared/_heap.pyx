@@ -826,8 +826,9 @@ cdef class Segment:
             crash_point()
 
     def acquire(self, timeout=None):
-        """Take the segment lock (reentrant within a thread)."""
-        self.lock_acquire(-1 if timeout is None else float(timeout))
+        """Take the segment lock (reentrant within a thread); LockTimeout
+        after `timeout` seconds (None: wait as long as it takes)."""
+        self.lock_acquire(_timeout(timeout))
         return True
 
     def release(self):
@@ -2028,7 +2029,7 @@ cdef class _Lock:
         self.timeout = timeout
 
     def __enter__(self):
-        self.seg.lock_acquire(-1 if self.timeout is None else float(self.timeout))
+        self.seg.lock_acquire(_timeout(self.timeout))
         return self
 
     def __exit__(self, *exc):
@@ -2058,6 +2059,15 @@ class CheckReport:
         if self.ok:
             return "<CheckReport ok%s>" % (", %d bytes of garbage" % self.garbage if self.garbage else "")
         return "<CheckReport %d problems: %s>" % (len(self.problems), "; ".join(self.problems[:5]))
+
+
+def _timeout(timeout):
+    if timeout is None:
+        return -1.0
+    t = float(timeout)
+    if not t >= 0:
+        raise ValueError("timeout must be None or a non-negative number of seconds, not %r" % (timeout,))
+    return t
 
 
 def _reattach(name):

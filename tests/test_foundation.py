@@ -373,3 +373,15 @@ def test_half_created_segment_is_finished_by_the_next_opener(shm_name):
         with dshared.Segment(shm_name, create=False) as seg:
             assert seg.col()["x"] == 1
         dshared.unlink(shm_name)
+
+
+@pytest.mark.parametrize("bad", [-0.5, -1, float("nan")])
+def test_lock_refuses_a_negative_timeout(segment, bad):
+    with pytest.raises(ValueError, match="non-negative"):
+        segment.acquire(timeout=bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        with segment.lock(timeout=bad):
+            pass
+    with segment.lock(timeout=0):      # free: taken at once
+        segment.col()["ok"] = True
+    assert segment.col()["ok"] is True
