@@ -1,4 +1,5 @@
 """Helpers for tests that run other processes."""
+import itertools
 import os
 import signal
 import subprocess
@@ -26,3 +27,41 @@ def run_python(code, *args, timeout=60, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError("child failed (%d):\n%s\n%s" % (proc.returncode, out, err))
     return result
+
+
+class BuiltinMaker:
+    """mk(init) -> a plain container (the reference behaviour)."""
+    kind = "builtin"
+
+    def __init__(self, factory):
+        self._factory = factory
+
+    def __call__(self, init=()):
+        return self._factory(init)
+
+    def fresh(self, obj):
+        return obj
+
+
+class SharedMaker:
+    """mk(init) -> a view of a shared container equal to factory(init), each
+    stored under its own key of `root`."""
+    kind = "shared"
+
+    def __init__(self, root, factory):
+        self._root = root
+        self._factory = factory
+        self._counter = itertools.count()
+        self._made = {}
+
+    def __call__(self, init=()):
+        key = "x%d" % next(self._counter)
+        self._root[key] = self._factory(init)
+        obj = self._root[key]
+        self._made[id(obj)] = (key, obj)  # keeps obj alive, so ids stay unique
+        return obj
+
+    def fresh(self, obj):
+        """A new view of the object ``obj`` views, read again from the segment."""
+        key, _ = self._made[id(obj)]
+        return self._root[key]

@@ -8,52 +8,22 @@ the same numbers, orders and exceptions.
 """
 import collections
 import collections.abc
-import itertools
 import math
 import types
 
 import pytest
 
+from _helpers import BuiltinMaker, SharedMaker
+
 
 # ---------------------------------------------------------------- fixtures --
-
-class _BuiltinMaker:
-    kind = "builtin"
-
-    def __call__(self, init=()):
-        return dict(init)
-
-    def fresh(self, obj):
-        return obj
-
-
-class _SharedMaker:
-    kind = "shared"
-
-    def __init__(self, root):
-        self._root = root
-        self._counter = itertools.count()
-        self._made = {}
-
-    def __call__(self, init=()):
-        key = "x%d" % next(self._counter)
-        self._root[key] = dict(init)
-        obj = self._root[key]
-        self._made[id(obj)] = (key, obj)  # keeps obj alive, so ids stay unique
-        return obj
-
-    def fresh(self, obj):
-        """A new view of the object ``obj`` views, read again from the segment."""
-        key, _ = self._made[id(obj)]
-        return self._root[key]
-
 
 @pytest.fixture(params=["builtin", "shared"])
 def mk(request):
     """mk(init) -> a dict (builtin) or a SharedDict view (shared) equal to dict(init)."""
     if request.param == "builtin":
-        return _BuiltinMaker()
-    return _SharedMaker(request.getfixturevalue("root"))
+        return BuiltinMaker(dict)
+    return SharedMaker(request.getfixturevalue("root"), dict)
 
 
 def assert_items(mk, d, expected):

@@ -6,50 +6,20 @@ are right) and once against a ``SharedList`` view stored in a fresh segment.
 The slice tests compare against a plain list that gets the same operations.
 """
 import collections.abc
-import itertools
 
 import pytest
 
+from _helpers import BuiltinMaker, SharedMaker
+
 
 # ---------------------------------------------------------------- fixtures --
-
-class _BuiltinMaker:
-    kind = "builtin"
-
-    def __call__(self, init=()):
-        return list(init)
-
-    def fresh(self, obj):
-        return obj
-
-
-class _SharedMaker:
-    kind = "shared"
-
-    def __init__(self, root):
-        self._root = root
-        self._counter = itertools.count()
-        self._made = {}
-
-    def __call__(self, init=()):
-        key = "x%d" % next(self._counter)
-        self._root[key] = list(init)
-        obj = self._root[key]
-        self._made[id(obj)] = (key, obj)  # keeps obj alive, so ids stay unique
-        return obj
-
-    def fresh(self, obj):
-        """A new view of the object ``obj`` views, read again from the segment."""
-        key, _ = self._made[id(obj)]
-        return self._root[key]
-
 
 @pytest.fixture(params=["builtin", "shared"])
 def mk(request):
     """mk(init) -> a list (builtin) or a SharedList view (shared) equal to list(init)."""
     if request.param == "builtin":
-        return _BuiltinMaker()
-    return _SharedMaker(request.getfixturevalue("root"))
+        return BuiltinMaker(list)
+    return SharedMaker(request.getfixturevalue("root"), list)
 
 
 def kind(x):
