@@ -55,6 +55,20 @@ cdef extern from "Python.h":
     void PyErr_Clear()
 
 
+cdef extern from *:
+    """
+    /* A new instance of a view type through its C-level tp_new (the type is
+       SharedDict/SharedList, whose tp_new is the node type's): no Python call. */
+    static inline PyObject *ds_new_view(PyObject *type) {
+        static PyObject *args;
+        if (!args && !(args = PyTuple_New(0)))
+            return NULL;
+        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, args, NULL);
+    }
+    """
+    object ds_new_view(object type)
+
+
 cdef extern from "dshared_gc.h":
     int ds_gc_disable()
     void ds_gc_enable()
@@ -313,6 +327,13 @@ cdef inline void cell_set(Cell *c, uint8_t tag, uint64_t payload) noexcept nogil
     memset(c, 0, CELL_SIZE)
     c.b[0] = tag
     ds_st64(&c.b[8], payload)
+
+
+cdef inline void cell_container(Cell *c, uint8_t tag, uint64_t off, uint32_t gen) noexcept nogil:
+    """A reference to a dict or list block: its generation rides along in
+    b[4:8], so a reader makes a view without touching the block."""
+    cell_set(c, tag, off)
+    memcpy(&c.b[4], &gen, 4)
 
 
 cdef inline void cell_inline(Cell *c, uint8_t tag, const char *data, uint64_t n, bint ascii) noexcept nogil:
@@ -657,17 +678,17 @@ cdef class Plan:
             if n:
                 self.blocks[bi].n = n
                 self.blocks[bi].first = self.new_cells(2 * n)
-                self.new_block(K_TABLE, table_bytes(n if n > 5 else 5))
+                # exactly n entries: a dict built whole is often never grown
+                self.new_block(K_TABLE, table_bytes(n))
                 self.blocks[bi + 1].rc = 1
-                self.blocks[bi + 1].n = table_slots(n if n > 5 else 5)
-                self.blocks[bi + 1].len = n if n > 5 else 5     # capacity
+                self.blocks[bi + 1].n = table_slots(n)
+                self.blocks[bi + 1].len = n     # capacity
             self.stack.append([v, items, bi, 0, 0])
         elif isinstance(v, Node):
             node = <Node>v
             # another handle of the same segment file shares its LockState
             if node.seg is self.seg or node.seg.lk is self.seg.lk:
-                c.b[0] = T_DICT if isinstance(v, DictNode) else T_LIST
-                ds_st64(&c.b[8], node.off)
+                cell_container(c, T_DICT if isinstance(v, DictNode) else T_LIST, node.off, node.gen)
                 self.cells[ci].ref = REF_EXISTING
                 self.cells[ci].gen = node.gen
                 return 0
@@ -746,7 +767,10 @@ cdef class Plan:
         for i in range(self.ncells):
             pc = &self.cells[i]
             if pc.ref >= 0:
-                ds_st64(&pc.cell.b[8], self.blocks[pc.ref].off)
+                off = self.blocks[pc.ref].off
+                ds_st64(&pc.cell.b[8], off)
+                if pc.cell.b[0] == T_DICT or pc.cell.b[0] == T_LIST:
+                    memcpy(&pc.cell.b[4], &(<Block *>(seg.base + off)).gen, 4)
             elif pc.ref == REF_EXISTING:
                 seg.incref(ds_ld64(&pc.cell.b[8]))
         for i in range(self.nblocks):
@@ -890,6 +914,7 @@ cdef object decode(Segment seg, const Cell *c, int depth):
     cdef uint8_t n
     cdef const char *data
     cdef uint64_t ln, off, i
+    cdef uint32_t gen
     cdef char *p
     if tag == T_SSTR:
         n = c.b[1] & 0x7f
@@ -933,7 +958,12 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         seg.block_bytes(off, K_BYTES, &data, &ln)
         return PyBytes_FromStringAndSize(data, ln)
     if tag == T_DICT or tag == T_LIST:
-        return make_view(seg, off, tag_kind(tag))
+        if off < seg.cap - 192:
+            # the view's first use reads the block and the table that was
+            # allocated right after it: start loading both now
+            ds_prefetch(seg.base + off, 192)
+        memcpy(&gen, &c.b[4], 4)
+        return make_view(seg, off, tag_kind(tag), gen)
     if tag == T_BIGINT:
         seg.block_bytes(off, K_BIGINT, &data, &ln)
         return int.from_bytes(PyBytes_FromStringAndSize(data, ln), "little", signed=True)
@@ -972,8 +1002,9 @@ cdef object parse_ktuple(const char *data, uint64_t ln):
     return tuple(out)
 
 
-cdef object make_view(Segment seg, uint64_t off, int kind):
-    cdef Block *b = checked_block(seg, off, kind)
+cdef object make_view(Segment seg, uint64_t off, int kind, uint32_t gen):
+    """The view of container block `off` of generation `gen` (from the
+    referring cell): the block itself is checked on the view's first use."""
     cdef Node node
     cdef list cache = seg._views
     cdef Py_ssize_t slot = (off >> 4) & (VIEW_CACHE - 1)
@@ -984,14 +1015,14 @@ cdef object make_view(Segment seg, uint64_t off, int kind):
         if cached is not None:
             node = <Node>cached
             # a view is immutable (segment, offset, generation): share it
-            if node.off == off and node.gen == b.gen and node.seg is seg and (
+            if node.off == off and node.gen == gen and node.seg is seg and (
                     type(node) is (DictType if kind == K_DICT else ListType)):
                 return node
     # the C-level tp_new of the base, with the Python subclass as the type
-    node = <Node>(DictNode.__new__(DictType) if kind == K_DICT else ListNode.__new__(ListType))
+    node = <Node>ds_new_view(DictType if kind == K_DICT else ListType)
     node.seg = seg
     node.off = off
-    node.gen = b.gen
+    node.gen = gen
     cache[slot] = node
     return node
 
@@ -1067,7 +1098,7 @@ cdef class Node:
 def _rebuild(name, is_dict, off, gen):
     from dshared._heap import attach_cached
     cdef Segment seg = attach_cached(name)
-    cdef Node node = <Node>(DictNode.__new__(DictType) if is_dict else ListNode.__new__(ListType))
+    cdef Node node = <Node>ds_new_view(DictType if is_dict else ListType)
     node.seg = seg
     node.off = off
     node.gen = gen
@@ -1079,8 +1110,8 @@ def root_view(Segment seg, name=None):
     cdef Node names
     seg.check_open()
     if name is None:
-        return make_view(seg, seg.hdr.root, K_DICT)
-    names = <Node>make_view(seg, seg.hdr.names, K_DICT)
+        return make_view(seg, seg.hdr.root, K_DICT, checked_block(seg, seg.hdr.root, K_DICT).gen)
+    names = <Node>make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
     return (<DictNode>names).setdefault_view(name)
 
 
@@ -1429,7 +1460,7 @@ cdef class DictNode(Node):
         cdef Segment seg = self.seg
         cdef Plan plan = Plan(seg)
         cdef Key *keys
-        cdef int64_t n = len(pairs), i, ix
+        cdef int64_t n = len(pairs), i, ix, missing
         cdef Cell *cells = NULL
         cdef Cell pair[2]
         if n == 0:
@@ -1458,8 +1489,14 @@ cdef class DictNode(Node):
                         plan.rollback()
                         raise
                 else:
+                    # room only for the keys that are new: overwrites need none
+                    missing = 0
+                    for i in range(n):
+                        if seg.dict_find(self.off, &keys[i]) < 0:
+                            missing += 1
                     try:
-                        seg.dict_reserve(self.off, n)
+                        if missing:
+                            seg.dict_reserve(self.off, missing)
                     except BaseException:
                         plan.rollback()
                         raise
@@ -1550,7 +1587,7 @@ cdef object deep_decode(Segment seg, const Cell *c):
 
 cdef object _rd_deep(Node node, void *arg):
     cdef Cell c
-    cell_set(&c, T_DICT if isinstance(node, DictNode) else T_LIST, node.off)
+    cell_container(&c, T_DICT if isinstance(node, DictNode) else T_LIST, node.off, node.gen)
     node.check(K_DICT if isinstance(node, DictNode) else K_LIST)
     return deep_copy(node.seg, &c)
 

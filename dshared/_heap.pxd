@@ -10,6 +10,7 @@ cdef extern from "dshared.h" nogil:
     ctypedef struct pthread_mutex_t:
         pass
     uint64_t ds_ld64(const void *p)
+    uint64_t ds_ld32(const void *p)
     void ds_st64(void *p, uint64_t v)
     uint64_t ds_load_acquire(const uint64_t *p)
     uint64_t ds_load_relaxed(const uint64_t *p)
@@ -18,6 +19,7 @@ cdef extern from "dshared.h" nogil:
     void ds_fence_release()
     void ds_fence_seq_cst()
     void ds_cpu_relax()
+    void ds_prefetch(const void *p, size_t n)
     int ds_bitlen64(uint64_t v)
     int ds_ctz64(uint64_t v)
     uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
@@ -35,7 +37,7 @@ cdef extern from "dshared.h" nogil:
 
 
 cdef enum:
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -68,8 +70,9 @@ cdef enum:
     K_LAST = 9
 
 
-# Cell tags (Cell.b[0]). Tags >= T_STR hold a block offset in the payload and
-# own one reference to that block.
+# Cell tags (Cell.b[0]). Tags >= T_STR hold a block offset in b[8:16] and
+# own one reference to that block; T_DICT and T_LIST also hold the block's
+# generation in b[4:8], so that a view is made without reading the block.
 cdef enum:
     T_EMPTY = 0
     T_NONE = 1
@@ -358,7 +361,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     capacity = ds_ld64(p + 8)
     nentries = ds_ld64(p + 16)
     count = ds_ld64(p + 24)
-    if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
+    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
             or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
             or count > nentries):
         seg.bad_block(t, K_TABLE)
@@ -379,9 +382,11 @@ cdef inline int table_view(Segment seg, uint64_t d, TableView *tv) except -1:
 
 cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
     """Index size for a table of `capacity` entries: a power of two, at most
-    7/8 full (so a probe always meets an empty slot)."""
-    cdef uint64_t nslots = 8
-    while nslots - nslots // 8 < capacity:
+    7/8 full and with one slot empty at least (so a probe always meets an
+    empty slot). A one-key dict's table has two slots: with its dict block
+    it fits two cache lines."""
+    cdef uint64_t nslots = 2
+    while nslots - (nslots // 8 if nslots >= 8 else 1) < capacity:
         nslots <<= 1
     return nslots
 

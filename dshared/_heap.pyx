@@ -1262,8 +1262,8 @@ cdef class Segment:
         return -1
 
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil:
-        """A table block with room for n entries (at least 5), empty; 0 if no room."""
-        cdef uint64_t capacity = n if n > 5 else 5
+        """A table block with room for n entries (at least 1), empty; 0 if no room."""
+        cdef uint64_t capacity = n if n > 1 else 1
         cdef uint64_t nslots = table_slots(capacity), t
         cdef char *p
         t = self.alloc(32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
@@ -1319,7 +1319,9 @@ cdef class Segment:
             count = ds_ld64(p + 24)
         else:
             count = 0
-        nt = self._new_table(count + count // 4 + n)        # grow by 1.25
+        # grow by 1.25, and to at least 5 entries: a dict grown one key at a
+        # time must not rebuild its table on each of its first inserts
+        nt = self._new_table(max(count + count // 4 + n, 5))
         if nt == 0:
             self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
         crash_point()
@@ -1915,7 +1917,7 @@ cdef class Segment:
             cap = ds_ld64(p + 8)
             nent = ds_ld64(p + 16)
             count = ds_ld64(p + 24)
-            if (nslots < 8 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
+            if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
                     or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap or count > nent):
                 problems.append("table at %d has inconsistent sizes" % off)
                 return out
@@ -1970,7 +1972,7 @@ cdef class Segment:
         return False
 
     cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out):
-        cdef uint64_t i
+        cdef uint64_t i, off
         cdef uint8_t tag
         for i in range(n):
             tag = cells[i].b[0]
@@ -1979,7 +1981,12 @@ cdef class Segment:
             elif (tag == T_SSTR or tag == T_SBYTES) and (cells[i].b[1] & 0x7f) > INLINE_MAX:
                 problems.append("block at %d holds an inline string of %d bytes" % (owner, cells[i].b[1] & 0x7f))
             elif tag >= T_FIRST_REF:
-                out.append(ds_ld64(&cells[i].b[8]))
+                off = ds_ld64(&cells[i].b[8])
+                out.append(off)
+                if (tag == T_DICT or tag == T_LIST) and self._valid_ref(off) and (
+                        ds_ld32(&cells[i].b[4]) != (<Block *>(self.base + off)).gen):
+                    problems.append("block at %d refers to the container at %d with a stale generation"
+                                    % (owner, off))
 
     # -- statistics -----------------------------------------------------------------
 

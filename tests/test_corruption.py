@@ -188,3 +188,36 @@ def test_corrupt_segments_give_clean_errors(make_segment, shm_name, tmp_path):
     # the suite did something: many mutations were seen as corrupt
     assert outcomes.get("clean error", 0) + outcomes.get("noticed", 0) >= N_IMAGES * N_MUTATIONS // 4, outcomes
     assert sum(outcomes.values()) == N_IMAGES * N_MUTATIONS
+
+
+def test_a_stale_generation_in_a_container_reference_is_caught(make_segment, shm_name):
+    """A dict or list reference carries its block's generation, so a view is
+    made without reading the block. A reference whose generation does not
+    match is reported by check() and gives StaleReferenceError on use."""
+    seg = make_segment(1 << 20)
+    root = seg.col()
+    root["d"] = {"k": "v"}
+    root["l"] = [1, 2]
+    assert seg.check().ok
+    path = "/dev/shm/" + shm_name.lstrip("/")
+    for key, tag in (("d", 12), ("l", 13)):
+        off = root[key]._identity()[1]
+        with open(path, "r+b") as f:
+            image = f.read(seg.stats()["top"])
+            hits = [i for i in range(HEADER, len(image) - 16, 8)
+                    if image[i] == tag and image[i + 1:i + 4] == bytes(3)
+                    and image[i + 8:i + 16] == struct.pack("<Q", off)]
+            assert len(hits) == 1, hits
+            gen = struct.unpack_from("<I", image, hits[0] + 4)[0]
+            f.seek(hits[0] + 4)
+            f.write(struct.pack("<I", gen ^ 0x5A5A))
+        report = seg.check()
+        assert not report.ok
+        assert any("stale generation" in p for p in report.problems), report.problems
+        with pytest.raises(dshared.StaleReferenceError):
+            len(root[key])
+        with open(path, "r+b") as f:        # put it back
+            f.seek(hits[0] + 4)
+            f.write(struct.pack("<I", gen))
+        assert seg.check().ok
+        assert len(root[key]) in (1, 2)

@@ -34,6 +34,12 @@ static inline void ds_cpu_relax(void) {
 #endif
 }
 
+/* A hint to start loading the cache lines of [p, p + n); never faults. */
+static inline void ds_prefetch(const void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
+    for (; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 3);
+}
+
 static inline int ds_bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 static inline int ds_ctz64(uint64_t v) { return __builtin_ctzll(v); }
 
