@@ -1045,16 +1045,20 @@ cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES)
         seg.check_open()
     if seg.hdr.flags & FLAG_POISONED:
         raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
-    for attempt in range(tries):
-        s = seq_begin(seg)
-        try:
-            r = fn(node, arg)
-        except Exception:
+    seg.readers += 1                # no page return under this read (Segment._shrink_reserve)
+    try:
+        for attempt in range(tries):
+            s = seq_begin(seg)
+            try:
+                r = fn(node, arg)
+            except Exception:
+                if seq_ok(seg, s):
+                    raise
+                continue
             if seq_ok(seg, s):
-                raise
-            continue
-        if seq_ok(seg, s):
-            return r
+                return r
+    finally:
+        seg.readers -= 1
     seg.lock_acquire(-1)
     was = ds_gc_disable()
     try:

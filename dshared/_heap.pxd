@@ -15,6 +15,7 @@ cdef extern from "dshared.h" nogil:
     uint64_t ds_load_acquire(const uint64_t *p)
     uint64_t ds_load_relaxed(const uint64_t *p)
     void ds_store_release(uint64_t *p, uint64_t v)
+    void ds_atomic_or64(uint64_t *p, uint64_t v)
     void ds_fence_acquire()
     void ds_fence_release()
     void ds_fence_seq_cst()
@@ -52,6 +53,7 @@ cdef enum:
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
     JOURNAL_MAX = 64            # undo entries: no single write needs more than ~20
     FLAG_POISONED = 1
+    FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
 
 
 # Block kinds (Block.kind_rc & 0xff). 0 is a free block.
@@ -185,6 +187,7 @@ cdef class Segment:
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
+    cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
     cdef uint64_t *pfree        # blocks to free on commit
     cdef uint64_t nfree, capfree
     cdef uint64_t *prel         # references to release on commit
@@ -199,6 +202,7 @@ cdef class Segment:
     cdef _check_header(self, uint64_t size)
     cdef int _reserve(self, uint64_t upto) noexcept nogil
     cdef _unmap_close(self)
+    cdef _own_file_description(self)
     cdef void _shrink_reserve(self) noexcept nogil
     cdef _repair_after_death(self)
     cdef void lock_release_raw(self) noexcept

@@ -44,7 +44,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EBUSY, EINTR, ETIMEDOUT, errno
 from libc.stdlib cimport abort, free as c_free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
-from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
+from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR, open as c_open
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
 from posix.stat cimport S_ISREG, fstat, struct_stat
 from posix.unistd cimport _exit, close as c_close, ftruncate, geteuid
@@ -104,11 +104,14 @@ MAX_SIZE = MAX_CAPACITY
 
 cdef long _fork_gen = 0
 cdef dict _lock_states = {}
+_live = _weakref.WeakSet()          # open Segments, for the fork hook
 
 
 def _after_fork_in_child():
     global _fork_gen
     _fork_gen += 1
+    for seg in list(_live):
+        (<Segment>seg)._own_file_description()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -260,6 +263,7 @@ cdef class Segment:
             self._create(cap)
         else:
             self._attach(allow_unsafe, cap, False)
+        _live.add(self)
         key = self._file_key()
         st = _lock_states.get(key)
         if st is None:
@@ -440,14 +444,49 @@ cdef class Segment:
     cdef void _shrink_reserve(self) noexcept nogil:
         """Return the pages far above the top to the system: the segment does
         not keep its peak backing. The header is lowered first, so a crash in
-        between only leaves more backed than it says."""
+        between only leaves more backed than it says.
+
+        A lock-free reader may still be following an offset into the region
+        (it validates only afterwards), and touching a punched page backs it
+        again, or raises SIGBUS when /dev/shm is full. So pages go back only
+        when no reader can be there: when this handle is the only one open on
+        the segment (every handle holds a shared flock on a file description
+        of its own, forked children included, so an exclusive flock succeeds
+        only for a lone handle and keeps new ones out while it is held), and
+        no read section of this handle is in flight in this process (a
+        finalizer run inside a read may write). Otherwise the pages stay
+        reserved; the heap reuses them as it grows again."""
         cdef Header *h = self.hdr
         cdef uint64_t keep = (h.top + RESERVE_CHUNK + 4095) & ~(<uint64_t>4095)
         if h.reserved <= keep or h.reserved - keep < SHRINK_MIN or h.reserved - keep < h.reserved // 4:
             return
+        if self.readers or (h.flags & FLAG_NO_SHRINK):
+            return
+        if flock(self.fd, LOCK_EX | LOCK_NB) != 0:
+            flock(self.fd, LOCK_SH)     # a refused conversion may drop the shared lock
+            return
         cdef uint64_t old = h.reserved
         h.reserved = keep
         fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
+        flock(self.fd, LOCK_SH)
+
+    cdef _own_file_description(self):
+        """In a forked child: the inherited descriptor shares the parent's
+        file description, and so its flock. Open the segment anew, so that
+        this process holds a shared lock of its own and the parent's page
+        return (see _shrink_reserve) sees it. Where that cannot be done, page
+        return is switched off for the segment for good."""
+        cdef int fd
+        if self.fd < 0 or self.hdr == NULL:
+            return
+        fd = c_open(b"/proc/self/fd/%d" % self.fd, O_RDWR | O_CLOEXEC)
+        if fd >= 0 and flock(fd, LOCK_SH | LOCK_NB) == 0:
+            c_close(self.fd)            # the parent's lock stays: it still has the description open
+            self.fd = fd
+            return
+        if fd >= 0:
+            c_close(fd)
+        ds_atomic_or64(&self.hdr.flags, FLAG_NO_SHRINK)
 
     cdef _unmap_close(self):
         self._views = None
@@ -470,6 +509,11 @@ cdef class Segment:
         self._unmap_close()
         c_free(self.pfree)
         c_free(self.prel)
+
+    @property
+    def _reads_in_flight(self):
+        """Read sections of this handle in progress in this process."""
+        return self.readers
 
     def close(self):
         """Unmap the segment. Views of it raise ValueError afterwards."""

@@ -23,6 +23,7 @@ static inline void ds_st64(void *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint64_t ds_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline uint64_t ds_load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void ds_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void ds_atomic_or64(uint64_t *p, uint64_t v) { __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 static inline void ds_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void ds_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void ds_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
