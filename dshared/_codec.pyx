@@ -24,7 +24,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_GET_ITEM
+from cpython.object cimport Py_TYPE
+from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
@@ -48,6 +50,7 @@ cdef extern from "Python.h":
     bint PyBool_Check(object o)
     bint PyFloat_Check(object o)
     bint PyUnicode_Check(object o)
+    bint PyUnicode_CheckExact(object o)
     bint PyBytes_Check(object o)
     bint PyTuple_Check(object o)
     bint PyList_Check(object o)
@@ -213,6 +216,14 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
     cdef bint ascii
     if seg.base == NULL:
         seg.check_open()            # raises: the hash seed lives in the segment
+    if PyUnicode_CheckExact(k) and PyUnicode_IS_ASCII(k):
+        # the common case first: an ASCII str is its own UTF-8
+        key.ctag = T_STR
+        key.data = <const char *>PyUnicode_DATA(k)
+        key.len = PyUnicode_GET_LENGTH(k)
+        key.cval = 0
+        key.hash = key_hash(seg, T_STR, key.data, key.len)
+        return k
     owner = None
     key.data = NULL
     key.len = 0
@@ -1004,22 +1015,32 @@ cdef object parse_ktuple(const char *data, uint64_t ln):
 
 cdef object make_view(Segment seg, uint64_t off, int kind, uint32_t gen):
     """The view of container block `off` of generation `gen` (from the
-    referring cell): the block itself is checked on the view's first use."""
+    referring cell): the block itself is checked on the view's first use.
+
+    Views are kept in a small cache, direct-mapped by offset. A view that only
+    the cache still references is recycled for the new one rather than freed:
+    nobody else can see it change, and reading many containers in turn then
+    allocates nothing."""
     cdef Node node
+    cdef PyObject *slot_obj
     cdef list cache = seg._views
     cdef Py_ssize_t slot = (off >> 4) & (VIEW_CACHE - 1)
+    vtype = DictType if kind == K_DICT else ListType
     if cache is None:
         cache = seg._views = [None] * VIEW_CACHE
     else:
-        cached = cache[slot]
-        if cached is not None:
-            node = <Node>cached
+        slot_obj = PyList_GET_ITEM(cache, slot)
+        if <PyObject *>Py_TYPE(<object>slot_obj) == <PyObject *>vtype:
+            node = <Node>slot_obj
             # a view is immutable (segment, offset, generation): share it
-            if node.off == off and node.gen == gen and node.seg is seg and (
-                    type(node) is (DictType if kind == K_DICT else ListType)):
+            if node.off == off and node.gen == gen:
+                return node
+            if Py_REFCNT(node) == 2:         # the cache and `node`: nobody else
+                node.off = off
+                node.gen = gen
                 return node
     # the C-level tp_new of the base, with the Python subclass as the type
-    node = <Node>ds_new_view(DictType if kind == K_DICT else ListType)
+    node = <Node>ds_new_view(vtype)
     node.seg = seg
     node.off = off
     node.gen = gen
@@ -1031,21 +1052,46 @@ cdef object make_view(Segment seg, uint64_t off, int kind, uint32_t gen):
 # the read section
 
 ctypedef object (*ReadFn)(Node node, void *arg)
+ctypedef PyObject *(*RawReadFn)(Node node, void *arg) noexcept     # the same, as C sees it
 
 
 cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES):
     """Run fn without the lock, validated by the write sequence; retry when a
     write overlapped; after `tries` attempts, run it under the lock. Long
     reads (whole copies) pass few tries: under steady writes they would
-    rarely get through, and each attempt costs the whole read."""
+    rarely get through, and each attempt costs the whole read.
+
+    The first attempt is the hot path of every read and runs without any
+    exception bookkeeping; a read that raised or overlapped a write goes on
+    in read_retry."""
     cdef Segment seg = node.seg
     cdef uint64_t s
-    cdef int attempt, was
+    cdef PyObject *r
     if seg.base == NULL:
         seg.check_open()
     if seg.hdr.flags & FLAG_POISONED:
         raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
     seg.readers += 1                # no page return under this read (Segment._shrink_reserve)
+    s = seq_begin(seg)
+    r = (<RawReadFn>fn)(node, arg)
+    if r != NULL and seq_ok(seg, s):
+        seg.readers -= 1
+        result = <object>r
+        Py_XDECREF(r)
+        return result
+    seg.readers -= 1
+    if r != NULL:
+        Py_XDECREF(r)
+    else:
+        PyErr_Clear()               # read_retry meets it again if it was real
+    return read_retry(node, fn, arg, tries)
+
+
+cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
+    cdef Segment seg = node.seg
+    cdef uint64_t s
+    cdef int attempt, was
+    seg.readers += 1
     try:
         for attempt in range(tries):
             s = seq_begin(seg)

@@ -385,3 +385,24 @@ def test_lock_refuses_a_negative_timeout(segment, bad):
     with segment.lock(timeout=0):      # free: taken at once
         segment.col()["ok"] = True
     assert segment.col()["ok"] is True
+
+
+def test_views_held_by_the_caller_are_never_recycled(root):
+    """A view that only the view cache references is reused for the next
+    container read; a view anyone else holds must keep its identity."""
+    n = 300                             # several times the cache size
+    for i in range(n):
+        root["d%d" % i] = {"i": i}
+        root["l%d" % i] = [i]
+    held = [(root["d%d" % i], root["l%d" % i]) for i in range(n)]
+    for _ in range(3):                  # churn every slot of the cache
+        for i in reversed(range(n)):
+            assert root["d%d" % i]["i"] == i and root["l%d" % i][0] == i
+    for i, (d, lst) in enumerate(held):
+        assert d["i"] == i and lst[0] == i
+        assert d == {"i": i} and lst == [i]
+    # a temporary view used as the receiver of a read stays intact while the
+    # read decodes other containers
+    root["outer"] = {"k%d" % i: {"v": i} for i in range(n)}
+    for i in range(n):
+        assert root["outer"]["k%d" % i]["v"] == i
