@@ -1527,23 +1527,30 @@ cdef class DictNode(Node):
             try:
                 self.check(K_DICT)
                 plan.materialize()
+                # room only for the keys that are new: overwrites need none
+                missing = 0
+                for i in range(n):
+                    if seg.dict_find(self.off, &keys[i]) < 0:
+                        missing += 1
                 if n > 4:
-                    # many pairs: one new table, published once
+                    # many pairs: in place, after growing the table (by 1.25
+                    # at least, so batches cost O(batch) amortized); with
+                    # many overwrites, one new table published once
                     cells = <Cell *>malloc_or_raise(2 * n * CELL_SIZE)
                     for i in range(n):
                         cells[2 * i] = plan.cell(roots[i])[0]
                         cells[2 * i + 1] = plan.cell(<int64_t>roots[i] + 1)[0]
                     try:
-                        seg.dict_update_fresh(self.off, keys, cells, n)
+                        if n - missing <= MANY_OVERWRITES:
+                            if missing:
+                                seg.dict_reserve(self.off, missing)
+                            seg.dict_insert_many(self.off, keys, cells, n)
+                        else:
+                            seg.dict_update_fresh(self.off, keys, cells, n)
                     except BaseException:
                         plan.rollback()
                         raise
                 else:
-                    # room only for the keys that are new: overwrites need none
-                    missing = 0
-                    for i in range(n):
-                        if seg.dict_find(self.off, &keys[i]) < 0:
-                            missing += 1
                     try:
                         if missing:
                             seg.dict_reserve(self.off, missing)

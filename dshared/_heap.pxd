@@ -51,7 +51,8 @@ cdef enum:
     INLINE_MAX = 14             # str/bytes of up to 14 bytes live in the cell
     ENTRY_SIZE = 40
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
-    JOURNAL_MAX = 64            # undo entries: no single write needs more than ~20
+    JOURNAL_MAX = 64            # undo entries: no single write needs more than ~40
+    MANY_OVERWRITES = 8         # dict_insert_many journals at most this many overwrites (4 entries each)
     FLAG_POISONED = 1
     FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
 
@@ -252,6 +253,7 @@ cdef class Segment:
     cdef void write_end(self) noexcept
     cdef void jstore(self, void *p, uint64_t v) noexcept
     cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept
+    cdef void jrebuild(self, uint64_t t) noexcept
     cdef void defer_free(self, uint64_t off) noexcept
     cdef void defer_release(self, const Cell *c) noexcept
     cdef void defer_release_block(self, uint64_t off) noexcept
@@ -273,6 +275,8 @@ cdef class Segment:
     cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2
     cdef int64_t table_find(self, uint64_t t, const Key *k) except -2
     cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
+    cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
+    cdef void _rebuild_index(self, uint64_t t) noexcept nogil
     cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL
     cdef int64_t dict_len(self, uint64_t d) except -1
     cdef uint64_t dict_version(self, uint64_t d) except? 0

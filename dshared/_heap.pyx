@@ -674,6 +674,9 @@ cdef class Segment:
         ds_mutex_unlock(&self.hdr.mutex)
 
     cdef void _undo_journal(self) noexcept nogil:
+        """Restore the journaled words, newest first. A record with the low
+        bit set (see jrebuild) rebuilds a table's index from its entries,
+        once the records after it have restored the entry count."""
         cdef Header *h = self.hdr
         cdef uint64_t n = h.jcount, off
         if n > JOURNAL_MAX:
@@ -681,9 +684,37 @@ cdef class Segment:
         while n > 0:
             n -= 1
             off = h.jlog[2 * n]
-            if off >= HEADER_SIZE and off <= self.cap - 8:
+            if off & 1:
+                self._rebuild_index(off & ~(<uint64_t>1))
+            elif off >= HEADER_SIZE and off <= self.cap - 8:
                 ds_st64(self.base + off, h.jlog[2 * n + 1])
         h.jcount = 0
+
+    cdef void _rebuild_index(self, uint64_t t) noexcept nogil:
+        """Place every live entry of table t in a cleared index. A table that
+        does not check out is left alone: the repair's walk then finds it."""
+        cdef Block *b
+        cdef char *p
+        cdef uint64_t size, nslots, nentries, i
+        cdef Entry *ents
+        if not self.inb(t, MIN_BLOCK) or (t & (ALIGN - 1)):
+            return
+        b = <Block *>(self.base + t)
+        size = <uint64_t>b.size16 * ALIGN
+        if (b.kind_rc & 0xff) != K_TABLE or size < MIN_BLOCK or size > self.cap - t:
+            return
+        p = self.base + t + BLOCK_HDR
+        nslots = ds_ld64(p)
+        nentries = ds_ld64(p + 16)
+        size -= BLOCK_HDR
+        if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4
+                or nentries > ds_ld64(p + 8) or 32 + 4 * nslots + ENTRY_SIZE * nentries > size):
+            return
+        memset(p + 32, 0xff, 4 * nslots)
+        ents = <Entry *>(p + 32 + 4 * nslots)
+        for i in range(nentries):
+            if ents[i].key.b[0] != T_EMPTY:
+                self._table_place(t, ents[i].hash, <int32_t>i)
 
     cdef int _rebuild_allocator(self) except -1:
         """Walk the blocks from the bottom, merge free neighbours, fix the
@@ -830,6 +861,22 @@ cdef class Segment:
     cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept:
         self.jstore(&dst.b[0], ds_ld64(&src.b[0]))
         self.jstore(&dst.b[8], ds_ld64(&src.b[8]))
+
+    cdef void jrebuild(self, uint64_t t) noexcept:
+        """Journal "rebuild the index of table t": the writes that follow may
+        change its index slots unjournaled, provided the entry count is
+        journaled after this record (an undo restores the count, then
+        rebuilds the index from the entries below it)."""
+        cdef Header *h = self.hdr
+        cdef uint64_t n = h.jcount
+        if n >= JOURNAL_MAX:
+            abort()
+        h.jlog[2 * n] = t | 1
+        h.jlog[2 * n + 1] = 0
+        ds_fence_release()
+        h.jcount = n + 1
+        ds_fence_release()
+        crash_point()
 
     cdef void defer_free(self, uint64_t off) noexcept:
         """Free a block (its contents moved) once the write commits."""
@@ -1465,6 +1512,34 @@ cdef class Segment:
         self._bump_version(d)
         if t:
             self.defer_free(t)
+        return 0
+
+    cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
+        """Store n (key, value) pairs (cells 2i, 2i+1) in the dict's table in
+        place: the caller reserved room for the new keys, and at most
+        MANY_OVERWRITES of the keys are in the dict already (each overwrite
+        is journaled). New entries and their index slots are not journaled
+        one by one: one jrebuild record and the journaled counts undo them
+        all, so a batch costs O(n), not a new table."""
+        cdef uint64_t t = self.dict_table(d), i, orig
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        cdef int64_t ix
+        orig = ds_ld64(p + 16)
+        self.jrebuild(t)
+        self.jstore(p + 16, orig)
+        self.jstore(p + 24, ds_ld64(p + 24))
+        for i in range(n):
+            ix = self.table_find(t, &keys[i])
+            if ix >= 0:
+                # a key already there is journaled; one added by this batch is not
+                self._entry_set(&ents[ix], &cells[2 * i], <uint64_t>ix < orig)
+            else:
+                if ds_ld64(p + 16) >= ds_ld64(p + 8):
+                    raise CorruptSegmentError("dict table at %d of segment %r is full" % (t, self.name))
+                self.table_fill(t, &keys[i].hash, &cells[2 * i], 1)
+            crash_point()
+        self._bump_version(d)
         return 0
 
     cdef int dict_set_pair(self, uint64_t d, int64_t ix, const Cell *pair) except -1:

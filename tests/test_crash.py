@@ -101,6 +101,15 @@ def setup_t2(d, seg):
     d['t2'] = {'only': 'v' * 30}    # deleting its one entry drops the whole table
 
 
+def setup_update_room(d, seg):
+    """A nested dict of 35 keys whose table has room for 8 more: an update()
+    of more than 4 pairs inserts in place."""
+    base(d, seg)
+    d['g'] = {}
+    for i in range(35):
+        d['g']['k%d' % i] = i
+
+
 def setup_resize(d, seg):
     """A nested dict filled to its growth threshold: the next insert builds
     a bigger table. Returns the largest point count of the inserts that did
@@ -211,6 +220,8 @@ OPS = {
     'update_few': (base, lambda d, s: d.update({'a': 3, 'u1': 'one' * 10, 'u2': [2]}), None),
     'update_many': (base, lambda d, s: d.update(
         dict([('s', 'replaced ' * 5)] + [('u%d' % i, ['v%d' % i * 8, i]) for i in range(8)])), None),
+    'update_in_place': (setup_update_room, lambda d, s: d['g'].update(
+        [('u%d' % i, 'in place %d ' % i * 4) for i in range(6)] + [('u1', 'again ' * 9), ('k1', 7)]), None),
     'setdefault_new': (base, lambda d, s: d.setdefault('sd', {'a': [1, 2], 'b': 'bee' * 10}), None),
     'setdefault_existing': (base, lambda d, s: d.setdefault('s', 'ignored'), None),
     'incr_new': (base, lambda d, s: d.incr('cnt'), model_incr('cnt', 1)),
