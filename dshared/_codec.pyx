@@ -1106,6 +1106,8 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     finally:
         seg.readers -= 1
     seg.lock_acquire(-1)
+    if seg.wdepth == 0:
+        seg._settle()               # a sequence left odd by no writer would slow every read
     was = ds_gc_disable()
     try:
         return fn(node, arg)

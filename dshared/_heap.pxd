@@ -28,6 +28,7 @@ cdef extern from "dshared.h" nogil:
     int ds_mutex_init(pthread_mutex_t *m)
     int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
     int ds_mutex_trylock(pthread_mutex_t *m)
+    int ds_mutex_kind_ok(pthread_mutex_t *m)
     long ds_gettid()
     long ds_mutex_owner(pthread_mutex_t *m)
     int ds_mutex_unlock(pthread_mutex_t *m)
@@ -213,6 +214,8 @@ cdef class Segment:
     cdef bint _free_link_ok(self, uint64_t off) noexcept nogil
     cdef void _heap_corrupt(self) noexcept nogil
     cdef bint _header_sane(self) noexcept nogil
+    cdef void _settle(self) noexcept nogil
+    cdef int _check_mutex(self) except -1
     cdef int _bin(self, uint64_t size16) noexcept nogil
     cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil
     cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil
@@ -275,6 +278,7 @@ cdef class Segment:
     cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2
     cdef int64_t table_find(self, uint64_t t, const Key *k) except -2
     cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
+    cdef uint64_t _live_count(self, uint64_t t) except? 0
     cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
     cdef void _rebuild_index(self, uint64_t t) noexcept nogil
     cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL

@@ -420,6 +420,13 @@ cdef class Segment:
                                       % (self.name, h.capacity, size))
         if not self.inb(h.root, BLOCK_HDR + 16) or not self.inb(h.names, BLOCK_HDR + 16):
             raise CorruptSegmentError("segment %r: root offsets out of bounds" % self.name)
+        self._check_mutex()
+
+    cdef int _check_mutex(self) except -1:
+        if not ds_mutex_kind_ok(&self.hdr.mutex):
+            raise CorruptSegmentError("segment %r: its mutex is not a robust process-shared one "
+                                      "(overwritten?); it cannot be locked safely" % self.name)
+        return 0
 
     cdef int _reserve(self, uint64_t upto) noexcept nogil:
         """Back [0, upto) with memory; returns 0 or an errno."""
@@ -614,6 +621,7 @@ cdef class Segment:
             self.lk.depth = 1
             self.lk.fork_gen = _fork_gen
             return 0
+        self._check_mutex()
         rc = ds_mutex_trylock(&self.hdr.mutex)
         if rc == EBUSY:
             if timeout >= 0:
@@ -792,10 +800,23 @@ cdef class Segment:
         if self.wdepth == 1:
             self._gc_was = gc_off()
             self.committed = False
+            self._settle()
             self.hdr.seq += 1
             ds_fence_release()
             crash_point()
         return 0
+
+    cdef void _settle(self) noexcept nogil:
+        """With the lock held and no write open, there is no write in flight:
+        a journal or an odd sequence left in the header (a repair that was
+        skipped, or bad bytes) is stale. Drop the journal, so that the new
+        write has all of it, and even the sequence, so that readers do not
+        wait for a write that will never end."""
+        cdef Header *h = self.hdr
+        if h.jcount != 0:
+            h.jcount = 0
+        if h.seq & 1:
+            h.seq += 1
 
     cdef bint _header_sane(self) noexcept nogil:
         cdef Header *h = self.hdr
@@ -1407,7 +1428,7 @@ cdef class Segment:
             p = self.base + t + BLOCK_HDR
             if ds_ld64(p + 16) + n <= ds_ld64(p + 8):
                 return 0
-            count = ds_ld64(p + 24)
+            count = self._live_count(t)
         else:
             count = 0
         # grow by 1.25, and to at least 5 entries: a dict grown one key at a
@@ -1486,7 +1507,7 @@ cdef class Segment:
         cdef int64_t ix
         if t:
             p = self.base + t + BLOCK_HDR
-            count = ds_ld64(p + 24)
+            count = self._live_count(t)
         nt = self._new_table(count + n)
         if nt == 0:
             self.raise_alloc_error(32 + ENTRY_SIZE * (count + n))
@@ -1513,6 +1534,21 @@ cdef class Segment:
         if t:
             self.defer_free(t)
         return 0
+
+    cdef uint64_t _live_count(self, uint64_t t) except? 0:
+        """The count of table t (checked by dict_table), once it is shown to
+        match its live entries: a new table is sized from it and then gets
+        every live entry copied in."""
+        cdef char *p = self.base + t + BLOCK_HDR
+        cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        cdef uint64_t i, live = 0, count = ds_ld64(p + 24)
+        for i in range(ds_ld64(p + 16)):
+            if ents[i].key.b[0] != T_EMPTY:
+                live += 1
+        if live != count:
+            raise CorruptSegmentError("dict table at %d of segment %r counts %d entries, holds %d"
+                                      % (t, self.name, count, live))
+        return count
 
     cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
         """Store n (key, value) pairs (cells 2i, 2i+1) in the dict's table in
@@ -1777,7 +1813,10 @@ cdef class Segment:
 
     cdef bint _valid_ref(self, uint64_t off) noexcept nogil:
         cdef uint32_t kind
-        if (off & (ALIGN - 1)) or off < HEADER_SIZE or off + BLOCK_HDR > self.hdr.top:
+        cdef uint64_t top = self.hdr.top
+        if top > self.cap:
+            top = self.cap
+        if (off & (ALIGN - 1)) or off < HEADER_SIZE or off >= top or top - off < BLOCK_HDR:
             return False
         kind = (<Block *>(self.base + off)).kind_rc & 0xff
         return kind != K_FREE and kind <= K_LAST

@@ -168,6 +168,26 @@ static inline long ds_mutex_owner(pthread_mutex_t *m)
 #endif
 }
 
+/* 1 when the mutex is of the kind ds_mutex_init makes (robust, process-shared,
+ * error-checking), as far as the layout is known: a zeroed or overwritten one
+ * would lock as a plain mutex, whose owner is not recorded. */
+static inline int ds_mutex_kind_ok(pthread_mutex_t *m)
+{
+#if defined(__GLIBC__)
+    static int want = -1;
+    if (want == -1) {
+        pthread_mutex_t ref;
+        if (ds_mutex_init(&ref)) return 0;
+        want = ref.__data.__kind;
+        pthread_mutex_destroy(&ref);
+    }
+    return __atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) == want;
+#else
+    (void)m;
+    return 1;
+#endif
+}
+
 static inline int ds_mutex_trylock(pthread_mutex_t *m) { return pthread_mutex_trylock(m); }
 static inline int ds_mutex_unlock(pthread_mutex_t *m) { return pthread_mutex_unlock(m); }
 static inline int ds_mutex_consistent(pthread_mutex_t *m) { return pthread_mutex_consistent(m); }
