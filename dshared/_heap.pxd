@@ -213,6 +213,7 @@ cdef class Segment:
     cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil
     cdef bint _free_link_ok(self, uint64_t off) noexcept nogil
     cdef void _heap_corrupt(self) noexcept nogil
+    cdef bint _tiles_ok(self, uint64_t off) noexcept nogil
     cdef bint _header_sane(self) noexcept nogil
     cdef void _settle(self) noexcept nogil
     cdef int _check_mutex(self) except -1

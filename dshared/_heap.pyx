@@ -964,6 +964,18 @@ cdef class Segment:
                             and (off & (ALIGN - 1)) == 0
                             and ((<Block *>(self.base + off)).kind_rc & 0xff) == K_FREE)
 
+    cdef bint _tiles_ok(self, uint64_t off) noexcept nogil:
+        """The size of the block at off (inside the heap) can be trusted: the
+        block ends at the top, or where the next block says the one below it
+        ends. A grown size would hand out, split or merge live blocks."""
+        cdef uint64_t top = self.hdr.top, end
+        cdef uint64_t size = <uint64_t>(<Block *>(self.base + off)).size16 * ALIGN
+        if size < MIN_BLOCK or size > top - off:
+            return False
+        end = off + size
+        return end == top or (top - end >= MIN_BLOCK and
+                              <uint64_t>(<Block *>(self.base + end)).prev16 * ALIGN == size)
+
     cdef void _heap_corrupt(self) noexcept nogil:
         """The allocator met bytes it cannot trust: stop trusting the segment."""
         self.hdr.flags |= FLAG_POISONED
@@ -1041,7 +1053,7 @@ cdef class Segment:
             off = h.bins[i]
             n = 0
             while off and n < (self.cap >> 5):
-                if not self._free_link_ok(off) or (<Block *>(self.base + off)).size16 * ALIGN > h.top - off:
+                if not self._free_link_ok(off) or not self._tiles_ok(off):
                     self._heap_corrupt()
                     h.bins[i] = 0
                     h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
@@ -1100,19 +1112,20 @@ cdef class Segment:
         cdef Block *b
         cdef uint64_t size16, up, below
         cdef Block *n
-        if (off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1))
-                or (<Block *>(self.base + off)).size16 * ALIGN > h.top - off
-                or (<Block *>(self.base + off)).size16 * ALIGN < MIN_BLOCK):
+        if off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1)) or not self._tiles_ok(off):
             self._heap_corrupt()
             return
         b = <Block *>(self.base + off)
         size16 = b.size16
+        up = off + size16 * ALIGN
+        if up < h.top and ((<Block *>(self.base + up)).kind_rc & 0xff) == K_FREE and not self._tiles_ok(up):
+            self._heap_corrupt()
+            return
         h.used -= size16 * ALIGN
         h.nblocks -= 1
         b.gen += 1                      # a view of this block is stale from now on
         b.kind_rc = K_FREE
         # merge with the block above
-        up = off + size16 * ALIGN
         if up < h.top:
             n = <Block *>(self.base + up)
             if (n.kind_rc & 0xff) == K_FREE:
