@@ -149,11 +149,16 @@ def _build(seg, rng, img):
 
 
 def _make_image(name, rng, img):
-    """(image bytes up to top, capacity) of a freshly built segment."""
+    """(image bytes up to top, capacity) of a freshly built segment. The
+    same rng gives the same bytes: the hash seed (random at creation) is
+    set from rng before anything is stored, so tables lay out the same."""
     cap = rng.choice([64 << 10, 256 << 10, 1 << 20])
     seg = dshared.Segment(name, cap, create=True)
     cap = seg.capacity
     try:
+        with open("/dev/shm/" + name, "r+b") as f:
+            f.seek(H_SEED0)
+            f.write(struct.pack("<QQ", rng.randrange(2 ** 64), rng.randrange(2 ** 64)))
         _build(seg, random.Random(rng.randrange(2 ** 32)), img)
         top = seg.stats()["top"]
         with open("/dev/shm/" + name, "rb") as f:

@@ -4,11 +4,11 @@ Each rule is shown to bite on a small suite run in a child pytest with this
 directory's conftest.py."""
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from _proc import Popen
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,10 +51,10 @@ def test_clean(shm_name):
 def _run(tmp_path, source):
     shutil.copy(os.path.join(TESTS, "conftest.py"), tmp_path / "conftest.py")
     (tmp_path / "test_it.py").write_text(textwrap.dedent(source))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                           "--rootdir", str(tmp_path), str(tmp_path)],
-                          capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
-    return proc.returncode, proc.stdout + proc.stderr
+    code = "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))"
+    with Popen(code, "-q", "-p", "no:cacheprovider", "-rs", "--rootdir", tmp_path, tmp_path) as proc:
+        out, err = proc.communicate(timeout=100)
+    return proc.returncode, out + err
 
 
 @pytest.mark.timeout(120)

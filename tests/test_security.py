@@ -8,13 +8,12 @@ Bad names and absurd sizes are in test_foundation.py."""
 import os
 import stat
 import struct
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import dshared
+from _proc import Popen
 
 SHM = "/dev/shm/"
 H_VERSION, H_LAYOUT, H_MUTEX_SIZE = 8, 16, 48
@@ -182,7 +181,7 @@ print(",".join(bad) or "none")
 def test_dshared_never_imports_pickle(shm_name):
     """Promise 5: no pickle anywhere. A fresh interpreter that uses every part
     of dshared has not imported pickle at the end."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(PICKLE_FREE), shm_name], capture_output=True,
-                          text=True, cwd="/", timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "none", "dshared imported %s" % proc.stdout.strip()
+    with Popen(textwrap.dedent(PICKLE_FREE), shm_name) as proc:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "none", "dshared imported %s" % out.strip()
