@@ -243,8 +243,8 @@ def _mutate(rng, image, cap, lay):
     """One mutation of `image`: (description, mutated bytes)."""
     data = bytearray(image)
     size = len(image)
-    specials = [0, 8, 16, cap, cap + 8, cap - 8, cap - 16, 2 ** 63, 2 ** 64 - 16, 2 ** 64 - 32, 2 ** 32, HEADER,
-                HEADER + 8, lay.top, lay.top - 16]
+    specials = [0, 8, 16, cap, cap + 8, cap - 8, cap - 16, 2 ** 63, 2 ** 64 - 1, 2 ** 64 - 16, 2 ** 64 - 32, 2 ** 32,
+                HEADER, HEADER + 1, HEADER + 8, lay.top, lay.top - 16]
     if "valid_ref_wraps" in OPEN_BUGS:
         specials.remove(2 ** 64 - 16)
     r = rng.randrange(100)
@@ -354,7 +354,7 @@ def _mutate(rng, image, cap, lay):
     # a header field set to a special value (the journal included)
     at = rng.choice([H_CAPACITY, H_FLAGS, H_SEQ, H_TOP, H_TAIL16, H_RESERVED, H_ROOT, H_NAMES, H_GEN, H_USED,
                      H_NBLOCKS, H_BINMAP, H_BINMAP + 8, H_JCOUNT, H_JLOG, H_JLOG + 8,
-                     H_BINS + 8 * rng.randrange(NBINS)])
+                     H_BINS + 8 * rng.randrange(NBINS), 48 + 8 * rng.randrange(30)])
     val = rng.choice(specials + [1, 3, 63, 64, 65, 0xFFFFFFFF])
     if at == H_JCOUNT and 0 < val <= 64 and "journal_count" in OPEN_BUGS:
         val = 65
@@ -428,7 +428,7 @@ WRITES = [
     lambda r: r.__setitem__("small", "overwritten"),
     lambda r: r.__setitem__("a new and rather long key", b"b" * 100),
     lambda r: r.pop("k005", None),
-    lambda r: r.pop(next(iter(r)), None),
+    lambda r: r.pop(next(iter(r), "none"), None),
     lambda r: r.setdefault("sd", [1, 2]),
     lambda r: r.__delitem__("k006"),
     lambda r: r.update({"u%d" % i: i for i in range(8)}),
@@ -448,7 +448,7 @@ def _nested_writes(seg, seen_types):
         try:
             if isinstance(v, dshared.SharedDict):
                 v["w"] = "written"
-                v.pop(next(iter(v)), None)
+                v.pop(next(iter(v), "none"), None)
             elif isinstance(v, dshared.SharedList):
                 v.append("appended")
                 v.insert(0, "first")
