@@ -20,6 +20,9 @@ DSHARED_TEST_SEED=n replays a run.
 Meta-test: with DSHARED_TEST_NO_BOUNDS=1 (the checked accessors go on with
 the offset that failed their check) some child dies by a signal; on the same
 images without it none does.
+
+Core bugs the suite found that are still open are strict xfail tests at the
+end of this file; _corrupt.OPEN_BUGS says how the suite treats them.
 """
 import struct
 import time
