@@ -125,11 +125,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 #   DSHARED_TEST_FAIL_ALLOC=n  the n-th allocation fails as if the segment were full
 #   DSHARED_TEST_NO_LOCK=1     writers and lock() take no mutex
 #   DSHARED_TEST_NO_REPAIR=1   a dead holder's lock is made usable without repair
+#   DSHARED_TEST_NO_BOUNDS=1   a checked accessor whose check fails goes on with the
+#                              unchecked pointer (bad_block / bad_view return it)
 
 cdef long _hook_crash_at = 0
 cdef long _hook_fail_alloc = 0
 cdef bint _hook_no_lock = False
 cdef bint _hook_no_repair = False
+cdef bint _hook_no_bounds = False
 cdef long _crash_points_passed = 0
 CRASH_EXIT_CODE = 77
 
@@ -151,10 +154,11 @@ cdef bint fail_alloc_now() noexcept nogil:
     return False
 
 
-def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None):
+def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None, no_bounds=None):
     """Switch the test hooks in this process (None leaves one as it is).
     Returns the number of crash points passed since the last call."""
-    global _hook_crash_at, _hook_fail_alloc, _hook_no_lock, _hook_no_repair, _crash_points_passed
+    global _hook_crash_at, _hook_fail_alloc, _hook_no_lock, _hook_no_repair, _hook_no_bounds
+    global _crash_points_passed
     if crash_at is not None:
         _hook_crash_at = crash_at
     if fail_alloc is not None:
@@ -163,6 +167,8 @@ def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None):
         _hook_no_lock = bool(no_lock)
     if no_repair is not None:
         _hook_no_repair = bool(no_repair)
+    if no_bounds is not None:
+        _hook_no_bounds = bool(no_bounds)
     passed = _crash_points_passed
     _crash_points_passed = 0
     return passed
@@ -173,7 +179,8 @@ def _hooks_from_env():
     test_hooks(crash_at=int(env.get("DSHARED_TEST_CRASH_AT", 0) or 0),
                fail_alloc=int(env.get("DSHARED_TEST_FAIL_ALLOC", 0) or 0),
                no_lock=env.get("DSHARED_TEST_NO_LOCK", "") not in ("", "0"),
-               no_repair=env.get("DSHARED_TEST_NO_REPAIR", "") not in ("", "0"))
+               no_repair=env.get("DSHARED_TEST_NO_REPAIR", "") not in ("", "0"),
+               no_bounds=env.get("DSHARED_TEST_NO_BOUNDS", "") not in ("", "0"))
 
 
 _hooks_from_env()
@@ -572,11 +579,15 @@ cdef class Segment:
 
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL:
         self.check_open()
+        if _hook_no_bounds:
+            return <Block *>(self.base + off)
         raise CorruptSegmentError("no valid %s block at offset %d of segment %r"
                                   % (_kind_name(kind), off, self.name))
 
     cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL:
         self.check_open()
+        if _hook_no_bounds:
+            return <Block *>(self.base + off)
         raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
                                   % ("dict" if kind == K_DICT else "list", self.name))
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: unique segment names and a guard against /dev/shm leftovers."""
+"""Shared fixtures: unique segment names and guards: a test that leaves a
+segment of this run in /dev/shm fails, and so does a run with a skipped
+test (RELIABILITY.md: a skipped reliability test fails CI)."""
 import itertools
 import os
 import uuid
@@ -17,6 +19,48 @@ def _leftovers(prefix):
         return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
     except FileNotFoundError:
         return []
+
+
+def _ours():
+    """The segments this run may have made: every test names its segments
+    after the pytest process (dsh-test-<pid>-..., dsh-test-sm-<pid>-...);
+    other runs on the machine use other names."""
+    pid = "-%d-" % os.getpid()
+    return {n for n in _leftovers(PREFIX) if n.startswith(PREFIX + pid[1:]) or n.startswith(PREFIX + "sm" + pid)}
+
+
+@pytest.fixture(autouse=True)
+def _no_segment_left_behind():
+    """Every test, whatever fixtures it uses: fails if it leaves a segment of
+    this run in /dev/shm (they are removed)."""
+    before = _ours()
+    yield
+    left = sorted(_ours() - before)
+    for n in left:
+        try:
+            os.unlink(os.path.join(SHM_DIR, n))
+        except FileNotFoundError:
+            pass
+    assert not left, "segments left in /dev/shm: %r" % left
+
+
+_skipped = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_collectreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _skipped and exitstatus == 0:
+        print("\n%d test(s) skipped, which fails the run: %s" % (len(_skipped), ", ".join(_skipped[:10])))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

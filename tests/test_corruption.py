@@ -1,193 +1,92 @@
 """Bad bytes never crash a reader: a corrupt segment gives clean exceptions
 (CorruptSegmentError, KeyError, ...), never a signal, a hang or a runaway
-allocation. Each mutated image is opened in a forked child."""
-import os
-import random
-import signal
+allocation.
+
+RELIABILITY.md's corruption suite: 50 segments x 400 mutations. Each image is
+built with dshared, mutated (random bit flips, words and runs; offsets set to
+0, the size, size + 8, 2^63, the block itself; cyclic free lists; tables
+whose index has no empty slot; zeroed headers; lengths, counts and block
+headers set to absurd values) and opened in a forked child that attaches,
+runs check(), walks every container, gets, sets and deletes, under a 2 s
+alarm and a 256 MiB address-space limit. Anything else than a clean
+exception (a signal, the alarm, MemoryError, SystemError, RecursionError) is
+a failure, and its image is saved as a regression file (gzip); images kept
+in tests/corruption_images/ are replayed by every run.
+
+Runs in a driver process (forking from pytest is unsafe), which forks 2
+workers, one per core, which fork the children. The seed is printed;
+DSHARED_TEST_SEED=n replays a run.
+
+Meta-test: with DSHARED_TEST_NO_BOUNDS=1 (the checked accessors go on with
+the offset that failed their check) some child dies by a signal; on the same
+images without it none does.
+
+Core bugs the suite found that are still open are strict xfail tests at the
+end of this file; _corrupt.OPEN_BUGS says how the suite treats them.
+"""
 import struct
 import time
 
 import pytest
 
 import dshared
-
-SEED = int(os.environ.get("DSHARED_CORRUPTION_SEED", "20261124"))
-N_IMAGES = 12
-N_MUTATIONS = 40
-WRITES = os.environ.get("DSHARED_CORRUPTION_WRITES", "1") == "1"
-HEADER = 4096
+from _corrupt import GOOD, H_SEQ, HEADER, IMAGES_DIR, N_IMAGES, N_MUTATIONS, OPEN_BUGS, REGRESSIONS, report
+from _proc import run_driver, test_seed
 
 
-def _build(seg):
-    root = seg.col()
-    root["small"] = {"a": 1, "b": "two", "c": 3.5, "d": None, "e": True}
-    root["list"] = [1, "x" * 40, b"y" * 30, (1, 2, ("z", 3)), [4, 5], {"k": "v"}]
-    root["big"] = 2 ** 200
-    root[("tuple", 1)] = "tuple key"
-    root["long key of more than fourteen bytes"] = {"n%d" % i: i for i in range(40)}
-    root["nested"] = {"a": {"b": {"c": [1, 2, {"d": "e" * 20}]}}}
-    cyc = [1]
-    cyc.append(cyc)
-    root["cycle"] = cyc
-    seg.col("named")["x"] = list(range(30))
-    for i in range(60):
-        root["k%03d" % i] = "value %d" % i
-    del root["k010"], root["k020"]
-    root["list"].pop(0)
+@pytest.mark.timeout(540)
+def test_corrupt_segments_give_clean_errors(shm_name, tmp_path):
+    seed = test_seed()
+    r = run_driver("_corrupt", "_drive", shm_name, seed, N_IMAGES, N_MUTATIONS, str(tmp_path), timeout=520)
+    report(r)
+    assert not r["failures"], ("%d children failed (copy a saved image into tests/corruption_images/ to keep "
+                               "it as a regression test):\n%s" % (len(r["failures"]), "\n".join(r["failures"][:30])))
+    assert r["children"] == N_IMAGES * N_MUTATIONS
+    # the suite did something: most mutations changed the image, many were
+    # seen as corrupt, attaching refused some, and check() reported some
+    assert r["unchanged"] < r["children"] // 20, r
+    assert r["outcomes"].get("noticed", 0) >= r["children"] // 3, r["outcomes"]
+    assert r["outcomes"].get("refused", 0) >= 20, r["outcomes"]
+    assert r["types"].get("check", 0) >= r["children"] // 4, r["types"]
+    assert r["types"].get("CorruptSegmentError", 0) >= r["children"] // 4, r["types"]
 
 
-def _mutations(rng, image, top):
-    """Yield (description, mutated image); mutations land in the header and
-    the live heap [HEADER, top)."""
-    size = top
-    words = (size - HEADER) // 8
-    specials = [0, 8, 16, size, size + 8, size - 8, 2 ** 63, 2 ** 64 - 1, 2 ** 32, 4096, 4097]
-    for _ in range(N_MUTATIONS):
-        data = bytearray(image)
-        kind = rng.randrange(6)
-        if kind == 0:                       # bit flips in the heap
-            for _ in range(rng.randint(1, 8)):
-                i = rng.randrange(HEADER, size)
-                data[i] ^= 1 << rng.randrange(8)
-            desc = "bit flips"
-        elif kind == 1:                     # an 8-byte word set to a special value
-            at = HEADER + 8 * rng.randrange(words)
-            val = rng.choice(specials + [at])
-            struct.pack_into("<Q", data, at, val)
-            desc = "word at %d = %d" % (at, val)
-        elif kind == 2:                     # a 4-byte field (sizes, index slots)
-            at = HEADER + 4 * rng.randrange(words * 2)
-            val = rng.choice([0, 1, 2, 0xFFFFFFFF, 0x7FFFFFFF, rng.randrange(2 ** 32)])
-            struct.pack_into("<I", data, at, val)
-            desc = "u32 at %d = %d" % (at, val)
-        elif kind == 3:                     # a header field (past magic/version/layout)
-            at = 48 + 8 * rng.randrange(30)
-            struct.pack_into("<Q", data, at, rng.choice(specials))
-            desc = "header word at %d" % at
-        elif kind == 4:                     # a run of garbage
-            at = rng.randrange(HEADER, size - 64)
-            data[at:at + 64] = bytes(rng.randrange(256) for _ in range(64))
-            desc = "garbage at %d" % at
-        else:                               # a zeroed run
-            at = rng.randrange(HEADER, size - 256)
-            data[at:at + 256] = bytes(256)
-            desc = "zeros at %d" % at
-        yield desc, bytes(data)
+META_IMAGES = 4
+META_MUTATIONS = 100
 
 
-CHILD_OK, CHILD_CLEAN, CHILD_DETECTED = 0, 3, 4
+@pytest.mark.timeout(300)
+def test_meta_corruption_without_bounds_checks_dies_by_a_signal(shm_name, tmp_path):
+    """The bounds checks are what keeps the children alive: with
+    DSHARED_TEST_NO_BOUNDS=1 the checked accessors go on with the offset
+    that failed, and some child dies by a signal; the same images without
+    the hook give no signal."""
+    seed = test_seed()
+    off_dir = tmp_path / "no-bounds"
+    off_dir.mkdir()
+    on_dir = tmp_path / "bounds"
+    on_dir.mkdir()
+    off = run_driver("_corrupt", "_drive", shm_name, seed, META_IMAGES, META_MUTATIONS, str(off_dir),
+                     timeout=280, env={"DSHARED_TEST_NO_BOUNDS": "1"})
+    report(off)
+    on = run_driver("_corrupt", "_drive", shm_name, seed, META_IMAGES, META_MUTATIONS, str(on_dir),
+                    timeout=280)
+    report(on)
+    signals = {k: v for k, v in off["outcomes"].items() if k.startswith("signal SIG")}
+    assert sum(v for k, v in signals.items() if k in ("signal SIGSEGV", "signal SIGBUS")) >= 1, off["outcomes"]
+    assert not any(k.startswith("signal") for k in on["outcomes"]), on["outcomes"]
+    assert not on["failures"], on["failures"]
 
 
-def _exercise(name):
-    """In the child: every read path, then writes, over the (maybe corrupt)
-    segment; each phase runs even if the one before raised. Returns whether
-    anything noticed the corruption (a clean exception or check())."""
-    seg = dshared.Segment(name, create=False)
-    noticed = False
-    try:
-        noticed = not seg.check().ok
-        root = seg.col()
-        root.to_python()
-        list(root.items())
-        for k in list(root.keys()):
-            v = root.get(k)
-            if isinstance(v, (dshared.SharedDict, dshared.SharedList)):
-                v.to_python()
-                repr(v)
-                len(v)
-        for k in ("small", "list", "big", ("tuple", 1), "missing", "k005"):
-            k in root
-            root.get(k)
-        seg.col("named").to_python()
-        seg.stats()
-    except Exception:
-        noticed = True
-    if WRITES:
-        for write in (lambda r: r.__setitem__("new", {"fresh": ["value", 1]}),
-                      lambda r: r.__setitem__("small", "overwritten"),
-                      lambda r: r.pop("k005", None),
-                      lambda r: r["list"].append("appended"),
-                      lambda r: r["list"].insert(0, "first"),
-                      lambda r: r.__delitem__("k006"),
-                      lambda r: r.update({"u%d" % i: i for i in range(8)}),
-                      lambda r: r.clear()):
-            try:
-                write(seg.col())
-            except Exception:
-                noticed = True
-        try:
-            seg.collect()
-            seg.check()
-        except Exception:
-            noticed = True
-    return not noticed
-
-
-def _run_child(name, image):
-    """Write the image as segment `name`, open it in a forked child; returns
-    how the child ended."""
-    path = "/dev/shm/" + name
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.write(fd, image)
-    finally:
-        os.close(fd)
-    try:
-        pid = os.fork()
-        if pid == 0:                        # pragma: no cover - the child
-            code = CHILD_OK
-            try:
-                signal.alarm(5)
-                if not _exercise(name):
-                    code = CHILD_DETECTED
-            except Exception:
-                code = CHILD_CLEAN          # attaching refused it
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + 10
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return "hung"
-            time.sleep(0.005)
-        if os.WIFSIGNALED(status):
-            return "signal %d" % os.WTERMSIG(status)
-        return {CHILD_OK: "ok", CHILD_CLEAN: "clean error", CHILD_DETECTED: "noticed"}.get(os.WEXITSTATUS(status),
-                                                                "exit %d" % os.WEXITSTATUS(status))
-    finally:
-        os.unlink(path)
-
-
-def test_corrupt_segments_give_clean_errors(make_segment, shm_name, tmp_path):
-    rng = random.Random(SEED)
-    print("seed", SEED)
-    outcomes = {}
-    failures = []
-    for img in range(N_IMAGES):
-        seg = make_segment(1 << 20) if img == 0 else seg
-        if img == 0:
-            _build(seg)
-        top = seg.stats()["top"]
-        with open("/dev/shm/" + shm_name, "rb") as f:
-            image = f.read()
-        for desc, data in _mutations(rng, image, top):
-            res = _run_child(shm_name + "-c", data)
-            outcomes[res] = outcomes.get(res, 0) + 1
-            if res not in ("ok", "clean error", "noticed"):
-                saved = tmp_path / ("regression-%d.img" % len(failures))
-                saved.write_bytes(data)
-                failures.append("%s: %s (image saved as %s)" % (desc, res, saved))
-        # the next round mutates a segment after more writes
-        seg.col()["round%d" % img] = ["more", img, {"x": img}]
-    print(outcomes)
-    assert not failures, "\n".join(failures[:20])
-    # the suite did something: many mutations were seen as corrupt
-    assert outcomes.get("clean error", 0) + outcomes.get("noticed", 0) >= N_IMAGES * N_MUTATIONS // 4, outcomes
-    assert sum(outcomes.values()) == N_IMAGES * N_MUTATIONS
+@pytest.mark.timeout(120)
+def test_saved_regression_images_give_clean_errors(shm_name):
+    """Every image kept in tests/corruption_images/ (found by an earlier run,
+    or made for a targeted case) opens in a child without a failure."""
+    assert REGRESSIONS, "no regression images in %s" % IMAGES_DIR
+    res = run_driver("_corrupt", "_replay_all", shm_name, REGRESSIONS, timeout=100)
+    print(res)
+    bad = {k: v for k, v in res.items() if v[0] not in GOOD}
+    assert not bad, bad
 
 
 def test_a_stale_generation_in_a_container_reference_is_caught(make_segment, shm_name):
@@ -221,3 +120,96 @@ def test_a_stale_generation_in_a_container_reference_is_caught(make_segment, shm
             f.write(struct.pack("<I", gen))
         assert seg.check().ok
         assert len(root[key]) in (1, 2)
+
+
+# -- core bugs the suite found, still open: strict xfail until fixed (then take the
+# bug out of _corrupt.OPEN_BUGS, so the suite's mutations that found it come back)
+
+def _open_bug(shm_name, bug):
+    outcome, types = run_driver("_corrupt", "_open_bug_outcome", shm_name, bug, timeout=60)
+    print(outcome, types)
+    return outcome
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: Segment._valid_ref tests `off + BLOCK_HDR > top`, which wraps for "
+                          "off = 2^64 - 16; check() then reads 16 bytes below the mapping (SIGSEGV)")
+def test_check_survives_an_offset_of_2_64_minus_16(shm_name):
+    assert "valid_ref_wraps" in OPEN_BUGS
+    outcome = _open_bug(shm_name, "valid_ref_wraps")
+    assert outcome in GOOD, outcome
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: a header whose journal count is not 0 passes _header_sane (<= 64), "
+                          "then jstore() aborts the writer (SIGABRT) once the count reaches JOURNAL_MAX")
+def test_a_write_survives_a_nonzero_journal_count(shm_name):
+    assert "journal_count" in OPEN_BUGS
+    outcome = _open_bug(shm_name, "journal_count")
+    assert outcome in GOOD, outcome
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: a zeroed mutex (a plain, non-robust one) is not refused at attach; "
+                          "check() then raises RuntimeError('release of a lock this thread does not "
+                          "hold') leaving it locked, and the next write waits for itself forever")
+def test_a_zeroed_mutex_never_deadlocks_its_own_thread(shm_name):
+    assert "zeroed_mutex" in OPEN_BUGS
+    outcome = _open_bug(shm_name, "zeroed_mutex")
+    assert outcome in GOOD, outcome
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: a write sequence left odd with no writer (check() reports it) is "
+                          "never repaired: every read spins, retries 64 times, then takes the lock, "
+                          "about 20,000 times slower, for good (writes keep it odd)")
+def test_a_stuck_odd_sequence_does_not_slow_every_read(make_segment, shm_name):
+    assert "odd_sequence" in OPEN_BUGS
+    seg = make_segment(1 << 20)
+    root = seg.col()
+    root.update({"k%d" % i: i for i in range(100)})
+    t0 = time.monotonic()
+    for _ in range(1000):
+        root["k5"]
+    normal = time.monotonic() - t0
+    with open("/dev/shm/" + shm_name, "r+b") as f:
+        f.seek(H_SEQ)
+        seq = struct.unpack("<Q", f.read(8))[0]
+        f.seek(H_SEQ)
+        f.write(struct.pack("<Q", seq | 1))
+    assert any("odd" in p for p in seg.check().problems)
+    root["x"] = 1                               # a write does not set it right
+    t0 = time.monotonic()
+    for _ in range(1000):
+        root["k5"]
+    odd = time.monotonic() - t0
+    print("1000 gets: %.4f s, with the sequence odd %.4f s" % (normal, odd))
+    assert odd < 0.5, "1000 gets took %.2f s with the write sequence odd" % odd
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: Segment.dict_reserve sizes the new table from the table's count but "
+                          "copies every live entry (nentries of them), so a count below the live entries "
+                          "writes past the new table over the blocks after it")
+def test_growing_a_table_whose_count_is_too_low_stays_in_bounds(shm_name):
+    assert "table_count" in OPEN_BUGS
+    r = run_driver("_corrupt", "_table_count_write", shm_name, timeout=60)
+    print(r)
+    assert len(r["before"]) == 1 and "counts 1 entries" in r["before"][0], r["before"]
+    # the insert is refused, or made, without damage beyond the bad count
+    assert r["after"] in ([], r["before"]) or all("count" in p for p in r["after"]), r["after"][:3]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="open bug: the allocator takes a free block's size from its header without "
+                          "checking it against the next block's prev16 (check() does see the mismatch), "
+                          "so a grown size hands out or splits memory over live blocks; writes through "
+                          "the damage later go out of bounds (SIGSEGV in dict_reserve)")
+def test_a_free_block_whose_size_grew_is_not_handed_out_over_live_blocks(shm_name):
+    assert "block_size" in OPEN_BUGS
+    r = run_driver("_corrupt", "_block_size_write", shm_name, timeout=60)
+    print(r)
+    assert any("prev size" in p for p in r["before"]), r["before"]
+    # the write is refused, or it leaves the live values alone
+    assert r["error"] or r["values"] == {"b": "b" * 100, "c": "c" * 100, "e": "e" * 100}, r
+
