@@ -24,14 +24,7 @@ from _proc import Children, read_all, unlink_quietly
 # would fail nearly every time (the zeroed mutex after a 2 s wait), are left
 # out. When its xfail test passes (an XPASS fails the run), take the bug out
 # of this set: its mutations come back and count again.
-OPEN_BUGS = {
-    "valid_ref_wraps",      # test_check_survives_an_offset_of_2_64_minus_16
-    "journal_count",        # test_a_write_survives_a_nonzero_journal_count
-    "zeroed_mutex",         # test_a_zeroed_mutex_never_deadlocks_its_own_thread
-    "odd_sequence",         # test_a_stuck_odd_sequence_does_not_slow_every_read
-    "table_count",          # test_growing_a_table_whose_count_is_too_low_stays_in_bounds
-    "block_size",           # test_a_free_block_whose_size_grew_is_not_handed_out_over_live_blocks
-}
+OPEN_BUGS = set()           # none open; the six it found are fixed (see test_corruption.py)
 
 N_IMAGES = 50
 N_MUTATIONS = 400

@@ -21,8 +21,9 @@ Meta-test: with DSHARED_TEST_NO_BOUNDS=1 (the checked accessors go on with
 the offset that failed their check) some child dies by a signal; on the same
 images without it none does.
 
-Core bugs the suite found that are still open are strict xfail tests at the
-end of this file; _corrupt.OPEN_BUGS says how the suite treats them.
+Core bugs the suite found are regression tests at the end of this file.
+A newly found one goes into _corrupt.OPEN_BUGS with a strict xfail test
+until it is fixed.
 """
 import struct
 import time
@@ -30,7 +31,7 @@ import time
 import pytest
 
 import dshared
-from _corrupt import GOOD, H_SEQ, HEADER, IMAGES_DIR, N_IMAGES, N_MUTATIONS, OPEN_BUGS, REGRESSIONS, report
+from _corrupt import GOOD, H_SEQ, HEADER, IMAGES_DIR, N_IMAGES, N_MUTATIONS, REGRESSIONS, report
 from _proc import run_driver, test_seed
 
 
@@ -122,8 +123,7 @@ def test_a_stale_generation_in_a_container_reference_is_caught(make_segment, shm
         assert len(root[key]) in (1, 2)
 
 
-# -- core bugs the suite found, still open: strict xfail until fixed (then take the
-# bug out of _corrupt.OPEN_BUGS, so the suite's mutations that found it come back)
+# -- core bugs the suite found, fixed: one image each, kept as regression tests
 
 def _open_bug(shm_name, bug):
     outcome, types = run_driver("_corrupt", "_open_bug_outcome", shm_name, bug, timeout=60)
@@ -131,40 +131,22 @@ def _open_bug(shm_name, bug):
     return outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: Segment._valid_ref tests `off + BLOCK_HDR > top`, which wraps for "
-                          "off = 2^64 - 16; check() then reads 16 bytes below the mapping (SIGSEGV)")
 def test_check_survives_an_offset_of_2_64_minus_16(shm_name):
-    assert "valid_ref_wraps" in OPEN_BUGS
     outcome = _open_bug(shm_name, "valid_ref_wraps")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: a header whose journal count is not 0 passes _header_sane (<= 64), "
-                          "then jstore() aborts the writer (SIGABRT) once the count reaches JOURNAL_MAX")
 def test_a_write_survives_a_nonzero_journal_count(shm_name):
-    assert "journal_count" in OPEN_BUGS
     outcome = _open_bug(shm_name, "journal_count")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: a zeroed mutex (a plain, non-robust one) is not refused at attach; "
-                          "check() then raises RuntimeError('release of a lock this thread does not "
-                          "hold') leaving it locked, and the next write waits for itself forever")
 def test_a_zeroed_mutex_never_deadlocks_its_own_thread(shm_name):
-    assert "zeroed_mutex" in OPEN_BUGS
     outcome = _open_bug(shm_name, "zeroed_mutex")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: a write sequence left odd with no writer (check() reports it) is "
-                          "never repaired: every read spins, retries 64 times, then takes the lock, "
-                          "about 20,000 times slower, for good (writes keep it odd)")
 def test_a_stuck_odd_sequence_does_not_slow_every_read(make_segment, shm_name):
-    assert "odd_sequence" in OPEN_BUGS
     seg = make_segment(1 << 20)
     root = seg.col()
     root.update({"k%d" % i: i for i in range(100)})
@@ -187,12 +169,7 @@ def test_a_stuck_odd_sequence_does_not_slow_every_read(make_segment, shm_name):
     assert odd < 0.5, "1000 gets took %.2f s with the write sequence odd" % odd
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: Segment.dict_reserve sizes the new table from the table's count but "
-                          "copies every live entry (nentries of them), so a count below the live entries "
-                          "writes past the new table over the blocks after it")
 def test_growing_a_table_whose_count_is_too_low_stays_in_bounds(shm_name):
-    assert "table_count" in OPEN_BUGS
     r = run_driver("_corrupt", "_table_count_write", shm_name, timeout=60)
     print(r)
     assert len(r["before"]) == 1 and "counts 1 entries" in r["before"][0], r["before"]
@@ -200,13 +177,7 @@ def test_growing_a_table_whose_count_is_too_low_stays_in_bounds(shm_name):
     assert r["after"] in ([], r["before"]) or all("count" in p for p in r["after"]), r["after"][:3]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open bug: the allocator takes a free block's size from its header without "
-                          "checking it against the next block's prev16 (check() does see the mismatch), "
-                          "so a grown size hands out or splits memory over live blocks; writes through "
-                          "the damage later go out of bounds (SIGSEGV in dict_reserve)")
 def test_a_free_block_whose_size_grew_is_not_handed_out_over_live_blocks(shm_name):
-    assert "block_size" in OPEN_BUGS
     r = run_driver("_corrupt", "_block_size_write", shm_name, timeout=60)
     print(r)
     assert any("prev size" in p for p in r["before"]), r["before"]
