@@ -1306,7 +1306,7 @@ cdef class DictNode(Node):
         cdef Key key
         cdef Segment seg = self.seg
         cdef int64_t ix
-        owner = make_key(seg, k, &key)
+        owner = make_key(seg, k, &key, True)     # a key dshared cannot store is absent
         seg.write_begin()
         try:
             self.check(K_DICT)
@@ -1447,7 +1447,7 @@ cdef class DictNode(Node):
         cdef int64_t ix
         if len(default) > 1:
             raise TypeError("pop expected at most 2 arguments, got %d" % (len(default) + 1))
-        owner = make_key(seg, k, &key)
+        owner = make_key(seg, k, &key, True)
         seg.write_begin()
         try:
             self.check(K_DICT)

@@ -334,7 +334,7 @@ cdef class Segment:
                 if fstat(fd, &st) != 0:
                     e = errno
                     raise OSError(e, os.strerror(e), self.name)
-                if st.st_size != 0:
+                if st.st_size != 0 or not S_ISREG(st.st_mode):
                     break
                 # created but not yet locked by its creator: give it a moment
                 flock(fd, LOCK_UN)
