@@ -1453,6 +1453,9 @@ def _ki_worker(name, out_fd):
                 big = d['w_big'].to_python() if 'w_big' in d else []
                 if big not in (list(range(big_done)), list(range(want_big))):
                     bad.append("w_big holds %d items; %d or %d expected" % (len(big), big_done, want_big))
+                # before 3.10 the interrupt can land after the write ended but
+                # before big_done = want_big ran: go on from what it holds
+                big_done = len(big)
             probe = []
 
             def take():
