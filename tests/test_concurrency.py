@@ -1424,7 +1424,11 @@ def _ki_worker(name, out_fd):
     while True:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, sigint)
-            while not d.get('stop'):
+            # not `while not d.get('stop'):`: on Python 3.13 an interrupt on
+            # that loop's back edge escapes the try (cpython#130279)
+            while True:
+                if d.get('stop'):
+                    break
                 stage = "acquire"
                 with seg.lock():
                     stage = "locked"
