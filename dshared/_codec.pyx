@@ -621,6 +621,10 @@ cdef class Plan:
                 return 0
             bi = self.bytes_block(K_BYTES, owner, key.data, key.len, 0)
             self.ref_block(ci, T_BYTES, bi)
+        elif key.ctag == T_BIGINT and PyFloat_Check(k):
+            # a whole float beyond int64 (2.0 ** 63): hashed as the int it
+            # equals, kept as a float
+            encode_scalar(k, c)
         elif key.ctag == T_BIGINT:
             self.ref_block(ci, T_BIGINT, self.bytes_block(K_BIGINT, owner, key.data, key.len, 0))
         elif key.ctag == T_KTUPLE:

@@ -42,6 +42,7 @@ is held: keys and values are converted to C buffers first, and the cyclic GC
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EBUSY, EINTR, ETIMEDOUT, errno
+from libc.math cimport floor, isfinite
 from libc.stdlib cimport abort, free as c_free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
 from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR, open as c_open
@@ -1302,6 +1303,7 @@ cdef class Segment:
         cdef uint8_t ln
         cdef const char *data
         cdef uint64_t n
+        cdef bytes canon
         if tag == T_PACKED:
             ln = e.key.b[1] & 0x7f
             return k.ctag == T_STR and k.len == ln and ln <= INLINE_MAX and memcmp(&e.key.b[4], k.data, ln) == 0
@@ -1317,6 +1319,13 @@ cdef class Segment:
                     return 0            # NaN keys are never found by a lookup
                 if -9.2233720368547758e18 <= f < 9.2233720368547758e18 and f == <double>(<int64_t>f):
                     return k.ctag == T_INT and <int64_t>k.cval == <int64_t>f
+                if isfinite(f) and floor(f) == f:
+                    # a whole float beyond int64 equals the int of its value
+                    if k.ctag != T_BIGINT:
+                        return 0
+                    iv = int(f)
+                    canon = int.to_bytes(iv, (int.bit_length(iv) + 8) // 8, "little", signed=True)
+                    return <uint64_t>len(canon) == k.len and memcmp(<const char *>canon, k.data, k.len) == 0
                 return k.ctag == T_FLOAT and k.cval == v
             v = 0 if tag == T_FALSE else 1 if tag == T_TRUE else ds_ld64(&e.key.b[8])
             return k.ctag == T_INT and k.cval == v

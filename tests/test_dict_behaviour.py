@@ -993,3 +993,21 @@ def test_conversions(mk):
     assert sorted(mk({"b": 1, "a": 2, "c": 0})) == ["a", "b", "c"]
     assert dict(**mk({"x": 1, "y": 2})) == {"x": 1, "y": 2}
     assert collections.Counter(mk({"a": 2, "b": 1})) == collections.Counter(a=2, b=1)
+
+
+@pytest.mark.parametrize("big", [2.0 ** 63, 1e19, 2.0 ** 64, -2.0 ** 64, 2.0 ** 200])
+def test_whole_float_keys_beyond_int64_keep_their_type(root, big):
+    """A whole float beyond int64 equals an int, as in dict: one key either
+    way, found by both, and the key first stored keeps its type."""
+    for d in ({}, root.setdefault("d", {})):
+        d.clear()
+        d[big] = "float"
+        assert d[int(big)] == "float" and int(big) in d
+        d[int(big)] = "int"                 # the same key: the float stays
+        assert len(d) == 1
+        (k, v), = d.items()
+        assert type(k) is float and k == big and v == "int"
+        del d[int(big)]
+        d[int(big)] = "int first"
+        assert type(next(iter(d))) is int and d[big] == "int first"
+    assert dict(root["d"]) == {int(big): "int first"}
