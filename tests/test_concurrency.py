@@ -16,6 +16,7 @@ import random
 import re
 import select
 import signal
+import sys
 import threading
 import time
 
@@ -1544,6 +1545,10 @@ def _drive_keyboard_interrupt(name, seed, signals):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xfail(sys.version_info < (3, 10), strict=False,
+                   reason="CPython 3.9 can skip a with block's __exit__ when KeyboardInterrupt lands as "
+                          "the block ends (bpo-29988, fixed in 3.10): the lock then stays with the "
+                          "interrupted thread; about 1 run in 30 under load")
 def test_keyboard_interrupt_at_random_points(shm_name):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_keyboard_interrupt", shm_name, seed, KI_SIGNALS, timeout=110)
