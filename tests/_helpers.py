@@ -9,24 +9,30 @@ import textwrap
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code, *args, timeout=60, env=None, check=True):
-    """Run `code` in a fresh, unrelated interpreter (its own process group);
-    returns the CompletedProcess. The child is killed if it overruns."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)] + [str(a) for a in args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full_env, cwd="/", start_new_session=True)
+def run_killed_on_timeout(cmd, timeout, env=None):
+    """Run cmd from / in its own process group, which is killed if it
+    overruns; returns (returncode, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd="/", start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if check and proc.returncode != 0:
-        raise AssertionError("child failed (%d):\n%s\n%s" % (proc.returncode, out, err))
-    return result
+    return proc.returncode, out, err
+
+
+def run_python(code, *args, timeout=60, env=None, check=True):
+    """Run `code` in a fresh, unrelated interpreter (its own process group);
+    returns the CompletedProcess. The child is killed if it overruns."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    cmd = [sys.executable, "-c", textwrap.dedent(code)] + [str(a) for a in args]
+    rc, out, err = run_killed_on_timeout(cmd, timeout, full_env)
+    if check and rc != 0:
+        raise AssertionError("child failed (%d):\n%s\n%s" % (rc, out, err))
+    return subprocess.CompletedProcess(cmd, rc, out, err)
 
 
 class BuiltinMaker:

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 import dshared
+from _helpers import run_killed_on_timeout
 
 MiB = 1 << 20
 
@@ -100,19 +101,10 @@ def run_in_small_shm(script, tmpfs_size="8m", timeout=120):
     unshare = shutil.which("unshare")
     assert unshare, "unshare (util-linux) is required for the /dev/shm-full test"
     assert os.geteuid() == 0, "the /dev/shm-full test needs root to mount a tmpfs (uid %d)" % os.geteuid()
-    env = dict(os.environ)          # the installed dshared, as the tests use
     cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c",
            'mount -t tmpfs -o size="$1" tmpfs /dev/shm && exec "$2" -c "$3"',
            "sh", tmpfs_size, sys.executable, script]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd="/", start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, out, err
+    return run_killed_on_timeout(cmd, timeout)      # the installed dshared, as the tests use
 
 
 def test_dev_shm_too_small_gives_a_clean_exception_not_sigbus():
