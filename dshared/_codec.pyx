@@ -1585,9 +1585,13 @@ cdef class DictNode(Node):
             raise TypeError("incr() delta must be an int or a float, not %s" % type(delta).__name__)
         if not (PyLong_Check(default) or PyFloat_Check(default)):
             raise TypeError("incr() default must be an int or a float, not %s" % type(default).__name__)
-        with self.seg.lock():
+        cdef Segment seg = self.seg
+        seg.lock_acquire(-1)
+        try:
             new = self.get(k, default) + delta
             self.store(k, new, 0)
+        finally:
+            seg.lock_release()
         return new
 
 

@@ -658,7 +658,11 @@ cdef class Segment:
         elif rc != 0:
             raise OSError(rc, "cannot lock segment: " + os.strerror(rc), self.name)
         self.lk.owner = PyThread_get_thread_ident()
-        self.lk.tid = ds_gettid()
+        # the held mutex names its owner, this thread: no gettid system call,
+        # which would cost more than the rest of a small write
+        self.lk.tid = ds_mutex_owner(&self.hdr.mutex)
+        if self.lk.tid <= 0:
+            self.lk.tid = ds_gettid()
         self.lk.depth = 1
         self.lk.fork_gen = _fork_gen
         return 0
