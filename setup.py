@@ -37,6 +37,10 @@ setup(
         extensions,
         language_level=3,
         annotate=DEBUG,
-        compiler_directives={"linetrace": DEBUG, "embedsignature": True},
+        # binding=False: methods of the C types are CPython method descriptors,
+        # which check the type of `self`; Cython's own function objects do not,
+        # so SharedDict.get("x", 1) or Segment.close("x") would read a str as a
+        # Segment and crash the process.
+        compiler_directives={"linetrace": DEBUG, "embedsignature": True, "binding": False},
     ),
 )

@@ -363,3 +363,42 @@ def test_values_from_empty_to_one_byte_over_the_segment(make_segment):
     root["v"] = big
     assert root["v"] == big
     assert seg.check().ok
+
+
+# -- methods called on the wrong kind of object ------------------------------
+
+_WRONG_SELF = r"""
+import dshared
+from dshared import _codec, _heap
+
+classes = [dshared.Segment, dshared.SharedDict, dshared.SharedList,
+           _codec.DictNode, _codec.ListNode, _codec.Node]
+called = 0
+for cls in classes:
+    for klass in cls.__mro__:
+        if klass is object or not klass.__module__.startswith("dshared"):
+            continue
+        for attr, member in vars(klass).items():
+            if attr in ("__new__", "__init_subclass__", "__subclasshook__", "__class_getitem__"):
+                continue
+            fn = getattr(cls, attr, None)
+            if not callable(fn) or isinstance(fn, type):
+                continue
+            for self in ("x", 1, None, b"x", [1], {"k": 1}):
+                for args in ((), (1,), ("k", 2)):
+                    called += 1
+                    try:
+                        fn(self, *args)
+                    except Exception:
+                        pass
+print("called", called)
+"""
+
+
+def test_methods_called_with_a_wrong_self_raise_instead_of_crashing():
+    # SharedDict.get("x", 1), Segment.close("x") and the like: every method of
+    # the C types checks the type of self (a str read as a Segment would crash)
+    from _helpers import run_python
+    r = run_python(_WRONG_SELF, timeout=120)
+    called = int(r.stdout.split()[-1])
+    assert called > 1000, r.stdout
