@@ -23,6 +23,7 @@ encoding. The hash is SipHash-1-3 of that form keyed by the segment's seed.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from cpython.number cimport PyNumber_Add
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_ITEM
 from cpython.object cimport Py_TYPE
@@ -1588,7 +1589,9 @@ cdef class DictNode(Node):
         cdef Segment seg = self.seg
         seg.lock_acquire(-1)
         try:
-            new = self.get(k, default) + delta
+            # PyNumber_Add, not `+`: Cython's inlined float + int returns the
+            # float itself when the int is 0, and -0.0 + 0 is 0.0
+            new = PyNumber_Add(self.get(k, default), delta)
             self.store(k, new, 0)
         finally:
             seg.lock_release()

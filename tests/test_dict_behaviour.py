@@ -1011,3 +1011,18 @@ def test_whole_float_keys_beyond_int64_keep_their_type(root, big):
         d[int(big)] = "int first"
         assert type(next(iter(d))) is int and d[big] == "int first"
     assert dict(root["d"]) == {int(big): "int first"}
+
+
+@pytest.mark.parametrize("default, delta", [(-0.0, 0), (-0.0, 0.0), (-0.0, -0.0), (0, -0.0),
+                                            (-0.0, False), (1.5, 0), (2 ** 70, 0), (-0.0, 2 ** 70)])
+def test_incr_adds_as_python_does(root, default, delta):
+    """incr(k, delta, default) is d.get(k, default) + delta, stored: the
+    sign of a zero and the type of the sum are Python's."""
+    d = root.setdefault("incr", {})
+    d.clear()
+    want = default + delta
+    for _ in range(2):
+        got = d.incr("k", delta, default)
+        assert type(got) is type(want) and repr(got) == repr(want)
+        assert repr(d["k"]) == repr(want)
+        want = want + delta
