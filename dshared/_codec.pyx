@@ -215,6 +215,7 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
     cdef int64_t v
     cdef double f
     cdef bint ascii
+    cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
     if seg.base == NULL:
         seg.check_open()            # raises: the hash seed lives in the segment
     if PyUnicode_CheckExact(k) and PyUnicode_IS_ASCII(k):
@@ -249,7 +250,8 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
             key.ctag = T_INT
             key.cval = <uint64_t>v
         elif isfinite(f) and floor(f) == f:
-            owner = bigint_bytes(int(f))
+            # a whole float beyond int64 is the key of the int of its value
+            owner = PyBytes_FromStringAndSize(<char *>whole, ds_whole_double_bytes(f, whole))
             key.ctag = T_BIGINT
         else:
             key.ctag = T_FLOAT

@@ -22,6 +22,8 @@ cdef extern from "dshared.h" nogil:
     void ds_cpu_relax()
     void ds_prefetch(const void *p, size_t n)
     int ds_bitlen64(uint64_t v)
+    enum: DS_WHOLE_DOUBLE_MAX
+    size_t ds_whole_double_bytes(double f, uint8_t *out)
     int ds_ctz64(uint64_t v)
     uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
     uint64_t ds_hash(uint64_t k0, uint64_t k1, const void *src, size_t n)

@@ -1307,7 +1307,7 @@ cdef class Segment:
         cdef uint8_t ln
         cdef const char *data
         cdef uint64_t n
-        cdef bytes canon
+        cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
         if tag == T_PACKED:
             ln = e.key.b[1] & 0x7f
             return k.ctag == T_STR and k.len == ln and ln <= INLINE_MAX and memcmp(&e.key.b[4], k.data, ln) == 0
@@ -1327,9 +1327,8 @@ cdef class Segment:
                     # a whole float beyond int64 equals the int of its value
                     if k.ctag != T_BIGINT:
                         return 0
-                    iv = int(f)
-                    canon = int.to_bytes(iv, (int.bit_length(iv) + 8) // 8, "little", signed=True)
-                    return <uint64_t>len(canon) == k.len and memcmp(<const char *>canon, k.data, k.len) == 0
+                    n = ds_whole_double_bytes(f, whole)
+                    return n == k.len and memcmp(whole, k.data, n) == 0
                 return k.ctag == T_FLOAT and k.cval == v
             v = 0 if tag == T_FALSE else 1 if tag == T_TRUE else ds_ld64(&e.key.b[8])
             return k.ctag == T_INT and k.cval == v

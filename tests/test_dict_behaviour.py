@@ -1026,3 +1026,23 @@ def test_incr_adds_as_python_does(root, default, delta):
         assert type(got) is type(want) and repr(got) == repr(want)
         assert repr(d["k"]) == repr(want)
         want = want + delta
+
+
+def test_whole_float_keys_beyond_int64_match_exactly_their_int(root):
+    """Across the whole double range: a whole float key is found by the int of
+    its value and by nothing next to it, both ways round (the comparison is
+    done in C, on the integer's bytes)."""
+    import random
+    rnd = random.Random(5)
+    floats = [2.0 ** 63, 2.0 ** 64, 1e19, 2.0 ** 1023, 1.7976931348623157e308, 2.0 ** 200 - 2.0 ** 148]
+    floats += [math.ldexp(rnd.randint(2 ** 52, 2 ** 53 - 1), rnd.randint(11, 971)) for _ in range(300)]
+    floats += [-f for f in floats]
+    by_float, by_int = root.setdefault("by_float", {}), root.setdefault("by_int", {})
+    for i, f in enumerate(floats):
+        by_float.clear()
+        by_int.clear()
+        by_float[f] = i
+        by_int[int(f)] = i
+        for d in (by_float, by_int):
+            assert d[f] == i and d[int(f)] == i
+            assert int(f) + 1 not in d and int(f) - 1 not in d and -f not in d

@@ -6,6 +6,7 @@
 #define DSHARED_H
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -42,6 +43,36 @@ static inline void ds_prefetch(const void *p, size_t n) {
 }
 
 static inline int ds_bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
+
+/* The bytes a big int key is stored and compared as (little-endian two's
+ * complement, bit_length // 8 + 1 bytes: Python's int.to_bytes(v, (v.bit_length()
+ * + 8) // 8, "little", signed=True)), for the value of a whole, finite double
+ * of magnitude 2**63 or more. out must hold DS_WHOLE_DOUBLE_MAX bytes; returns
+ * the length. Plain C: a key compare under the segment lock runs no Python. */
+#define DS_WHOLE_DOUBLE_MAX 136
+static inline size_t ds_whole_double_bytes(double f, uint8_t *out)
+{
+    int exp;
+    double frac = frexp(f < 0 ? -f : f, &exp);     /* |f| = frac * 2**exp, exp >= 64 */
+    uint64_t m = (uint64_t)ldexp(frac, 53);         /* 53-bit mantissa: |f| = m << (exp - 53) */
+    size_t n = (size_t)exp / 8 + 1, i, at;
+    unsigned shift = (unsigned)(exp - 53);
+    uint64_t w;
+    unsigned carry;
+    memset(out, 0, n);
+    w = m << (shift % 8);                           /* < 2**60 */
+    for (i = 0, at = shift / 8; i < 8 && at < n; i++, at++)
+        out[at] = (uint8_t)(w >> (8 * i));
+    if (f < 0) {                                    /* two's complement over n bytes */
+        carry = 1;
+        for (i = 0; i < n; i++) {
+            unsigned b = (unsigned)(uint8_t)~out[i] + carry;
+            out[i] = (uint8_t)b;
+            carry = b >> 8;
+        }
+    }
+    return n;
+}
 static inline int ds_ctz64(uint64_t v) { return __builtin_ctzll(v); }
 
 /* SipHash-1-3 with a 128-bit key: keyed so that the table layout is the same
