@@ -191,6 +191,7 @@ cdef class Segment:
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
+    cdef bint odd               # this write has made the sequence odd (see publish)
     cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
     cdef uint64_t *pfree        # blocks to free on commit
     cdef uint64_t nfree, capfree
@@ -251,6 +252,17 @@ cdef class Segment:
 
 
     # the publish path: lock (reentrant) + seqlock around each write
+    cdef inline void publish(self) noexcept nogil:
+        """About to change memory that readers can reach: make the write
+        sequence odd (once per write). Everything a write does before this,
+        under the lock (lookups, allocations, filling new blocks), leaves the
+        reachable state as it was, so lock-free readers are not restarted for
+        it. jstore, jrebuild and free call this; every other store of a write
+        goes to a block that nothing reachable refers to yet."""
+        if not self.odd:
+            self.odd = True
+            self.hdr.seq += 1
+            ds_fence_release()
     cdef int lock_acquire(self, double timeout) except -1
     cdef int lock_release(self) except -1
     cdef bint lock_held(self)

@@ -29,8 +29,8 @@ since each process maps it at another address)::
 * Cells (16 B): a tag and either an inline scalar / short string or the
   offset of a block; a cell that holds an offset owns one shared reference.
 
-Concurrency: writers serialise on the mutex and bump `seq` before and after
-each write (seqlock). Readers take no lock: they read, then check that `seq`
+Concurrency: writers serialise on the mutex and bump `seq` before their first
+change to reachable memory and after the write (seqlock). Readers take no lock: they read, then check that `seq`
 was even and unchanged, and retry otherwise (falling back to the lock after
 MAX_RETRIES). Freed memory stays mapped and every offset or length read from
 the segment passes `ptr()`/`inb()` before use, so a reader racing a writer
@@ -679,6 +679,7 @@ cdef class Segment:
             return
         if not (h.seq & 1):
             h.seq += 1              # readers retry until the repair is done
+        self.odd = True             # the frees below must not even it (publish)
         try:
             self._undo_journal()
             self._rebuild_allocator()
@@ -687,10 +688,12 @@ cdef class Segment:
             h.flags |= FLAG_POISONED
             h.seq += h.seq & 1
             h.repairs += 1
+            self.odd = False
             self.lock_release_raw()
             raise
         h.seq += h.seq & 1
         h.repairs += 1
+        self.odd = False
 
     cdef void lock_release_raw(self) noexcept:
         self.lk.depth = 0
@@ -804,7 +807,8 @@ cdef class Segment:
         return 0
 
     cdef int write_begin(self) except -1:
-        """Open a write: lock (reentrant), GC off, sequence odd. Every write
+        """Open a write: lock (reentrant), GC off. The sequence turns odd at
+        the write's first change to reachable memory (publish). Every write
         ends with commit() on success, then write_end() in a finally."""
         self.lock_acquire(-1)
         if not self._header_sane():
@@ -817,8 +821,7 @@ cdef class Segment:
             self._gc_was = gc_off()
             self.committed = False
             self._settle()
-            self.hdr.seq += 1
-            ds_fence_release()
+            self.odd = False
             crash_point()
         return 0
 
@@ -867,8 +870,10 @@ cdef class Segment:
                 self._undo_journal()
                 self.nfree = 0
                 self.nrel = 0
-            ds_fence_release()
-            self.hdr.seq += 1
+            if self.odd:
+                ds_fence_release()
+                self.hdr.seq += 1
+                self.odd = False
             gc_restore(self._gc_was)
         if self.wdepth > 0:
             self.wdepth -= 1
@@ -886,6 +891,7 @@ cdef class Segment:
         if n >= JOURNAL_MAX:
             # every operation is built to need far fewer entries
             abort()
+        self.publish()
         h.jlog[2 * n] = <uint64_t>(<char *>p - self.base)
         h.jlog[2 * n + 1] = ds_ld64(p)
         ds_fence_release()
@@ -908,6 +914,7 @@ cdef class Segment:
         cdef uint64_t n = h.jcount
         if n >= JOURNAL_MAX:
             abort()
+        self.publish()
         h.jlog[2 * n] = t | 1
         h.jlog[2 * n + 1] = 0
         ds_fence_release()
@@ -1131,6 +1138,7 @@ cdef class Segment:
         if off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1)) or not self._tiles_ok(off):
             self._heap_corrupt()
             return
+        self.publish()                  # a view may still read the block
         b = <Block *>(self.base + off)
         size16 = b.size16
         up = off + size16 * ALIGN

@@ -1628,3 +1628,24 @@ def test_reader_progresses_while_another_process_holds_the_lock(segment, shm_nam
         assert holder.wait(10) == 0
     assert segment.stats()['repairs'] == 0
     assert segment.check().ok
+
+
+def test_a_write_turns_the_sequence_odd_only_to_change_what_readers_reach(segment):
+    """Lock-free readers restart when the write sequence moves. A write moves
+    it (by two) only if it changes reachable memory: its lookups, allocations
+    and filling of new blocks happen before, so readers overlapping them are
+    not restarted; a write that changes nothing leaves it alone."""
+    d = segment.col()
+    d['a'] = 'x' * 100
+    seq = segment.stats()['seq']
+    assert seq % 2 == 0
+    d.setdefault('a', 'other')                  # found: nothing to change
+    assert d.get('missing') is None
+    d.pop('missing', None)
+    assert segment.stats()['seq'] == seq
+    d['b'] = 'y' * 100                          # a real change
+    assert segment.stats()['seq'] == seq + 2
+    with pytest.raises(dshared.UnsupportedTypeError):
+        d['c'] = object()                       # refused before the lock: nothing changed
+    assert segment.stats()['seq'] == seq + 2
+    assert d.to_python() == {'a': 'x' * 100, 'b': 'y' * 100}

@@ -320,6 +320,7 @@ def _verify(name, mode, no_repair):
         out["repairs1"] = seg.stats()["repairs"]
         _heap.test_hooks(no_repair=False)
         out["problems"] = seg.check().problems
+        out["repairs2"] = seg.stats()["repairs"]
         out["state"] = digest(seg.col().to_python())
         # the segment keeps working: a write, then a clean check again
         seg.col("scratch")["after"] = "x" * 100
@@ -410,10 +411,20 @@ def _judge(r):
             bad.append("n=%d: the verifying process failed: exit %r, %s"
                        % (n, res.get("verify_exit"), res.get("error")))
             continue
-        want_repairs = 0 if last else 1
+        # a write makes the sequence odd at its first change to reachable memory:
+        # before that, a crash leaves the reachable state intact and lock-free
+        # readers read it without repairing; the first lock repairs it
+        early = not last and res["mode"] == "read" and not res["seq_odd"]
+        want_repairs = 0 if last or early else 1
         if res["repairs1"] - res["repairs0"] != want_repairs:
             bad.append("n=%d (%s): %d repairs after the first %s, expected %d"
                        % (n, res["mode"], res["repairs1"] - res["repairs0"], res["mode"], want_repairs))
+        if res["repairs2"] - res["repairs0"] != (0 if last else 1):
+            bad.append("n=%d (%s): %d repairs in all, expected %d"
+                       % (n, res["mode"], res["repairs2"] - res["repairs0"], 0 if last else 1))
+        if early and res.get("first_read") != before:
+            bad.append("n=%d: a crash before the write published anything, yet the first "
+                       "read is not the before-state" % n)
         if res["problems"]:
             bad.append("n=%d: check(): %s" % (n, "; ".join(res["problems"][:4])))
         if res["problems_after_write"]:
@@ -438,7 +449,7 @@ def test_crash_points(shm_name, op_name):
     assert n_points >= MIN_POINTS, "%s passes only %d crash points" % (op_name, n_points)
     crashed = [res for res in results if res["exit"] == CRASH]
     assert len(crashed) == n_points
-    assert sum(res["repairs1"] - res["repairs0"] for res in crashed) == n_points
+    assert sum(res["repairs2"] - res["repairs0"] for res in crashed) == n_points
     # a crash at the first point leaves the state before; at the last one, after
     assert results[0]["state"] == cal["before"], "crash point 1 of %s did not roll back" % op_name
     assert results[n_points - 1]["state"] == cal["after"], "the last crash point of %s lost the write" % op_name
