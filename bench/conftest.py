@@ -8,6 +8,7 @@ Environment overrides:
   DSHARED_BENCH_SMD_KEYS    key count for shared-memory-dict (default 2000, smoke 200)
   DSHARED_BENCH_READERS     reader process counts for workload (h), e.g. "1,2,4,8,16"
   DSHARED_BENCH_SEGMENT_MB  force the dshared segment size
+  DSHARED_BENCH_MP_REPEATS  runs of each reader count in (h), median reported (default 3)
 """
 import os
 import sys
@@ -38,6 +39,9 @@ class BenchConfig:
             self.readers.insert(0, 1)
         self.batch = B.BATCH
         self.mp_seconds = 0.05 if self.smoke else 1.0        # target run time of each reader process
+        # (h): each reader count is run this many times, interleaved, and the run of
+        # median throughput is reported (one run varies by 20% and more on a shared host)
+        self.mp_repeats = 1 if self.smoke else int(os.environ.get("DSHARED_BENCH_MP_REPEATS", 3))
         self.latency_samples = 30 if self.smoke else 2000
         self.populate_rounds = 1 if self.smoke else 3
 

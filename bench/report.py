@@ -1,9 +1,14 @@
-"""Turn a pytest-benchmark JSON into bench/results.md and bench/results.png.
+"""Turn pytest-benchmark JSON into bench/results.md and bench/results.png.
 
-    python bench/report.py [path/to/benchmark.json]
+    python bench/report.py [path/to/benchmark.json ...]
+    python bench/report.py --last N
 
 Without a path, the newest JSON under .benchmarks/ (written by
-``pytest bench --benchmark-enable --benchmark-autosave -p no:randomly``) is used.
+``pytest bench --benchmark-enable --benchmark-autosave -p no:randomly``) is used;
+``--last N`` takes the N newest. With several runs, each benchmark (one
+contender in one workload) is reported from the run where its own figure is
+the median of the runs: one full run on a shared host can be slowed as a
+whole for seconds at a time, and a median of runs is not.
 """
 import glob
 import json
@@ -31,12 +36,51 @@ TITLES = {
 }
 
 
-def newest_json():
+def newest_json(n=1):
     files = glob.glob(os.path.join(ROOT, ".benchmarks", "**", "*.json"), recursive=True)
     if not files:
         sys.exit("no JSON under %s; run: pytest bench --benchmark-enable --benchmark-autosave -p no:randomly"
                  % os.path.join(ROOT, ".benchmarks"))
-    return max(files, key=os.path.getmtime)
+    return sorted(files, key=os.path.getmtime)[-n:]
+
+
+def key_figure(b):
+    """The figure a benchmark is ranked by across runs."""
+    ei = b["extra_info"]
+    if "throughput_ops_s" in ei:
+        thr = ei["throughput_ops_s"]
+        return thr[max(thr, key=int)]
+    if "latency_us" in ei:
+        return ei["latency_us"]["median"]
+    if "median_ns_per_op" in ei and b["group"] != "j_bytes_per_entry":
+        return ei["median_ns_per_op"]
+    return b["stats"]["median"]
+
+
+def median_runs(datas):
+    """One list of benchmarks: for each, the run whose key figure is the median.
+    The share of read throughput kept with a writer (h') is computed within
+    each run (against that run's readers alone), and its median is kept in
+    extra_info["reads_kept"]."""
+    runs = {}
+    for data in datas:
+        alone = {contender(b): b["extra_info"]["read_throughput_ops_s"]
+                 for b in data["benchmarks"] if b["group"] == "h_readers"}
+        for b in data["benchmarks"]:
+            if b["group"] == "h_readers_writer" and contender(b) in alone:
+                base, got = alone[contender(b)], b["extra_info"]["read_throughput_ops_s"]
+                b["extra_info"]["reads_kept"] = {n: got[n] / base[n] for n in got if base.get(n)}
+            runs.setdefault(b["fullname"], []).append(b)
+    out = []
+    for bs in runs.values():
+        pick = sorted(bs, key=key_figure)[(len(bs) - 1) // 2]
+        kept = [b["extra_info"]["reads_kept"] for b in bs if "reads_kept" in b["extra_info"]]
+        if kept:
+            pick["extra_info"]["reads_kept"] = {
+                n: sorted(k[n] for k in kept if n in k)[(len([k for k in kept if n in k]) - 1) // 2]
+                for n in kept[0]}
+        out.append(pick)
+    return out
 
 
 def contender(b):
@@ -104,16 +148,24 @@ def timed_section(group, bs):
     return text, ratios
 
 
-def readers_section(bs):
+def readers_section(bs, with_writer=False):
+    """(h) table; the (h') table also shows the share of their read throughput
+    the readers keep (median over runs, each against its own run's readers alone)."""
     readers = sorted({int(n) for b in bs for n in b["extra_info"].get("throughput_ops_s", {})})
     header = ["contender", "keys"] + ["N=%d ops/s" % n for n in readers] + ["x vs N=1 @N=%d" % n for n in readers[1:]]
+    if with_writer:
+        header += ["reads kept @N=%d" % n for n in readers]
     rows = []
     for b in sorted(bs, key=lambda b: sort_key(contender(b))):
         ei = b["extra_info"]
         thr, sc = ei["throughput_ops_s"], ei["scaling_vs_1"]
-        rows.append([contender(b), ei.get("n_keys", "-")]
-                    + [fmt_rate(thr[str(n)]) if str(n) in thr else "-" for n in readers]
-                    + ["%.2f" % sc[str(n)] if str(n) in sc else "-" for n in readers[1:]])
+        row = ([contender(b), ei.get("n_keys", "-")]
+               + [fmt_rate(thr[str(n)]) if str(n) in thr else "-" for n in readers]
+               + ["%.2f" % sc[str(n)] if str(n) in sc else "-" for n in readers[1:]])
+        if with_writer:
+            kept = ei.get("reads_kept", {})
+            row += ["%.0f%%" % (100 * kept[str(n)]) if str(n) in kept else "-" for n in readers]
+        rows.append(row)
     cpus = {b["extra_info"].get("cpus") for b in bs}
     text = table(header, rows)
     text += "\n\nCPUs: %s. Throughput counts reads and writes over the span from the first start to the last end." % (
@@ -177,19 +229,29 @@ def plot(ratios, path):
 
 
 def main(argv):
-    path = argv[1] if len(argv) > 1 else newest_json()
-    with open(path) as f:
-        data = json.load(f)
+    if len(argv) > 2 and argv[1] == "--last":
+        paths = newest_json(int(argv[2]))
+    else:
+        paths = argv[1:] or newest_json()
+    datas = []
+    for p in paths:
+        with open(p) as f:
+            datas.append(json.load(f))
+    data = datas[-1]
+    path = ", ".join(os.path.relpath(p, ROOT) for p in paths)
     by_group = {}
-    for b in data["benchmarks"]:
+    for b in median_runs(datas):
         by_group.setdefault(b["group"], []).append(b)
 
     mi = data.get("machine_info", {})
     cpu = mi.get("cpu", {})
     lines = ["# dshared benchmark results", "",
-             "Source: `%s` (%s). Python %s, %s, %s logical CPUs." % (
-                 os.path.relpath(path, ROOT), data.get("datetime", "?"), mi.get("python_version", "?"),
-                 cpu.get("brand_raw", mi.get("processor", "?")), cpu.get("count", "?")),
+             "Source: %d full run%s: `%s` (last %s). Python %s, %s, %s logical CPUs.%s" % (
+                 len(paths), "s" if len(paths) > 1 else "", path, data.get("datetime", "?"),
+                 mi.get("python_version", "?"), cpu.get("brand_raw", mi.get("processor", "?")),
+                 cpu.get("count", "?"),
+                 " Each row is taken from the run where its own figure is the median of the runs."
+                 if len(paths) > 1 else ""),
              "",
              "Medians per operation; each round is a batch of operations on keys read in a "
              "shuffled order fixed by a seed. `vs dict`: time / private dict time. "
@@ -202,7 +264,7 @@ def main(argv):
             lines += ["## " + TITLES[g], "", text, ""]
     for g in ("h_readers", "h_readers_writer"):
         if g in by_group:
-            lines += ["## " + TITLES[g], "", readers_section(by_group[g]), ""]
+            lines += ["## " + TITLES[g], "", readers_section(by_group[g], g == "h_readers_writer"), ""]
     if "i_write_seen_latency" in by_group:
         lines += ["## " + TITLES["i_write_seen_latency"], "", latency_section(by_group["i_write_seen_latency"]), ""]
     if "j_bytes_per_entry" in by_group:
