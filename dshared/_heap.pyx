@@ -679,6 +679,7 @@ cdef class Segment:
             return
         if not (h.seq & 1):
             h.seq += 1              # readers retry until the repair is done
+        ds_fence_release()
         self.odd = True             # the frees below must not even it (publish)
         try:
             self._undo_journal()
@@ -686,11 +687,13 @@ cdef class Segment:
             self._collect()
         except CorruptSegmentError:
             h.flags |= FLAG_POISONED
+            ds_fence_release()
             h.seq += h.seq & 1
             h.repairs += 1
             self.odd = False
             self.lock_release_raw()
             raise
+        ds_fence_release()
         h.seq += h.seq & 1
         h.repairs += 1
         self.odd = False
