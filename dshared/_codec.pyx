@@ -1584,16 +1584,26 @@ cdef class DictNode(Node):
 
     def incr(self, k, delta=1, default=0):
         """Atomically add delta to d[k] (default if absent) and return the new value."""
+        cdef Key key
+        cdef DArg a
+        cdef Segment seg = self.seg
         if not (PyLong_Check(delta) or PyFloat_Check(delta)):
             raise TypeError("incr() delta must be an int or a float, not %s" % type(delta).__name__)
         if not (PyLong_Check(default) or PyFloat_Check(default)):
             raise TypeError("incr() default must be an int or a float, not %s" % type(default).__name__)
-        cdef Segment seg = self.seg
+        owner = make_key(seg, k, &key)      # before the lock: a bad key raises here
+        a.key = &key
         seg.lock_acquire(-1)
         try:
+            cur = read_section(self, _rd_get, &a)
+            if a.ix < 0:
+                cur = default
+            elif not (PyLong_Check(cur) or PyFloat_Check(cur)):
+                # refused here: `cur + delta` would run a view's __add__ under the lock
+                raise TypeError("incr() needs an int or a float value, not %s" % type(cur).__name__)
             # PyNumber_Add, not `+`: Cython's inlined float + int returns the
             # float itself when the int is 0, and -0.0 + 0 is 0.0
-            new = PyNumber_Add(self.get(k, default), delta)
+            new = PyNumber_Add(cur, delta)
             self.store(k, new, 0)
         finally:
             seg.lock_release()

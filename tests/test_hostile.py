@@ -402,3 +402,29 @@ def test_methods_called_with_a_wrong_self_raise_instead_of_crashing():
     r = run_python(_WRONG_SELF, timeout=120)
     called = int(r.stdout.split()[-1])
     assert called > 1000, r.stdout
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, "text", None, (1,)])
+def test_incr_of_a_value_that_is_not_a_number_raises_and_runs_nothing_under_the_lock(
+        segment, monkeypatch, value):
+    """incr() on a list, dict, str, None or tuple is a TypeError, as d[k] + 1
+    is, with the value unchanged; a list or dict value comes back as a view
+    whose __add__ / __radd__ is Python code, which must not run under the lock."""
+    probe = Probe(segment)
+    calls = []
+
+    def spy(self, other):
+        calls.append(probe.lock_held_by_caller())
+        return NotImplemented
+
+    for cls in (dshared.SharedList, dshared.SharedDict):
+        monkeypatch.setattr(cls, "__add__", spy, raising=False)
+        monkeypatch.setattr(cls, "__radd__", spy, raising=False)
+    d = segment.col()
+    d["v"] = value
+    with pytest.raises(TypeError):
+        d.incr("v", 1)
+    assert True not in calls, "Python code ran while incr() held the segment lock"
+    got = d["v"]
+    assert (got.to_python() if hasattr(got, "to_python") else got) == value
+    assert d.incr("n", 2) == 2 and d.incr("n", 0.5) == 2.5
