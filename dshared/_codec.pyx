@@ -1081,7 +1081,7 @@ cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES)
     seg.readers += 1                # no page return under this read (Segment._shrink_reserve)
     s = seq_begin(seg)
     r = (<RawReadFn>fn)(node, arg)
-    if r != NULL and seq_ok(seg, s):
+    if r != NULL and seq_ok(seg, s) and view_gen_ok(seg, node.off, node.gen):
         seg.readers -= 1
         result = <object>r
         Py_XDECREF(r)
@@ -1106,9 +1106,12 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
                 r = fn(node, arg)
             except Exception:
                 if seq_ok(seg, s):
+                    _raise_if_freed(node)
                     raise
                 continue
             if seq_ok(seg, s):
+                # the container was freed while it was read: as a read after it
+                _raise_if_freed(node)
                 return r
     finally:
         seg.readers -= 1
@@ -1122,6 +1125,15 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
         if was:
             ds_gc_enable()
         seg.lock_release()
+
+
+cdef int _raise_if_freed(Node node) except -1:
+    """StaleReferenceError if the view's container was freed during a read
+    (the read may have seen its memory being reused)."""
+    cdef Segment seg = node.seg
+    if seg.inb(node.off, BLOCK_HDR) and not view_gen_ok(seg, node.off, node.gen):
+        seg.bad_view(node.off, node.gen, K_DICT if isinstance(node, DictNode) else K_LIST)
+    return 0
 
 
 # ---------------------------------------------------------------------------

@@ -257,8 +257,10 @@ cdef class Segment:
         sequence odd (once per write). Everything a write does before this,
         under the lock (lookups, allocations, filling new blocks), leaves the
         reachable state as it was, so lock-free readers are not restarted for
-        it. jstore, jrebuild and free call this; every other store of a write
-        goes to a block that nothing reachable refers to yet."""
+        it. jstore and jrebuild call this; every other store of a write goes
+        to a block that nothing reachable refers to (yet, or any more: frees
+        change a block's generation first, and a read through a view checks
+        it again at its end, see view_gen_ok)."""
         if not self.odd:
             self.odd = True
             self.hdr.seq += 1
@@ -276,6 +278,7 @@ cdef class Segment:
     cdef void defer_release(self, const Cell *c) noexcept
     cdef void defer_release_block(self, uint64_t off) noexcept
     cdef void _run_deferred(self) noexcept
+    cdef void end_publication(self) noexcept nogil
 
     # allocator (under the lock; failures are reported by a 0 return)
     cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil
@@ -468,6 +471,16 @@ cdef inline uint64_t seq_begin(Segment seg) noexcept nogil:
         spins += 1
         s = ds_load_acquire(&seg.hdr.seq)
     return s
+
+
+cdef inline bint view_gen_ok(Segment seg, uint64_t off, uint32_t gen) noexcept nogil:
+    """After seq_ok: the viewed container still has the generation the read
+    began with. Frees run outside the write sequence's odd window (a write
+    releases what it left unreachable after publishing), and the only way a
+    reader reaches a block being freed is a view that outlived its object: a
+    free changes the generation before it touches anything else, so a read
+    that saw any of its stores sees the new generation here."""
+    return (<Block *>(seg.base + off)).gen == gen
 
 
 cdef inline bint seq_ok(Segment seg, uint64_t s) noexcept nogil:

@@ -863,6 +863,9 @@ cdef class Segment:
         ds_fence_release()
         crash_point()
         self.committed = True
+        # what is left is freeing blocks that nothing reachable refers to:
+        # lock-free readers go on meanwhile (free, view_gen_ok)
+        self.end_publication()
         self._run_deferred()
         return 0
 
@@ -873,10 +876,7 @@ cdef class Segment:
                 self._undo_journal()
                 self.nfree = 0
                 self.nrel = 0
-            if self.odd:
-                ds_fence_release()
-                self.hdr.seq += 1
-                self.odd = False
+            self.end_publication()
             gc_restore(self._gc_was)
         if self.wdepth > 0:
             self.wdepth -= 1
@@ -949,6 +949,13 @@ cdef class Segment:
             self.caprel = self.caprel * 2 + 16
         self.prel[self.nrel] = off
         self.nrel += 1
+
+    cdef void end_publication(self) noexcept nogil:
+        """Even the sequence if this write made it odd: readers may go on."""
+        if self.odd:
+            ds_fence_release()
+            self.hdr.seq += 1
+            self.odd = False
 
     cdef void _run_deferred(self) noexcept:
         cdef uint64_t i, n
@@ -1141,16 +1148,19 @@ cdef class Segment:
         if off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1)) or not self._tiles_ok(off):
             self._heap_corrupt()
             return
-        self.publish()                  # a view may still read the block
+        # nothing reachable refers to the block: a free needs no odd window of
+        # the write sequence; a view that outlived its object may still read
+        # it, so the generation changes first (view_gen_ok)
         b = <Block *>(self.base + off)
         size16 = b.size16
         up = off + size16 * ALIGN
         if up < h.top and ((<Block *>(self.base + up)).kind_rc & 0xff) == K_FREE and not self._tiles_ok(up):
             self._heap_corrupt()
             return
+        b.gen += 1                      # a view of this block is stale from now on
+        ds_fence_release()
         h.used -= size16 * ALIGN
         h.nblocks -= 1
-        b.gen += 1                      # a view of this block is stale from now on
         b.kind_rc = K_FREE
         # merge with the block above
         if up < h.top:
@@ -1194,12 +1204,15 @@ cdef class Segment:
         """Drop one reference to block `off`; free what becomes unreachable,
         iteratively (nesting can be 100,000 deep)."""
         cdef uint64_t *stack = NULL
-        cdef uint64_t n = 0, cap = 0
+        cdef uint64_t n = 0, cap = 0, freed = 0
         while True:
             if self._decref_one(off):
                 # unreachable now: queue the blocks it references, then free it
                 n = self._push_children(off, &stack, &n, &cap)
                 self.free(off)
+                freed += 1
+                if freed % 64 == 0:
+                    crash_point()
             if n == 0:
                 break
             n -= 1
