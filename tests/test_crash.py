@@ -471,7 +471,7 @@ def test_crash_points(shm_name, op_name):
         # releasing what the write left unreachable runs outside its odd window:
         # crashes there leave the sequence even and the after-state readable
         between = [res for res in crashed if not res["seq_odd"] and res["state"] == cal["after"]]
-        assert len(between) >= 3, "%d crash points between release steps" % len(between)
+        assert len(between) >= 3, "%d crash points while releasing, after publication" % len(between)
     if "points_gt" in claims:
         assert n_points > claims["points_gt"], (op_name, claims)
     if "points_lt" in claims:
