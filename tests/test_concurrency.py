@@ -1772,3 +1772,78 @@ def test_readers_never_see_what_a_write_does_before_it_publishes(shm_name, tmp_p
     ev, st = r["events"], rd["stats"]
     assert ev["rollbacks"] >= 3 and ev["collected"] >= 3 and ev["cycles"] >= 100
     assert st["iterations"] >= 100 and st["cycle_reads"] >= 100 and st["stale"] >= 1
+
+
+# -- frees run outside the odd window: a view of a freed container says so ------------
+
+ITEMS = 2048     # a read of the whole list takes microseconds: frees land inside it
+
+
+def _stale_view_reader(name, seconds, out_path):
+    """Holds views of lists that the writer deletes, and reads them whole:
+    each read is the list as it was (ITEMS equal ints) or StaleReferenceError,
+    never bytes of a block being freed or reused."""
+    seg = dshared.Segment(name, create=False)
+    r = seg.col()
+    bad, held = [], []
+    stats = {"reads": 0, "stale": 0, "whole": 0}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and len(bad) < 10:
+        try:
+            held = (held + [r['x']['v']])[-4:]
+        except (KeyError, dshared.StaleReferenceError):
+            pass
+        for h in held:
+            stats["reads"] += 1
+            try:
+                items = h[:]
+            except dshared.StaleReferenceError:
+                stats["stale"] += 1
+                continue
+            if len(items) != ITEMS or len(set(items)) != 1 or type(items[0]) is not int:
+                bad.append("%d items, first %r" % (len(items), items[:4]))
+            else:
+                stats["whole"] += 1
+    with open(out_path, "w") as f:
+        json.dump({"bad": bad, "stats": stats}, f)
+
+
+def _drive_stale_views(name, seconds, out_path):
+    seg = dshared.Segment(name, 16 << 20, create=True)
+    try:
+        r = seg.col()
+        writes = 0
+        with Children() as ch:
+            pid = ch.fork(_stale_view_reader, name, seconds, out_path)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                # 'v' is released last, after the 3,000 small lists: readers
+                # holding a view of it read it while the release runs
+                r['x'] = {'v': [writes] * ITEMS, 'big': [[i] for i in range(3000)]}
+                del r['x']
+                r['junk'] = [str(writes)] * ITEMS       # reuses the freed blocks with other bytes
+                writes += 1
+            code = ch.wait(pid, 60)
+        return {"code": code, "writes": writes, "problems": seg.check().problems}
+    finally:
+        seg.close()
+        seg.unlink()
+
+
+def test_a_view_of_a_container_freed_during_a_read_raises_stale(shm_name, tmp_path):
+    """A write frees what it left unreachable after it has published, outside
+    the write sequence's odd window; a view that outlived its list may be
+    reading the list just then. The free changes the block's generation
+    before anything else and the read checks it at its end: the reader gets
+    the whole list or StaleReferenceError, never the bytes of the block being
+    freed or of what reuses it."""
+    out = str(tmp_path / "reader.json")
+    r = run_driver("test_concurrency", "_drive_stale_views", shm_name, 4.0, out, timeout=120)
+    assert r["code"] == 0
+    with open(out) as f:
+        rd = json.load(f)
+    print("writes %d, reader %r" % (r["writes"], rd["stats"]))
+    assert rd["bad"] == []
+    assert r["problems"] == []
+    st = rd["stats"]
+    assert r["writes"] >= 20 and st["stale"] >= 20 and st["whole"] >= 100
