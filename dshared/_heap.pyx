@@ -252,12 +252,14 @@ def _temp_names(name):
 
 def _remove_dead_temps(name):
     """Remove the temporary files that creators of segment `name` left when
-    they died. A creator holds an exclusive flock on its file while it builds
-    (and a shared one from then on, like every attached handle), so a file
-    whose exclusive flock can be taken has nobody building or using it:
-    either its creator died before linking it, and it is garbage, or it is a
-    second name of a linked segment, and only that second name goes. Liveness
-    is never judged by process id. Returns the number removed."""
+    they died. A file with a second link is a segment linked into place (its
+    creator died before removing the temporary name, or is about to remove
+    it): that name goes, without a lock, so that nobody holds an exclusive
+    flock on a segment others may be attaching to. Otherwise it was never
+    linked, and its creator holds an exclusive flock on it while it builds
+    and a shared one until its link(): a file whose exclusive flock can be
+    taken has no creator left, and goes. Liveness is never judged by process
+    id. Returns the number removed."""
     cdef int fd
     cdef bytes path
     cdef struct_stat st, st2
@@ -270,8 +272,8 @@ def _remove_dead_temps(name):
         try:
             if fstat(fd, &st) != 0 or not S_ISREG(st.st_mode) or st.st_uid != geteuid():
                 continue
-            if flock(fd, LOCK_EX | LOCK_NB) != 0:
-                continue                    # a creator at work, or a segment in use
+            if st.st_nlink < 2 and flock(fd, LOCK_EX | LOCK_NB) != 0:
+                continue                    # a creator at work
             # still the file we locked under that name (not removed meanwhile)
             if stat(path, &st2) == 0 and st2.st_dev == st.st_dev and st2.st_ino == st.st_ino:
                 if c_unlink(path) == 0:
