@@ -246,10 +246,12 @@ def test_racing_init_on_every_state(shm_name):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(270)
 def test_racing_init_on_every_state_long(shm_name):
-    races = 3000
-    r = run_driver("test_creation", "_drive_races", shm_name, test_seed(), races, timeout=580)
+    """The same at 5 times the scale (kept under the run's faulthandler
+    timeout even on a loaded 2-core host)."""
+    races = 1500
+    r = run_driver("test_creation", "_drive_races", shm_name, test_seed(), races, timeout=250)
     _check(r, races)
 
 
