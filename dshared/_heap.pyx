@@ -41,14 +41,14 @@ is held: keys and values are converted to C buffers first, and the cyclic GC
 
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport EBUSY, EINTR, ETIMEDOUT, errno
+from libc.errno cimport EBUSY, EEXIST, EINTR, ENOENT, ETIMEDOUT, errno
 from libc.math cimport floor, isfinite
 from libc.stdlib cimport abort, free as c_free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
-from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR, open as c_open
+from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_RDWR, open as c_open
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
-from posix.stat cimport S_ISREG, fstat, struct_stat
-from posix.unistd cimport _exit, close as c_close, ftruncate, geteuid
+from posix.stat cimport S_ISREG, fstat, stat, struct_stat
+from posix.unistd cimport _exit, close as c_close, ftruncate, geteuid, link as c_link, unlink as c_unlink
 
 import os
 import gc as _gc
@@ -82,13 +82,16 @@ cdef extern from "sys/file.h" nogil:
 cdef extern from "sys/stat.h" nogil:
     int fchmod(int fd, unsigned int mode)
 
+cdef extern from "fcntl.h" nogil:
+    enum:
+        O_NOFOLLOW
+
 cdef extern from "dshared_gc.h":
     int ds_gc_disable()
     void ds_gc_enable()
 
 
 cdef uint64_t MAGIC = 0x3144455241485344ULL
-CREATING = b"DSHAREDc"          # the first 8 bytes while a creation is under way
 cdef uint64_t DEFAULT_CAPACITY = 256 << 20
 cdef uint64_t MAX_CAPACITY = 1 << 44
 cdef uint64_t RESERVE_CHUNK = 1 << 20
@@ -219,11 +222,95 @@ cdef bytes _shm_path(str name):
     return ("/" + name).encode("utf-8")
 
 
+# -- creation: a segment is built under a temporary name, then linked into place
+
+SHM_DIR = "/dev/shm/"
+TEMP_TAG = ".dsh-new-"          # a temporary name: "." + name + TEMP_TAG + 16 hex digits
+_TEMP_RANDOM = 16
+
+
+cdef bytes _shm_file(str fname):
+    return (SHM_DIR + fname).encode("utf-8")
+
+
+def _temp_name(name):
+    """A fresh temporary name for building segment `name`: hidden (segment
+    names never start with '.'), so it can never be a name users pass."""
+    return "." + name + TEMP_TAG + os.urandom(_TEMP_RANDOM // 2).hex()
+
+
+def _temp_names(name):
+    """The temporary files of segment `name` now in /dev/shm."""
+    cdef str prefix = "." + name + TEMP_TAG
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return [n for n in names if n.startswith(prefix) and len(n) == len(prefix) + _TEMP_RANDOM
+            and all(c in "0123456789abcdef" for c in n[len(prefix):])]
+
+
+def _remove_dead_temps(name):
+    """Remove the temporary files that creators of segment `name` left when
+    they died. A file with a second link is a segment linked into place (its
+    creator died before removing the temporary name, or is about to remove
+    it): that name goes, without a lock, so that nobody holds an exclusive
+    flock on a segment others may be attaching to. Otherwise it was never
+    linked, and its creator holds an exclusive flock on it while it builds
+    and a shared one until its link(): a file whose exclusive flock can be
+    taken has no creator left, and goes. Liveness is never judged by process
+    id. Returns the number removed."""
+    cdef int fd
+    cdef bytes path
+    cdef struct_stat st, st2
+    removed = 0
+    for t in _temp_names(name):
+        path = _shm_file(t)
+        fd = c_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0)
+        if fd < 0:
+            continue
+        try:
+            if fstat(fd, &st) != 0 or not S_ISREG(st.st_mode) or st.st_uid != geteuid():
+                continue
+            if st.st_nlink < 2 and flock(fd, LOCK_EX | LOCK_NB) != 0:
+                continue                    # a creator at work
+            # still the file we locked under that name (not removed meanwhile)
+            if stat(path, &st2) == 0 and st2.st_dev == st.st_dev and st2.st_ino == st.st_ino:
+                if c_unlink(path) == 0:
+                    removed += 1
+        finally:
+            c_close(fd)
+    return removed
+
+
+cdef int _flock_wait(int fd, int op, str name) except -1:
+    """flock(op), waiting without the GIL; retried when a signal interrupts
+    it (a Python signal handler that raises ends the wait)."""
+    cdef int rc, e
+    while True:
+        with nogil:
+            rc = flock(fd, op)
+            e = errno
+        if rc == 0:
+            return 0
+        if e != EINTR:
+            raise OSError(e, os.strerror(e), name)
+        PyErr_CheckSignals()
+    return 0
+
+
+def _not_a_segment(name, what):
+    return ("segment %r is %s: truncated or not a dshared segment; dshared.unlink(%r) removes it"
+            % (name, what, name))
+
+
 def unlink(name):
     """Remove the segment `name` from /dev/shm. Processes that have it mapped
-    keep working; new ones can no longer attach."""
+    keep working; new ones can no longer attach. Temporary files that dead
+    creators of `name` left go too."""
     validate_name(name)
     cdef bytes p = _shm_path(name)
+    _remove_dead_temps(name)
     if shm_unlink(p) != 0:
         e = errno
         raise OSError(e, os.strerror(e), name)
@@ -243,9 +330,10 @@ def _round_capacity(size):
 
 
 cdef class Segment:
-    """One shared-memory segment: created with O_EXCL and mode 0600, or
-    attached by name. `size` is a capacity in bytes (rounded up to 64 KiB at
-    least); pages are backed as the heap grows."""
+    """One shared-memory segment: created (mode 0600, built under a temporary
+    name and linked into place complete, see _create), or attached by name.
+    `size` is a capacity in bytes (rounded up to 64 KiB at least); pages are
+    backed as the heap grows."""
 
     def __cinit__(self, name, size=None, create=None, *, allow_unsafe=False):
         self.fd = -1
@@ -254,23 +342,25 @@ cdef class Segment:
         self.name = validate_name(name)
         cap = _round_capacity(size)
         if create is None:
+            # attach if the name exists, else create; a creation that loses the
+            # race to another creator's link() attaches to the winner's segment
             for _ in range(100):
+                try:
+                    self._attach(allow_unsafe)
+                    break
+                except FileNotFoundError:
+                    pass
                 try:
                     self._create(cap)
                     break
                 except FileExistsError:
-                    pass
-                try:
-                    self._attach(allow_unsafe, cap, True)
-                    break
-                except FileNotFoundError:
                     pass
             else:
                 raise OSError("segment %r keeps appearing and disappearing" % name)
         elif create:
             self._create(cap)
         else:
-            self._attach(allow_unsafe, cap, False)
+            self._attach(allow_unsafe)
         _live.add(self)
         key = self._file_key()
         st = _lock_states.get(key)
@@ -285,42 +375,77 @@ cdef class Segment:
         return (st.st_dev, st.st_ino)
 
     def _create(self, uint64_t cap):
-        cdef bytes p = _shm_path(self.name)
-        cdef int fd = shm_open(p, O_RDWR | O_CREAT | O_EXCL, 0o600)
-        if fd < 0:
-            e = errno
-            raise OSError(e, os.strerror(e), self.name)
-        self.fd = fd
-        self.created = True
-        try:
-            # exclusive while initialising; attachers wait on LOCK_SH. The
-            # marker says "being created" until the magic replaces it, so that
-            # a creator killed half-way leaves something the next opener can
-            # recognise and finish (see _attach).
-            flock(fd, LOCK_EX)
-            fchmod(fd, 0o600)            # umask-proof
-            os.pwrite(fd, CREATING, 0)
-            self._initialize(cap)
-        except BaseException:
-            self._unmap_close()
-            shm_unlink(p)
-            raise
+        """Create the segment in one atomic step: build and initialise it
+        under a private temporary name, then link() it to its name, which
+        fails if the name exists. So a name in /dev/shm is always a complete
+        segment; a creator killed half-way leaves only its temporary file,
+        which the next creation (or dshared.unlink) of the name removes.
+        FileExistsError (the temporary file removed) if the name exists."""
+        cdef bytes final = _shm_file(self.name)
+        cdef bytes tmp
+        cdef int fd, e
+        _remove_dead_temps(self.name)
+        for _ in range(100):
+            tmp = _shm_file(_temp_name(self.name))
+            fd = c_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            if fd < 0:
+                e = errno
+                if e == EEXIST:
+                    continue
+                raise OSError(e, os.strerror(e), self.name)
+            crash_point()
+            # exclusive while building: the mark of a live creator (see
+            # _remove_dead_temps). Refused only if a cleaner took the file
+            # for a dead creator's between open and here: it removes it.
+            if flock(fd, LOCK_EX | LOCK_NB) != 0:
+                c_unlink(tmp)
+                c_close(fd)
+                continue
+            self.fd = fd
+            self.created = True
+            try:
+                crash_point()
+                fchmod(fd, 0o600)                # umask-proof
+                self._initialize(cap)
+                # the shared lock every attached handle holds, taken before the
+                # name appears, so that no exclusive flock (page return) ever
+                # sees an attached segment as unattached
+                _flock_wait(fd, LOCK_SH, self.name)
+                crash_point()
+                if c_link(tmp, final) != 0:
+                    e = errno
+                    if e != ENOENT:              # ENOENT: a cleaner removed it (see above)
+                        raise OSError(e, os.strerror(e), self.name)
+                    c_unlink(tmp)
+                    self._unmap_close()
+                    continue
+                crash_point()
+            except BaseException:
+                c_unlink(tmp)
+                self._unmap_close()
+                self.created = False
+                raise
+            c_unlink(tmp)
+            crash_point()
+            return
+        raise OSError("segment %r: could not create a temporary file for it" % self.name)
 
     def _initialize(self, uint64_t cap):
-        """Size, back, map and initialise the segment (exclusive lock held),
-        then downgrade to the shared lock every attached process holds."""
+        """Size, back, map and initialise the segment being built."""
         if ftruncate(self.fd, cap) != 0:
             e = errno
             raise OSError(e, os.strerror(e), self.name)
+        crash_point()
         first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
         rc = posix_fallocate(self.fd, 0, first)
         if rc:
             raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
+        crash_point()
         self._map(cap)
         self._init_header(first)
-        flock(self.fd, LOCK_SH)
+        crash_point()
 
-    def _attach(self, allow_unsafe, uint64_t cap, bint may_finish):
+    def _attach(self, allow_unsafe):
         cdef bytes p = _shm_path(self.name)
         cdef int fd = shm_open(p, O_RDWR, 0)
         cdef struct_stat st
@@ -330,16 +455,10 @@ cdef class Segment:
         self.fd = fd
         self.created = False
         try:
-            for _ in range(2000):
-                flock(fd, LOCK_SH)       # waits for a creator still initialising
-                if fstat(fd, &st) != 0:
-                    e = errno
-                    raise OSError(e, os.strerror(e), self.name)
-                if st.st_size != 0 or not S_ISREG(st.st_mode):
-                    break
-                # created but not yet locked by its creator: give it a moment
-                flock(fd, LOCK_UN)
-                _time.sleep(0.001)
+            _flock_wait(fd, LOCK_SH, self.name)
+            if fstat(fd, &st) != 0:
+                e = errno
+                raise OSError(e, os.strerror(e), self.name)
             if not S_ISREG(st.st_mode):
                 raise CorruptSegmentError("%r is not a regular shared-memory object" % self.name)
             if not allow_unsafe:
@@ -350,34 +469,16 @@ cdef class Segment:
                     raise PermissionError("segment %r has mode %o, open to other users; "
                                           "pass allow_unsafe=True to attach anyway"
                                           % (self.name, st.st_mode & 0o777))
-            if st.st_size == 0 or os.pread(fd, 8, 0) == CREATING:
-                # a creation that did not finish: if its creator is gone (the
-                # exclusive lock is free, so nobody else has it open either),
-                # finish it as that creator would have
-                if self._take_over_creation(cap, may_finish):
-                    return
+            # a segment appears under its name complete (see _create): an
+            # object too small for one is damaged or foreign, never a creation
+            # under way, and nobody re-creates it silently
             if <uint64_t>st.st_size < MIN_CAPACITY:
-                raise CorruptSegmentError("%r is not a dshared segment (only %d bytes)" % (self.name, st.st_size))
+                raise CorruptSegmentError(_not_a_segment(self.name, "only %d bytes" % st.st_size))
             self._map(st.st_size)
             self._check_header(st.st_size)
         except BaseException:
             self._unmap_close()
             raise
-
-    def _take_over_creation(self, uint64_t cap, bint may_finish):
-        flock(self.fd, LOCK_UN)
-        if flock(self.fd, LOCK_EX | LOCK_NB) != 0:
-            # someone holds it: a creator still at work, or another finisher
-            flock(self.fd, LOCK_SH)
-            return False
-        if not may_finish:
-            flock(self.fd, LOCK_UN)
-            raise CorruptSegmentError(
-                "segment %r was left half-created by a process that died; dshared.init(%r) "
-                "or Segment(%r) finishes creating it" % (self.name, self.name, self.name))
-        os.pwrite(self.fd, CREATING, 0)
-        self._initialize(cap)
-        return True
 
     cdef _map(self, uint64_t cap):
         cdef void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
@@ -391,7 +492,7 @@ cdef class Segment:
     cdef _init_header(self, uint64_t reserved):
         cdef Header *h = self.hdr
         seed = os.urandom(16)
-        memset(<char *>h + 8, 0, HEADER_SIZE - 8)     # the creation marker stays until the magic
+        memset(<char *>h, 0, HEADER_SIZE)
         h.reserved = reserved
         h.version = FORMAT_VERSION
         h.header_size = HEADER_SIZE
@@ -416,7 +517,7 @@ cdef class Segment:
     cdef _check_header(self, uint64_t size):
         cdef Header *h = self.hdr
         if ds_load_acquire(&h.magic) != MAGIC:
-            raise CorruptSegmentError("%r is not a dshared segment (bad magic)" % self.name)
+            raise CorruptSegmentError(_not_a_segment(self.name, "without the dshared magic"))
         if h.version != FORMAT_VERSION or h.header_size != HEADER_SIZE:
             raise CorruptSegmentError("segment %r has format version %d; this dshared reads version %d"
                                       % (self.name, h.version, FORMAT_VERSION))

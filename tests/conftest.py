@@ -15,8 +15,10 @@ _counter = itertools.count()
 
 
 def _leftovers(prefix):
+    """Segments whose names start with `prefix`, and the temporary files a
+    creation of such a segment may leave ("." + name + ...)."""
     try:
-        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
+        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix) or n.startswith("." + prefix))
     except FileNotFoundError:
         return []
 
@@ -26,7 +28,8 @@ def _ours():
     after the pytest process (dsh-test-<pid>-..., dsh-test-sm-<pid>-...);
     other runs on the machine use other names."""
     pid = "-%d-" % os.getpid()
-    return {n for n in _leftovers(PREFIX) if n.startswith(PREFIX + pid[1:]) or n.startswith(PREFIX + "sm" + pid)}
+    return {n for n in _leftovers(PREFIX) if n.lstrip(".").startswith(PREFIX + pid[1:])
+            or n.lstrip(".").startswith(PREFIX + "sm" + pid)}
 
 
 @pytest.fixture(autouse=True)

@@ -552,8 +552,14 @@ def _drive_create_kills(prefix, seed, rounds):
                 existed = os.path.exists("/dev/shm/" + name)
                 code_p, res = _call(ch, _probe, name, timeout=30)
                 results.append({"kill": code, "existed": existed, "probe_exit": code_p, "probe": res})
+                # the dead creator's temporary file (if any) goes with the name
+                dshared.unlink(name)
+                results[-1]["temps_left"] = [t for t in os.listdir("/dev/shm") if t.startswith("." + name + ".")]
             finally:
                 unlink_quietly(name)
+                for t in os.listdir("/dev/shm"):
+                    if t.startswith("." + name + "."):
+                        unlink_quietly(t)
     return results
 
 
@@ -563,7 +569,8 @@ def test_creator_killed_while_creating(shm_name):
     """The creator is SIGKILLed at random moments of Segment(create=True).
     The next process to open the name (as init() does: create or attach)
     must end up with a working segment: never a hang, a signal, or an error
-    that leaves the name unusable."""
+    that leaves the name unusable; and no temporary file of the dead creator
+    outlives dshared.unlink(name). (Each step in turn: test_creation.py.)"""
     seed = test_seed()
     results = run_driver("test_crash", "_drive_create_kills", shm_name, seed, 100, timeout=110)
     outcomes = {}
@@ -576,5 +583,5 @@ def test_creator_killed_while_creating(shm_name):
     # the kills landed both before and after the segment appeared
     assert any(r["existed"] for r in results) and not all(r["existed"] for r in results)
     bad = [r for r in results if r["probe"]["outcome"] not in ("created", "attached")
-           or r["probe"]["problems"] or r["probe"]["x"] != [1, 'two']]
+           or r["probe"]["problems"] or r["probe"]["x"] != [1, 'two'] or r["temps_left"]]
     assert not bad, "%d of %d kills left the name unusable, e.g. %r" % (len(bad), len(results), bad[0]["probe"])

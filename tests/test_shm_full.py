@@ -87,7 +87,8 @@ try:
     out["create_b"] = "created"
 except (dshared.SegmentFullError, OSError) as e:
     out["create_b"] = type(e).__name__
-out["left_behind_b"] = os.path.exists("/dev/shm/dsh-full-b")
+out["left_behind_b"] = os.path.exists("/dev/shm/dsh-full-b") or \
+    any(n.startswith(".dsh-full-b.") for n in os.listdir("/dev/shm"))   # its temporary file
 os.unlink("/dev/shm/hog")
 seg.close()
 seg.unlink()
