@@ -8,6 +8,7 @@ hands every other fault to the handler installed before it (faulthandler's,
 or the default action). Each scenario runs in fresh interpreters; no process
 may die of a signal unless the fault was not dshared's.
 """
+import json
 import os
 import select
 import signal
@@ -365,3 +366,48 @@ ctypes.string_at(0)
     assert "Fatal Python error" not in before, r.stderr
     assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stdout, r.stderr)
     assert "Fatal Python error: Segmentation fault" in after and 'File "<string>"' in after, r.stderr
+
+
+# =====================================================================================
+# A page /dev/shm cannot back: the same fault, the same error
+# =====================================================================================
+
+def test_a_page_dev_shm_cannot_back_gives_corrupt_segment_error():
+    """A used page of the heap left without memory (punched out, as page
+    return does) while /dev/shm is full: touching it raises SIGBUS, which
+    dshared reports as CorruptSegmentError."""
+    from test_shm_full import run_in_small_shm
+    script = r"""
+import ctypes, json, os, dshared
+seg = dshared.Segment("dsh-fault-full", 64 << 20, create=True)
+root = seg.col()
+for i in range(2000):
+    root["k%d" % i] = "v%d " % i * 100
+fd = os.open("/dev/shm/dsh-fault-full", os.O_RDWR)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+assert libc.fallocate(fd, 3, 512 << 10, 64 << 10) == 0       # PUNCH_HOLE | KEEP_SIZE
+with open("/dev/shm/hog", "wb") as f:
+    try:
+        while True:
+            f.write(b"h" * 65536)
+            f.flush()
+    except OSError as e:
+        hog = e.errno
+out = {"hog_errno": hog}
+try:
+    for i in range(2000):
+        root["k%d" % i]
+    out["read"] = None
+except dshared.CorruptSegmentError as e:
+    out["read"] = str(e)
+seg.close()
+os.unlink("/dev/shm/hog")
+seg.unlink()
+print(json.dumps(out))
+"""
+    rc, out, err = run_in_small_shm(script)
+    assert rc == 0, "the child failed (rc %d):\n%s\n%s" % (rc, out, err)
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["hog_errno"] == 28, r
+    assert r["read"] and "truncated or damaged" in r["read"], r
