@@ -1081,7 +1081,8 @@ cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES)
     seg.readers += 1                # no page return under this read (Segment._shrink_reserve)
     s = seq_begin(seg)
     r = (<RawReadFn>fn)(node, arg)
-    if r != NULL and seq_ok(seg, s) and view_gen_ok(seg, node.off, node.gen):
+    # seg.faulted: the mapping faulted under the read (see Segment.raise_faulted)
+    if r != NULL and seq_ok(seg, s) and not seg.faulted and view_gen_ok(seg, node.off, node.gen):
         seg.readers -= 1
         result = <object>r
         Py_XDECREF(r)
@@ -1101,14 +1102,20 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     seg.readers += 1
     try:
         for attempt in range(tries):
+            if seg.faulted:
+                seg.raise_faulted()
             s = seq_begin(seg)
             try:
                 r = fn(node, arg)
             except Exception:
+                if seg.faulted:
+                    seg.raise_faulted()     # the read met a fault: what it saw was zeros
                 if seq_ok(seg, s):
                     _raise_if_freed(node)
                     raise
                 continue
+            if seg.faulted:
+                seg.raise_faulted()
             if seq_ok(seg, s):
                 # the container was freed while it was read: as a read after it
                 _raise_if_freed(node)
@@ -1120,7 +1127,15 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
         seg._settle()               # a sequence left odd by no writer would slow every read
     was = ds_gc_disable()
     try:
-        return fn(node, arg)
+        try:
+            r = fn(node, arg)
+        except Exception:
+            if seg.faulted:
+                seg.raise_faulted()
+            raise
+        if seg.faulted:
+            seg.raise_faulted()
+        return r
     finally:
         if was:
             ds_gc_enable()

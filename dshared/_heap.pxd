@@ -193,6 +193,7 @@ cdef class Segment:
     cdef bint committed
     cdef bint odd               # this write has made the sequence odd (see publish)
     cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
+    cdef int faulted            # set by the fault handler (include/dshared_fault.h): the mapping faulted
     cdef uint64_t *pfree        # blocks to free on commit
     cdef uint64_t nfree, capfree
     cdef uint64_t *prel         # references to release on commit
@@ -210,6 +211,7 @@ cdef class Segment:
     cdef _own_file_description(self)
     cdef void _shrink_reserve(self) noexcept nogil
     cdef _repair_after_death(self)
+    cdef int _lock_faulted(self, int rc) except -1
     cdef void lock_release_raw(self) noexcept
     cdef void _undo_journal(self) noexcept nogil
     cdef int _rebuild_allocator(self) except -1
@@ -249,6 +251,7 @@ cdef class Segment:
     cdef Block *block(self, uint64_t off, int kind) except NULL
     cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL
     cdef int check_open(self) except -1
+    cdef int raise_faulted(self) except -1
 
 
     # the publish path: lock (reentrant) + seqlock around each write

@@ -41,6 +41,7 @@ is held: keys and values are converted to C buffers first, and the cyclic GC
 
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
+from libc.stdint cimport uintptr_t
 from libc.errno cimport EBUSY, EEXIST, EINTR, ENOENT, ETIMEDOUT, errno
 from libc.math cimport floor, isfinite
 from libc.stdlib cimport abort, free as c_free, malloc, realloc
@@ -89,6 +90,16 @@ cdef extern from "fcntl.h" nogil:
 cdef extern from "dshared_gc.h":
     int ds_gc_disable()
     void ds_gc_enable()
+
+cdef extern from "dshared_fault.h" nogil:
+    enum:
+        DS_FAULTED
+        DS_FAULTED_HEADER
+    int ds_fault_register(void *base, size_t len, int fd, int *flag)
+    void ds_fault_unregister(void *base)
+    void ds_fault_set_fd(void *base, int fd)
+    int ds_fault_flag(const int *flag)
+    uintptr_t ds_fault_pagesize
 
 
 cdef uint64_t MAGIC = 0x3144455241485344ULL
@@ -482,9 +493,17 @@ cdef class Segment:
 
     cdef _map(self, uint64_t cap):
         cdef void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
+        cdef int rc
         if m == MAP_FAILED:
             e = errno
             raise OSError(e, os.strerror(e), self.name)
+        # a fault on the mapping (its file truncated) is repaired and reported
+        # through self.faulted instead of killing the process
+        self.faulted = 0
+        rc = ds_fault_register(m, cap, self.fd, &self.faulted)
+        if rc:
+            munmap(m, cap)
+            raise OSError(rc, "cannot watch segment %r for faults: %s" % (self.name, os.strerror(rc)))
         self.base = <char *>m
         self.hdr = <Header *>m
         self.cap = cap
@@ -533,6 +552,8 @@ cdef class Segment:
 
     cdef int _check_mutex(self) except -1:
         if not ds_mutex_kind_ok(&self.hdr.mutex):
+            if ds_fault_flag(&self.faulted):
+                self.raise_faulted()
             raise CorruptSegmentError("segment %r: its mutex is not a robust process-shared one "
                                       "(overwritten?); it cannot be locked safely" % self.name)
         return 0
@@ -597,6 +618,7 @@ cdef class Segment:
             return
         fd = c_open(b"/proc/self/fd/%d" % self.fd, O_RDWR | O_CLOEXEC)
         if fd >= 0 and flock(fd, LOCK_SH | LOCK_NB) == 0:
+            ds_fault_set_fd(self.base, fd)
             c_close(self.fd)            # the parent's lock stays: it still has the description open
             self.fd = fd
             return
@@ -607,10 +629,18 @@ cdef class Segment:
     cdef _unmap_close(self):
         self._views = None
         if self.base != NULL:
+            ds_fault_unregister(self.base)
             if self.lk is not None and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen:
                 # this process holds the lock (a thread, or an exit without
                 # release): keep the mapping, so that when the holder ends the
                 # kernel can still mark the mutex owner-dead for the next locker
+                self.base = NULL
+                self.hdr = NULL
+            elif self.faulted & DS_FAULTED_HEADER:
+                # the header page is private zeros now, and this thread's
+                # robust-mutex list may still run through the mutex in it
+                # (a lock held when the page went): keep that page mapped
+                munmap(self.base + ds_fault_pagesize, self.cap - ds_fault_pagesize)
                 self.base = NULL
                 self.hdr = NULL
             else:
@@ -672,15 +702,25 @@ cdef class Segment:
             raise ValueError("segment %r is closed" % self.name)
         return 0
 
+    cdef int raise_faulted(self) except -1:
+        """The mapping faulted (its file was truncated, or its memory could
+        not be backed): nothing read from it can be trusted any more, so
+        every operation of this handle raises from now on."""
+        raise CorruptSegmentError("segment %r was truncated or damaged by another process" % self.name)
+
     cdef char *ptr(self, uint64_t off, uint64_t n) except NULL:
         if self.base == NULL:
             self.check_open()
         if not self.inb(off, n):
+            if ds_fault_flag(&self.faulted):
+                self.raise_faulted()
             raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, self.name))
         return self.base + off
 
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL:
         self.check_open()
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()        # zeros where the mapping faulted
         if _hook_no_bounds:
             return <Block *>(self.base + off)
         raise CorruptSegmentError("no valid %s block at offset %d of segment %r"
@@ -688,6 +728,8 @@ cdef class Segment:
 
     cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL:
         self.check_open()
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()
         if _hook_no_bounds:
             return <Block *>(self.base + off)
         raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
@@ -726,9 +768,13 @@ cdef class Segment:
         cdef double deadline = 0
         cdef long slice_ms
         self.check_open()
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()
         if self.lock_held():
             self.lk.depth += 1
             return 0
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()        # lock_held() read the mutex
         if _hook_no_lock:
             self.lk.owner = PyThread_get_thread_ident()
             self.lk.depth = 1
@@ -748,11 +794,15 @@ cdef class Segment:
                     slice_ms = max(1, min(50, <long>(left * 1000)))
                 with nogil:
                     rc = ds_mutex_lock_ms(&self.hdr.mutex, slice_ms)
-                if rc != ETIMEDOUT:
+                if rc != ETIMEDOUT or ds_fault_flag(&self.faulted):
                     break
                 PyErr_CheckSignals()
+        if ds_fault_flag(&self.faulted):
+            self._lock_faulted(rc)
         if rc == EOWNERDEAD:
             self._repair_after_death()
+            if ds_fault_flag(&self.faulted):
+                self._lock_faulted(EOWNERDEAD)
         elif rc == EDEADLK:
             raise RuntimeError("segment %r: this thread already holds the lock through a handle "
                                "closed or forked away" % self.name)
@@ -767,6 +817,20 @@ cdef class Segment:
         self.lk.depth = 1
         self.lk.fork_gen = _fork_gen
         return 0
+
+    cdef int _lock_faulted(self, int rc) except -1:
+        """The mapping faulted while this thread took the lock (rc: what the
+        mutex call returned). Give the mutex back if this thread got it and
+        its page is still the shared one (after a dead holder, the segment is
+        marked poisoned for everyone: no repair can be trusted now); never
+        call pthread on a mutex whose page was replaced by zeros. Raises."""
+        if ((rc == 0 or rc == EOWNERDEAD) and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER)
+                and not _hook_no_lock):
+            if rc == EOWNERDEAD:
+                ds_atomic_or64(&self.hdr.flags, FLAG_POISONED)
+                ds_mutex_consistent(&self.hdr.mutex)
+            ds_mutex_unlock(&self.hdr.mutex)
+        return self.raise_faulted()
 
     cdef _repair_after_death(self):
         """A process died holding the lock, maybe in the middle of a write.
@@ -802,7 +866,8 @@ cdef class Segment:
     cdef void lock_release_raw(self) noexcept:
         self.lk.depth = 0
         self.lk.owner = 0
-        ds_mutex_unlock(&self.hdr.mutex)
+        if not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
+            ds_mutex_unlock(&self.hdr.mutex)
 
     cdef void _undo_journal(self) noexcept nogil:
         """Restore the journaled words, newest first. A record with the low
@@ -899,6 +964,15 @@ cdef class Segment:
         self._bin_push(run, run16)
 
     cdef int lock_release(self) except -1:
+        if (ds_fault_flag(&self.faulted) and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
+                and self.lk.owner == PyThread_get_thread_ident()):
+            # the mapping faulted: lock_held() would read a mutex that may be zeros now
+            self.lk.depth -= 1
+            if self.lk.depth == 0:
+                self.lk.owner = 0
+                if not _hook_no_lock and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
+                    ds_mutex_unlock(&self.hdr.mutex)
+            return 0
         if not self.lock_held():
             if self.lk.fork_gen != _fork_gen:
                 return 0            # taken before fork by the parent; not ours to release
@@ -915,7 +989,11 @@ cdef class Segment:
         the write's first change to reachable memory (publish). Every write
         ends with commit() on success, then write_end() in a finally."""
         self.lock_acquire(-1)
-        if not self._header_sane():
+        sane = self._header_sane()
+        if ds_fault_flag(&self.faulted):
+            self.write_end()
+            self.raise_faulted()
+        if not sane:
             self.hdr.flags |= FLAG_POISONED
         if self.hdr.flags & FLAG_POISONED:
             self.write_end()
@@ -953,6 +1031,8 @@ cdef class Segment:
         """The write is complete: drop its journal, then release what it left
         unreachable. A crash from here on keeps the write. A write that found
         the allocator corrupt is not committed (write_end undoes it)."""
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()        # the write met a fault: it is not committed
         if self.wdepth != 1:
             return 0
         if self.hdr.flags & FLAG_POISONED:
@@ -984,7 +1064,7 @@ cdef class Segment:
         self.lk.depth -= 1
         if self.lk.depth == 0:
             self.lk.owner = 0
-            if not _hook_no_lock:
+            if not _hook_no_lock and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
                 ds_mutex_unlock(&self.hdr.mutex)
 
     # -- the journal: in-place stores of a write, undone if it does not finish --
@@ -2084,6 +2164,8 @@ cdef class Segment:
             problems.append(str(e))
         finally:
             self.lock_release()
+        if ds_fault_flag(&self.faulted):
+            problems.insert(0, "segment %r was truncated or damaged by another process" % self.name)
         return CheckReport(problems, garbage[0])
 
     cdef _check(self, list problems, list garbage):
@@ -2330,7 +2412,9 @@ cdef class Segment:
             if n:
                 # keyed by the largest block size the class holds
                 free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
-        return {
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()
+        result = {
             "capacity": self.cap,
             "used": h.used,
             "free": self.cap - HEADER_SIZE - h.used,
@@ -2343,6 +2427,9 @@ cdef class Segment:
             "seq": h.seq,
             "free_lists": free_lists,
         }
+        if ds_fault_flag(&self.faulted):
+            self.raise_faulted()
+        return result
 
 
 cdef class _Lock:
