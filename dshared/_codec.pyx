@@ -1700,11 +1700,13 @@ cdef class DictIter:
         if a.version != self.version:
             self.done = True
             n = len(self.node)
+            self.node = None            # as dict iterators: let go of the dict
             if n != self.length:
                 raise RuntimeError("dictionary changed size during iteration")
             raise RuntimeError("dictionary keys changed during iteration")
         if a.ix < 0:
             self.done = True
+            self.node = None
             raise StopIteration
         self.pos = a.ix - 1 if self.mode & 4 else a.ix + 1
         return r
@@ -1715,7 +1717,10 @@ cdef class DictIter:
     def __reduce__(self):
         """As a dict iterator: an iterator over a list of what is left (the
         keys, values or items this iterator has not given yet)."""
-        cdef DictIter rest = DictIter.__new__(DictIter, self.node, self.mode)
+        cdef DictIter rest
+        if self.done:
+            return (iter, ([],))
+        rest = DictIter.__new__(DictIter, self.node, self.mode)
         rest.pos = self.pos
         rest.version = self.version
         rest.length = self.length
@@ -2082,15 +2087,28 @@ cdef class ListNode(Node):
         `version`; returns False if it changed meanwhile."""
         return bool(self._permute(version, order))
 
+    def _delete_if(self, uint64_t version, int64_t i):
+        """Delete item i if the list is still at `version`."""
+        cdef Segment seg = self.seg
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
+                seg.commit()
+                return False
+            seg.list_splice(self.off, i, 1, NULL, 0)
+            seg.commit()
+            if _sorting:
+                note_sorted_write(self)
+            return True
+        finally:
+            seg.write_end()
+
     # -- sort() and remove(): Python code (keys, comparisons, __eq__) runs on a
     # snapshot outside the lock; the results are kept per item identity (the
     # cell, plus the generation of the block it refers to: an identity is never
     # reused), so that under the lock a changed list is matched against what
     # is known without calling Python code.
-
-    def _snapshot_ids(self):
-        """(version, [items], [identities]) in one consistent read."""
-        return read_section(self, _rd_list_ids, NULL, LONG_READ_TRIES)
 
     def _sort_begin(self):
         """Start watching this process's writes to this list (the key may
@@ -2110,11 +2128,13 @@ cdef class ListNode(Node):
             if not watchers:
                 del _sorting[k]
 
-    def _sort_known(self, dict keys, bint reverse):
+    def _sort_known(self, dict keys, bint reverse, bint by_value):
         """Under the lock: if every current item's identity has a key in
         `keys` (plain values, whose comparison calls no Python code), sort by
-        them (stable) and publish; False, with nothing changed, if an item is
-        new."""
+        them (stable), publish and return True. Otherwise change nothing and
+        return the [(identity, item)] of the items without a key, to be keyed
+        outside the lock. With by_value (no key function) an item that
+        decodes to a plain value is its own key."""
         cdef Segment seg = self.seg
         cdef int64_t n, k
         cdef Cell *cells
@@ -2125,12 +2145,20 @@ cdef class ListNode(Node):
             n = seg.list_len(self.off)
             cells = seg.list_cells(self.off, n)
             ks = []
+            new = []
             for k in range(n):
-                kv = keys.get(cell_id(seg, &cells[k]), _MISSING)
+                ident = cell_id(seg, &cells[k])
+                kv = keys.get(ident, _MISSING)
                 if kv is _MISSING:
-                    seg.commit()
-                    return False
+                    x = decode(seg, &cells[k], 0)
+                    if by_value and is_plain(x):
+                        keys[ident] = kv = x
+                    else:
+                        new.append((ident, x))
                 ks.append(kv)
+            if new:
+                seg.commit()
+                return new
             order = sorted(range(n), key=ks.__getitem__, reverse=reverse)
             out = <Cell *>malloc_or_raise(CELL_SIZE * (n if n else 1))
             for k in range(n):
@@ -2144,31 +2172,45 @@ cdef class ListNode(Node):
             free(out)
             seg.write_end()
 
-    def _remove_known(self, dict equal):
+    def _remove_known(self, dict equal, value):
         """Under the lock: delete the first item whose identity maps to True
-        in `equal` (1); 0, with nothing changed, if an item of unknown
-        identity comes before it; -1 if every item is known and none is equal."""
+        in `equal` and return 1, or -1 if every item is known and none is
+        equal. If items of unknown identity come before the first equal one,
+        change nothing and return their [(identity, item)], to be compared
+        outside the lock. When value is plain, an item that decodes to a
+        plain value is compared here (no Python code runs)."""
         cdef Segment seg = self.seg
-        cdef int64_t n, k
+        cdef int64_t n, k, found = -1
         cdef Cell *cells
         seg.write_begin()
         try:
             self.check(K_LIST)
             n = seg.list_len(self.off)
             cells = seg.list_cells(self.off, n)
+            value_plain = is_plain(value)
+            new = []
             for k in range(n):
-                r = equal.get(cell_id(seg, &cells[k]))
+                ident = cell_id(seg, &cells[k])
+                r = equal.get(ident)
                 if r is None:
-                    seg.commit()
-                    return 0
+                    x = decode(seg, &cells[k], 0)
+                    if value_plain and is_plain(x):
+                        r = equal[ident] = bool(x == value)
+                    else:
+                        new.append((ident, x))
+                        continue
                 if r:
-                    seg.list_splice(self.off, k, 1, NULL, 0)
-                    seg.commit()
-                    if _sorting:
-                        note_sorted_write(self)
-                    return 1
+                    found = k
+                    break
+            if new:
+                seg.commit()
+                return new
+            if found >= 0:
+                seg.list_splice(self.off, found, 1, NULL, 0)
             seg.commit()
-            return -1
+            if found >= 0 and _sorting:
+                note_sorted_write(self)
+            return 1 if found >= 0 else -1
         finally:
             seg.write_end()
 
@@ -2183,6 +2225,18 @@ cdef int64_t _index(object i) except? -1:
     if overflow:
         raise IndexError("cannot fit '%s' into an index-sized integer" % type(i).__name__)
     return v
+
+
+cpdef bint is_plain(object k):
+    """Whether k is None, a bool, int, float, str or bytes, or a tuple of
+    such: comparing two of them runs no Python code."""
+    cdef object t = type(k)
+    if t is tuple:
+        for x in <tuple>k:
+            if not is_plain(x):
+                return False
+        return True
+    return t is int or t is str or t is float or t is bytes or t is bool or k is None
 
 
 cdef dict _sorting = {}    # (id(LockState), list offset) -> counters of sorts running on it
@@ -2209,18 +2263,6 @@ cdef bytes cell_id(Segment seg, const Cell *c):
         gen = (<Block *>seg.ptr(ds_ld64(&c.b[8]), BLOCK_HDR)).gen
     memcpy(&buf[16], &gen, 4)
     return PyBytes_FromStringAndSize(<char *>buf, 20)
-
-
-cdef object _rd_list_ids(Node node, void *arg):
-    cdef Segment seg = node.seg
-    cdef int64_t n, i
-    cdef Cell *cells
-    node.check(K_LIST)
-    n = seg.list_len(node.off)
-    cells = seg.list_cells(node.off, n)
-    return (ds_ld64(seg.base + node.off + BLOCK_HDR + 16),
-            [decode(seg, &cells[i], 0) for i in range(n)],
-            [cell_id(seg, &cells[i]) for i in range(n)])
 
 
 cdef int64_t _ssize_arg(object i) except? -1:
@@ -2250,11 +2292,13 @@ cdef class ListIter:
         cdef LArg a
         if self.done or self.pos < 0:
             self.done = True
+            self.node = None            # as list iterators: let go of the list
             raise StopIteration
         a.i = self.pos
         r = read_section(self.node, _rd_list_get, &a)
         if a.n < 0:
             self.done = True
+            self.node = None
             raise StopIteration
         self.pos += -1 if self.rev else 1
         return r

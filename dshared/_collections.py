@@ -194,14 +194,6 @@ def _as_int(v):
     return v
 
 
-def _plain(k):
-    """Whether comparing k with another plain value calls no Python code."""
-    t = type(k)
-    if t is tuple:
-        return all(map(_plain, k))
-    return t is int or t is str or t is float or t is bytes or t is bool or k is None
-
-
 class SharedList(_codec.ListNode, MutableSequence):
     """A list in shared memory. Every method behaves as list's; single
     operations are atomic; nested dicts and lists come back as live views."""
@@ -234,26 +226,34 @@ class SharedList(_codec.ListNode, MutableSequence):
     def remove(self, value):
         """Remove the first item equal to value; ValueError if none. Atomic.
 
-        __eq__ runs outside the lock, on a snapshot; under the lock the
-        first item found equal is removed if no item before it changed. Only
-        items added or replaced since are compared in the next round, so a
-        concurrent appender never delays remove()."""
+        __eq__ runs outside the lock, on a snapshot. If the list changed
+        before the removal could be published, the result of each comparison
+        is kept per item identity (its cell and block generation), and under
+        the lock the first item known equal is removed if every item before
+        it is known unequal. Items before it that are new are read under the
+        lock and compared outside it, and the step is tried again: an
+        appender never delays remove(). When value and the new items are
+        plain (None, bool, int, float, str, bytes, tuples of them), they are
+        compared under the lock, which runs no Python code: then the second
+        round always ends it."""
+        version, items = self._snapshot()
+        try:
+            i = items.index(value)
+        except ValueError:
+            raise ValueError("list.remove(x): x not in list") from None
+        if self._delete_if(version, i):
+            return
         equal = {}
-        first = True
         while True:
-            _, items, ids = self._snapshot_ids()
-            for x, ident in zip(items, ids):
-                r = equal.get(ident)
-                if r is None or first:
-                    r = equal[ident] = bool(x == value)
-                if r:
-                    break
-            first = False
-            done = self._remove_known(equal)
-            if done > 0:
+            r = self._remove_known(equal, value)
+            if r == 1:
                 return
-            if done < 0:
+            if r == -1:
                 raise ValueError("list.remove(x): x not in list")
+            for ident, x in r:          # new items, in order, up to the first equal one
+                eq = equal[ident] = bool(x == value)
+                if eq:
+                    break
 
     def reverse(self):
         """Reverse in place. Atomic."""
@@ -262,45 +262,55 @@ class SharedList(_codec.ListNode, MutableSequence):
     def sort(self, *, key=None, reverse=False):
         """Stable sort in place, as list.sort. The keys and comparisons run
         outside the lock on a snapshot; the permutation is published if the
-        list did not change meanwhile. If this process changed the list
-        while sorting (the key did), ValueError('list modified during
-        sort'), as list.sort. If another writer changed it, the sort tries
-        again; after _SORT_OPTIMISTIC such rounds, when the keys are plain
-        values (None, bool, int, float, str, bytes, tuples of them), it
-        remembers each item's key and sorts under the lock by those keys, so
-        a concurrent writer cannot starve it: each later round only computes
-        the keys of items added since."""
-        reverse = _as_int(reverse)
+        list did not change meanwhile.
+
+        If this process changed the list while sorting (the key did),
+        ValueError('list modified during sort'), as list.sort; the change
+        stays. If another writer changed it, the sort tries again; after
+        _SORT_OPTIMISTIC such rounds, when the keys are plain (None, bool,
+        int, float, str, bytes, tuples of them), each key is kept per item
+        identity (the item's cell and block generation), and the sort is
+        done under the lock by those keys, which runs no Python code. Items
+        without a key yet (added since) are read under the lock, keyed
+        outside it and the step is tried again: each round keys only the
+        items added during the previous one. Without a key function, a plain
+        item is its own key, so the first such round always ends the sort."""
+        reverse = bool(_as_int(reverse))
         counter = self._sort_begin()
         try:
-            keys = None
-            rounds = 0
-            while True:
-                version, items, ids = self._snapshot_ids()
-                if keys is None:
-                    ks = items if key is None else [key(x) for x in items]
-                    order = sorted(range(len(items)), key=ks.__getitem__, reverse=bool(reverse))
-                    if counter[0]:
-                        raise ValueError("list modified during sort")
-                    if self._reorder(version, order):
-                        return
-                    rounds += 1
-                    if rounds >= _SORT_OPTIMISTIC and all(map(_plain, ks)):
-                        keys = dict(zip(ids, ks))
-                    continue
-                for x, ident in zip(items, ids):
-                    if ident not in keys:
-                        k = x if key is None else key(x)
-                        if not _plain(k):
-                            keys = None         # not comparable under the lock
-                            break
-                        keys[ident] = k
+            for _ in range(_SORT_OPTIMISTIC):
+                version, items = self._snapshot()
+                ks = items if key is None else [key(x) for x in items]
+                order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
                 if counter[0]:
                     raise ValueError("list modified during sort")
-                if keys is not None and self._sort_known(keys, bool(reverse)):
+                if self._reorder(version, order):
                     return
+            keys = {}
+            new = self._sort_known(keys, reverse, key is None)
+            while new is not True:
+                for ident, x in new:
+                    k = x if key is None else key(x)
+                    if not _codec.is_plain(k):
+                        return self._sort_optimistic(key, reverse, counter)
+                    keys[ident] = k
+                if counter[0]:
+                    raise ValueError("list modified during sort")
+                new = self._sort_known(keys, reverse, key is None)
         finally:
             self._sort_end(counter)
+
+    def _sort_optimistic(self, key, reverse, counter):
+        """Sort rounds until one publishes (keys that are not plain cannot be
+        compared under the lock)."""
+        while True:
+            version, items = self._snapshot()
+            ks = items if key is None else [key(x) for x in items]
+            order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
+            if counter[0]:
+                raise ValueError("list modified during sort")
+            if self._reorder(version, order):
+                return
 
     def __iadd__(self, other):
         self.extend(other)
