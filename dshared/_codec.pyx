@@ -32,7 +32,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTu
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from dshared._heap cimport *
 from cpython.object cimport PyObject
@@ -2128,25 +2128,41 @@ cdef class ListNode(Node):
             if not watchers:
                 del _sorting[k]
 
-    def _sort_known(self, dict keys, bint reverse, bint by_value):
-        """Under the lock: if every current item's identity has a key in
-        `keys` (plain values, whose comparison calls no Python code), sort by
-        them (stable), publish and return True. Otherwise change nothing and
-        return the [(identity, item)] of the items without a key, to be keyed
-        outside the lock. With by_value (no key function) an item that
-        decodes to a plain value is its own key."""
+    def _sort_known(self, bytes ids, list ks, dict keys, bint reverse, bint by_value):
+        """Under the lock: sort by keys computed outside it, if every item has
+        one, and publish (True). `ids` and `ks` are the identities and keys
+        of the items as last seen: the current items that still match them,
+        from the start, take their keys from `ks` (a memcmp per item, so a
+        list that only grew costs little here); the others are looked up in
+        `keys` (identity -> key). With by_value (no key function) an item
+        that decodes to a plain value is its own key. Keys are plain values,
+        whose comparison runs no Python code.
+
+        If some item has no key, nothing changes and the result is
+        (p, tail): the first p items match `ids`, and tail lists
+        (identity, key, True) for each item after them that has a key and
+        (identity, item, False) for one that has none; the caller keys those
+        outside the lock and tries again."""
         cdef Segment seg = self.seg
-        cdef int64_t n, k
+        cdef int64_t n, k, p = 0, nprev = PyBytes_GET_SIZE(ids) // ID_SIZE
+        cdef const uint8_t *prev = <const uint8_t *>PyBytes_AS_STRING(ids)
+        cdef uint8_t buf[ID_SIZE]
         cdef Cell *cells
         cdef Cell *out = NULL
+        cdef bint missing = False
         seg.write_begin()
         try:
             self.check(K_LIST)
             n = seg.list_len(self.off)
             cells = seg.list_cells(self.off, n)
-            ks = []
-            new = []
-            for k in range(n):
+            while p < n and p < nprev:
+                cell_id_into(seg, &cells[p], buf)
+                if memcmp(buf, prev + ID_SIZE * p, ID_SIZE) != 0:
+                    break
+                p += 1
+            tail = []
+            tail_keys = []
+            for k in range(p, n):
                 ident = cell_id(seg, &cells[k])
                 kv = keys.get(ident, _MISSING)
                 if kv is _MISSING:
@@ -2154,12 +2170,17 @@ cdef class ListNode(Node):
                     if by_value and is_plain(x):
                         keys[ident] = kv = x
                     else:
-                        new.append((ident, x))
-                ks.append(kv)
-            if new:
+                        missing = True
+                        tail.append((ident, x, False))
+                        continue
+                tail.append((ident, kv, True))
+                tail_keys.append(kv)
+            if missing:
                 seg.commit()
-                return new
-            order = sorted(range(n), key=ks.__getitem__, reverse=reverse)
+                return (p, tail)
+            full = ks[:p]
+            full.extend(tail_keys)
+            order = sorted(range(n), key=full.__getitem__, reverse=reverse)
             out = <Cell *>malloc_or_raise(CELL_SIZE * (n if n else 1))
             for k in range(n):
                 out[k] = cells[<int64_t>order[k]]
@@ -2251,18 +2272,27 @@ cdef int note_sorted_write(ListNode node) except -1:
     return 0
 
 
-cdef bytes cell_id(Segment seg, const Cell *c):
+cdef enum:
+    ID_SIZE = 20
+
+
+cdef int cell_id_into(Segment seg, const Cell *c, uint8_t *buf) except -1:
     """The identity of a list item: its cell, plus, for a cell that refers to
     a block, that block's generation (which changes on every allocation), so
     that an identity is never reused for another value."""
-    cdef uint8_t buf[20]
     cdef uint8_t tag = c.b[0]
     cdef uint32_t gen = 0
     memcpy(buf, c.b, 16)
     if T_FIRST_REF <= tag <= T_LAST and tag != T_DICT and tag != T_LIST:
         gen = (<Block *>seg.ptr(ds_ld64(&c.b[8]), BLOCK_HDR)).gen
     memcpy(&buf[16], &gen, 4)
-    return PyBytes_FromStringAndSize(<char *>buf, 20)
+    return 0
+
+
+cdef bytes cell_id(Segment seg, const Cell *c):
+    cdef uint8_t buf[ID_SIZE]
+    cell_id_into(seg, c, buf)
+    return PyBytes_FromStringAndSize(<char *>buf, ID_SIZE)
 
 
 cdef int64_t _ssize_arg(object i) except? -1:

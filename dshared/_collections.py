@@ -183,7 +183,7 @@ class SharedDict(_codec.DictNode, MutableMapping):
         return self.to_python()
 
 
-_SORT_OPTIMISTIC = 4     # sort(): rounds lost to other writers before keys are kept per item
+_SORT_OPTIMISTIC = 2     # sort(): rounds lost to other writers before keys are kept per item
 
 
 def _as_int(v):
@@ -273,8 +273,10 @@ class SharedList(_codec.ListNode, MutableSequence):
         done under the lock by those keys, which runs no Python code. Items
         without a key yet (added since) are read under the lock, keyed
         outside it and the step is tried again: each round keys only the
-        items added during the previous one. Without a key function, a plain
-        item is its own key, so the first such round always ends the sort."""
+        items added during the previous one (the items that still match the
+        last round's, from the start, are checked with a memcmp). Without a
+        key function a plain item is its own key, so the first such round
+        always ends the sort."""
         reverse = bool(_as_int(reverse))
         counter = self._sort_begin()
         try:
@@ -286,17 +288,27 @@ class SharedList(_codec.ListNode, MutableSequence):
                     raise ValueError("list modified during sort")
                 if self._reorder(version, order):
                     return
-            keys = {}
-            new = self._sort_known(keys, reverse, key is None)
-            while new is not True:
-                for ident, x in new:
-                    k = x if key is None else key(x)
-                    if not _codec.is_plain(k):
-                        return self._sort_optimistic(key, reverse, counter)
-                    keys[ident] = k
+            # identities and keys of the items as last seen, and every key by identity
+            ids, ks, keys = b"", [], {}
+            while True:
+                r = self._sort_known(ids, ks, keys, reverse, key is None)
+                if r is True:
+                    return
+                p, tail = r
+                tail_ids = []
+                tail_ks = []
+                for ident, x, known in tail:
+                    if not known:
+                        x = x if key is None else key(x)
+                        if not _codec.is_plain(x):
+                            return self._sort_optimistic(key, reverse, counter)
+                        keys[ident] = x
+                    tail_ids.append(ident)
+                    tail_ks.append(x)
                 if counter[0]:
                     raise ValueError("list modified during sort")
-                new = self._sort_known(keys, reverse, key is None)
+                ids = ids[:p * len(ident)] + b"".join(tail_ids)
+                ks = ks[:p] + tail_ks
         finally:
             self._sort_end(counter)
 

@@ -26,8 +26,6 @@ def _run(code, shm_name):
     ("dshared._codec.DictNode()", "dshared.col()"),
     ("dshared._codec.ListNode()", "dshared.col()"),
     ("dshared._codec.Node()", "dshared.col()"),
-    ("object.__new__(dshared.SharedDict)", None),
-    ("dshared._codec.DictNode.__new__(dshared.SharedList)", None),
 ])
 def test_direct_construction_raises_typeerror_saying_how(expr, hint, shm_name):
     out = _run("""

@@ -1163,14 +1163,6 @@ def test_keys_that_are_not_iterable(mk):
         d.update(BadKeys(a=1))
 
 
-def test_update_keys_attribute_that_is_not_callable(mk):
-    class NotCallable:
-        keys = 5
-    d = mk({})
-    with pytest.raises(TypeError, match="'int' object is not callable"):
-        d.update(NotCallable())
-
-
 class PairTuple(tuple):
     def __iter__(self):
         return iter(("it", "er"))
@@ -1196,6 +1188,11 @@ def test_update_pairs_read_as_dict_update(mk):
         raise TypeError("inside")
     with pytest.raises(TypeError, match="element #0 to a sequence"):
         d.update([bad()])
+
+    class NotCallable:
+        keys = 5                            # any `keys` attribute makes it a mapping
+    with pytest.raises(TypeError, match="'int' object is not callable"):
+        d.update(NotCallable())
 
 
 def test_init_updates_as_dict_init(mk):
