@@ -1,4 +1,5 @@
-"""sort() and remove() under a writer that never stops appending.
+"""sort() and remove() under a writer that never stops appending (or never
+stops changing the first item).
 
 Both run their Python code (keys, comparisons, __eq__) outside the lock on a
 snapshot. A publish that checked only "has the list changed?" was starved by
@@ -16,9 +17,10 @@ from _proc import Children, run_driver, watchdog
 
 N = 200000              # items before the appender starts: a round takes long enough to lose
 APPEND_CAP = 1000000    # appends after which the appender gives up: the operation starved
+GONE = N - 5            # the item remove() removes
 
 
-def _append_until_told(name, cap):
+def _append_until_told(name, cap, how):
     watchdog(240)
     seg = dshared.Segment(name)
     root = seg.col()
@@ -30,7 +32,11 @@ def _append_until_told(name, cap):
             root["capped"] = 1
             break
         i += 1
-        lst.append(-i)          # negative: they sort before every original item
+        # negative: they sort before every original item
+        if how == "append":
+            lst.append(-i)
+        else:
+            lst[0] = -i         # a writer that keeps changing the first item
     root["appended"] = i
     seg.close()
 
@@ -43,17 +49,18 @@ def _drive(name, op):
         root.update(stop=0, started=0, capped=0, appended=0)
         lst = root["l"]
         with Children() as kids:
-            pid = kids.fork(_append_until_told, name, APPEND_CAP if op != "sort-key" else N)
+            how = "set-first" if op.endswith("set-first") else "append"
+            pid = kids.fork(_append_until_told, name, APPEND_CAP if op != "sort-key" else N, how)
             while root["started"] == 0:
                 os.sched_yield()
-            if op == "sort":
+            if op in ("sort", "sort-set-first"):
                 lst.sort()
             elif op == "sort-reverse":
                 lst.sort(reverse=True)
             elif op == "sort-key":
                 lst.sort(key=operator.neg, reverse=True)    # ascending, through a key
             else:
-                lst.remove(7)
+                lst.remove(GONE)          # near the end: finding it takes a while
             root["stop"] = 1
             code = kids.wait(pid, 240)
         return {"code": code, "capped": root["capped"], "appended": root["appended"],
@@ -63,17 +70,24 @@ def _drive(name, op):
         seg.unlink()
 
 
-@pytest.mark.parametrize("op", ["sort", "sort-reverse", "sort-key", "remove"])
+@pytest.mark.parametrize("op", ["sort", "sort-reverse", "sort-key", "remove", "sort-set-first",
+                                "remove-set-first"])
 def test_sort_and_remove_finish_while_another_process_appends(shm_name, op):
     r = run_driver("test_list_contention", "_drive", shm_name, op, timeout=300)
     assert r["code"] == 0
     items, appended = r["items"], r["appended"]
-    assert len(items) == N + appended - (op == "remove")
-    if op == "remove":
-        # nothing but 7 removed, every append kept in order after the originals
-        assert items[:N - 1] == [x for x in range(N) if x != 7]
+    if op == "sort-set-first":
+        # sorted when published ([-k, 0, 1, ...]); then only the first item changed
+        assert items == [-appended] + list(range(N - 1))
+    elif op == "remove-set-first":
+        assert items == [-appended] + [x for x in range(1, N) if x != GONE]
+    elif op == "remove":
+        # nothing but GONE removed, every append kept in order after the originals
+        assert len(items) == N + appended - 1
+        assert items[:N - 1] == [x for x in range(N) if x != GONE]
         assert items[N - 1:] == [-i for i in range(1, appended + 1)]
     else:
+        assert len(items) == N + appended
         # the items when the sort was published, sorted, then the later appends
         last = items.index(0 if op == "sort-reverse" else N - 1) + 1
         before = last - N           # appends that the sort included
