@@ -2352,7 +2352,7 @@ cdef class ListIter:
 
     def __setstate__(self, state):
         """Set the position, clamped to the list as list iterators do."""
-        cdef int64_t n, i = _index(state)
+        cdef int64_t n, i = _ssize_arg(state)
         if self.done:
             return
         n = len(self.node)

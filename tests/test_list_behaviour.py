@@ -1320,6 +1320,9 @@ def test_iterator_setstate_clamps_as_list_iterators(mk):
     r = reversed(lst)
     r.__setstate__(-5)
     assert list(r) == []
+    for bad, exc in [(10 ** 30, OverflowError), ("1", TypeError), (1.0, TypeError)]:
+        with pytest.raises(exc):
+            iter(lst).__setstate__(bad)
 
 
 # Attributes of list and its iterators that SharedList and its iterators do
