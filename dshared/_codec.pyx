@@ -32,10 +32,12 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTu
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from dshared._heap cimport *
 from cpython.object cimport PyObject
+
+from operator import length_hint
 
 from dshared._errors import CorruptSegmentError, SegmentFullError, StaleReferenceError, UnsupportedTypeError
 
@@ -62,15 +64,26 @@ cdef extern from "Python.h":
 cdef extern from *:
     """
     /* A new instance of a view type through its C-level tp_new (the type is
-       SharedDict/SharedList, whose tp_new is the node type's): no Python call. */
+       SharedDict/SharedList, whose tp_new is the node type's): no Python call.
+       The one argument is a token that only this module holds: Node.__cinit__
+       refuses every other call, so Python code cannot make a view with no
+       segment behind it. */
+    static PyObject *ds_view_args;
+    static inline int ds_set_view_token(PyObject *token) {
+        if (!ds_view_args && !(ds_view_args = PyTuple_Pack(1, token)))
+            return -1;
+        return 0;
+    }
     static inline PyObject *ds_new_view(PyObject *type) {
-        static PyObject *args;
-        if (!args && !(args = PyTuple_New(0)))
-            return NULL;
-        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, args, NULL);
+        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, ds_view_args, NULL);
     }
     """
+    int ds_set_view_token(object token) except -1
     object ds_new_view(object type)
+
+
+cdef object _VIEW_TOKEN = object()
+ds_set_view_token(_VIEW_TOKEN)
 
 
 cdef extern from "dshared_gc.h":
@@ -492,6 +505,36 @@ cdef struct PCell:
     uint64_t hash               # dict entries: the key's hash (on the key cell)
 
 
+cpdef list as_list(object values):
+    """The items of an iterable as list.extend takes them: through iter(),
+    consulting __length_hint__ (whose errors propagate) only as a hint, so a
+    huge hint allocates nothing."""
+    if type(values) is list or type(values) is tuple:
+        return list(values)
+    it = iter(values)
+    length_hint(values)
+    return [x for x in it]
+
+
+cpdef list mapping_items(object m):
+    """The (key, value) pairs of a mapping as dict(m) and dict.update(m) take
+    them: a dict, or a dict subclass that keeps dict's __iter__, is read
+    directly (its own keys() and __getitem__ are not called, as CPython's
+    dict_merge); anything else through list(m.keys()) and m[k] (so an
+    OrderedDict gives its own order)."""
+    if type(m) is dict or (PyDict_Check(m) and type(m).__iter__ is dict.__iter__):
+        return list(dict.items(m))
+    keys = m.keys()
+    if type(keys) is not list:
+        try:
+            it = iter(keys)
+        except TypeError:
+            raise TypeError("%s.keys() returned a non-iterable (type %s)"
+                            % (type(m).__name__, type(keys).__name__)) from None
+        keys = list(it)
+    return [(k, m[k]) for k in keys]
+
+
 cdef class Plan:
     """Everything one write stores, laid out before the lock is taken."""
     cdef Segment seg
@@ -672,14 +715,18 @@ cdef class Plan:
             if tdepth >= MAX_TUPLE_DEPTH:
                 raise UnsupportedTypeError("tuples nested deeper than %d levels at %s; use lists"
                                            % (MAX_TUPLE_DEPTH, self.path()))
-            n = PyTuple_GET_SIZE(v)
+            # a subclass is stored as tuple(v) sees it (through its __iter__)
+            items = v if type(v) is tuple else tuple(as_list(v))
+            n = PyTuple_GET_SIZE(items)
             bi = self.new_block(K_TUPLE, 8 + CELL_SIZE * n)
             self.blocks[bi].first = self.new_cells(n)
             self.blocks[bi].n = n
             self.ref_block(ci, T_TUPLE, bi)
-            self.stack.append([v, v, bi, 0, tdepth + 1])
+            self.stack.append([v, items, bi, 0, tdepth + 1])
         elif PyList_Check(v):
-            n = len(<list>v)
+            # a subclass is stored as list(v) sees it (through its __iter__)
+            items = list(v) if type(v) is list else as_list(v)
+            n = len(<list>items)
             bi = self.new_block(K_LIST, 24)
             self.ref_block(ci, T_LIST, bi)
             if n:
@@ -687,9 +734,9 @@ cdef class Plan:
                 self.blocks[bi].first = self.new_cells(n)
                 self.new_block(K_ITEMS, 8 + CELL_SIZE * n)
                 self.blocks[bi + 1].rc = 1
-            self.stack.append([v, list(v), bi, 0, 0])
+            self.stack.append([v, items, bi, 0, 0])
         elif PyDict_Check(v):
-            items = list(dict.items(v))
+            items = mapping_items(v)
             n = len(items)
             bi = self.new_block(K_DICT, 16)
             self.ref_block(ci, T_DICT, bi)
@@ -1160,6 +1207,17 @@ cdef class Node:
     cdef uint64_t off
     cdef uint32_t gen
 
+    def __cinit__(self, *args):
+        # Only make_view and _rebuild make views (with the module's token); a
+        # view built by Python code would have no segment behind it.
+        if PyTuple_GET_SIZE(args) != 1 or <PyObject *>PyTuple_GET_ITEM(args, 0) != <PyObject *>_VIEW_TOKEN:
+            name = type(self).__name__
+            raise TypeError("%s cannot be created directly: it is a view of a container in a "
+                            "segment. Store a %s in one (shm['k'] = %s) and read it back "
+                            "(shm['k']), or use dshared.col() for a top-level SharedDict"
+                            % (name, "dict" if isinstance(self, DictNode) else "list",
+                               "{}" if isinstance(self, DictNode) else "[]"))
+
     @property
     def segment(self):
         """The Segment this view belongs to."""
@@ -1291,11 +1349,8 @@ cdef class DictNode(Node):
         a.key = &key
         r = read_section(self, _rd_get, &a)
         if a.ix < 0:
-            return self.__missing__(k)
+            raise KeyError(k)
         return r
-
-    def __missing__(self, k):
-        raise KeyError(k)
 
     def get(self, k, default=None):
         """d.get(k[, default]): d[k] if k in d, else default."""
@@ -1651,7 +1706,9 @@ cdef class DictIter:
     cdef int mode
     cdef bint done
 
-    def __cinit__(self, DictNode node, int mode):
+    def __cinit__(self, DictNode node not None, int mode):
+        if mode & ~7 or mode & 3 == 3:
+            raise ValueError("bad iterator mode %d" % mode)
         self.node = node
         self.mode = mode
         self.version, self.length = node._version()
@@ -1670,17 +1727,32 @@ cdef class DictIter:
         if a.version != self.version:
             self.done = True
             n = len(self.node)
+            self.node = None            # as dict iterators: let go of the dict
             if n != self.length:
                 raise RuntimeError("dictionary changed size during iteration")
             raise RuntimeError("dictionary keys changed during iteration")
         if a.ix < 0:
             self.done = True
+            self.node = None
             raise StopIteration
         self.pos = a.ix - 1 if self.mode & 4 else a.ix + 1
         return r
 
     def __length_hint__(self):
         return 0 if self.done else self.length
+
+    def __reduce__(self):
+        """As a dict iterator: an iterator over a list of what is left (the
+        keys, values or items this iterator has not given yet)."""
+        cdef DictIter rest
+        if self.done:
+            return (iter, ([],))
+        rest = DictIter.__new__(DictIter, self.node, self.mode)
+        rest.pos = self.pos
+        rest.version = self.version
+        rest.length = self.length
+        rest.done = self.done
+        return (iter, (list(rest),))
 
 
 # ---------------------------------------------------------------------------
@@ -1871,24 +1943,27 @@ cdef class ListNode(Node):
 
     def insert(self, index, value):
         """Insert value before index (clamped to the list, as list.insert)."""
-        self.edit(OP_INSERT, _index(index), None, [value])
+        self.edit(OP_INSERT, _ssize_arg(index), None, [value])
 
     def append(self, value):
         """Append value at the end. Atomic."""
         self.edit(OP_APPEND, 0, None, [value])
 
     def extend(self, values):
-        """Append every item of an iterable, in one atomic step."""
-        if values is self:
-            values = self._snapshot()[1]
-        elif not isinstance(values, list):
-            values = list(values)
+        """Append every item of an iterable, in one atomic step. As
+        list.extend: a list or tuple subclass is iterated through its own
+        __iter__, and __length_hint__ is consulted (its errors propagate) but
+        only as a hint: nothing is allocated from it."""
+        if values is self or type(values) is type(self):
+            values = (<ListNode>values)._snapshot()[1]
+        elif type(values) is not list:
+            values = as_list(values)
         self.edit(OP_APPEND, 0, None, values)
 
     def pop(self, index=-1):
         """Remove and return the item at index (default last); a dict or list
         comes back as a plain copy. Atomic."""
-        return self.edit(OP_POP, _index(index), None, None)
+        return self.edit(OP_POP, _ssize_arg(index), None, None)
 
     def clear(self):
         """Remove every item. Atomic."""
@@ -1992,6 +2067,8 @@ cdef class ListNode(Node):
                     plan.rollback()
                 raise
             seg.commit()
+            if _sorting:
+                note_sorted_write(self)
         finally:
             free(cells)
             free(out)
@@ -2022,6 +2099,8 @@ cdef class ListNode(Node):
                 out[k] = cells[n - 1 - k] if order is None else cells[<int64_t>order[k]]
             seg.list_rebuild(self.off, out, n, NULL, 0)
             seg.commit()
+            if _sorting:
+                note_sorted_write(self)
             return 1
         finally:
             free(out)
@@ -2046,7 +2125,140 @@ cdef class ListNode(Node):
                 return False
             seg.list_splice(self.off, i, 1, NULL, 0)
             seg.commit()
+            if _sorting:
+                note_sorted_write(self)
             return True
+        finally:
+            seg.write_end()
+
+    # -- sort() and remove(): Python code (keys, comparisons, __eq__) runs on a
+    # snapshot outside the lock; the results are kept per item identity (the
+    # cell, plus the generation of the block it refers to: an identity is never
+    # reused), so that under the lock a changed list is matched against what
+    # is known without calling Python code.
+
+    def _sort_begin(self):
+        """Start watching this process's writes to this list (the key may
+        modify it); returns the counter that _sort_end stops."""
+        counter = [0]
+        _sorting.setdefault((id(self.seg.lk), self.off), []).append(counter)
+        return counter
+
+    def _sort_end(self, counter):
+        k = (id(self.seg.lk), self.off)
+        watchers = _sorting.get(k)
+        if watchers is not None:
+            for i in range(len(watchers)):
+                if watchers[i] is counter:
+                    del watchers[i]
+                    break
+            if not watchers:
+                del _sorting[k]
+
+    def _sort_known(self, bytes ids, list ks, dict keys, bint reverse, bint by_value):
+        """Under the lock: sort by keys computed outside it, if every item has
+        one, and publish (True). `ids` and `ks` are the identities and keys
+        of the items as last seen: the current items that still match them,
+        from the start, take their keys from `ks` (a memcmp per item, so a
+        list that only grew costs little here); the others are looked up in
+        `keys` (identity -> key). With by_value (no key function) an item
+        that decodes to a plain value is its own key. Keys are plain values,
+        whose comparison runs no Python code.
+
+        If some item has no key, nothing changes and the result is
+        (p, tail): the first p items match `ids`, and tail lists
+        (identity, key, True) for each item after them that has a key and
+        (identity, item, False) for one that has none; the caller keys those
+        outside the lock and tries again."""
+        cdef Segment seg = self.seg
+        cdef int64_t n, k, p = 0, nprev = PyBytes_GET_SIZE(ids) // ID_SIZE
+        cdef const uint8_t *prev = <const uint8_t *>PyBytes_AS_STRING(ids)
+        cdef uint8_t buf[ID_SIZE]
+        cdef Cell *cells
+        cdef Cell *out = NULL
+        cdef bint missing = False
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            n = seg.list_len(self.off)
+            cells = seg.list_cells(self.off, n)
+            while p < n and p < nprev:
+                cell_id_into(seg, &cells[p], buf)
+                if memcmp(buf, prev + ID_SIZE * p, ID_SIZE) != 0:
+                    break
+                p += 1
+            tail = []
+            tail_keys = []
+            for k in range(p, n):
+                ident = cell_id(seg, &cells[k])
+                kv = keys.get(ident, _MISSING)
+                if kv is _MISSING:
+                    x = decode(seg, &cells[k], 0)
+                    if by_value and is_plain(x):
+                        keys[ident] = kv = x
+                    else:
+                        missing = True
+                        tail.append((ident, x, False))
+                        continue
+                tail.append((ident, kv, True))
+                tail_keys.append(kv)
+            if missing:
+                seg.commit()
+                return (p, tail)
+            full = ks[:p]
+            full.extend(tail_keys)
+            order = sorted(range(n), key=full.__getitem__, reverse=reverse)
+            out = <Cell *>malloc_or_raise(CELL_SIZE * (n if n else 1))
+            for k in range(n):
+                out[k] = cells[<int64_t>order[k]]
+            seg.list_rebuild(self.off, out, n, NULL, 0)
+            seg.commit()
+            if _sorting:
+                note_sorted_write(self)
+            return True
+        finally:
+            free(out)
+            seg.write_end()
+
+    def _remove_known(self, dict equal, value):
+        """Under the lock: delete the first item whose identity maps to True
+        in `equal` and return 1, or -1 if every item is known and none is
+        equal. If items of unknown identity come before the first equal one,
+        change nothing and return their [(identity, item)], to be compared
+        outside the lock. When value is plain, an item that decodes to a
+        plain value is compared here (no Python code runs)."""
+        cdef Segment seg = self.seg
+        cdef int64_t n, k, found = -1
+        cdef Cell *cells
+        seg.write_begin()
+        try:
+            self.check(K_LIST)
+            n = seg.list_len(self.off)
+            cells = seg.list_cells(self.off, n)
+            value_plain = is_plain(value)
+            new = []
+            for k in range(n):
+                ident = cell_id(seg, &cells[k])
+                r = equal.get(ident)
+                if r is None:
+                    x = decode(seg, &cells[k], 0)
+                    if value_plain and is_plain(x):
+                        r = equal[ident] = bool(x == value)
+                    else:
+                        new.append((ident, x))
+                        continue
+                if r:
+                    found = k
+                    break
+            if new:
+                seg.commit()
+                return new
+            if found >= 0:
+                seg.list_splice(self.off, found, 1, NULL, 0)
+            seg.commit()
+            if found >= 0 and _sorting:
+                note_sorted_write(self)
+            return 1 if found >= 0 else -1
         finally:
             seg.write_end()
 
@@ -2063,6 +2275,61 @@ cdef int64_t _index(object i) except? -1:
     return v
 
 
+cpdef bint is_plain(object k):
+    """Whether k is None, a bool, int, float, str or bytes, or a tuple of
+    such: comparing two of them runs no Python code."""
+    cdef object t = type(k)
+    if t is tuple:
+        for x in <tuple>k:
+            if not is_plain(x):
+                return False
+        return True
+    return t is int or t is str or t is float or t is bytes or t is bool or k is None
+
+
+cdef dict _sorting = {}    # (id(LockState), list offset) -> counters of sorts running on it
+
+
+cdef int note_sorted_write(ListNode node) except -1:
+    """This process wrote to a list: count it for the sorts running on it."""
+    watchers = _sorting.get((id(node.seg.lk), node.off))
+    if watchers is not None:
+        for c in watchers:
+            c[0] += 1
+    return 0
+
+
+cdef enum:
+    ID_SIZE = 20
+
+
+cdef int cell_id_into(Segment seg, const Cell *c, uint8_t *buf) except -1:
+    """The identity of a list item: its cell, plus, for a cell that refers to
+    a block, that block's generation (which changes on every allocation), so
+    that an identity is never reused for another value."""
+    cdef uint8_t tag = c.b[0]
+    cdef uint32_t gen = 0
+    memcpy(buf, c.b, 16)
+    if T_FIRST_REF <= tag <= T_LAST and tag != T_DICT and tag != T_LIST:
+        gen = (<Block *>seg.ptr(ds_ld64(&c.b[8]), BLOCK_HDR)).gen
+    memcpy(&buf[16], &gen, 4)
+    return 0
+
+
+cdef bytes cell_id(Segment seg, const Cell *c):
+    cdef uint8_t buf[ID_SIZE]
+    cell_id_into(seg, c, buf)
+    return PyBytes_FromStringAndSize(<char *>buf, ID_SIZE)
+
+
+cdef int64_t _ssize_arg(object i) except? -1:
+    """An index argument of a method (insert, pop), converted as list's
+    methods convert it: TypeError without __index__, OverflowError beyond
+    Py_ssize_t (where subscripts raise IndexError)."""
+    cdef Py_ssize_t v = i
+    return v
+
+
 cdef class ListIter:
     """Iterates a SharedList by position, re-reading the length each step (as list does)."""
     cdef ListNode node
@@ -2070,7 +2337,7 @@ cdef class ListIter:
     cdef bint rev
     cdef bint done
 
-    def __cinit__(self, ListNode node, bint rev):
+    def __cinit__(self, ListNode node not None, bint rev):
         self.node = node
         self.rev = rev
         self.pos = len(node) - 1 if rev else 0
@@ -2082,11 +2349,41 @@ cdef class ListIter:
         cdef LArg a
         if self.done or self.pos < 0:
             self.done = True
+            self.node = None            # as list iterators: let go of the list
             raise StopIteration
         a.i = self.pos
         r = read_section(self.node, _rd_list_get, &a)
         if a.n < 0:
             self.done = True
+            self.node = None
             raise StopIteration
         self.pos += -1 if self.rev else 1
         return r
+
+    def __length_hint__(self):
+        """As list iterators: the items left at the current length."""
+        cdef int64_t n
+        if self.done:
+            return 0
+        n = len(self.node)
+        if self.rev:
+            return self.pos + 1 if self.pos < n else 0
+        return n - self.pos if self.pos < n else 0
+
+    def __reduce__(self):
+        """As list iterators: the list (a SharedList pickles as a reference)
+        and the position; an exhausted iterator pickles as iter([])."""
+        if self.done or (self.rev and self.pos < 0):
+            return (iter, ([],))
+        return (reversed if self.rev else iter, (self.node,), self.pos)
+
+    def __setstate__(self, state):
+        """Set the position, clamped to the list as list iterators do."""
+        cdef int64_t n, i = _ssize_arg(state)
+        if self.done:
+            return
+        n = len(self.node)
+        if self.rev:
+            self.pos = -1 if i < -1 else min(i, n - 1)
+        else:
+            self.pos = 0 if i < 0 else min(i, n)

@@ -2,8 +2,10 @@
 types in _codec, which already implement the hot methods (lookup, store,
 len, iteration) and every atomic mutation."""
 
+import operator
 import sys
 import threading
+from types import MappingProxyType
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, MutableSequence, ValuesView
 
 from dshared import _codec
@@ -37,6 +39,12 @@ def _recursive_repr(fill):
 
 class _ViewMixin:
     __slots__ = ()
+
+    @property
+    def mapping(self):
+        """A read-only proxy of the SharedDict this view belongs to (as
+        dict views' .mapping)."""
+        return MappingProxyType(self._mapping)
 
     def __reversed__(self):
         return self._mapping._iter(self._mode | 4)
@@ -90,25 +98,41 @@ class SharedDict(_codec.DictNode, MutableMapping):
     def items(self):
         return SharedItemsView(self)
 
+    def __init__(self, other=(), /, **kwds):
+        """d.__init__(...) updates d, as dict.__init__ does (it does not clear)."""
+        self.update(other, **kwds)
+
+    @classmethod
+    def fromkeys(cls, iterable, value=None, /):
+        """A plain dict with the keys of iterable, each mapped to value.
+        A SharedDict only exists inside a segment, so the result is a dict:
+        store it (shm['k'] = SharedDict.fromkeys(...)) to share it."""
+        return dict.fromkeys(iterable, value)
+
     def update(self, other=(), /, **kwds):
-        """d.update([other, ]**kwds): store every pair, in one atomic step."""
-        if isinstance(other, Mapping):
-            pairs = list(other.items()) if not isinstance(other, dict) else list(dict.items(other))
-        elif hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]
+        """d.update([other, ]**kwds): store every pair, in one atomic step.
+        `other` is read as dict.update reads it: a dict directly, a mapping
+        (anything with keys()) through keys() and [], else (key, value)
+        pairs."""
+        if type(other) is SharedDict:
+            pairs = other._snapshot()           # one consistent read
+        elif isinstance(other, dict) or hasattr(other, "keys"):
+            pairs = _codec.mapping_items(other)
         else:
             pairs = []
             for i, item in enumerate(other):
-                try:
-                    n = len(item)
-                except TypeError:
-                    raise TypeError("cannot convert dictionary update sequence element #%d to a sequence"
-                                    % i) from None
+                # as PySequence_Fast: a list or tuple as is, else what its iterator gives
+                if type(item) is not list and type(item) is not tuple:
+                    try:
+                        item = list(iter(item))
+                    except TypeError:
+                        raise TypeError("cannot convert dictionary update sequence element #%d to a "
+                                        "sequence" % i) from None
+                n = len(item)
                 if n != 2:
                     raise ValueError("dictionary update sequence element #%d has length %d; 2 is required"
                                      % (i, n))
-                k, v = item
-                pairs.append((k, v))
+                pairs.append((item[0], item[1]))
         pairs.extend(kwds.items())
         self._update_pairs(pairs)
 
@@ -159,6 +183,17 @@ class SharedDict(_codec.DictNode, MutableMapping):
         return self.to_python()
 
 
+_SORT_OPTIMISTIC = 2     # sort(): rounds lost to other writers before keys are kept per item
+
+
+def _as_int(v):
+    """An int argument converted as list.sort converts `reverse`."""
+    v = operator.index(v)
+    if not -2 ** 31 <= v < 2 ** 31:
+        raise OverflowError("Python int too large to convert to C int")
+    return v
+
+
 class SharedList(_codec.ListNode, MutableSequence):
     """A list in shared memory. Every method behaves as list's; single
     operations are atomic; nested dicts and lists come back as live views."""
@@ -182,28 +217,110 @@ class SharedList(_codec.ListNode, MutableSequence):
     def count(self, value):
         return self._items().count(value)
 
+    def __init__(self, iterable=(), /):
+        """sl.__init__(iterable) replaces the items, as list.__init__ (which
+        clears, then extends) does, in one atomic step."""
+        items = [] if iterable is self else _codec.as_list(iterable)
+        self[:] = items
+
     def remove(self, value):
-        """Remove the first item equal to value; ValueError if none. Atomic."""
+        """Remove the first item equal to value; ValueError if none. Atomic.
+
+        __eq__ runs outside the lock, on a snapshot. If the list changed
+        before the removal could be published, the result of each comparison
+        is kept per item identity (its cell and block generation), and under
+        the lock the first item known equal is removed if every item before
+        it is known unequal. Items before it that are new are read under the
+        lock and compared outside it, and the step is tried again: an
+        appender never delays remove(). When value and the new items are
+        plain (None, bool, int, float, str, bytes, tuples of them), they are
+        compared under the lock, which runs no Python code: then the second
+        round always ends it."""
+        version, items = self._snapshot()
+        try:
+            i = items.index(value)
+        except ValueError:
+            raise ValueError("list.remove(x): x not in list") from None
+        if self._delete_if(version, i):
+            return
+        equal = {}
         while True:
-            version, items = self._snapshot()
-            try:
-                i = items.index(value)
-            except ValueError:
-                raise ValueError("list.remove(x): x not in list") from None
-            if self._delete_if(version, i):
+            r = self._remove_known(equal, value)
+            if r == 1:
                 return
+            if r == -1:
+                raise ValueError("list.remove(x): x not in list")
+            for ident, x in r:          # new items, in order, up to the first equal one
+                eq = equal[ident] = bool(x == value)
+                if eq:
+                    break
 
     def reverse(self):
         """Reverse in place. Atomic."""
         self._reverse()
 
     def sort(self, *, key=None, reverse=False):
-        """Stable sort in place, as list.sort; the comparisons run outside the
-        lock on a snapshot, and the permutation is applied atomically."""
+        """Stable sort in place, as list.sort. The keys and comparisons run
+        outside the lock on a snapshot; the permutation is published if the
+        list did not change meanwhile.
+
+        If this process changed the list while sorting (the key did),
+        ValueError('list modified during sort'), as list.sort; the change
+        stays. If another writer changed it, the sort tries again; after
+        _SORT_OPTIMISTIC such rounds, when the keys are plain (None, bool,
+        int, float, str, bytes, tuples of them), each key is kept per item
+        identity (the item's cell and block generation), and the sort is
+        done under the lock by those keys, which runs no Python code. Items
+        without a key yet (added since) are read under the lock, keyed
+        outside it and the step is tried again: each round keys only the
+        items added during the previous one (the items that still match the
+        last round's, from the start, are checked with a memcmp). Without a
+        key function a plain item is its own key, so the first such round
+        always ends the sort."""
+        reverse = bool(_as_int(reverse))
+        counter = self._sort_begin()
+        try:
+            for _ in range(_SORT_OPTIMISTIC):
+                version, items = self._snapshot()
+                ks = items if key is None else [key(x) for x in items]
+                order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
+                if counter[0]:
+                    raise ValueError("list modified during sort")
+                if self._reorder(version, order):
+                    return
+            # identities and keys of the items as last seen, and every key by identity
+            ids, ks, keys = b"", [], {}
+            while True:
+                r = self._sort_known(ids, ks, keys, reverse, key is None)
+                if r is True:
+                    return
+                p, tail = r
+                tail_ids = []
+                tail_ks = []
+                for ident, x, known in tail:
+                    if not known:
+                        x = x if key is None else key(x)
+                        if not _codec.is_plain(x):
+                            return self._sort_optimistic(key, reverse, counter)
+                        keys[ident] = x
+                    tail_ids.append(ident)
+                    tail_ks.append(x)
+                if counter[0]:
+                    raise ValueError("list modified during sort")
+                ids = ids[:p * len(ident)] + b"".join(tail_ids)
+                ks = ks[:p] + tail_ks
+        finally:
+            self._sort_end(counter)
+
+    def _sort_optimistic(self, key, reverse, counter):
+        """Sort rounds until one publishes (keys that are not plain cannot be
+        compared under the lock)."""
         while True:
             version, items = self._snapshot()
-            keys = items if key is None else [key(x) for x in items]
-            order = sorted(range(len(items)), key=keys.__getitem__, reverse=bool(reverse))
+            ks = items if key is None else [key(x) for x in items]
+            order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
+            if counter[0]:
+                raise ValueError("list modified during sort")
             if self._reorder(version, order):
                 return
 

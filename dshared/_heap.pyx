@@ -2437,7 +2437,7 @@ cdef class _Lock:
     cdef Segment seg
     cdef object timeout
 
-    def __cinit__(self, Segment seg, timeout):
+    def __cinit__(self, Segment seg not None, timeout):
         self.seg = seg
         self.timeout = timeout
 

@@ -8,7 +8,9 @@ the same numbers, orders and exceptions.
 """
 import collections
 import collections.abc
+import copy
 import math
+import pickle
 import types
 
 import pytest
@@ -1046,3 +1048,274 @@ def test_whole_float_keys_beyond_int64_match_exactly_their_int(root):
         for d in (by_float, by_int):
             assert d[f] == i and d[int(f)] == i
             assert int(f) + 1 not in d and int(f) - 1 not in d and -f not in d
+
+
+# ------------------------------------------- families from CPython's protocol --
+# Mapping arguments as dict(x) / dict.update(x) read them (OrderedDict order,
+# dict subclasses with their own keys/__iter__/__getitem__, odd pairs),
+# __init__, fromkeys, __missing__, views' .mapping, iterator pickling and
+# attribute parity with dict, its views and iterators.
+
+def _moved_ordereddict():
+    od = collections.OrderedDict([("a", 1), ("b", 2), ("c", 3)])
+    od.move_to_end("a")
+    return od
+
+
+class KeysOverridden(dict):
+    """keys() alone overridden: dict.update / dict(x) read the dict directly."""
+
+    def keys(self):
+        return ["zz"]
+
+
+class GetitemOverridden(dict):
+    def __getitem__(self, k):
+        return "overridden"
+
+
+class IterOverridden(dict):
+    """__iter__ overridden: dict.update / dict(x) go through keys() and []."""
+
+    def __iter__(self):
+        return iter(["b"])
+
+
+class IterAndKeysOverridden(dict):
+    def __iter__(self):
+        return iter(["b"])
+
+    def keys(self):
+        return ["b", "a"]
+
+    def __getitem__(self, k):
+        return k * 3
+
+
+class IterKeysGeneratorGetitem(dict):
+    def __iter__(self):
+        return iter([])
+
+    def keys(self):
+        return (k for k in ("a", "b"))
+
+    def __getitem__(self, k):
+        return dict.__getitem__(self, k) * 10
+
+
+MAPPING_SOURCES = {
+    # name: (factory, the pairs dict(x) takes from it, in order)
+    "ordereddict-moved": (_moved_ordereddict, [("b", 2), ("c", 3), ("a", 1)]),
+    "keys-overridden": (lambda: KeysOverridden(a=1, b=2), [("a", 1), ("b", 2)]),
+    "getitem-overridden": (lambda: GetitemOverridden(a=1), [("a", 1)]),
+    "iter-overridden": (lambda: IterOverridden(a=1, b=2), [("a", 1), ("b", 2)]),
+    "iter-keys-getitem": (lambda: IterAndKeysOverridden(a=1, b=2), [("b", "bbb"), ("a", "aaa")]),
+    "keys-generator": (lambda: IterKeysGeneratorGetitem(a=1, b=2), [("a", 10), ("b", 20)]),
+    "counter": (lambda: collections.Counter("abca"), [("a", 2), ("b", 1), ("c", 1)]),
+    "chainmap": (lambda: collections.ChainMap({"x": 1}, {"y": 2, "x": 3}), [("y", 2), ("x", 1)]),
+    "userdict": (lambda: collections.UserDict(q=1), [("q", 1)]),
+    "mappingproxy": (lambda: types.MappingProxyType({"m": 1}), [("m", 1)]),
+}
+
+
+def test_mapping_sources_are_what_dict_takes():
+    for name, (make, pairs) in MAPPING_SOURCES.items():
+        assert list(dict(make()).items()) == pairs, name
+
+
+@pytest.mark.parametrize("name", sorted(MAPPING_SOURCES))
+def test_update_reads_mappings_as_dict_update(mk, name):
+    make, pairs = MAPPING_SOURCES[name]
+    d = mk({"first": 0})
+    d.update(make())
+    assert_items(mk, d, [("first", 0)] + pairs)
+    d = mk({"first": 0})
+    d |= make()
+    assert_items(mk, d, [("first", 0)] + pairs)
+    d = mk({"first": 0})
+    d.__init__(make())
+    assert_items(mk, d, [("first", 0)] + pairs)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MAPPING_SOURCES
+                                         if n not in ("chainmap", "userdict", "mappingproxy")))
+def test_stored_dict_subclasses_are_what_dict_of_them_gives(mk, name):
+    # (a mapping that is not a dict is not a supported value type)
+    make, pairs = MAPPING_SOURCES[name]
+    d = mk({})
+    d["v"] = make()
+    d["nested"] = [make(), {"in": make()}]
+    # builtin holds the object; dict() of it reads it as dshared stored it
+    assert list(dict(d["v"]).items()) == pairs
+    assert list(dict(d["nested"][0]).items()) == pairs
+    assert list(dict(d["nested"][1]["in"]).items()) == pairs
+
+
+def test_keys_that_are_not_iterable(mk):
+    class BadKeys(dict):
+        def __iter__(self):
+            return iter([])
+
+        def keys(self):
+            return 5
+    d = mk({})
+    with pytest.raises(TypeError, match=r"BadKeys.keys\(\) returned a non-iterable \(type int\)"):
+        d.update(BadKeys(a=1))
+
+
+class PairTuple(tuple):
+    def __iter__(self):
+        return iter(("it", "er"))
+
+
+class PairList(list):
+    def __iter__(self):
+        return iter(("li", "st"))
+
+
+def test_update_pairs_read_as_dict_update(mk):
+    d = mk({})
+    d.update([iter(("g", 1))])              # any iterable of two is a pair
+    d.update([PairTuple(("a", 1))])          # a subclass through its own __iter__
+    d.update([PairList(["b", 2])])
+    d.update([{"k": 1, "j": 2}])             # a dict: its two keys
+    assert_items(mk, d, [("g", 1), ("it", "er"), ("li", "st"), ("k", "j")])
+    with pytest.raises(TypeError, match="element #0 to a sequence"):
+        d.update([5])
+
+    def bad():
+        yield "x"
+        raise TypeError("inside")
+    with pytest.raises(TypeError, match="element #0 to a sequence"):
+        d.update([bad()])
+
+    class NotCallable:
+        keys = 5                            # any `keys` attribute makes it a mapping
+    with pytest.raises(TypeError, match="'int' object is not callable"):
+        d.update(NotCallable())
+
+
+def test_init_updates_as_dict_init(mk):
+    d = mk({"a": 1})
+    assert d.__init__({"b": 2}, c=3) is None
+    assert_items(mk, d, [("a", 1), ("b", 2), ("c", 3)])
+    d.__init__([("a", 10)])
+    d.__init__()
+    d.__init__(a=11)
+    assert_items(mk, d, [("a", 11), ("b", 2), ("c", 3)])
+    with pytest.raises(TypeError):
+        d.__init__({}, {})
+    with pytest.raises(TypeError):
+        d.__init__(5)
+    assert_items(mk, d, [("a", 11), ("b", 2), ("c", 3)])
+
+
+def test_fromkeys_on_the_class_and_an_instance(mk):
+    d = mk({"x": 1})
+    for fromkeys in (type(d).fromkeys, d.fromkeys):
+        r = fromkeys("ab")
+        assert r == {"a": None, "b": None} and type(r) is dict
+        assert fromkeys((1, 2), [0]) == {1: [0], 2: [0]}
+        assert fromkeys([]) == {}
+        assert fromkeys(x for x in "c") == {"c": None}
+        with pytest.raises(TypeError):
+            fromkeys(3)
+        with pytest.raises(TypeError):
+            fromkeys()
+        with pytest.raises(TypeError):
+            fromkeys("a", 1, 2)
+    assert_items(mk, d, [("x", 1)])
+
+
+def test_has_no_missing(mk):
+    d = mk({"a": 1})
+    assert not hasattr(d, "__missing__")
+    assert not hasattr(type(d), "__missing__")
+    with pytest.raises(KeyError):
+        d["zz"]
+
+
+@pytest.mark.parametrize("view", ["keys", "values", "items"])
+def test_views_have_a_readonly_live_mapping(mk, view):
+    d = mk({"a": 1})
+    v = getattr(d, view)()
+    m = v.mapping
+    assert type(m) is types.MappingProxyType
+    assert dict(m) == {"a": 1} and m["a"] == 1 and len(m) == 1 and "a" in m
+    d["b"] = [2]
+    assert dict(m) == {"a": 1, "b": [2]}
+    with pytest.raises(TypeError):
+        m["c"] = 3
+    with pytest.raises(AttributeError):
+        v.mapping = {}
+
+
+@pytest.mark.parametrize("kind", ["keys", "values", "items", "iter", "reversed", "reversed-items"])
+@pytest.mark.parametrize("taken", [0, 1, 3])
+def test_iterators_pickle_and_copy_as_dict_iterators(mk, kind, taken):
+    d = mk({"a": 1, "b": [2], "c": "3"})
+    make = {
+        "keys": lambda: iter(d.keys()),
+        "values": lambda: iter(d.values()),
+        "items": lambda: iter(d.items()),
+        "iter": lambda: iter(d),
+        "reversed": lambda: reversed(d),
+        "reversed-items": lambda: reversed(d.items()),
+    }[kind]
+    expected = list(make())
+    it = make()
+    for _ in range(taken):
+        next(it, None)
+    rest = expected[taken:]
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert list(pickle.loads(pickle.dumps(it, proto))) == rest
+    assert list(copy.copy(it)) == rest
+    assert list(it) == rest
+
+
+def test_iterator_pickle_after_a_change_raises_as_dict(mk):
+    d = mk({"a": 1})
+    it = iter(d)
+    d["b"] = 2
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        pickle.dumps(it)
+
+
+# Attributes of dict, its views and iterators that the shared counterparts do
+# not have, each a deliberate difference (README).
+DICT_ATTRIBUTE_DIFFERENCES = {
+    "dict": set(),
+    "keys": set(),
+    "values": set(),
+    "items": set(),
+    "iterator": set(),
+}
+
+
+def _public(obj):
+    return {n for n in dir(obj) if not n.startswith("__") or n.endswith("__")}
+
+
+def test_every_dict_attribute_exists_on_shared(root):
+    root["d"] = {"a": 1}
+    sd = root["d"]
+    plain = {"a": 1}
+    pairs = {
+        "dict": (plain, sd),
+        "keys": (plain.keys(), sd.keys()),
+        "values": (plain.values(), sd.values()),
+        "items": (plain.items(), sd.items()),
+        "keys-iterator": (iter(plain), iter(sd)),
+        "values-iterator": (iter(plain.values()), iter(sd.values())),
+        "items-iterator": (iter(plain.items()), iter(sd.items())),
+        "reversed-iterator": (reversed(plain), reversed(sd)),
+        "reversed-values-iterator": (reversed(plain.values()), reversed(sd.values())),
+        "reversed-items-iterator": (reversed(plain.items()), reversed(sd.items())),
+    }
+    for name, (p, s) in pairs.items():
+        allowed = DICT_ATTRIBUTE_DIFFERENCES.get(name.split("-")[0] if "iterator" not in name else "iterator")
+        missing = _public(p) - _public(s) - allowed
+        assert not missing, "%s lacks %s" % (name, sorted(missing))
+    for name in ["clear", "copy", "fromkeys", "get", "items", "keys", "pop", "popitem", "setdefault",
+                 "update", "values"]:
+        assert callable(getattr(sd, name))

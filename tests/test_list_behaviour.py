@@ -6,6 +6,11 @@ are right) and once against a ``SharedList`` view stored in a fresh segment.
 The slice tests compare against a plain list that gets the same operations.
 """
 import collections.abc
+import copy
+import functools
+import operator
+import pickle
+import sys
 
 import pytest
 
@@ -947,3 +952,403 @@ def test_repr_of_list_containing_itself_two_levels_down(mk):
     assert repr(lst[1]) == "{'back': [1, {...}]}"
     lst[1]["back"].append(2)
     assert len(lst) == 3
+
+
+# ------------------------------------------- families from CPython's protocol --
+# Subclass arguments, length hints, keys that mutate, huge indices, __init__,
+# iterators (length hints, pickling) and attribute parity with list.
+
+class IterList(list):
+    """A list subclass whose own __iter__ disagrees with its items."""
+
+    def __iter__(self):
+        return iter(["it", "er"])
+
+
+class IterTuple(tuple):
+    def __iter__(self):
+        return iter(["t-it"])
+
+
+class IterDict(dict):
+    def __iter__(self):
+        return iter(["d-it"])
+
+
+class LenRaises(list):
+    def __len__(self):
+        raise ValueError("len")
+
+
+SUBCLASS_SOURCES = {
+    # name: (factory, what list.extend takes from it)
+    "list-subclass": (lambda: IterList([1, 2, 3]), ["it", "er"]),
+    "tuple-subclass": (lambda: IterTuple((1, 2)), ["t-it"]),
+    "dict-subclass": (lambda: IterDict({"k": 1}), ["d-it"]),
+    "plain-list-subclass": (lambda: type("L", (list,), {})([4, 5]), [4, 5]),
+    "empty-list-subclass": (lambda: IterList(), ["it", "er"]),
+}
+SEQUENCE_SUBCLASSES = sorted(n for n in SUBCLASS_SOURCES if n != "dict-subclass")
+
+
+@pytest.mark.parametrize("name", sorted(SUBCLASS_SOURCES))
+def test_extend_and_iadd_iterate_subclasses_through_their_own_iter(mk, name):
+    make, added = SUBCLASS_SOURCES[name]
+    lst = mk([0])
+    lst.extend(make())
+    assert_content(mk, lst, [0] + added)
+    lst = mk([0])
+    lst += make()
+    assert_content(mk, lst, [0] + added)
+    lst = mk([0])
+    lst[1:1] = make()
+    assert_content(mk, lst, [0] + added)
+
+
+def test_extend_consults_a_subclass_len_as_list_does(mk):
+    lst = mk([0])
+    with pytest.raises(ValueError, match="len"):
+        lst.extend(LenRaises([1]))
+    assert_content(mk, lst, [0])
+
+
+@pytest.mark.parametrize("name", sorted(SUBCLASS_SOURCES))
+def test_init_takes_subclasses_as_list_does(mk, name):
+    make, added = SUBCLASS_SOURCES[name]
+    lst = mk([9])
+    lst.__init__(make())
+    assert_content(mk, lst, added)
+
+
+@pytest.mark.parametrize("name", SEQUENCE_SUBCLASSES)
+def test_stored_sequence_subclasses_are_what_list_or_tuple_of_them_gives(mk, name):
+    # (dict subclasses: tests/test_dict_behaviour.py)
+    make, added = SUBCLASS_SOURCES[name]
+    holder = mk([None])
+    holder[0] = make()
+    # builtin holds the object itself: list() of it goes through its __iter__;
+    # dshared stores list(x) / tuple(x) / dict(x)
+    assert list(holder[0]) == added
+    holder.append(make())
+    assert list(holder[1]) == added
+
+
+class Hinted:
+    """An empty iterator with a chosen __length_hint__ (a value, or an
+    exception to raise)."""
+
+    def __init__(self, hint, items=()):
+        self.hint = hint
+        self.items = iter(items)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.items)
+
+    def __length_hint__(self):
+        if isinstance(self.hint, BaseException):
+            raise self.hint
+        return self.hint
+
+
+@pytest.mark.parametrize("hint, exc", [
+    (sys.maxsize, None),                 # list.extend ignores a hint that overflows its size
+    (0, None),
+    (-1, ValueError),
+    (TypeError("no hint"), None),        # a TypeError means "no hint"
+    (ValueError("bad"), ValueError),
+    (1.5, TypeError),
+    (2 ** 70, OverflowError),
+    (NotImplemented, None),              # NotImplemented means "no hint" too
+], ids=["maxsize", "zero", "negative", "raises-typeerror", "raises-valueerror", "float",
+        "beyond-ssize", "notimplemented"])
+def test_extend_length_hints(mk, hint, exc):
+    lst = mk([1, 2, 3, 4])
+    if exc is None:
+        lst.extend(Hinted(hint, [5, 6]))
+        assert_content(mk, lst, [1, 2, 3, 4, 5, 6])
+    else:
+        with pytest.raises(exc):
+            lst.extend(Hinted(hint, [5, 6]))
+        assert_content(mk, lst, [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("hint", [sys.maxsize, sys.maxsize // 2, 2 ** 40])
+@pytest.mark.parametrize("init", [[], [1]])
+def test_huge_length_hint_is_only_a_hint(root, hint, init):
+    """list.extend preallocates from a hint it can add to its size, and then
+    raises MemoryError for a huge one; dshared never allocates from a hint
+    (README: deliberate difference)."""
+    root["l"] = init
+    lst = root["l"]
+    lst.extend(Hinted(hint, [7]))
+    lst += Hinted(hint, [8])
+    lst.__init__(Hinted(hint, [9]))
+    root["l2"] = []
+    root["l2"].extend(Hinted(hint, []))
+    assert list(lst) == [9] and list(root["l2"]) == []
+
+
+HUGE = [10 ** 30, -(10 ** 30), 2 ** 63, -(2 ** 63) - 1]
+
+
+@pytest.mark.parametrize("i", HUGE)
+def test_huge_indices_on_every_index_taking_method(mk, i):
+    lst = mk([1, 2, 3])
+    with pytest.raises(OverflowError):
+        lst.insert(i, "x")
+    with pytest.raises(OverflowError):
+        lst.insert(Idx(i), "x")
+    with pytest.raises(OverflowError):
+        lst.pop(i)
+    with pytest.raises(IndexError, match="cannot fit 'int' into an index-sized integer"):
+        lst[i]
+    with pytest.raises(IndexError, match="cannot fit 'int' into an index-sized integer"):
+        lst[i] = 0
+    with pytest.raises(IndexError, match="cannot fit 'int' into an index-sized integer"):
+        del lst[i]
+    # index() clamps its bounds, as slices do
+    if i > 0:
+        with pytest.raises(ValueError):
+            lst.index(1, i)
+        assert lst.index(3, 0, i) == 2
+    else:
+        assert lst.index(1, i) == 0
+        with pytest.raises(ValueError):
+            lst.index(1, 0, i)
+    assert lst[i:] == ([] if i > 0 else [1, 2, 3])
+    assert lst[:i] == ([1, 2, 3] if i > 0 else [])
+    assert lst[::i] == ([1] if i > 0 else [3])
+    assert_content(mk, lst, [1, 2, 3])
+
+
+def test_insert_and_pop_index_errors_read_as_lists(mk):
+    lst = mk([1])
+    with pytest.raises(TypeError, match="'str' object cannot be interpreted as an integer"):
+        lst.insert("0", 2)
+    with pytest.raises(TypeError, match="'float' object cannot be interpreted as an integer"):
+        lst.pop(0.0)
+    with pytest.raises(OverflowError, match="Python int too large to convert to C ssize_t"):
+        lst.insert(10 ** 30, 2)
+    assert_content(mk, lst, [1])
+
+
+def test_sort_key_that_appends_raises_list_modified(mk):
+    lst = mk([3, 1, 2])
+
+    def key(x):
+        lst.append(0)
+        return x
+    with pytest.raises(ValueError, match="list modified during sort"):
+        lst.sort(key=key)
+    # a key that changes another list is fine
+    lst = mk([3, 1, 2])
+    other = mk([])
+    lst.sort(key=lambda x: other.append(x) or x)
+    assert_content(mk, lst, [1, 2, 3])
+    assert sorted(other) == [1, 2, 3]
+
+
+def test_sort_comparison_that_appends_raises_list_modified(mk):
+    # as test.list_tests.CommonTest.test_sort
+    lst = mk(list(range(20)))
+
+    def cmp(x, y):
+        lst.append(1)
+        return (x > y) - (x < y)
+    with pytest.raises(ValueError, match="list modified during sort"):
+        lst.sort(key=functools.cmp_to_key(cmp))
+
+
+@pytest.mark.parametrize("mutation", ["append", "insert", "extend", "iadd", "setslice"])
+def test_sort_key_that_modifies_any_way_raises(mk, mutation):
+    lst = mk([3, 1, 2])
+    done = []
+
+    def key(x):
+        if not done:
+            done.append(1)
+            if mutation == "append":
+                lst.append(0)
+            elif mutation == "insert":
+                lst.insert(0, 0)
+            elif mutation == "extend":
+                lst.extend([0])
+            elif mutation == "iadd":
+                lst.__iadd__([0])
+            else:
+                lst[:] = [0]
+        return x
+    with pytest.raises(ValueError, match="list modified during sort"):
+        lst.sort(key=key)
+
+
+@pytest.mark.parametrize("mutation", ["pop", "clear", "setitem", "delitem", "reverse", "sort", "remove",
+                                      "other-view"])
+def test_sort_key_that_changes_a_shared_list_raises(root, mutation):
+    """list.sort shows the key an empty list, so only a change that adds
+    items is seen; a SharedList cannot hide its items from the key (README),
+    so any change it makes is refused."""
+    root["l"] = [3, 1, 2]
+    lst = root["l"]
+    done = []
+
+    def key(x):
+        if not done:
+            done.append(1)
+            if mutation == "pop":
+                lst.pop()
+            elif mutation == "clear":
+                lst.clear()
+            elif mutation == "setitem":
+                lst[0] = 9
+            elif mutation == "delitem":
+                del lst[0]
+            elif mutation == "reverse":
+                lst.reverse()
+            elif mutation == "sort":
+                lst.sort()
+            elif mutation == "remove":
+                lst.remove(1)
+            else:
+                root["l"].append(5)         # another view of the same list
+        return x
+    with pytest.raises(ValueError, match="list modified during sort"):
+        lst.sort(key=key)
+    lst.sort()                              # and the next sort is unaffected
+    assert list(lst) == sorted(lst)
+
+
+def test_sort_reverse_is_converted_as_list_does(mk):
+    lst = mk([1, 3, 2])
+    lst.sort(reverse=Idx(1))
+    assert_content(mk, lst, [3, 2, 1])
+    for bad, exc in [(None, TypeError), (1.5, TypeError), ("1", TypeError), (2 ** 70, OverflowError)]:
+        with pytest.raises(exc):
+            lst.sort(reverse=bad)
+    assert_content(mk, lst, [3, 2, 1])
+
+
+def test_init_replaces_the_items_as_list_init(mk):
+    lst = mk([1, 2, 3])
+    assert lst.__init__([4, 5, 6]) is None
+    assert_content(mk, lst, [4, 5, 6])
+    lst.__init__()
+    assert_content(mk, lst, [])
+    lst.extend([7, 8])
+    lst.__init__(x * 2 for x in range(2))
+    assert_content(mk, lst, [0, 2])
+    lst.__init__(lst)                   # list.__init__ clears first: nothing left to copy
+    assert_content(mk, lst, [])
+    lst.__init__((1,))
+    with pytest.raises(TypeError):
+        lst.__init__([1], [2])
+    with pytest.raises(TypeError):
+        lst.__init__(iterable=[1])
+    assert_content(mk, lst, [1])
+
+
+def test_init_with_a_bad_iterable(mk):
+    """list.__init__ clears, then extends item by item: a bad iterable
+    leaves the items before the error. SharedList.__init__ is one atomic
+    step, as extend() (README): it leaves the list as it was."""
+    lst = mk([1])
+    with pytest.raises(TypeError):
+        lst.__init__(5)
+    assert_content(mk, lst, [] if mk.kind == "builtin" else [1])
+
+    def gen():
+        yield 7
+        raise KeyError("midway")
+    lst = mk([1])
+    with pytest.raises(KeyError):
+        lst.__init__(gen())
+    assert_content(mk, lst, [7] if mk.kind == "builtin" else [1])
+
+
+def test_iterator_length_hint(mk):
+    lst = mk([1, 2, 3])
+    it = iter(lst)
+    assert operator.length_hint(it) == 3
+    next(it)
+    assert it.__length_hint__() == 2
+    lst.append(4)
+    assert it.__length_hint__() == 3
+    del lst[:]
+    assert it.__length_hint__() == 0
+    lst.extend([1, 2, 3])
+    r = reversed(lst)
+    assert r.__length_hint__() == 3
+    next(r)
+    assert r.__length_hint__() == 2
+    lst.pop()
+    lst.pop()
+    assert r.__length_hint__() == 0     # its position is past the end now
+    assert list(r) == []
+    assert r.__length_hint__() == 0
+
+
+@pytest.mark.parametrize("rev", [False, True])
+@pytest.mark.parametrize("taken", [0, 1, 3, 4])
+def test_iterators_pickle_and_copy_as_list_iterators(mk, rev, taken):
+    lst = mk([1, [2], "3"])
+    expected = list(reversed([1, [2], "3"]) if rev else [1, [2], "3"])
+    it = reversed(lst) if rev else iter(lst)
+    for _ in range(taken):
+        next(it, None)
+    rest = expected[taken:]
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(it, proto))
+        assert list(again) == rest
+    assert list(copy.copy(it)) == rest
+    assert list(it) == rest
+
+
+def test_iterator_setstate_clamps_as_list_iterators(mk):
+    lst = mk([1, 2, 3])
+    it = iter(lst)
+    it.__setstate__(-5)
+    assert list(it) == [1, 2, 3]
+    it = iter(lst)
+    it.__setstate__(10)
+    assert list(it) == []
+    r = reversed(lst)
+    r.__setstate__(10)
+    assert list(r) == [3, 2, 1]
+    r = reversed(lst)
+    r.__setstate__(-5)
+    assert list(r) == []
+    for bad, exc in [(10 ** 30, OverflowError), ("1", TypeError), (1.0, TypeError)]:
+        with pytest.raises(exc):
+            iter(lst).__setstate__(bad)
+
+
+# Attributes of list and its iterators that SharedList and its iterators do
+# not have, each a deliberate difference (README).
+LIST_ATTRIBUTE_DIFFERENCES = {
+    "list": set(),
+    "iterator": set(),
+    "reversed": set(),
+}
+
+
+def _public(obj):
+    return {n for n in dir(obj) if not n.startswith("__") or n.endswith("__")}
+
+
+def test_every_list_attribute_exists_on_shared(root):
+    root["l"] = [1, 2]
+    sl = root["l"]
+    pairs = {
+        "list": ([1, 2], sl),
+        "iterator": (iter([1]), iter(sl)),
+        "reversed": (reversed([1]), reversed(sl)),
+    }
+    for name, (plain, shared) in pairs.items():
+        missing = _public(plain) - _public(shared) - LIST_ATTRIBUTE_DIFFERENCES[name]
+        assert not missing, "%s lacks %s" % (name, sorted(missing))
+    for name in ["append", "clear", "copy", "count", "extend", "index", "insert", "pop",
+                 "remove", "reverse", "sort"]:
+        assert callable(getattr(sl, name))
