@@ -182,6 +182,7 @@ def test_the_key_hash_is_siphash13_of_the_canonical_form_keyed_by_the_seed(segme
             b"", b"\x00", b"1234567", b"12345678", b"z" * 17, 0, 1, -1, 2 ** 63 - 1, -2 ** 63,
             2 ** 63, -2 ** 63 - 1, 3 ** 90, 1.5, -0.0, float("inf"), 1e300, None, True, False,
             (), (1,), ("a", b"b", 2.5, None, (3,)), (2 ** 70,)]
+    keys += [bytes(range(1, n + 1)) for n in range(41)] + ["abcdefghij"[:n % 10] * (n // 10 + 1) for n in range(41)]
     for k in keys:
         tag, data, h = _codec._key_form(segment, k)
         assert h == siphash13(k0, k1, data + bytes([tag])), k

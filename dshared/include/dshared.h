@@ -100,21 +100,26 @@ static inline int ds_ctz64(uint64_t v) { return __builtin_ctzll(v); }
         v2 ^= 0xff; DS_SIPROUND; DS_SIPROUND; DS_SIPROUND; \
     } while (0)
 
-/* The last len & 7 (< 8) bytes at p, as the low bytes of a word. */
-static inline uint64_t ds_tail(const uint8_t *p, size_t t)
+static inline uint64_t ds_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/* The last t = len & 7 bytes of a len-byte input, which end at p + t, as the
+ * low bytes of a word: with overlapping loads, no byte loop. */
+static inline uint64_t ds_tail(const uint8_t *p, size_t t, size_t len)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     uint64_t m = 0;
-    switch (t) {
-    case 7: m |= ((uint64_t)p[6]) << 48; /* fall through */
-    case 6: m |= ((uint64_t)p[5]) << 40; /* fall through */
-    case 5: m |= ((uint64_t)p[4]) << 32; /* fall through */
-    case 4: m |= ((uint64_t)p[3]) << 24; /* fall through */
-    case 3: m |= ((uint64_t)p[2]) << 16; /* fall through */
-    case 2: m |= ((uint64_t)p[1]) << 8;  /* fall through */
-    case 1: m |= ((uint64_t)p[0]); break;
-    default: break;
-    }
+    while (t--)
+        m |= (uint64_t)p[t] << (8 * t);
     return m;
+#else
+    if (t == 0)
+        return 0;
+    if (len >= 8)                       /* the 8 bytes ending at p + t are in the input */
+        return ds_ld64(p + t - 8) >> (64 - 8 * t);
+    if (t >= 4)
+        return (uint64_t)ds_ld32(p) | ((uint64_t)ds_ld32(p + t - 4) << (8 * (t - 4)));
+    return (uint64_t)p[0] | ((uint64_t)p[t >> 1] << (8 * (t >> 1))) | ((uint64_t)p[t - 1] << (8 * (t - 1)));
+#endif
 }
 
 /* SipHash-1-3 of src[0..len), as specified (key k0 || k1, little-endian). */
@@ -127,7 +132,7 @@ static inline uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, s
         m = ds_ld64(in);
         v3 ^= m; DS_SIPROUND; v0 ^= m;
     }
-    DS_SIPFINISH((((uint64_t)len) << 56) | ds_tail(in, len & 7));
+    DS_SIPFINISH((((uint64_t)len) << 56) | ds_tail(in, len & 7, len));
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
@@ -144,7 +149,7 @@ static inline uint64_t ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const voi
         m = ds_ld64(in);
         v3 ^= m; DS_SIPROUND; v0 ^= m;
     }
-    m = ds_tail(in, t) | ((uint64_t)(tag & 0xff) << (8 * t));
+    m = ds_tail(in, t, len) | ((uint64_t)(tag & 0xff) << (8 * t));
     if (t == 7) {                       /* the tag completes a word */
         v3 ^= m; DS_SIPROUND; v0 ^= m;
         m = 0;
@@ -162,8 +167,6 @@ static inline uint64_t ds_hash_u64(uint64_t k0, uint64_t k1, unsigned tag, uint6
     DS_SIPFINISH((((uint64_t)9) << 56) | (uint64_t)(tag & 0xff));
     return v0 ^ v1 ^ v2 ^ v3;
 }
-static inline uint64_t ds_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
 /* The segment's mutex: process-shared, robust (a dead owner gives the next
  * locker EOWNERDEAD instead of a deadlock) and error-checking (re-entry by
  * the owning thread gives EDEADLK instead of a hang). */
