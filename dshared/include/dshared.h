@@ -139,7 +139,8 @@ static inline uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, s
 /* The key hash: SipHash-1-3 of src[0..len) followed by the byte tag, without
  * copying the input. A key of up to 6 bytes costs 4 rounds, up to 14 bytes 5,
  * up to 22 bytes 6. */
-static inline uint64_t ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const void *src, size_t len)
+static inline __attribute__((always_inline)) uint64_t
+ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const void *src, size_t len)
 {
     const uint8_t *in = (const uint8_t *)src, *end = in + (len & ~(size_t)7);
     size_t t = len & 7;
