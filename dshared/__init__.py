@@ -85,9 +85,10 @@ def lock(timeout=None):
     return default_segment().lock(timeout)
 
 
-def stats():
-    """Counters of the default segment: capacity, used, free, ..."""
-    return default_segment().stats()
+def stats(probes=False):
+    """Counters of the default segment: capacity, used, free, ...; with
+    `probes`, also the probe lengths of its dict tables (see Segment.stats)."""
+    return default_segment().stats(probes)
 
 
 def collect():

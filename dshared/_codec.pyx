@@ -17,7 +17,8 @@ and build builtin objects.
 
 Keys are compared in canonical form: bool and integral floats are ints
 (1 == 1.0 == True), -0.0 is 0, str is UTF-8, a tuple is its canonical
-encoding. The hash is SipHash-1-3 of that form keyed by the segment's seed.
+encoding. The hash is SipHash-1-3 of that form and the canonical tag, keyed
+by the segment's 128-bit secret seed.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -99,8 +100,6 @@ cdef enum:
     MAX_KEY_DEPTH = 100
     MAX_TUPLE_DEPTH = 1000
 
-cdef uint64_t HASH_MUL = 0x9E3779B97F4A7C15ULL
-
 # SharedDict / SharedList, registered by dshared._collections
 cdef object DictType = None
 cdef object ListType = None
@@ -116,7 +115,12 @@ def register_types(dict_type, list_type):
 # keys
 
 cdef inline uint64_t key_hash(Segment seg, uint8_t ctag, const void *data, uint64_t n) noexcept:
-    return ds_hash(seg.hdr.seed0 ^ (ctag * HASH_MUL), seg.hdr.seed1, data, n)
+    return ds_hash(seg.hdr.seed0, seg.hdr.seed1, ctag, data, n)
+
+
+cdef inline uint64_t key_hash_u64(Segment seg, uint8_t ctag, uint64_t v) noexcept:
+    """key_hash of the 8 bytes of v (an int or float key)."""
+    return ds_hash_u64(seg.hdr.seed0, seg.hdr.seed1, ctag, v)
 
 
 cdef inline object str_utf8(object s, const char **data, uint64_t *n, bint *ascii):
@@ -298,10 +302,22 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
         key.data = PyBytes_AS_STRING(owner)
         key.len = PyBytes_GET_SIZE(owner)
     if key.ctag == T_INT or key.ctag == T_FLOAT:
-        key.hash = key_hash(seg, key.ctag, &key.cval, 8)
+        key.hash = key_hash_u64(seg, key.ctag, key.cval)
     else:
         key.hash = key_hash(seg, key.ctag, key.data, key.len)
     return owner
+
+
+def _key_form(Segment seg, k):
+    """(canonical tag, canonical bytes, hash) of key k in seg: for tests,
+    which check the hash against SipHash-1-3 of bytes + tag."""
+    cdef Key key
+    owner = make_key(seg, k, &key)
+    if key.ctag == T_INT or key.ctag == T_FLOAT:
+        data = PyBytes_FromStringAndSize(<char *>&key.cval, 8)
+    else:
+        data = PyBytes_FromStringAndSize(key.data, key.len) if key.len else b""
+    return key.ctag, data, key.hash
 
 
 cdef object parse_canon(const char *p, uint64_t n, uint64_t *pos, int depth):

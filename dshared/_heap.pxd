@@ -26,7 +26,8 @@ cdef extern from "dshared.h" nogil:
     size_t ds_whole_double_bytes(double f, uint8_t *out)
     int ds_ctz64(uint64_t v)
     uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
-    uint64_t ds_hash(uint64_t k0, uint64_t k1, const void *src, size_t n)
+    uint64_t ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const void *src, size_t n)
+    uint64_t ds_hash_u64(uint64_t k0, uint64_t k1, unsigned tag, uint64_t v)
     int ds_mutex_init(pthread_mutex_t *m)
     int ds_mutex_lock_ms(pthread_mutex_t *m, long ms)
     int ds_mutex_trylock(pthread_mutex_t *m)
@@ -41,7 +42,7 @@ cdef extern from "dshared.h" nogil:
 
 
 cdef enum:
-    FORMAT_VERSION = 2
+    FORMAT_VERSION = 3          # 3: keys hashed with SipHash-1-3 (2: a multiply-mix)
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -237,9 +238,10 @@ cdef class Segment:
     cdef int _tiling(self, list out) except -1
     cdef uint64_t _mark(self, list blocks) except? 0
     cdef uint64_t _collect(self) except? 0
-    cdef _check(self, list problems, list garbage)
-    cdef list _children(self, uint64_t off, list problems)
-    cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot)
+    cdef _check(self, list problems, list garbage, list probes)
+    cdef list _children(self, uint64_t off, list problems, list probes=*)
+    cdef int64_t _probe_length(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept
+    cdef _probe_stats(self)
     cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)
 
     # checked access: offsets read from the segment never go unchecked

@@ -2157,18 +2157,22 @@ cdef class Segment:
         CheckReport (.ok, .problems); never raises on bad bytes."""
         problems = []
         garbage = [0]
+        probes = []                 # (table, nslots, longest probe) of every table walked
         self.lock_acquire(-1)
         try:
-            self._check(problems, garbage)
+            self._check(problems, garbage, probes)
         except CorruptSegmentError as e:
             problems.append(str(e))
         finally:
             self.lock_release()
         if ds_fault_flag(&self.faulted):
             problems.insert(0, "segment %r was truncated or damaged by another process" % self.name)
-        return CheckReport(problems, garbage[0])
+        warnings = ["table at %d: a key is found after %d probes, beyond the bound of %d for %d slots "
+                    "(many keys share a hash)" % (t, m, probe_bound(ns), ns)
+                    for t, ns, m in probes if m > probe_bound(ns)]
+        return CheckReport(problems, garbage[0], warnings, max([m for t, ns, m in probes], default=0))
 
-    cdef _check(self, list problems, list garbage):
+    cdef _check(self, list problems, list garbage, list probes):
         cdef Header *h = self.hdr
         cdef list blocks = []
         cdef Block *b
@@ -2239,7 +2243,7 @@ cdef class Segment:
             if off not in alloc_set:
                 problems.append("a reference points at %d, which is not an allocated block" % off)
                 continue
-            children[off] = self._children(off, problems)
+            children[off] = self._children(off, problems, probes)
             for c in children[off]:
                 if c not in seen:
                     seen.add(c)
@@ -2268,8 +2272,9 @@ cdef class Segment:
                 else:
                     garbage[0] += <uint64_t>b.size16 * ALIGN     # an unreachable cycle
 
-    cdef list _children(self, uint64_t off, list problems):
-        """The blocks that block `off` references, each value checked."""
+    cdef list _children(self, uint64_t off, list problems, list probes=None):
+        """The blocks that block `off` references, each value checked; a
+        table's longest probe goes to `probes` when given."""
         cdef Block *b = <Block *>(self.base + off)
         cdef int kind = b.kind_rc & 0xff
         cdef uint64_t size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
@@ -2279,6 +2284,7 @@ cdef class Segment:
         cdef Entry *ents
         cdef int32_t *index
         cdef int32_t ix
+        cdef int64_t plen, longest = 0
         out = []
         if kind == K_STR or kind == K_BYTES or kind == K_BIGINT or kind == K_KTUPLE:
             ln = ds_ld64(p)
@@ -2348,8 +2354,12 @@ cdef class Segment:
                         problems.append("table at %d: packed entry %d has bad lengths" % (off, i))
                 if i not in slots:
                     problems.append("table at %d: entry %d is in no slot" % (off, i))
-                elif not self._probe_reaches(index, nslots, ents[i].hash, slots[i]):
-                    problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
+                else:
+                    plen = self._probe_length(index, nslots, ents[i].hash, slots[i])
+                    if plen < 0:
+                        problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
+                    elif plen > longest:
+                        longest = plen
                 if ents[i].key.b[0] != T_PACKED:
                     self._cells(&ents[i].key, 1, off, problems, out)
                     self._cells(&ents[i].value, 1, off, problems, out)
@@ -2358,19 +2368,78 @@ cdef class Segment:
             if empty == 0 or nslots - empty > cap:
                 problems.append("table at %d has %d empty slots for %d entries of capacity %d: "
                                 "probes may not end" % (off, empty, nent, cap))
+            if probes is not None:
+                probes.append((off, nslots, longest))
         return out
 
-    cdef bint _probe_reaches(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot):
+    cdef int64_t _probe_length(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
+        """How many probes past the first slot a lookup of `hash` takes to
+        reach `slot`; -1 if it never does."""
         cdef uint64_t mask = nslots - 1, i = hash & mask, perturb = hash, probes = 0
         while probes <= mask + 64:
             if i == slot:
-                return True
+                return <int64_t>probes
             if index[i] == IX_EMPTY:
-                return False
+                return -1
             perturb >>= 5
             i = (i * 5 + perturb + 1) & mask
             probes += 1
-        return False
+        return -1
+
+    cdef _probe_stats(self):
+        """Probe lengths over every dict table of the heap (the lock held):
+        how many probes past the first slot each key takes to be found."""
+        cdef list blocks = []
+        cdef Block *b
+        cdef char *p
+        cdef uint64_t off, size, nslots, cap, nent, i, tables = 0, keys = 0, total = 0, longest = 0
+        cdef uint64_t tmax, over = 0
+        cdef int64_t plen
+        cdef int32_t *index
+        cdef Entry *ents
+        cdef int32_t ix
+        hist = {}
+        self._tiling(blocks)
+        for off in blocks:
+            b = <Block *>(self.base + off)
+            if (b.kind_rc & 0xff) != K_TABLE:
+                continue
+            size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+            p = self.base + off + BLOCK_HDR
+            nslots = ds_ld64(p)
+            cap = ds_ld64(p + 8)
+            nent = ds_ld64(p + 16)
+            if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
+                    or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap):
+                continue                # check() reports it
+            index = <int32_t *>(p + 32)
+            ents = <Entry *>(p + 32 + 4 * nslots)
+            tables += 1
+            tmax = 0
+            for i in range(nslots):
+                ix = index[i]
+                if ix < 0 or <uint64_t>ix >= nent:
+                    continue
+                plen = self._probe_length(index, nslots, ents[ix].hash, i)
+                if plen < 0:
+                    continue
+                keys += 1
+                total += <uint64_t>plen
+                if <uint64_t>plen > tmax:
+                    tmax = plen
+                bucket = 0 if plen == 0 else 1 << (ds_bitlen64(<uint64_t>plen) - 1)
+                hist[bucket] = hist.get(bucket, 0) + 1
+            if tmax > longest:
+                longest = tmax
+            if tmax > probe_bound(nslots):
+                over += 1
+        return {
+            "tables": tables,
+            "max_probe": longest,
+            "mean_probe": <double>total / keys if keys else 0.0,
+            "probe_histogram": dict(sorted(hist.items())),
+            "long_chains": over,
+        }
 
     cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out):
         cdef uint64_t i, off
@@ -2391,8 +2460,13 @@ cdef class Segment:
 
     # -- statistics -----------------------------------------------------------------
 
-    def stats(self):
-        """Counters of the segment: capacity, used, free, reserved, blocks, ..."""
+    def stats(self, probes=False):
+        """Counters of the segment: capacity, used, free, reserved, blocks, ...
+        With `probes`, also the probe lengths of every dict table (a walk of
+        the heap under the lock): `tables`, `max_probe` (probes past the first
+        slot to find the hardest key), `mean_probe`, `probe_histogram` (keys by
+        probe length: 0, 1, 2-3, 4-7, ..., keyed by the lower end) and
+        `long_chains` (tables whose longest probe exceeds probe_bound())."""
         self.check_open()
         cdef Header *h = self.hdr
         cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
@@ -2414,7 +2488,7 @@ cdef class Segment:
                 free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
         if ds_fault_flag(&self.faulted):
             self.raise_faulted()
-        result = {
+        out = {
             "capacity": self.cap,
             "used": h.used,
             "free": self.cap - HEADER_SIZE - h.used,
@@ -2427,9 +2501,15 @@ cdef class Segment:
             "seq": h.seq,
             "free_lists": free_lists,
         }
+        if probes:
+            self.lock_acquire(-1)
+            try:
+                out.update(self._probe_stats())
+            finally:
+                self.lock_release()
         if ds_fault_flag(&self.faulted):
             self.raise_faulted()
-        return result
+        return out
 
 
 cdef class _Lock:
@@ -2450,16 +2530,30 @@ cdef class _Lock:
         return False
 
 
+def probe_bound(nslots):
+    """The probe length past which check() warns, for a table of `nslots`
+    slots: 64 + 16 * log2(nslots). Keys with independent random hashes stay
+    far below it (the longest probe of a full table of 2**20 slots is about
+    100, against a bound of 384); going beyond it takes many keys with one
+    hash, which nobody can choose without the segment's seed."""
+    return 64 + 16 * (int(nslots).bit_length() - 1)
+
+
 class CheckReport:
     """The result of Segment.check(): `ok`, a list of readable `problems`,
-    and `garbage`: bytes in unreachable cycles that collect() will free (not
-    a problem)."""
+    `garbage`: bytes in unreachable cycles that collect() will free (not a
+    problem), `max_probe`: the most probes past the first slot that finding
+    a key of any dict takes, and `warnings`: tables whose longest probe
+    exceeds probe_bound() (not damage, so not a problem: many keys share a
+    hash)."""
 
-    __slots__ = ("problems", "garbage")
+    __slots__ = ("problems", "garbage", "warnings", "max_probe")
 
-    def __init__(self, problems, garbage=0):
+    def __init__(self, problems, garbage=0, warnings=(), max_probe=0):
         self.problems = list(problems)
         self.garbage = garbage
+        self.warnings = list(warnings)
+        self.max_probe = max_probe
 
     @property
     def ok(self):
@@ -2470,7 +2564,9 @@ class CheckReport:
 
     def __repr__(self):
         if self.ok:
-            return "<CheckReport ok%s>" % (", %d bytes of garbage" % self.garbage if self.garbage else "")
+            return "<CheckReport ok%s%s>" % (", %d bytes of garbage" % self.garbage if self.garbage else "",
+                                             ", %d warnings: %s" % (len(self.warnings), self.warnings[0])
+                                             if self.warnings else "")
         return "<CheckReport %d problems: %s>" % (len(self.problems), "; ".join(self.problems[:5]))
 
 
