@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 
@@ -489,11 +490,11 @@ def build_parser():
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, func, help, desc=None, keypath=False):
-        sp = sub.add_parser(name, help=help, description=desc or help, formatter_class=fmt,
+        sp = sub.add_parser(name, help=help, description=textwrap.fill(desc or help, 79), formatter_class=fmt,
                             epilog=EXIT_CODES + ("\n\n" + KEYPATH_HELP if keypath else ""))
         sp.set_defaults(func=func)
         sp.add_argument("--allow-unsafe", action="store_true",
-                        help="read segments of other users, or open to them (root)")
+                        help="attach to segments of other users or open to them (as root)")
         return sp
 
     def json_opts(sp, values=False):

@@ -720,6 +720,7 @@ cdef class Segment:
     def attached(self):
         """The PIDs of the processes that have this segment mapped or open,
         this one included, as far as /proc shows them (see dshared.segments)."""
+        self.check_open()
         from dshared._ops import attached_pids
         return attached_pids(self.fd)
 
