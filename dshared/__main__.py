@@ -16,6 +16,7 @@ import base64
 import json
 import math
 import os
+import re
 import sys
 import textwrap
 import time
@@ -70,8 +71,10 @@ def parse_keypath(text):
     parts = text.split(".")
     if any(p == "" for p in parts):
         raise Fail(EXIT_USAGE, "bad KEYPATH %r: empty part (use the JSON form for keys with '.')" % text)
-    return [int(p) if p.lstrip("-").isdigit() and p.count("-") <= 1 and not p.endswith("-") else p
-            for p in parts]
+    return [int(p) if _INT_PART.match(p) else p for p in parts]
+
+
+_INT_PART = re.compile(r"-?[0-9]+\Z")
 
 
 def _key_from_json(k, text):

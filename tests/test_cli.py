@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import dshared
-from _helpers import run_killed_on_timeout
+from _helpers import ROOT, run_killed_on_timeout
 from _proc import Popen
 
 SHM = "/dev/shm/"
@@ -210,6 +210,9 @@ def test_get_and_keypaths(segment, shm_name, capsys):
     assert get('["m", "3"]')[1] == "'str'\n"
     assert get('["m", "a.b"]')[1] == "1\n"
     assert get('["m", [1, 2]]')[1] == "'pair'\n"
+    from dshared.__main__ import parse_keypath
+    assert parse_keypath("a.-2.3x.\u00b2.--1") == ["a", -2, "3x", "\u00b2", "--1"]
+    assert parse_keypath('[]') == [] and parse_keypath('[1.5, null, true, ["x", [2]]]') == [1.5, None, True, ("x", (2,))]
     for missing in ("nope", "users.0.tags.1.x", "m.4"):
         rc, out, err = get(missing)
         assert rc == 1 and out == "" and "no key" in err, (missing, err)
@@ -316,3 +319,11 @@ def test_top_counts_refreshes_and_sees_writes(segment, shm_name):
     assert sum(r["writes_per_s"] for r in rows) > 0
     assert max(r["attached"] for r in rows) >= 2             # the writer and this test's process
     assert cli("top", shm_name, "--interval", "0")[0] == 2
+
+
+def test_console_script_is_declared():
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        text = f.read()
+    assert '[project.scripts]\ndshared = "dshared.__main__:main"' in text
+    from dshared.__main__ import main
+    assert main(["ls", "dsh-no-such-name-*"]) == 0
