@@ -327,3 +327,33 @@ def test_console_script_is_declared():
     assert '[project.scripts]\ndshared = "dshared.__main__:main"' in text
     from dshared.__main__ import main
     assert main(["ls", "dsh-no-such-name-*"]) == 0
+
+
+def test_top_redraws_on_a_terminal(segment, shm_name):
+    import subprocess
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dshared", "top", shm_name, "--count", "2",
+                                 "--interval", "0.1"], stdin=subprocess.DEVNULL, stdout=slave,
+                                stderr=subprocess.PIPE, cwd="/")
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:             # EIO: the child closed the terminal
+                break
+            if not b:
+                break
+            chunks.append(b)
+        assert proc.wait(30) == 0, proc.stderr.read()
+        proc.stderr.close()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    screen = b"".join(chunks).decode()
+    assert screen.count("\x1b[H\x1b[2J") == 2
+    assert "dshared top %s" % shm_name in screen and "writes/s" in screen and "of 64.0 MiB" in screen
+    assert "attached   1 other process(es)" in screen          # this test's process
