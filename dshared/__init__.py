@@ -7,7 +7,9 @@ directly by many processes, with no pickling, no server and no round trip.
     shm['d'] = {'key': 'val'}        # visible at once in every attached process
 """
 
+import logging
 import sys
+import warnings
 
 if not sys.platform.startswith("linux"):  # pragma: no cover
     raise ImportError("dshared supports Linux only for now (robust process-shared mutexes, "
@@ -22,14 +24,16 @@ from dshared._errors import (
     UnsupportedTypeError,
 )
 from dshared._heap import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, Segment
-from dshared._heap import unlink as _unlink
+from dshared._heap import unlink as _unlink, _round_capacity
 from dshared._heap import attach_cached as _attach_cached, remember as _remember
 from dshared._collections import SharedDict, SharedList
+from dshared._ops import segments, to_python
 
 __version__ = "0.1.0"
 
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
+    "segments", "to_python",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -37,15 +41,28 @@ __all__ = [
 ]
 
 _default = None
+_log = logging.getLogger("dshared")
 
 
 def init(name, size=None):
     """Create the segment `name` with a capacity of `size` bytes, or attach to
     it if it exists (then `size` is ignored), and make it this process's
     default segment. Sizes below MIN_SIZE (64 KiB) are rounded up; the
-    default capacity is DEFAULT_SIZE (256 MiB, backed only as it fills)."""
+    default capacity is DEFAULT_SIZE (256 MiB, backed only as it fills).
+
+    An existing segment whose capacity is smaller than `size` is attached as
+    it is, with a ResourceWarning and a WARNING on logging.getLogger("dshared")."""
     global _default
     seg = Segment(name, size)
+    if size is not None and not seg.created and seg.capacity < _round_capacity(size):
+        msg = ("attached to existing segment %r with capacity %d < requested size %d; "
+               "dshared.unlink(%r) to recreate it" % (name, seg.capacity, size, name))
+        _log.warning(msg)
+        try:
+            warnings.warn(msg, ResourceWarning, stacklevel=2)
+        except BaseException:       # warnings turned into errors: init() failed
+            seg.close()
+            raise
     _remember(seg)
     _default = seg
     return seg

@@ -1275,6 +1275,12 @@ def root_view(Segment seg, name=None):
     return (<DictNode>names).setdefault_view(name)
 
 
+def names_view(Segment seg):
+    """The dict of seg's named collections: name -> SharedDict."""
+    seg.check_open()
+    return make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
+
+
 cdef struct DArg:
     Key *key
     int64_t ix

@@ -53,6 +53,7 @@ from posix.unistd cimport _exit, close as c_close, ftruncate, geteuid, link as c
 
 import os
 import gc as _gc
+import logging as _logging
 import time as _time
 import weakref as _weakref
 
@@ -123,13 +124,62 @@ _live = _weakref.WeakSet()          # open Segments, for the fork hook
 
 
 def _after_fork_in_child():
-    global _fork_gen
+    global _fork_gen, _log_pending
     _fork_gen += 1
+    _log_events.clear()             # the parent's to report, not ours
+    _log_pending = False
     for seg in list(_live):
         (<Segment>seg)._own_file_description()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------
+# Log records, on logging.getLogger("dshared") at WARNING: repairs, poisoning,
+# dead creators' temporary files removed. What happens while the segment lock
+# is held is queued and emitted once it is released (_after_unlock), so that
+# no logging handler ever runs under the lock.
+
+_log = _logging.getLogger("dshared")
+cdef bint _log_pending = False
+cdef list _log_events = []          # (format, args) waiting for the lock's release
+cdef set _poison_logged = set()     # segments whose poisoning this process has reported
+
+
+cdef int _queue_log(str fmt, tuple args) except -1:
+    global _log_pending
+    cdef int was = gc_off()         # no finalizer may run under the lock
+    _log_events.append((fmt, args))
+    _log_pending = True
+    gc_restore(was)
+    return 0
+
+
+cdef inline void _after_unlock(Segment seg) noexcept:
+    """Called where a thread has just released the lock: one branch unless
+    something is to be reported."""
+    if _log_pending or (seg.hdr != NULL and (seg.hdr.flags & FLAG_POISONED)):
+        try:
+            _emit_logs(seg)
+        except Exception:
+            pass                    # a failing handler must not break the write
+
+
+cdef _emit_logs(Segment seg):
+    global _log_pending
+    events = list(_log_events)
+    _log_events.clear()
+    _log_pending = False
+    for fmt, args in events:
+        _log.warning(fmt, *args)
+    if seg.hdr != NULL and (seg.hdr.flags & FLAG_POISONED):
+        key = seg._file_key() + (seg.hdr.seed0,)
+        if key not in _poison_logged:
+            _poison_logged.add(key)
+            _log.warning("segment %r is poisoned (a repair failed or its allocator met bytes it "
+                         "cannot trust): every access raises CorruptSegmentError; "
+                         "dshared.unlink(%r) removes it", seg.name, seg.name)
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +324,7 @@ def _remove_dead_temps(name):
     cdef int fd
     cdef bytes path
     cdef struct_stat st, st2
-    removed = 0
+    removed = []
     for t in _temp_names(name):
         path = _shm_file(t)
         fd = c_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0)
@@ -288,10 +338,12 @@ def _remove_dead_temps(name):
             # still the file we locked under that name (not removed meanwhile)
             if stat(path, &st2) == 0 and st2.st_dev == st.st_dev and st2.st_ino == st.st_ino:
                 if c_unlink(path) == 0:
-                    removed += 1
+                    removed.append(t)
         finally:
             c_close(fd)
-    return removed
+    for t in removed:
+        _log.warning("removed %r, the temporary file of a creator of segment %r that died", t, name)
+    return len(removed)
 
 
 cdef int _flock_wait(int fd, int op, str name) except -1:
@@ -683,6 +735,25 @@ cdef class Segment:
         self.check_open()
         return self.cap
 
+    @property
+    def poisoned(self):
+        """True once a failed repair (or bytes the allocator cannot trust)
+        has marked the segment corrupt: every access raises CorruptSegmentError."""
+        self.check_open()
+        return bool(self.hdr.flags & FLAG_POISONED)
+
+    def collections(self):
+        """The names of this segment's named collections (see col(name))."""
+        from dshared._codec import names_view
+        return list(names_view(self))
+
+    def attached(self):
+        """The PIDs of the processes that have this segment mapped or open,
+        this one included, as far as /proc shows them (see dshared.segments)."""
+        self.check_open()
+        from dshared._ops import attached_pids
+        return attached_pids(self.fd)
+
     def __enter__(self):
         return self
 
@@ -839,6 +910,7 @@ cdef class Segment:
         and free what nothing reaches. If the heap cannot be walked, mark the
         segment poisoned: everyone gets CorruptSegmentError from then on."""
         cdef Header *h = self.hdr
+        cdef uint64_t undone = h.jcount, freed = 0
         ds_mutex_consistent(&h.mutex)
         if _hook_no_repair:
             return
@@ -849,25 +921,31 @@ cdef class Segment:
         try:
             self._undo_journal()
             self._rebuild_allocator()
-            self._collect()
-        except CorruptSegmentError:
+            freed = self._collect()
+        except CorruptSegmentError as e:
             h.flags |= FLAG_POISONED
             ds_fence_release()
             h.seq += h.seq & 1
             h.repairs += 1
             self.odd = False
+            _queue_log("segment %r: the repair after a process died holding its lock failed: %s",
+                       (self.name, str(e)))
             self.lock_release_raw()
             raise
         ds_fence_release()
         h.seq += h.seq & 1
         h.repairs += 1
         self.odd = False
+        _queue_log("segment %r: repaired after a process died holding its lock "
+                   "(%d journal records rolled back, %d bytes it left unreachable freed)",
+                   (self.name, undone, freed))
 
     cdef void lock_release_raw(self) noexcept:
         self.lk.depth = 0
         self.lk.owner = 0
         if not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
             ds_mutex_unlock(&self.hdr.mutex)
+        _after_unlock(self)
 
     cdef void _undo_journal(self) noexcept nogil:
         """Restore the journaled words, newest first. A record with the low
@@ -982,6 +1060,7 @@ cdef class Segment:
             self.lk.owner = 0
             if not _hook_no_lock:
                 ds_mutex_unlock(&self.hdr.mutex)
+            _after_unlock(self)
         return 0
 
     cdef int write_begin(self) except -1:
@@ -1066,6 +1145,7 @@ cdef class Segment:
             self.lk.owner = 0
             if not _hook_no_lock and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
                 ds_mutex_unlock(&self.hdr.mutex)
+            _after_unlock(self)
 
     # -- the journal: in-place stores of a write, undone if it does not finish --
 
