@@ -41,6 +41,11 @@ setup(
         # which check the type of `self`; Cython's own function objects do not,
         # so SharedDict.get("x", 1) or Segment.close("x") would read a str as a
         # Segment and crash the process.
-        compiler_directives={"linetrace": DEBUG, "embedsignature": True, "binding": False},
+        # embedsignature.format="clinic": each method's docstring starts with
+        # its Argument Clinic signature, which CPython turns into
+        # __text_signature__, so inspect.signature() and help() work on the
+        # method descriptors (binding=False) as on builtin methods
+        compiler_directives={"linetrace": DEBUG, "embedsignature": True, "embedsignature.format": "clinic",
+                             "binding": False},
     ),
 )
