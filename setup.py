@@ -3,10 +3,12 @@
 DSHARED_DEBUG=1 builds the debug flavour: -O0 -g, the DSHARED_DEBUG checks in
 include/dshared.h, Cython's annotated HTML and line tracing.
 """
+import glob
 import os
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError
 
 DEBUG = os.environ.get("DSHARED_DEBUG", "") not in ("", "0")
 
@@ -25,6 +27,8 @@ extensions = [
         "dshared." + mod,
         ["dshared/%s.pyx" % mod],
         include_dirs=["dshared/include"],
+        # in the sdist, and a change to them rebuilds
+        depends=sorted(glob.glob("dshared/include/*.h")) + ["dshared/_heap.pxd"],
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],
@@ -32,15 +36,56 @@ extensions = [
     for mod in ("_heap", "_codec")
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        language_level=3,
-        annotate=DEBUG,
-        # binding=False: methods of the C types are CPython method descriptors,
-        # which check the type of `self`; Cython's own function objects do not,
-        # so SharedDict.get("x", 1) or Segment.close("x") would read a str as a
-        # Segment and crash the process.
-        compiler_directives={"linetrace": DEBUG, "embedsignature": True, "binding": False},
-    ),
-)
+NO_COMPILER = """dshared is compiled at install time and needs a C compiler and the
+Python headers, and the check with the compiler {cc!r} failed:
+
+    {error}
+
+Install them and try again, for example:
+    Debian, Ubuntu:  apt-get install build-essential python3-dev
+    Fedora, RHEL:    dnf install gcc python3-devel
+    Alpine:          apk add build-base python3-dev
+or set CC to a working C compiler."""
+
+
+class BuildExt(build_ext):
+    """Checks the C compiler first (a clear message, not the compiler's
+    traceback), then runs Cython on the .pyx sources and builds them."""
+
+    def build_extensions(self):
+        self._check_compiler()
+        from Cython.Build import cythonize
+        cythonized = cythonize(
+            self.extensions,
+            language_level=3,
+            annotate=DEBUG,
+            # binding=False: methods of the C types are CPython method descriptors,
+            # which check the type of `self`; Cython's own function objects do not,
+            # so SharedDict.get("x", 1) or Segment.close("x") would read a str as a
+            # Segment and crash the process.
+            # embedsignature.format="clinic": each method's docstring starts with
+            # its Argument Clinic signature, which CPython turns into
+            # __text_signature__, so inspect.signature() and help() work on the
+            # method descriptors (binding=False) as on builtin methods
+            compiler_directives={"linetrace": DEBUG, "embedsignature": True, "embedsignature.format": "clinic",
+                                 "binding": False},
+        )
+        # the C sources into the extensions build_ext has prepared
+        for ext, c_ext in zip(self.extensions, cythonized):
+            assert ext.name == c_ext.name
+            ext.sources = c_ext.sources
+        super().build_extensions()
+
+    def _check_compiler(self):
+        os.makedirs(self.build_temp, exist_ok=True)
+        src = os.path.join(self.build_temp, "dshared_cc_check.c")
+        with open(src, "w") as f:
+            f.write("#include <Python.h>\nint dshared_cc_check(void) { return 0; }\n")
+        try:
+            self.compiler.compile([src], output_dir=self.build_temp)
+        except (CompileError, OSError) as e:
+            cc = (getattr(self.compiler, "compiler_so", None) or ["cc"])[0]
+            raise CompileError(NO_COMPILER.format(cc=cc, error=e)) from None
+
+
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

@@ -11,8 +11,19 @@ __all__ = [
 ]
 
 
+class _ArgsSignature:
+    """inspect.signature() of the exception classes: (*args), as their builtin
+    bases take (inspect finds no signature on builtin exception types)."""
+
+    def __get__(self, obj: object, cls: object = None) -> object:
+        import inspect
+        return inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
+
+
 class DsharedError(Exception):
     """Base class of every error specific to dshared."""
+
+    __signature__ = _ArgsSignature()
 
 
 class SegmentFullError(DsharedError, MemoryError):

@@ -393,10 +393,16 @@ def _round_capacity(size):
 
 
 cdef class Segment:
-    """One shared-memory segment: created (mode 0600, built under a temporary
+    """Segment(name, size=None, create=None, *, allow_unsafe=False)
+--
+
+One shared-memory segment: created (mode 0600, built under a temporary
     name and linked into place complete, see _create), or attached by name.
     `size` is a capacity in bytes (rounded up to 64 KiB at least); pages are
-    backed as the heap grows."""
+    backed as the heap grows. `create`: None attaches if `name` exists and
+    creates it otherwise, True only creates (FileExistsError if it exists),
+    False only attaches (FileNotFoundError if it does not). `allow_unsafe`:
+    attach to a segment owned by another user or open to other users."""
 
     def __cinit__(self, name, size=None, create=None, *, allow_unsafe=False):
         self.fd = -1

@@ -1,0 +1,19 @@
+"""Types of dshared._codec: the C parts of the views (see _collections.pyi)."""
+
+from typing import Any
+
+from typing_extensions import disjoint_base
+
+from dshared._heap import Segment
+
+def register_types(dict_type: type, list_type: type) -> None: ...
+def root_view(seg: Segment, name: str | None = None) -> Any: ...
+
+@disjoint_base
+class Node:
+    @property
+    def segment(self) -> Segment: ...
+    def to_python(self) -> Any: ...
+
+class DictNode(Node): ...
+class ListNode(Node): ...
