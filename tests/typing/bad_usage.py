@@ -25,7 +25,7 @@ def bad(seg: Segment, shm: SharedDict[str, int], lst: SharedList[str]) -> None:
     lst.append(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     n: int = lst[0]  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     lst.frobnicate()  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
-    seg.stats(1)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    seg.stats(probes="yes")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     freed: str = seg.collect()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     ok: str = seg.check().ok  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     dshared.unlink(None)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
