@@ -16,12 +16,14 @@ import random
 import re
 import select
 import signal
+import struct
 import sys
 import threading
 import time
 
 import pytest
 
+import _corrupt
 import dshared
 from dshared import _heap
 
@@ -628,56 +630,107 @@ def _rk_apply(op, s, key, v):
     return v + ([s] if kind == "append" else [s, str(s)])
 
 
-def _rk_model(wid, logs):
-    """For every key of worker wid: the values it may hold now. An acked
-    intent fixes the value; an unacked one (its worker was killed) may or may
-    not have happened. Returns (possible, counts, max lock wait)."""
-    keys, lists, nkey, ckey = rk_keys(wid)
-    poss = {k: {canon(ABSENT): ABSENT} for k in keys}
-    poss.update({k: {canon([]): []} for k in lists})
-    poss.update({nkey + "/" + "n%d" % j: {canon(ABSENT): ABSENT} for j in range(RK_NESTED)})
-    poss[ckey] = {canon(0): 0}
-    counts = {"intents": 0, "acked": 0, "unacked": 0}
-    max_wait = 0.0
-    for text in logs:
-        lines = text.split("\n")[:-1]   # a last line cut by the kill is ignored
-        pending = None
-        events = []
-        for ln in lines:
-            tag, _, rest = ln.partition(" ")
-            if tag == "W":
-                max_wait = max(max_wait, float(rest))
-            elif tag == "I":
-                s, _, op = rest.partition(" ")
-                pending = (int(s), json.loads(op))
-                events.append([pending, False])
-            elif tag == "A":
-                assert pending is not None and int(rest) == pending[0], "log out of order: %r" % ln
-                events[-1][1] = True
+class _RkModel:
+    """One worker's keys: the values each may hold, from its logs (intent,
+    then ack, of every operation), read as they grow. An acked intent fixes
+    the value; an unacked one of a dead incarnation (its worker was killed)
+    may or may not have happened. After each check of the segment the
+    possibilities are narrowed to what it holds, so that every later check
+    is exact."""
+
+    def __init__(self, wid):
+        self.wid = wid
+        keys, lists, nkey, ckey = rk_keys(wid)
+        self.nkey = nkey
+        self.poss = {k: {canon(ABSENT): ABSENT} for k in keys}
+        self.poss.update({k: {canon([]): []} for k in lists})
+        self.poss.update({nkey + "/" + "n%d" % j: {canon(ABSENT): ABSENT} for j in range(RK_NESTED)})
+        self.poss[ckey] = {canon(0): 0}
+        self.counts = {"intents": 0, "acked": 0, "unacked": 0, "collects": 0}
+        self.max_wait = 0.0
+        self.logs = []              # [path, bytes read, pending intent, worker dead]
+
+    def add_log(self, path):
+        if self.logs:
+            self.logs[-1][3] = True      # the incarnation before is dead
+        self.logs.append([path, 0, None, False])
+
+    def dead(self):
+        if self.logs:
+            self.logs[-1][3] = True
+
+    def read(self):
+        """Apply what the logs gained since the last read: complete lines
+        only (a line cut by the kill is ignored); an intent left without
+        its ack counts as unacked once its worker is dead."""
+        for log in self.logs:
+            path, done, pending, dead = log
+            try:
+                with open(path, "rb") as f:
+                    f.seek(done)
+                    text = f.read()
+            except FileNotFoundError:       # killed before it opened its log
+                text = b""
+            text = text[:text.rfind(b"\n") + 1]
+            log[1] = done + len(text)
+            for ln in text.decode().split("\n")[:-1]:
+                tag, _, rest = ln.partition(" ")
+                if tag == "W":
+                    self.max_wait = max(self.max_wait, float(rest))
+                elif tag == "I":
+                    assert pending is None, "intent %r after an unacked one in a live log" % ln
+                    s, _, op = rest.partition(" ")
+                    pending = (int(s), json.loads(op))
+                elif tag == "A":
+                    assert pending is not None and int(rest) == pending[0], "log out of order: %r" % ln
+                    self._apply(pending, True)
+                    pending = None
+            if pending is not None and dead:
+                self._apply(pending, False)
                 pending = None
-        for (s, op), acked in events:
-            counts["intents"] += 1
-            counts["acked" if acked else "unacked"] += 1
-            if op[0] == "collect":
-                counts["collects"] = counts.get("collects", 0) + 1
-                continue
-            if op[0] == "update":
-                targets = op[1]
-            elif op[0] in ("nset", "ndel"):
-                targets = [nkey + "/" + op[1]]
+            log[2] = pending
+
+    def _apply(self, intent, acked):
+        s, op = intent
+        self.counts["intents"] += 1
+        self.counts["acked" if acked else "unacked"] += 1
+        if op[0] == "collect":
+            self.counts["collects"] += 1
+            return
+        if op[0] == "update":
+            targets = op[1]
+        elif op[0] in ("nset", "ndel"):
+            targets = [self.nkey + "/" + op[1]]
+        else:
+            targets = [op[1]]
+        for k in targets:
+            new = {}
+            for v in self.poss[k].values():
+                nv = _rk_apply(op, s, k, v)
+                if nv is not None:
+                    new[canon(nv)] = nv
+            if acked:
+                self.poss[k] = new
             else:
-                targets = [op[1]]
-            for k in targets:
-                new = {}
-                for v in poss[k].values():
-                    nv = _rk_apply(op, s, k, v)
-                    if nv is not None:
-                        new[canon(nv)] = nv
-                if acked:
-                    poss[k] = new
-                else:
-                    poss[k].update(new)
-    return poss, counts, max_wait
+                self.poss[k].update(new)
+
+    def match(self, snap):
+        """What of `snap` (the root, as to_python() gives it) the model does
+        not allow; then the model holds what the snapshot holds."""
+        nkey = self.nkey
+        wrong = []
+        for k, allowed in self.poss.items():
+            if k.startswith(nkey + "/"):
+                actual = snap[nkey]['sub'].get(k[len(nkey) + 1:], ABSENT)
+            else:
+                actual = snap.get(k, ABSENT)
+            actual = rk_uncycle(actual)
+            if canon(actual) not in allowed:
+                wrong.append("%s = %r, expected one of %r" % (k, actual, list(allowed.values())[:4]))
+            self.poss[k] = {canon(actual): actual}
+        stray = [k for k in snap if k.startswith("w%d:" % self.wid) and k not in self.poss and k != nkey]
+        stray += ["%s/%s" % (nkey, j) for j in snap[nkey]['sub'] if "%s/%s" % (nkey, j) not in self.poss]
+        return wrong + ["a key nobody wrote: %r" % k for k in stray]
 
 
 def _proc_state(pid):
@@ -688,7 +741,43 @@ def _proc_state(pid):
         return "?"
 
 
+OWNER_DIED = 0x40000000         # glibc's robust mutex word: the owner died holding it
+
+
+def _lock_word(fd):
+    """The futex word of the segment's mutex (its first int on glibc): the
+    owner's TID, OWNER_DIED once the kernel found its owner dead."""
+    return struct.unpack("<I", os.pread(fd, 4, _corrupt.H_MUTEX))[0]
+
+
+def _stop(pid):
+    """SIGSTOP a worker and wait until it is stopped; its exit code if it
+    ended instead, else None."""
+    os.kill(pid, signal.SIGSTOP)
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    return None if os.WIFSTOPPED(status) else exit_code(status)
+
+
+def _rk_verify(seg, d, models):
+    """Under the lock, right after it was taken (and the repair, if the
+    holder died, ran), before anything else writes: check() and every
+    worker's keys against the model. Returns the problems."""
+    bad = ["check(): %s" % p for p in seg.check().problems]
+    snap = d.to_python()
+    for m in models.values():
+        m.read()
+        bad += ["worker %d: %s" % (m.wid, w) for w in m.match(snap)]
+    return bad
+
+
 def _drive_random_kills(name, seed, logdir, kills):
+    """4 workers write under the lock and log intent and ack of each
+    operation; `kills` times, a random one (preferably one on a CPU: more
+    kills hit a holder) is killed while the others are stopped. The driver
+    then takes the lock itself: if the killed worker held it, the driver is
+    the one that repairs, and it checks the segment and the model at once,
+    before any other process can write (a next writer would tidy a journal
+    that a broken repair left behind)."""
     seg = dshared.Segment(name, 64 << 20, create=True)
     rng = random.Random(seed)
     d = seg.col()
@@ -698,80 +787,96 @@ def _drive_random_kills(name, seed, logdir, kills):
             d[L] = []
         d[nkey] = {'sub': {}}
         d[ckey] = 0
-    logs = {wid: [] for wid in range(RK_WORKERS)}
+    models = {wid: _RkModel(wid) for wid in range(RK_WORKERS)}
+    incarnations = {wid: 0 for wid in range(RK_WORKERS)}
     errors = []
     died = []
-    checks = []
+    after_repair = []           # [kill number, problems] of each check right after a repair
+    bad = []                    # what any check found
+    counted = []                # repairs counted by each repair (stats()['repairs'] after - before)
+    verified = 0
+    fd = os.open("/dev/shm/" + name, os.O_RDONLY)
     try:
         with Children() as ch:
             running = {}
 
             def start(wid):
-                inc = len(logs[wid])
-                path = os.path.join(logdir, "w%d-%d.log" % (wid, inc))
-                logs[wid].append(path)
-                running[wid] = ch.fork(_rk_worker, name, wid, inc, seed, path)
+                path = os.path.join(logdir, "w%d-%d.log" % (wid, incarnations[wid]))
+                incarnations[wid] += 1
+                models[wid].add_log(path)
+                running[wid] = ch.fork(_rk_worker, name, wid, incarnations[wid] - 1, seed, path)
 
             for wid in range(RK_WORKERS):
                 start(wid)
             t0 = time.monotonic()
             for k in range(kills):
                 time.sleep(rng.uniform(0.003, 0.04))
-                # a random worker, preferably one on a CPU now (waiters sleep on
-                # the futex; the holder is likely running): more kills hit a holder
                 busy = [w for w in range(RK_WORKERS) if _proc_state(running[w]) == "R"]
                 wid = rng.choice(busy or list(range(RK_WORKERS)))
-                code = ch.kill(running[wid])
+                others = [w for w in range(RK_WORKERS) if w != wid]
+                for w in others:
+                    code = _stop(running[w])
+                    if code is not None:
+                        died.append(code)
+                        errors.append("worker %d ended by itself (exit %r)" % (w, code))
+                if errors:
+                    break
+                code = ch.kill(running.pop(wid))
+                models[wid].dead()
                 if code != -signal.SIGKILL:
                     died.append(code)
-                    if code != -signal.SIGSEGV:
-                        errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
+                    errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
+                    break
+                held = bool(_lock_word(fd) & OWNER_DIED)
+                r0 = seg.stats()["repairs"]
+                try:
+                    seg.acquire(0)          # the repair runs here if the killed worker held the lock
+                except dshared.LockTimeout:
+                    assert not held
+                else:                       # (a stopped worker holds it: nothing to repair, nothing to see)
+                    try:
+                        found = _rk_verify(seg, d, models)
+                        verified += 1
+                        if held:
+                            counted.append(seg.stats()["repairs"] - r0)
+                            after_repair.append([k, found])
+                        bad += ["after kill %d (%s): %s" % (k, "a holder" if held else "not the holder", p)
+                                for p in found]
+                    finally:
+                        seg.release()
+                if bad:
+                    break                   # the segment is damaged: what follows would not tell more
+                for w in others:
+                    os.kill(running[w], signal.SIGCONT)
                 start(wid)
-                if k % 50 == 49:
-                    # overwritten cycles are garbage that only collect() frees,
-                    # and check() would list them as leaks
-                    with seg.lock():
-                        seg.collect()
-                        checks.append(seg.check().problems)
             t_kills = time.monotonic() - t0
-            d['stop'] = True
-            for wid, pid in running.items():
-                code = ch.wait(pid, 30)
-                if code != 0:
-                    died.append(code)
-                    if code != -signal.SIGSEGV:
-                        errors.append("worker %d exit %r at the end" % (wid, code))
-        snap = d.to_python()
-        with seg.lock():
-            seg.collect()
-            problems = seg.check().problems
+            if not bad and not errors:      # else the stopped workers are killed on leaving `with`
+                for w in running:
+                    os.kill(running[w], signal.SIGCONT)
+                d['stop'] = True
+                for wid, pid in running.items():
+                    code = ch.wait(pid, 30)
+                    if code != 0:
+                        died.append(code)
+                        if code != -signal.SIGSEGV:
+                            errors.append("worker %d exit %r at the end" % (wid, code))
+        problems = []
+        if not bad and not errors:
+            for m in models.values():
+                m.dead()
+            with seg.lock():
+                seg.collect()
+                bad += ["at the end: %s" % p for p in _rk_verify(seg, d, models)]
         stats = seg.stats()
     finally:
+        os.close(fd)
         seg.close()
         seg.unlink()
-    report = {"errors": errors, "died": died, "checks": checks, "problems": problems, "repairs": stats["repairs"],
-              "kill_seconds": t_kills, "workers": {}}
-    for wid in range(RK_WORKERS):
-        texts = []
-        for path in logs[wid]:
-            if os.path.exists(path):        # killed before it opened its log: no entry
-                with open(path) as f:
-                    texts.append(f.read())
-        poss, counts, max_wait = _rk_model(wid, texts)
-        keys, lists, nkey, ckey = rk_keys(wid)
-        wrong = []
-        for k, allowed in poss.items():
-            if k.startswith(nkey + "/"):
-                actual = snap[nkey]['sub'].get(k[len(nkey) + 1:], ABSENT)
-            else:
-                actual = snap.get(k, ABSENT)
-            actual = rk_uncycle(actual)
-            if canon(actual) not in allowed:
-                wrong.append("%s = %r, expected one of %r" % (k, actual, list(allowed.values())[:4]))
-        stray = [k for k in snap if k.startswith("w%d:" % wid) and k not in poss and k != nkey]
-        stray += ["%s/%s" % (nkey, j) for j in snap[nkey]['sub'] if "%s/%s" % (nkey, j) not in poss]
-        report["workers"][wid] = {"counts": counts, "max_wait": max_wait, "wrong": wrong[:10],
-                                  "stray": stray, "incarnations": len(logs[wid])}
+    report = {"errors": errors, "died": died, "bad": bad[:20], "after_repair": after_repair, "counted": counted,
+              "verified": verified, "repairs": stats["repairs"], "kill_seconds": t_kills, "kills": k + 1,
+              "workers": {}}
+    for wid, m in models.items():
+        report["workers"][wid] = {"counts": m.counts, "max_wait": m.max_wait, "incarnations": incarnations[wid]}
     return report
 
 
@@ -780,22 +885,40 @@ def test_random_kills(shm_name, tmp_path):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
                    timeout=140)
-    print("%d kills in %.1f s, %d repairs" % (RK_KILLS, r["kill_seconds"], r["repairs"]))
+    print("%d kills in %.1f s, %d repairs, %d checks of the segment and the model under the lock right after "
+          "a kill" % (r["kills"], r["kill_seconds"], r["repairs"], r["verified"]))
     for wid, w in sorted(r["workers"].items()):
         print("worker %s: %r, %d incarnations, longest lock wait %.3f s"
               % (wid, w["counts"], w["incarnations"], w["max_wait"]))
     assert not r["errors"], r["errors"]
-    assert all(not p for p in r["checks"]), r["checks"]
-    assert r["problems"] == []
+    assert not r["bad"], "\n".join(r["bad"])
+    assert r["kills"] == RK_KILLS
     for wid, w in sorted(r["workers"].items()):
-        assert not w["wrong"], "worker %s: acked writes lost or states invented:\n%s" % (wid, "\n".join(w["wrong"]))
-        assert not w["stray"], "worker %s: keys nobody wrote: %r" % (wid, w["stray"])
         assert w["max_wait"] <= WAIT_LIMIT, "worker %s waited %.2f s for the lock" % (wid, w["max_wait"])
         assert w["counts"]["acked"] >= 100
         assert w["incarnations"] >= 10
-    assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation" 
-    assert r["repairs"] >= 30, "only %d repairs: the kills rarely hit a lock holder" % r["repairs"]
+    assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation"
+    # each holder killed was repaired once, by the driver, which checked
+    # the segment and the model before anything else wrote
+    assert len(r["after_repair"]) >= 30, "only %d kills hit a lock holder" % len(r["after_repair"])
+    assert r["counted"] == [1] * len(r["after_repair"]), r["counted"]
+    assert r["repairs"] == len(r["after_repair"])
     assert_no_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
+
+
+@pytest.mark.timeout(150)
+def test_meta_random_kills_without_repair_fail(shm_name, tmp_path):
+    """DSHARED_TEST_NO_REPAIR in the driver, the process that finds each
+    dead holder (its mutex is made consistent, nothing is repaired): the
+    check right after a holder's death must find the damage."""
+    seed = test_seed()
+    r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
+                   timeout=140, env={"DSHARED_TEST_NO_REPAIR": "1"})
+    print("%d kills, %d holders killed; found: %s" % (r["kills"], len(r["after_repair"]), r["bad"][:5]))
+    assert not r["errors"], r["errors"]
+    assert r["repairs"] == 0, "a repair ran although the hook switched it off"
+    caught = [k for k, found in r["after_repair"] if found]
+    assert caught, "without repair every holder's death still looked sound"
 
 
 # =====================================================================================
@@ -849,20 +972,47 @@ def _hd_waiter(name, cmd_fd, out_fd):
             _send(out_fd, ["timeout", t0, time.monotonic()])
             continue
         t1 = time.monotonic()
+        # before any write of its own (which would tidy what a broken repair
+        # left): the segment checks clean and a holder's big write is whole
+        problems = seg.check().problems[:10]
+        whole = _hd_whole(seg.col())
         seg.col()['last_waiter'] = os.getpid()      # a write under the lock
         seg.release()
-        _send(out_fd, ["got", t0, t1])
+        _send(out_fd, ["got", t0, t1, problems, whole])
 
 
-def _hd_holder(name, rnd, out_fd, cmd_fd):
+def _hd_big(rnd, i):
+    """The i-th value a holder of round rnd writes while it is killed: big
+    enough (nested lists and dicts, 200 items) that the kill lands inside
+    the write most of the time."""
+    return {'r': rnd, 'i': i, 'items': [[i, 'x' * (j % 40), {'j': j}] for j in range(200)], 'last': [rnd, i]}
+
+
+def _hd_whole(d):
+    """True if d['w'] is absent or one of the values _hd_big makes, whole."""
+    try:
+        v = d.get('w')
+        if v is None:
+            return True
+        v = v.to_python()
+        return v == _hd_big(v['r'], v['i'])
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+
+
+def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False):
     """Take the lock, write under it, report, then wait (to be killed, or
-    told to finish)."""
+    told to finish); with mid_write, write big values until killed, so that
+    the kill lands in the middle of a write."""
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     with seg.lock():
         d['round'] = rnd                    # committed before the death: must survive
         d['rounds'].append(rnd)
         _send(out_fd, ["locked", time.monotonic()])
+        if mid_write:
+            for i in range(10 ** 9):
+                d['w'] = _hd_big(rnd, i)
         if cmd_fd is None:
             time.sleep(600)
         _Lines(cmd_fd).get(600)            # blocks here; SIGSTOP may freeze it here
@@ -884,6 +1034,8 @@ def _start_waiters(ch, name):
 
 
 def _drive_holder_death(name, rounds):
+    """`rounds` holders killed while 8 waiters block: the even rounds' after
+    their write committed, the odd rounds' in the middle of big writes."""
     seg = dshared.Segment(name, 16 << 20, create=True)
     d = seg.col()
     d['rounds'] = []
@@ -894,7 +1046,7 @@ def _drive_holder_death(name, rounds):
             for rnd in range(rounds):
                 r0 = seg.stats()['repairs']
                 h_r, h_w = os.pipe()
-                holder = ch.fork(_hd_holder, name, rnd, h_w, None)
+                holder = ch.fork(_hd_holder, name, rnd, h_w, None, rnd % 2 == 1)
                 os.close(h_w)
                 hl = _Lines(h_r)
                 hl.get(30)                           # it holds the lock
@@ -912,21 +1064,29 @@ def _drive_holder_death(name, rounds):
                     except (TimeoutError, EOFError) as e:
                         got.append(["lost", repr(e)])
                 ends = [g[2] for g in got if g[0] == "got"]
-                info = {"code": code, "acquired": len(ends),
+                first = min((g for g in got if g[0] == "got"), key=lambda g: g[2], default=None)
+                info = {"code": code, "acquired": len(ends), "mid_write": rnd % 2 == 1,
+                        "first_problems": first[3] if first else None, "first_whole": first[4] if first else None,
+                        "all_problems": [p for g in got if g[0] == "got" for p in g[3]],
+                        "all_whole": all(g[4] is True for g in got if g[0] == "got"),
                         "latest": max(ends) - t_kill if ends else None,
                         "earliest": min(ends) - t_kill if ends else None,
                         "started_before_kill": all(t < t_kill for t in starts),
-                        "repairs": seg.stats()['repairs'] - r0,
-                        "round_kept": d['round'] == rnd and d['rounds'][-1] == rnd}
+                        "repairs": seg.stats()['repairs'] - r0}
                 out["rounds"].append(info)
                 if info["acquired"] != HD_WAITERS:
                     out["errors"].append("round %d: %r" % (rnd, got))
                     break
+                if info["all_problems"] or not info["all_whole"]:
+                    out["damaged"] = rnd            # what follows would not tell more
+                    break
+                info["round_kept"] = d['round'] == rnd and d['rounds'][-1] == rnd
             for pid, c_w, _ in waiters:
                 _send(c_w, "quit")
                 ch.wait(pid, 30)
-        out["problems"] = seg.check().problems
-        out["rounds_list"] = len(d['rounds'])
+        if "damaged" not in out:
+            out["problems"] = seg.check().problems
+            out["rounds_list"] = len(d['rounds'])
     finally:
         seg.close()
         seg.unlink()
@@ -935,9 +1095,16 @@ def _drive_holder_death(name, rounds):
 
 @pytest.mark.timeout(150)
 def test_holder_killed_while_8_waiters_block(shm_name):
+    """Each waiter, once it has the lock and before it writes, runs check()
+    and looks at the value the holder was writing: the first of them does
+    so right after the repair."""
     r = run_driver("test_concurrency", "_drive_holder_death", shm_name, HD_ROUNDS, timeout=140)
     assert not r["errors"], r["errors"]
     rounds = r["rounds"]
+    for i, x in enumerate(rounds):
+        assert not x["all_problems"], "round %d (%s): check() after the repair: %r" % (
+            i, "killed in a write" if x["mid_write"] else "killed after its write", x["all_problems"][:5])
+        assert x["all_whole"], "round %d: the value written when the holder died is not whole: %r" % (i, x)
     assert len(rounds) == HD_ROUNDS
     latest = max(x["latest"] for x in rounds)
     print("%d holders killed; all %d waiters had the lock at most %.3f s after each kill"
@@ -952,6 +1119,21 @@ def test_holder_killed_while_8_waiters_block(shm_name):
         assert x["round_kept"], "round %d: a write committed before the death was lost" % i
     assert r["rounds_list"] == HD_ROUNDS
     assert r["problems"] == []
+
+
+@pytest.mark.timeout(150)
+def test_meta_holder_killed_in_a_write_without_repair_fails(shm_name):
+    """DSHARED_TEST_NO_REPAIR in the waiters (the mutex is made consistent,
+    nothing is repaired): the first waiter's check after a holder killed in
+    the middle of a write finds the damage."""
+    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, 20, timeout=140,
+                   env={"DSHARED_TEST_NO_REPAIR": "1"})
+    rounds = r["rounds"]
+    print("damaged in round %s: %r" % (r.get("damaged"), rounds[-1]))
+    assert all(x["repairs"] == 0 for x in rounds), "a repair ran although the hook switched it off"
+    assert r.get("damaged") is not None, "without repair every holder's death still looked sound"
+    assert rounds[-1]["mid_write"]
+    assert rounds[-1]["first_problems"] or rounds[-1]["first_whole"] is not True, rounds[-1]
 
 
 def _drive_stopped_holder(name):
