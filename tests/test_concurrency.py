@@ -1603,6 +1603,7 @@ def _ki_worker(name, out_fd):
     big_done = want_big = 0
     stages = {}
     bad = []
+    exits_skipped = []
     stage = "start"
     while True:
         try:
@@ -1631,6 +1632,25 @@ def _ki_worker(name, out_fd):
             caught = time.monotonic()
             signal.pthread_sigmask(signal.SIG_BLOCK, sigint)   # no second one while we look
             stages[stage] = stages.get(stage, 0) + 1
+            try:
+                seg.release()       # RuntimeError unless this thread still holds the lock
+                held = True
+            except RuntimeError:
+                held = False
+            if held:
+                # CPython before 3.10 can skip a with block's __exit__ when
+                # the interrupt lands after the body's last statement and
+                # before __exit__ is called (bpo-29988): then, and only then,
+                # the body is complete (its last write done) and the lock is
+                # still held. Anything else is dshared's fault.
+                w_last = d.get('w_last')
+                w_last = w_last.to_python() if w_last is not None else None
+                if (sys.version_info < (3, 10) and stage == "locked, after the increment"
+                        and w_last == [done, 'x' * (done % 50)]):
+                    exits_skipped.append(done)
+                else:
+                    bad.append("after an interrupt at %r this process still held the lock (w_last %r, %d done)"
+                               % (stage, w_last and w_last[0], done))
             actual = d['m_w']
             if actual not in (done, done + 1):
                 bad.append("after an interrupt at %r: %d increments done, %d counted" % (stage, done, actual))
@@ -1660,7 +1680,7 @@ def _ki_worker(name, out_fd):
             if problems:
                 bad.append("after an interrupt at %r: %s" % (stage, problems[:3]))
             _send(out_fd, ["handled", stage, caught])
-    _send(out_fd, ["end", done, stages, bad])
+    _send(out_fd, ["end", done, stages, bad, exits_skipped])
 
 
 def _ki_contender(name, seed, out_fd):
@@ -1727,14 +1747,10 @@ def _drive_keyboard_interrupt(name, seed, signals):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(sys.version_info < (3, 10), strict=False,
-                   reason="CPython 3.9 can skip a with block's __exit__ when KeyboardInterrupt lands as "
-                          "the block ends (bpo-29988, fixed in 3.10): the lock then stays with the "
-                          "interrupted thread; about 1 run in 30 under load")
 def test_keyboard_interrupt_at_random_points(shm_name):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_keyboard_interrupt", shm_name, seed, KI_SIGNALS, timeout=110)
-    _, done, stages, bad = r["worker"]
+    _, done, stages, bad, exits_skipped = r["worker"]
     c_done, c_wait = r["contender"]
     print("%d interrupts handled, by stage: %r; worker %d, contender %d increments; contender's longest "
           "wait %.3f s; longest delay from SIGINT to KeyboardInterrupt by stage: %r"
@@ -1754,6 +1770,10 @@ def test_keyboard_interrupt_at_random_points(shm_name):
     print("%d interrupts arrived while the worker was blocked on the lock" % r["blocked"])
     assert r["blocked"] >= 5, r["blocked"]
     assert len(stages) >= 3, stages
+    if exits_skipped:       # only ever set before 3.10; everything else above held
+        pytest.xfail("CPython %s skipped a with block's __exit__ when KeyboardInterrupt landed as the block "
+                     "ended (bpo-29988, fixed in 3.10) %d time(s): the lock stayed with the interrupted thread, "
+                     "which released it" % (sys.version.split()[0], len(exits_skipped)))
 
 
 # =====================================================================================
