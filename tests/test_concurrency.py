@@ -10,6 +10,7 @@ events it is about actually happened (contention, interleaving, repairs,
 interrupts): a run that observed nothing fails.
 """
 import json
+import mmap
 import multiprocessing as mp
 import os
 import random
@@ -499,6 +500,8 @@ def test_readers_racing_table_replacement_never_fault(shm_name):
 
 RK_WORKERS = 4
 RK_KILLS = 200
+RK_CRASHES = 60                 # deaths at a random crash point (inside a write), besides the kills
+RK_CRASH_SPAN = 60              # ... among the next this many crash points
 RK_KEYS = 12
 RK_LISTS = 3
 RK_NESTED = 6
@@ -554,6 +557,9 @@ def _rk_worker(name, wid, inc, seed, logpath):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     rng = random.Random(seed * 1000003 + wid * 10007 + inc)
+    crash_rng = random.Random(rng.random())
+    # SIGUSR1: die (exit CRASH_EXIT_CODE) at a random one of the next crash points
+    signal.signal(signal.SIGUSR1, lambda *_: _heap.test_hooks(crash_at=crash_rng.randint(1, RK_CRASH_SPAN)))
     keys, lists, nkey, ckey = rk_keys(wid)
     fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     s = inc << 32                       # the order of intents: incarnation, then count
@@ -758,11 +764,17 @@ def _stop(pid):
     return None if os.WIFSTOPPED(status) else exit_code(status)
 
 
-def _rk_verify(seg, d, models):
+def _header_word(mm, at):
+    return struct.unpack_from("<Q", mm, at)[0]
+
+
+def _rk_verify(seg, d, models, mm):
     """Under the lock, right after it was taken (and the repair, if the
-    holder died, ran), before anything else writes: check() and every
-    worker's keys against the model. Returns the problems."""
-    bad = ["check(): %s" % p for p in seg.check().problems]
+    holder died, ran), before anything else writes: the journal is empty
+    (undone), check() is clean and every worker's keys are what the model
+    allows. Returns the problems."""
+    bad = ["journal count %d" % _header_word(mm, _corrupt.H_JCOUNT)] if _header_word(mm, _corrupt.H_JCOUNT) else []
+    bad += ["check(): %s" % p for p in seg.check().problems]
     snap = d.to_python()
     for m in models.values():
         m.read()
@@ -770,14 +782,19 @@ def _rk_verify(seg, d, models):
     return bad
 
 
-def _drive_random_kills(name, seed, logdir, kills):
+def _drive_random_kills(name, seed, logdir, kills, crashes):
     """4 workers write under the lock and log intent and ack of each
     operation; `kills` times, a random one (preferably one on a CPU: more
-    kills hit a holder) is killed while the others are stopped. The driver
-    then takes the lock itself: if the killed worker held it, the driver is
-    the one that repairs, and it checks the segment and the model at once,
-    before any other process can write (a next writer would tidy a journal
-    that a broken repair left behind)."""
+    kills hit a holder) is killed while the others are stopped. Besides
+    the kills, `crashes` times a worker dies at a random crash point of its
+    next writes (SIGUSR1 makes it arm DSHARED_TEST_CRASH_AT's hook with a
+    random count): inside a write, the journal of its publication included,
+    which a SIGKILL at a random time almost never hits (a few microseconds),
+    and where only the repair's journal undo makes the write whole or
+    absent. After each death the driver takes the lock itself: if the killed worker held it, the driver is the one that
+    repairs, and it checks the segment and the model at once, before any
+    other process can write (a next writer would tidy a journal that a
+    broken repair left behind)."""
     seg = dshared.Segment(name, 64 << 20, create=True)
     rng = random.Random(seed)
     d = seg.col()
@@ -795,7 +812,9 @@ def _drive_random_kills(name, seed, logdir, kills):
     bad = []                    # what any check found
     counted = []                # repairs counted by each repair (stats()['repairs'] after - before)
     verified = 0
+    crashed = 0                 # deaths at a crash point
     fd = os.open("/dev/shm/" + name, os.O_RDONLY)
+    mm = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
     try:
         with Children() as ch:
             running = {}
@@ -809,7 +828,9 @@ def _drive_random_kills(name, seed, logdir, kills):
             for wid in range(RK_WORKERS):
                 start(wid)
             t0 = time.monotonic()
-            for k in range(kills):
+            k = n_kill = 0
+            while n_kill < kills or crashed < crashes:
+                k += 1
                 time.sleep(rng.uniform(0.003, 0.04))
                 busy = [w for w in range(RK_WORKERS) if _proc_state(running[w]) == "R"]
                 wid = rng.choice(busy or list(range(RK_WORKERS)))
@@ -821,12 +842,32 @@ def _drive_random_kills(name, seed, logdir, kills):
                         errors.append("worker %d ended by itself (exit %r)" % (w, code))
                 if errors:
                     break
-                code = ch.kill(running.pop(wid))
-                models[wid].dead()
-                if code != -signal.SIGKILL:
-                    died.append(code)
-                    errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
-                    break
+                holder = _lock_word(fd) & 0x3FFFFFFF
+                pid = running.pop(wid)
+                crash = crashed < crashes and (n_kill >= kills or rng.random() < (crashes - crashed) / (
+                    kills + crashes - n_kill - crashed))
+                # (a worker told to crash must get the lock: not while a stopped one holds it)
+                if crash and holder not in [running[w] for w in others]:
+                    os.kill(pid, signal.SIGUSR1)            # die at a crash point soon
+                    try:
+                        code = ch.wait(pid, 10)
+                    except TimeoutError:
+                        code = ch.kill(pid)
+                    models[wid].dead()
+                    if code != _heap.CRASH_EXIT_CODE:
+                        died.append(code)
+                        errors.append("worker %d, told to crash, ended with %r" % (wid, code))
+                        break
+                    crashed += 1
+                else:
+                    crash = False
+                    n_kill += 1
+                    code = ch.kill(pid)
+                    models[wid].dead()
+                    if code != -signal.SIGKILL:
+                        died.append(code)
+                        errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
+                        break
                 held = bool(_lock_word(fd) & OWNER_DIED)
                 r0 = seg.stats()["repairs"]
                 try:
@@ -835,12 +876,13 @@ def _drive_random_kills(name, seed, logdir, kills):
                     assert not held
                 else:                       # (a stopped worker holds it: nothing to repair, nothing to see)
                     try:
-                        found = _rk_verify(seg, d, models)
+                        found = _rk_verify(seg, d, models, mm)
                         verified += 1
                         if held:
                             counted.append(seg.stats()["repairs"] - r0)
-                            after_repair.append([k, found])
-                        bad += ["after kill %d (%s): %s" % (k, "a holder" if held else "not the holder", p)
+                            after_repair.append([k, found, crash])
+                        bad += ["after death %d (%s, %s): %s" % (k, "at a crash point" if crash else "SIGKILL",
+                                                                 "a holder" if held else "not the holder", p)
                                 for p in found]
                     finally:
                         seg.release()
@@ -866,14 +908,16 @@ def _drive_random_kills(name, seed, logdir, kills):
                 m.dead()
             with seg.lock():
                 seg.collect()
-                bad += ["at the end: %s" % p for p in _rk_verify(seg, d, models)]
+                bad += ["at the end: %s" % p for p in _rk_verify(seg, d, models, mm)]
         stats = seg.stats()
     finally:
+        mm.close()
         os.close(fd)
         seg.close()
         seg.unlink()
     report = {"errors": errors, "died": died, "bad": bad[:20], "after_repair": after_repair, "counted": counted,
-              "verified": verified, "repairs": stats["repairs"], "kill_seconds": t_kills, "kills": k + 1,
+              "verified": verified, "repairs": stats["repairs"], "kill_seconds": t_kills, "kills": n_kill,
+              "crashed": crashed,
               "workers": {}}
     for wid, m in models.items():
         report["workers"][wid] = {"counts": m.counts, "max_wait": m.max_wait, "incarnations": incarnations[wid]}
@@ -884,15 +928,16 @@ def _drive_random_kills(name, seed, logdir, kills):
 def test_random_kills(shm_name, tmp_path):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
-                   timeout=140)
-    print("%d kills in %.1f s, %d repairs, %d checks of the segment and the model under the lock right after "
-          "a kill" % (r["kills"], r["kill_seconds"], r["repairs"], r["verified"]))
+                   RK_CRASHES, timeout=140)
+    print("%d kills and %d deaths at a crash point in %.1f s, %d repairs, %d checks of the segment and the model "
+          "under the lock right after a death" % (r["kills"], r["crashed"], r["kill_seconds"], r["repairs"],
+                                                  r["verified"]))
     for wid, w in sorted(r["workers"].items()):
         print("worker %s: %r, %d incarnations, longest lock wait %.3f s"
               % (wid, w["counts"], w["incarnations"], w["max_wait"]))
     assert not r["errors"], r["errors"]
     assert not r["bad"], "\n".join(r["bad"])
-    assert r["kills"] == RK_KILLS
+    assert r["kills"] >= RK_KILLS and r["crashed"] == RK_CRASHES
     for wid, w in sorted(r["workers"].items()):
         assert w["max_wait"] <= WAIT_LIMIT, "worker %s waited %.2f s for the lock" % (wid, w["max_wait"])
         assert w["counts"]["acked"] >= 100
@@ -900,9 +945,10 @@ def test_random_kills(shm_name, tmp_path):
     assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation"
     # each holder killed was repaired once, by the driver, which checked
     # the segment and the model before anything else wrote
-    assert len(r["after_repair"]) >= 30, "only %d kills hit a lock holder" % len(r["after_repair"])
     assert r["counted"] == [1] * len(r["after_repair"]), r["counted"]
     assert r["repairs"] == len(r["after_repair"])
+    assert sum(1 for _, _, crash in r["after_repair"] if crash) == RK_CRASHES   # each one a holder's death
+    assert sum(1 for _, _, crash in r["after_repair"] if not crash) >= 30, "the kills rarely hit a lock holder"
     assert_no_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
 
 
@@ -913,11 +959,12 @@ def test_meta_random_kills_without_repair_fail(shm_name, tmp_path):
     check right after a holder's death must find the damage."""
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
-                   timeout=140, env={"DSHARED_TEST_NO_REPAIR": "1"})
-    print("%d kills, %d holders killed; found: %s" % (r["kills"], len(r["after_repair"]), r["bad"][:5]))
+                   RK_CRASHES, timeout=140, env={"DSHARED_TEST_NO_REPAIR": "1"})
+    print("%d kills, %d deaths at a crash point, %d holders dead; found: %s"
+          % (r["kills"], r["crashed"], len(r["after_repair"]), r["bad"][:5]))
     assert not r["errors"], r["errors"]
     assert r["repairs"] == 0, "a repair ran although the hook switched it off"
-    caught = [k for k, found in r["after_repair"] if found]
+    caught = [k for k, found, _ in r["after_repair"] if found]
     assert caught, "without repair every holder's death still looked sound"
 
 
@@ -958,6 +1005,7 @@ class _Lines:
 def _hd_waiter(name, cmd_fd, out_fd):
     """Wait for a command, then block on the lock; report the times."""
     seg = dshared.Segment(name, create=False)
+    hfd = os.open("/dev/shm/" + name, os.O_RDONLY)         # for the journal count
     cmds = _Lines(cmd_fd)
     while True:
         cmd = cmds.get(600)
@@ -975,6 +1023,9 @@ def _hd_waiter(name, cmd_fd, out_fd):
         # before any write of its own (which would tidy what a broken repair
         # left): the segment checks clean and a holder's big write is whole
         problems = seg.check().problems[:10]
+        jcount = struct.unpack("<Q", os.pread(hfd, 8, _corrupt.H_JCOUNT))[0]
+        if jcount:
+            problems.append("journal count %d" % jcount)
         whole = _hd_whole(seg.col())
         seg.col()['last_waiter'] = os.getpid()      # a write under the lock
         seg.release()
@@ -1000,16 +1051,21 @@ def _hd_whole(d):
         return "%s: %s" % (type(e).__name__, e)
 
 
-def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False):
+def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False, crash_at=0):
     """Take the lock, write under it, report, then wait (to be killed, or
     told to finish); with mid_write, write big values until killed, so that
-    the kill lands in the middle of a write."""
+    the kill lands in the middle of a write; with crash_at, wait for a
+    command, then write them until the crash_at-th crash point (inside a
+    write, its publication included) ends the process."""
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     with seg.lock():
         d['round'] = rnd                    # committed before the death: must survive
         d['rounds'].append(rnd)
         _send(out_fd, ["locked", time.monotonic()])
+        if crash_at:
+            _Lines(cmd_fd).get(600)
+            _heap.test_hooks(crash_at=crash_at)
         if mid_write:
             for i in range(10 ** 9):
                 d['w'] = _hd_big(rnd, i)
@@ -1033,9 +1089,14 @@ def _start_waiters(ch, name):
     return waiters
 
 
-def _drive_holder_death(name, rounds):
-    """`rounds` holders killed while 8 waiters block: the even rounds' after
-    their write committed, the odd rounds' in the middle of big writes."""
+HD_MODES = ["committed", "in a write", "committed", "at a crash point"]
+
+
+def _drive_holder_death(name, rounds, seed):
+    """`rounds` holders die while 8 waiters block: by SIGKILL after their
+    write committed (half the rounds), by SIGKILL in the middle of big
+    writes, or at a random crash point of a big write (_heap.test_hooks)."""
+    rng = random.Random(seed)
     seg = dshared.Segment(name, 16 << 20, create=True)
     d = seg.col()
     d['rounds'] = []
@@ -1045,9 +1106,13 @@ def _drive_holder_death(name, rounds):
             waiters = _start_waiters(ch, name)
             for rnd in range(rounds):
                 r0 = seg.stats()['repairs']
+                mode = HD_MODES[rnd % len(HD_MODES)]
                 h_r, h_w = os.pipe()
-                holder = ch.fork(_hd_holder, name, rnd, h_w, None, rnd % 2 == 1)
+                g_r, g_w = os.pipe()
+                holder = ch.fork(_hd_holder, name, rnd, h_w, g_r, mode != "committed",
+                                 rng.randint(1, 40) if mode == "at a crash point" else 0)
                 os.close(h_w)
+                os.close(g_r)
                 hl = _Lines(h_r)
                 hl.get(30)                           # it holds the lock
                 for _, c_w, _ in waiters:
@@ -1055,8 +1120,13 @@ def _drive_holder_death(name, rounds):
                 starts = [ol.get(30)[1] for _, _, ol in waiters]
                 time.sleep(0.015)                    # let them reach the futex
                 t_kill = time.monotonic()
-                code = ch.kill(holder)
+                if mode == "at a crash point":
+                    _send(g_w, "go")
+                    code = ch.wait(holder, 30)
+                else:
+                    code = ch.kill(holder)
                 os.close(h_r)
+                os.close(g_w)
                 got = []
                 for _, _, ol in waiters:
                     try:
@@ -1065,7 +1135,7 @@ def _drive_holder_death(name, rounds):
                         got.append(["lost", repr(e)])
                 ends = [g[2] for g in got if g[0] == "got"]
                 first = min((g for g in got if g[0] == "got"), key=lambda g: g[2], default=None)
-                info = {"code": code, "acquired": len(ends), "mid_write": rnd % 2 == 1,
+                info = {"code": code, "acquired": len(ends), "mode": mode,
                         "first_problems": first[3] if first else None, "first_whole": first[4] if first else None,
                         "all_problems": [p for g in got if g[0] == "got" for p in g[3]],
                         "all_whole": all(g[4] is True for g in got if g[0] == "got"),
@@ -1098,19 +1168,20 @@ def test_holder_killed_while_8_waiters_block(shm_name):
     """Each waiter, once it has the lock and before it writes, runs check()
     and looks at the value the holder was writing: the first of them does
     so right after the repair."""
-    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, HD_ROUNDS, timeout=140)
+    seed = test_seed()
+    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, HD_ROUNDS, seed, timeout=140)
     assert not r["errors"], r["errors"]
     rounds = r["rounds"]
     for i, x in enumerate(rounds):
-        assert not x["all_problems"], "round %d (%s): check() after the repair: %r" % (
-            i, "killed in a write" if x["mid_write"] else "killed after its write", x["all_problems"][:5])
+        assert not x["all_problems"], "round %d (died %s): check() after the repair: %r" % (
+            i, x["mode"], x["all_problems"][:5])
         assert x["all_whole"], "round %d: the value written when the holder died is not whole: %r" % (i, x)
     assert len(rounds) == HD_ROUNDS
     latest = max(x["latest"] for x in rounds)
     print("%d holders killed; all %d waiters had the lock at most %.3f s after each kill"
           % (len(rounds), HD_WAITERS, latest))
     for i, x in enumerate(rounds):
-        assert x["code"] == -signal.SIGKILL, (i, x)
+        assert x["code"] == (_heap.CRASH_EXIT_CODE if x["mode"] == "at a crash point" else -signal.SIGKILL), (i, x)
         assert x["acquired"] == HD_WAITERS, (i, x)
         assert x["started_before_kill"], (i, x)
         assert x["earliest"] > 0, "round %d: a waiter got the lock while the holder lived: %r" % (i, x)
@@ -1124,15 +1195,15 @@ def test_holder_killed_while_8_waiters_block(shm_name):
 @pytest.mark.timeout(150)
 def test_meta_holder_killed_in_a_write_without_repair_fails(shm_name):
     """DSHARED_TEST_NO_REPAIR in the waiters (the mutex is made consistent,
-    nothing is repaired): the first waiter's check after a holder killed in
+    nothing is repaired): the first waiter's check after a holder died in
     the middle of a write finds the damage."""
-    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, 20, timeout=140,
+    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, 20, test_seed(), timeout=140,
                    env={"DSHARED_TEST_NO_REPAIR": "1"})
     rounds = r["rounds"]
     print("damaged in round %s: %r" % (r.get("damaged"), rounds[-1]))
     assert all(x["repairs"] == 0 for x in rounds), "a repair ran although the hook switched it off"
     assert r.get("damaged") is not None, "without repair every holder's death still looked sound"
-    assert rounds[-1]["mid_write"]
+    assert rounds[-1]["mode"] != "committed"
     assert rounds[-1]["first_problems"] or rounds[-1]["first_whole"] is not True, rounds[-1]
 
 
