@@ -483,6 +483,30 @@ def _mutate(rng, image, cap, lay, donor):
     return "header word at %d = %d" % (at, val), data
 
 
+def _forged_ascii(data, lay):
+    """True if `data` holds, where the intact image holds a str (a STR
+    block, an inline str cell, a packed pair), one flagged ASCII whose
+    bytes are not all ASCII: the flag flipped, or the bytes changed under
+    it."""
+    def non_ascii(lo, n):
+        return any(b & 0x80 for b in data[lo:lo + n])
+    for at in lay.str_flags:            # at: the flags word; the length before it, the bytes after it
+        n = _u64(data, at - 8)
+        if data[at] & 1 and n <= len(data) - at - 8 and non_ascii(at + 8, n):
+            return True
+    for c, _ in lay.cells:
+        tag = data[c]
+        if tag == T_SSTR and data[c + 1] & 0x80 and non_ascii(c + 2, min(data[c + 1] & 0x7F, 14)):
+            return True
+        if tag == T_PACKED:
+            klen, vlen = data[c + 1] & 0x7F, data[c + 3] & 0x7F
+            if data[c + 1] & 0x80 and non_ascii(c + 4, min(klen, 28)):
+                return True
+            if data[c + 2] == T_SSTR and data[c + 3] & 0x80 and non_ascii(c + 4 + klen, min(vlen, 28 - min(klen, 28))):
+                return True
+    return False
+
+
 def _open_bug_in(image, data, lay, outcome):
     """The open bug (OPEN_BUGS) whose trigger the mutated image `data` holds
     and the intact `image` does not, or whose exact failure `outcome` is,
@@ -501,10 +525,8 @@ def _open_bug_in(image, data, lay, outcome):
             hit = any(_u64(data, t + 40) < _u64(image, t + 40) for t, _, _ in lay.tables)
         elif bug == "block_size":           # a block's size changed (freed, it goes on with that size)
             hit = any(_u32(data, off) != _u32(image, off) for off, _, _ in lay.blocks)
-        elif bug == "ascii_flag":           # a str's ASCII flag set that the image had clear
-            hit = (any(data[at] & 1 and not image[at] & 1 for at in lay.str_flags)
-                   or any(data[c + i] & 0x80 and not image[c + i] & 0x80
-                          for c, _ in lay.cells if image[c] in (T_SSTR, T_PACKED) for i in (1, 3)))
+        elif bug == "ascii_flag":           # a str flagged ASCII over bytes that are not
+            hit = _forged_ascii(data, lay)
         elif bug in OPEN_BUG_FAILURES:
             hit = re.match(OPEN_BUG_FAILURES[bug], outcome)
         else:
