@@ -44,7 +44,8 @@ OPEN_BUG_FAILURES = {
     "container_key": r"(unclean |check ok, then the walk raised )TypeError: unhashable type: 'Shared(Dict|List)'$",
     "named_not_dict": r"(unclean |check ok, then the walk raised )TypeError: collection '[^']*' is not a dict$",
     "tuple_key_unchecked": r"check ok, then the walk raised CorruptSegmentError: malformed tuple key$",
-    "cell_kind_unchecked": r"check ok, then the walk raised CorruptSegmentError: no valid \w+ block at offset \d+ of segment",
+    "cell_kind_unchecked": r"check ok, then the walk raised CorruptSegmentError: no valid \w+ block at offset \d+ "
+                           r"of segment",
     "key_hash_unchecked": r"check ok, then the walk raised AssertionError: key .* iterated, then not in the dict$",
     "poisoned_unchecked": r"check ok, then the walk raised CorruptSegmentError: segment '[^']*' was marked corrupt by "
                           r"a failed repair$",
@@ -980,9 +981,11 @@ def _entry_cells(data, lay, key):
         for i in range(_u64(data, p + 16)):
             c = ents + 40 * i + 8
             tag = data[c]
-            if tag in (T_SSTR, T_PACKED) and data[c + 1] & 0x7F == len(kb) and data[c + (4 if tag == T_PACKED else 2):][:len(kb)] == kb:
+            at = c + (4 if tag == T_PACKED else 2)
+            if tag in (T_SSTR, T_PACKED) and data[c + 1] & 0x7F == len(kb) and data[at:at + len(kb)] == kb:
                 return c, c + 16
-            if tag == T_STR and data[_u64(data, c + 8) + 32:][:len(kb)] == kb and _u64(data, _u64(data, c + 8) + 16) == len(kb):
+            blk = _u64(data, c + 8)
+            if tag == T_STR and _u64(data, blk + 16) == len(kb) and data[blk + 32:blk + 32 + len(kb)] == kb:
                 return c, c + 16
     raise LookupError(key)
 

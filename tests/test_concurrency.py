@@ -791,10 +791,10 @@ def _drive_random_kills(name, seed, logdir, kills, crashes):
     random count): inside a write, the journal of its publication included,
     which a SIGKILL at a random time almost never hits (a few microseconds),
     and where only the repair's journal undo makes the write whole or
-    absent. After each death the driver takes the lock itself: if the killed worker held it, the driver is the one that
-    repairs, and it checks the segment and the model at once, before any
-    other process can write (a next writer would tidy a journal that a
-    broken repair left behind)."""
+    absent. After each death the driver takes the lock itself: if the dead
+    worker held it, the driver is the one that repairs, and it checks the
+    segment and the model at once, before any other process can write (a
+    next writer would tidy a journal that a broken repair left behind)."""
     seg = dshared.Segment(name, 64 << 20, create=True)
     rng = random.Random(seed)
     d = seg.col()
@@ -808,7 +808,7 @@ def _drive_random_kills(name, seed, logdir, kills, crashes):
     incarnations = {wid: 0 for wid in range(RK_WORKERS)}
     errors = []
     died = []
-    after_repair = []           # [kill number, problems] of each check right after a repair
+    after_repair = []           # [death number, problems, at a crash point] of each check right after a repair
     bad = []                    # what any check found
     counted = []                # repairs counted by each repair (stats()['repairs'] after - before)
     verified = 0
@@ -902,7 +902,6 @@ def _drive_random_kills(name, seed, logdir, kills, crashes):
                         died.append(code)
                         if code != -signal.SIGSEGV:
                             errors.append("worker %d exit %r at the end" % (wid, code))
-        problems = []
         if not bad and not errors:
             for m in models.values():
                 m.dead()
