@@ -32,6 +32,7 @@ Core bugs the suite found are regression tests at the end of this file.
 A newly found one goes into _corrupt.OPEN_BUGS with a strict xfail test
 until it is fixed.
 """
+import os
 import struct
 import time
 
@@ -223,6 +224,17 @@ def test_check_sees_a_key_whose_stored_hash_does_not_fit(shm_name):
     assert "key_hash_unchecked" in OPEN_BUGS
     outcome = _open_bug(shm_name, "key_hash_unchecked")
     assert outcome in GOOD, outcome
+
+
+@pytest.mark.xfail(strict=True, reason="clear() of the root dies of SIGSEGV in release_block -> _push_children -> "
+                                       "_push_cell after 256 bytes of a BYTES block (its length included) and of "
+                                       "a free block were swapped (found by the full-scale run, seed 4119718602, "
+                                       "image 2, mutation 144)")
+def test_releasing_a_block_whose_bytes_were_swapped_stays_in_bounds(shm_name):
+    path = os.path.join(IMAGES_DIR, "open", "release-pushes-children-of-a-swapped-block.img.gz")
+    res = run_driver("_corrupt", "_replay_all", shm_name, [path], timeout=60)
+    print(res)
+    assert all(v[0] in GOOD for v in res.values()), res
 
 
 @pytest.mark.xfail(strict=True, reason="check() says ok over a segment flagged poisoned (a failed repair), "
