@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import random
+import re
 import resource
 import select
 import signal
@@ -19,16 +20,47 @@ from _proc import Children, read_all, unlink_quietly
 
 # Core bugs still open, each shown by a strict xfail test at the end of
 # tests/test_corruption.py. While one is open, a child that fails on an
-# image that holds its trigger (see _open_bug_in) counts as "open bug ...",
-# not as a failure, and the targeted mutations of the first four, which
-# would fail nearly every time (the zeroed mutex after a 2 s wait), are left
-# out. When its xfail test passes (an XPASS fails the run), take the bug out
-# of this set: its mutations come back and count again.
-OPEN_BUGS = set()           # none open; the six it found are fixed (see test_corruption.py)
+# image that holds its trigger, or with its exact failure (see
+# _open_bug_in), counts as "open bug ...", not as a failure; the targeted
+# mutations of the first four, which would fail nearly every time (the
+# zeroed mutex after a 2 s wait), are left out. When its xfail test passes
+# (an XPASS fails the run), take the bug out of this set: its mutations
+# come back and its failures count again.
+OPEN_BUGS = {
+    # found by the flag families and the check() property (issue 11, items 4-6):
+    "ascii_flag",           # a non-ASCII str flagged ASCII: a forged str, SIGSEGV on iteration
+    "bad_utf8",             # bytes of a STR block that are not UTF-8: UnicodeDecodeError
+    "container_key",        # a key cell that refers to a list or dict: TypeError unhashable
+    "named_not_dict",       # a named collection that is not a dict: TypeError
+    "tuple_key_unchecked",  # check() ok, then "malformed tuple key"
+    "cell_kind_unchecked",  # check() ok, then "no valid bytes block" (a cell's tag is not its block's kind)
+    "key_hash_unchecked",   # check() ok, then a key that iteration gives is not found (its hash does not fit)
+    "poisoned_unchecked",   # check() ok on a segment flagged poisoned, whose every read then raises
+}
+# Also open, with no trigger to recognise it by (1 child in 20,000): a
+# write's release of a block whose bytes were swapped dies of SIGSEGV
+# (corruption_images/open/, test_releasing_a_block_whose_bytes_were_swapped_stays_in_bounds).
 
-N_IMAGES = 50
+# the exact failure of each open bug found by its symptom (see _open_bug_in)
+OPEN_BUG_FAILURES = {
+    "bad_utf8": r"(unclean |check ok, then the walk raised )UnicodeDecodeError: 'utf-8' codec can't decode",
+    "container_key": r"(unclean |check ok, then the walk raised )TypeError: unhashable type: 'Shared(Dict|List)'$",
+    "named_not_dict": r"(unclean |check ok, then the walk raised )TypeError: collection '[^']*' is not a dict$",
+    "tuple_key_unchecked": r"check ok, then the walk raised CorruptSegmentError: malformed tuple key$",
+    "cell_kind_unchecked": r"check ok, then the walk raised CorruptSegmentError: no valid \w+ block at offset \d+ "
+                           r"of segment",
+    "key_hash_unchecked": r"check ok, then the walk raised AssertionError: key .* iterated, then not in the dict$",
+    "poisoned_unchecked": r"check ok, then the walk raised CorruptSegmentError: segment '[^']*' was marked corrupt by "
+                          r"a failed repair$",
+}
+
+N_IMAGES = 50                   # RELIABILITY.md's scale: the slow test
 N_MUTATIONS = 400
-WORKERS = 2
+QUICK_IMAGES = 8                # the default run's
+QUICK_MUTATIONS = 100
+# one worker per CPU this process may use (at least 2, at most 8); each
+# forks the children of its images one at a time
+WORKERS = max(2, min(8, len(os.sched_getaffinity(0))))
 CHILD_SECONDS = 2               # the alarm in each child
 CHILD_MEMORY = 256 << 20        # address space a child may add to what it had at fork
 HEADER = 4096
@@ -43,7 +75,7 @@ NBINS = 128
 
 # block kinds and cell tags (dshared/_heap.pxd)
 K_FREE, K_STR, K_BYTES, K_BIGINT, K_TUPLE, K_DICT, K_LIST, K_TABLE, K_ITEMS, K_KTUPLE = range(10)
-T_STR, T_TUPLE, T_DICT, T_LIST, T_KTUPLE, T_PACKED = 8, 11, 12, 13, 14, 15
+T_SSTR, T_STR, T_TUPLE, T_DICT, T_LIST, T_KTUPLE, T_PACKED = 6, 8, 11, 12, 13, 14, 15
 T_REF = range(8, 15)            # tags whose cell holds a block offset at 8..15
 
 
@@ -190,6 +222,9 @@ class Layout:
         self.lengths = []           # (where, width, owner block)
         self.tables = []            # (table offset, nslots, index at)
         self.cells = []             # (cell at, owner block)
+        self.str_flags = []         # where a STR block's flags word lies (bit 0: ASCII)
+        self.utf8 = []              # (start, end) of the bytes of a non-ASCII STR block
+        self.ktuples = []           # (start, end) of a key tuple's canonical encoding
         self.by_kind = {}
         off = HEADER
         while off < self.top:
@@ -205,6 +240,13 @@ class Layout:
                 self.refs += [(p, off), (p + 8, off)]
             elif kind in (K_STR, K_BYTES, K_BIGINT, K_KTUPLE):
                 self.lengths.append((p, 8, off))
+                if kind == K_STR:
+                    self.str_flags.append(p + 8)
+                    n = _u64(image, p)
+                    if not _u64(image, p + 8) & 1 and 0 < n <= size - 32:
+                        self.utf8.append((p + 16, p + 16 + n))
+                elif kind == K_KTUPLE and 0 < _u64(image, p) <= size - 24:
+                    self.ktuples.append((p + 8, p + 8 + _u64(image, p)))
             elif kind == K_TUPLE:
                 self.lengths.append((p, 8, off))
                 self._cells(image, p + 8, _u64(image, p), off)
@@ -237,15 +279,98 @@ class Layout:
                 self.lengths.append((c + 1, 1, owner))
 
 
-def _mutate(rng, image, cap, lay):
-    """One mutation of `image`: (description, mutated bytes)."""
+def _mutate_ranges(rng, data, size, lay, donor):
+    """The families that move whole ranges: copied from another live
+    segment (`donor`, built like the image but from other values and
+    another hash seed), a whole header from it, swapped, shifted by 16,
+    zero and 0xFF pages. (description, data)."""
+    r = rng.randrange(10)
+    end = min(size, len(donor))
+    if min(end, size) - HEADER < 64:
+        return "heap too small: unchanged", data
+
+    def length(choices, room):
+        return rng.choice([n for n in choices if n <= room // 2] or [16])
+    if r < 3:                                       # a range of another live segment
+        n = length([8, 16, 32, 64, 256, 1024, 4096], end - HEADER)
+        src = rng.randrange(HEADER, end - n) & ~15 if rng.random() < 0.7 else rng.randrange(HEADER, end - n)
+        dst = src if rng.random() < 0.5 else rng.randrange(HEADER, size - n) & ~15
+        data[dst:dst + n] = donor[src:src + n]
+        return "%d bytes at %d copied from another segment's %d" % (n, dst, src), data
+    if r < 4:                                       # another segment's header (its seed, top, bins, ...)
+        keep_mutex = rng.random() < 0.5
+        hi = H_MUTEX if keep_mutex else HEADER
+        data[:hi] = donor[:hi]
+        return "header (to %d) copied from another segment" % hi, data
+    if r < 6:                                       # two ranges swapped
+        if rng.random() < 0.5 and len(lay.blocks) > 1:
+            (a, na, _), (b, nb, _) = rng.sample(lay.blocks, 2)
+            n = min(na, nb)
+        else:
+            n = length([8, 16, 48, 64, 256, 1024], size - HEADER)
+            a, b = (rng.randrange(HEADER, size - n) & ~(15 if rng.random() < 0.7 else 7) for _ in range(2))
+        if abs(a - b) < n:
+            return "ranges overlap: unchanged", data
+        data[a:a + n], data[b:b + n] = data[b:b + n], data[a:a + n]
+        return "%d bytes at %d and %d swapped" % (n, a, b), data
+    if r < 8:                                       # a range shifted by 16 bytes, up or down
+        n = length([16, 32, 64, 256, 1024, 4096], size - HEADER)
+        at = rng.randrange(HEADER + 16, max(HEADER + 17, size - n - 16)) & ~15
+        d = rng.choice([16, -16])
+        data[at + d:at + d + n] = bytes(data[at:at + n])
+        del data[size:]
+        return "%d bytes at %d shifted by %d" % (n, at, d), data
+    page = rng.randrange((size + 4095) // 4096) * 4096  # a zero or 0xFF page (the header's too)
+    fill = rng.choice([0, 0xFF])
+    end = min(size, page + 4096)
+    data[page:end] = bytes([fill]) * (end - page)
+    return "page at %d filled with %#x" % (page, fill), data
+
+
+def _mutate_flags(rng, data, lay):
+    """Flags that lie and encodings that do not decode: a STR block's ASCII
+    flag, an inline str's or a packed pair's ASCII bit, bytes of non-ASCII
+    UTF-8, bytes of a key tuple's encoding. (description, data)."""
+    r = rng.randrange(4)
+    if r == 0 and lay.str_flags:
+        at = rng.choice(lay.str_flags)
+        val = rng.choice([0, 1, 2, 3, 0xFF, 2 ** 63 + 1])
+        struct.pack_into("<Q", data, at, val)
+        return "STR flags at %d = %d" % (at, val), data
+    if r == 1:
+        cells = [at for at, _ in lay.cells if data[at] in (T_SSTR, T_PACKED)]
+        if cells:
+            at = rng.choice(cells)
+            i = rng.choice([1, 3]) if data[at] == T_PACKED else 1
+            data[at + i] ^= 0x80
+            return "ASCII bit of the str cell at %d (byte %d) flipped" % (at, i), data
+    if r == 2 and lay.utf8:
+        lo, hi = rng.choice(lay.utf8)
+        at = rng.randrange(lo, hi)
+        data[at] = rng.choice([0xFF, 0xC0, 0x80, 0xED, 0x00, ord("a")])
+        return "UTF-8 byte at %d = %d" % (at, data[at]), data
+    if lay.ktuples:
+        lo, hi = rng.choice(lay.ktuples)
+        at = rng.randrange(lo, hi)
+        data[at] = rng.choice([0, 1, 4, 6, 7, 8, 11, 12, 13, 14, 15, 0x7F, 0xFF, data[at] ^ 1])
+        return "key tuple byte at %d = %d" % (at, data[at]), data
+    return "no flags: unchanged", data
+
+
+def _mutate(rng, image, cap, lay, donor):
+    """One mutation of `image`: (description, mutated bytes). `donor` is
+    another live segment's image."""
     data = bytearray(image)
     size = len(image)
+    r = rng.randrange(125)
+    if r >= 110:
+        return _mutate_ranges(rng, data, size, lay, donor)
+    if r >= 100:
+        return _mutate_flags(rng, data, lay)
     specials = [0, 8, 16, cap, cap + 8, cap - 8, cap - 16, 2 ** 63, 2 ** 64 - 1, 2 ** 64 - 16, 2 ** 64 - 32, 2 ** 32,
                 HEADER, HEADER + 1, HEADER + 8, lay.top, lay.top - 16]
     if "valid_ref_wraps" in OPEN_BUGS:
         specials.remove(2 ** 64 - 16)
-    r = rng.randrange(100)
     if r < 8:                                       # bit flips anywhere in the heap
         for _ in range(rng.randint(1, 8)):
             i = rng.randrange(HEADER, size)
@@ -362,9 +487,34 @@ def _mutate(rng, image, cap, lay):
     return "header word at %d = %d" % (at, val), data
 
 
-def _open_bug_in(image, data, lay):
+def _forged_ascii(data, lay):
+    """True if `data` holds, where the intact image holds a str (a STR
+    block, an inline str cell, a packed pair), one flagged ASCII whose
+    bytes are not all ASCII: the flag flipped, or the bytes changed under
+    it."""
+    def non_ascii(lo, n):
+        return any(b & 0x80 for b in data[lo:lo + n])
+    for at in lay.str_flags:            # at: the flags word; the length before it, the bytes after it
+        n = _u64(data, at - 8)
+        if data[at] & 1 and n <= len(data) - at - 8 and non_ascii(at + 8, n):
+            return True
+    for c, _ in lay.cells:
+        tag = data[c]
+        if tag == T_SSTR and data[c + 1] & 0x80 and non_ascii(c + 2, min(data[c + 1] & 0x7F, 14)):
+            return True
+        if tag == T_PACKED:
+            klen, vlen = data[c + 1] & 0x7F, data[c + 3] & 0x7F
+            if data[c + 1] & 0x80 and non_ascii(c + 4, min(klen, 28)):
+                return True
+            if data[c + 2] == T_SSTR and data[c + 3] & 0x80 and non_ascii(c + 4 + klen, min(vlen, 28 - min(klen, 28))):
+                return True
+    return False
+
+
+def _open_bug_in(image, data, lay, outcome):
     """The open bug (OPEN_BUGS) whose trigger the mutated image `data` holds
-    and the intact `image` does not, or None."""
+    and the intact `image` does not, or whose exact failure `outcome` is,
+    or None."""
     wraps = struct.pack("<Q", 2 ** 64 - 16)
     for bug in sorted(OPEN_BUGS):
         if bug == "valid_ref_wraps":
@@ -379,6 +529,10 @@ def _open_bug_in(image, data, lay):
             hit = any(_u64(data, t + 40) < _u64(image, t + 40) for t, _, _ in lay.tables)
         elif bug == "block_size":           # a block's size changed (freed, it goes on with that size)
             hit = any(_u32(data, off) != _u32(image, off) for off, _, _ in lay.blocks)
+        elif bug == "ascii_flag":           # a str flagged ASCII over bytes that are not
+            hit = _forged_ascii(data, lay)
+        elif bug in OPEN_BUG_FAILURES:
+            hit = re.match(OPEN_BUG_FAILURES[bug], outcome)
         else:
             raise ValueError(bug)
         if hit:
@@ -388,21 +542,81 @@ def _open_bug_in(image, data, lay):
 
 # -- a child: attach, check, walk everything, get, set, delete ---------------------------
 
-# exceptions that mean "this segment is bad" (or the plain dict/list answer).
-# TypeError: a key cell mutated into a dict or list reference reads back as
-# an (unhashable) view, which the walk then looks up. RuntimeError: a
-# mutated mutex ("release of a lock this thread does not hold").
-# Anything else, MemoryError not SegmentFullError above all, is a failure.
-CLEAN = (dshared.CorruptSegmentError, dshared.StaleReferenceError, dshared.SegmentFullError, KeyError,
-         IndexError, ValueError, TypeError, RuntimeError, PermissionError, FileNotFoundError)
-UNCLEAN = (MemoryError, SystemError, RecursionError)
+# Exceptions a child may see: damage in the segment surfaces as a
+# DsharedError (CorruptSegmentError above all); KeyError and IndexError are
+# the plain dict/list answers (a delete of a key that a corrupt table no
+# longer finds). Anything else (TypeError, UnicodeDecodeError, MemoryError,
+# SystemError, RecursionError, ...) is a failure.
+CLEAN = (dshared.DsharedError, KeyError, IndexError)
+
+
+def _touch(v):
+    """Read a scalar the way a user would: every character of a str (a
+    forged str breaks there), its encoding, every item of a tuple."""
+    if isinstance(v, str):
+        for _ in v:
+            pass
+        v.encode("utf-8", "surrogatepass")
+        hash(v)
+    elif isinstance(v, tuple):
+        for x in v:
+            _touch(x)
+        hash(v)
+    elif isinstance(v, bytes):
+        hash(v)
+
+
+def _full_walk(mapping):
+    """Every key and value of `mapping`, every nested container (dict and
+    list views), by iteration, by key and by index, the keys/values/items
+    views, len and to_python(); raises whatever a read raises. (The
+    corruption suite's property: check().ok implies this raises nothing.)"""
+    todo = [mapping]
+    seen = set()
+    while todo:
+        c = todo.pop()
+        ident = c._identity()
+        if ident in seen:
+            continue
+        seen.add(ident)
+        n = len(c)
+        if isinstance(c, dshared.SharedDict):
+            keys = list(c)
+            values = []
+            if len(keys) != n:
+                raise AssertionError("a dict of len %d iterates %d keys" % (n, len(keys)))
+            for k in keys:
+                _touch(k)
+                if k not in c:
+                    raise AssertionError("key %r iterated, then not in the dict" % (k,))
+                values.append(c[k])
+            list(c.keys())
+            list(c.items())
+            values += c.values()
+            list(reversed(c))
+        else:
+            values = list(c)
+            if len(values) != n:
+                raise AssertionError("a list of len %d iterates %d items" % (n, len(values)))
+            values += [c[i] for i in range(n)]
+            c[:]
+            list(reversed(c))
+        for v in values:
+            if isinstance(v, (dshared.SharedDict, dshared.SharedList)):
+                todo.append(v)
+            else:
+                _touch(v)
+        c.to_python()
+
+
+ROOT_NAMES = (None, "named", "named0", "named1", "named2")
 
 
 def _walk(seg, seen_types):
     """Every container reachable from the roots: len, iteration of keys,
     values and items, a get of each key and of missing ones, each list item
     by index, a slice, a deep copy and the repr."""
-    todo = [seg.col()] + [seg.col(n) for n in ("named", "named0", "named1", "named2")]
+    todo = [seg.col(n) for n in ROOT_NAMES]
     seen = set()
     while todo:
         c = todo.pop()
@@ -436,8 +650,6 @@ def _walk(seg, seen_types):
 
 def _seen(seen_types, e):
     seen_types.add(type(e).__name__)
-    if isinstance(e, UNCLEAN) and not isinstance(e, dshared.SegmentFullError):
-        raise e
     if not isinstance(e, CLEAN):
         raise e
 
@@ -481,16 +693,41 @@ def _nested_writes(seg, seen_types):
             _seen(seen_types, e)
 
 
+def _property(seg, seen_types):
+    """check(), then, if it says ok, _full_walk of every root: None, or the
+    violation of "check().ok implies a full walk raises nothing"."""
+    try:
+        if not seg.check().ok:
+            seen_types.add("check")
+            return None
+    except Exception as e:
+        _seen(seen_types, e)
+        return None
+    for n in ROOT_NAMES:
+        try:
+            root = seg.col(n)
+        except Exception as e:          # not a read: a named root is made on first use
+            _seen(seen_types, e)
+            continue
+        try:
+            _full_walk(root)
+        except Exception as e:
+            return "check ok, then the walk raised %s: %s" % (type(e).__name__, str(e)[:200])
+    return None
+
+
 def _exercise(name, seen_types):
-    """Every read path, then writes, over the (maybe corrupt) segment; each
-    phase runs even if the one before raised. Returns "refused", "noticed"
-    or "ok"."""
+    """check() and the full walk (the property), then every read path, then
+    writes, over the (maybe corrupt) segment; each phase runs even if the
+    one before raised. Returns "refused", "noticed", "ok" or the property's
+    violation."""
     try:
         seg = dshared.Segment(name, create=False)
     except Exception as e:
         _seen(seen_types, e)
         return "refused"
-    steps = [lambda: seg.check().ok or seen_types.add("check")]
+    violation = []
+    steps = [lambda: violation.append(_property(seg, seen_types))]
     steps.append(lambda: _walk(seg, seen_types))
     for k in MISSING:
         steps.append(lambda k=k: seg.col().get(k))
@@ -507,6 +744,8 @@ def _exercise(name, seen_types):
         except Exception as e:
             _seen(seen_types, e)
     seg.close()
+    if violation and violation[0]:
+        return violation[0]
     return "noticed" if seen_types else "ok"
 
 
@@ -577,25 +816,41 @@ def _run_child(name, image, cap, report_r, report_w):
 GOOD = ("ok", "noticed", "refused")
 
 
-def _run_images(name, seed, images, n_mut, save_dir, out_fd):
-    """A worker: build each image of `images`, run n_mut mutations of it in
-    children; sends its tallies, as one JSON line, on out_fd."""
-    res = {"outcomes": {}, "types": {}, "failures": [], "slowest": 0.0, "children": 0, "unchanged": 0}
+def _next_image(jobs_fd):
+    """The next image number from the driver's job pipe, or None when none is left."""
+    b = os.read(jobs_fd, 4)
+    return struct.unpack("<i", b)[0] if len(b) == 4 else None
+
+
+def _run_images(name, seed, jobs_fd, n_mut, save_dir, out_fd):
+    """A worker: takes image numbers from the job pipe until it is empty,
+    builds each image and a donor (another live segment), runs n_mut
+    mutations of the image in children; sends its tallies, as one JSON
+    line, on out_fd."""
+    res = {"outcomes": {}, "types": {}, "failures": [], "slowest": 0.0, "children": 0, "unchanged": 0,
+           "images": 0}
     r, w = os.pipe()
     os.set_blocking(r, False)
-    for img in images:
+    while True:
+        img = _next_image(jobs_fd)
+        if img is None:
+            break
+        res["images"] += 1
         rng = random.Random(seed * 1000003 + img)
         image, cap = _make_image("%s-i%d" % (name, img), rng, img)
+        donor, _ = _make_image("%s-d%d" % (name, img), random.Random(rng.randrange(2 ** 32)), img + 1)
         lay = Layout(image)
         for m in range(n_mut):
-            desc, data = _mutate(rng, image, cap, lay)
+            desc, data = _mutate(rng, image, cap, lay, donor)
             if data == image:
                 res["unchanged"] += 1
             outcome, types, took = _run_child(name + "-c", bytes(data), cap, r, w)
             res["children"] += 1
             res["slowest"] = max(res["slowest"], took)
-            if outcome not in GOOD and _open_bug_in(image, data, lay):
-                outcome = "open bug " + _open_bug_in(image, data, lay)
+            if outcome not in GOOD:
+                bug = _open_bug_in(image, data, lay, outcome)
+                if bug:
+                    outcome = "open bug " + bug
             res["outcomes"][outcome] = res["outcomes"].get(outcome, 0) + 1
             for t in types:
                 res["types"][t] = res["types"].get(t, 0) + 1
@@ -612,7 +867,8 @@ def _run_images(name, seed, images, n_mut, save_dir, out_fd):
 
 def _drive(name, seed, n_images, n_mut, save_dir):
     """The driver: WORKERS workers share the images; returns the merged tallies."""
-    total = {"outcomes": {}, "types": {}, "failures": [], "slowest": 0.0, "children": 0, "unchanged": 0}
+    total = {"outcomes": {}, "types": {}, "failures": [], "slowest": 0.0, "children": 0, "unchanged": 0,
+             "workers": []}
     try:
         _drive_workers(name, seed, n_images, n_mut, save_dir, total)
     finally:
@@ -624,14 +880,21 @@ def _drive(name, seed, n_images, n_mut, save_dir):
 
 
 def _drive_workers(name, seed, n_images, n_mut, save_dir, total):
+    # the images wait in a pipe, 4 bytes each (written whole before any
+    # worker reads, so each read takes one): a worker that gets cheap
+    # images takes more of them
+    jobs_r, jobs_w = os.pipe()
+    for img in range(n_images):
+        os.write(jobs_w, struct.pack("<i", img))
+    os.close(jobs_w)
     with Children() as ch:
         pipes = []
-        for w in range(WORKERS):
+        for w in range(min(WORKERS, n_images)):
             r, wr = os.pipe()
-            pid = ch.fork(_run_images, "%s-w%d" % (name, w), seed, list(range(w, n_images, WORKERS)), n_mut,
-                          save_dir, wr)
+            pid = ch.fork(_run_images, "%s-w%d" % (name, w), seed, jobs_r, n_mut, save_dir, wr)
             os.close(wr)
             pipes.append((pid, r))
+        os.close(jobs_r)
         for pid, r in pipes:
             out = read_all(r).decode()
             code = ch.wait(pid, 60)
@@ -645,6 +908,7 @@ def _drive_workers(name, seed, n_images, n_mut, save_dir, total):
             total["slowest"] = max(total["slowest"], res["slowest"])
             total["children"] += res["children"]
             total["unchanged"] += res["unchanged"]
+            total["workers"].append(res["images"])
 
 
 def _replay(name, path):
@@ -686,6 +950,9 @@ def _open_bug_image(name, bug):
         root["s"] = "a str in a block of its own"
         root["d"] = {"k%d" % i: i for i in range(20)}
         root["l"] = [1, "two", [3]]
+        root["u"] = "\u00e9" * 20                 # a non-ASCII STR block
+        root[("t", 1, "x")] = "tuple key"
+        seg.col("named")["x"] = 1
         top = seg.stats()["top"]
         with open("/dev/shm/" + name, "rb") as f:
             data = bytearray(f.read(top))
@@ -703,8 +970,64 @@ def _open_bug_image(name, bug):
     elif bug == "zeroed_mutex":
         data[H_MUTEX:H_MUTEX + 40] = bytes(40)
     else:
-        raise ValueError(bug)
+        _open_bug_mutation(data, bug)
     return bytes(data), cap
+
+
+def _entry_cells(data, lay, key):
+    """(key cell at, value cell at) of the entry whose key is the str `key`
+    (inline, packed or in a STR block)."""
+    kb = key.encode()
+    for t, nslots, index in lay.tables:
+        p = t + 16
+        ents = p + 32 + 4 * nslots
+        for i in range(_u64(data, p + 16)):
+            c = ents + 40 * i + 8
+            tag = data[c]
+            at = c + (4 if tag == T_PACKED else 2)
+            if tag in (T_SSTR, T_PACKED) and data[c + 1] & 0x7F == len(kb) and data[at:at + len(kb)] == kb:
+                return c, c + 16
+            blk = _u64(data, c + 8)
+            if tag == T_STR and _u64(data, blk + 16) == len(kb) and data[blk + 32:blk + 32 + len(kb)] == kb:
+                return c, c + 16
+    raise LookupError(key)
+
+
+def _open_bug_mutation(data, bug):
+    """Make the damage of one of the open bugs found with the range and
+    flag families and the check() property (see OPEN_BUGS) in `data`, the
+    image _open_bug_image built."""
+    lay = Layout(bytes(data))
+    if bug == "ascii_flag":                 # a non-ASCII STR block flagged ASCII
+        _, v = _entry_cells(data, lay, "u")
+        struct.pack_into("<Q", data, _u64(data, v + 8) + 24, 1)
+    elif bug == "bad_utf8":                 # a byte of a non-ASCII STR block that is not UTF-8
+        _, v = _entry_cells(data, lay, "u")
+        data[_u64(data, v + 8) + 32 + 1] = 0xFF
+    elif bug == "container_key":            # a key cell that refers to a list
+        k, _ = _entry_cells(data, lay, "s")
+        _, v = _entry_cells(data, lay, "l")
+        data[k:k + 16] = data[v:v + 16]
+    elif bug == "tuple_key_unchecked":      # a key tuple's encoding: an item's tag set to a dict's
+        lo, hi = lay.ktuples[0]
+        data[lo] = T_DICT
+    elif bug == "cell_kind_unchecked":      # a str cell turned into a bytes cell
+        _, v = _entry_cells(data, lay, "u")
+        data[v] = 9
+    elif bug == "key_hash_unchecked":       # a byte of a key changed: its stored hash no longer fits
+        k, _ = _entry_cells(data, lay, "k7")
+        data[k + (4 if data[k] == T_PACKED else 2) + 1] = ord("x")
+    elif bug == "poisoned_unchecked":       # the flag a failed repair sets
+        struct.pack_into("<Q", data, H_FLAGS, _u64(data, H_FLAGS) | 1)
+    elif bug == "named_not_dict":           # the names dict's entry of "named" refers to a list
+        names = _u64(data, H_NAMES)
+        nlay = Layout(bytes(data))
+        t = _u64(data, names + 16)
+        k, v = next((c, c + 16) for c, owner in nlay.cells if owner == t and data[c + 16] == T_DICT)
+        _, lv = _entry_cells(data, lay, "l")
+        data[v:v + 16] = data[lv:lv + 16]
+    else:
+        raise ValueError(bug)
 
 
 def _open_bug_outcome(name, bug):

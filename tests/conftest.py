@@ -1,8 +1,10 @@
 """Shared fixtures: unique segment names and guards: a test that leaves a
 segment of this run in /dev/shm fails, and so does a run with a skipped
 test (RELIABILITY.md: a skipped reliability test fails CI)."""
+import faulthandler
 import itertools
 import os
+import sys
 import uuid
 
 import pytest
@@ -45,6 +47,21 @@ def _no_segment_left_behind():
         except FileNotFoundError:
             pass
     assert not left, "segments left in /dev/shm: %r" % left
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """faulthandler_timeout dumps every thread's stack when a test runs that
+    long: for a test allowed longer (by its timeout marker, or the timeout
+    setting), the dump is moved to that timeout, so that a test that passes
+    never prints one."""
+    dump_at = float(item.config.getini("faulthandler_timeout") or 0)
+    marker = item.get_closest_marker("timeout")
+    limit = marker.args[0] if marker and marker.args else (marker.kwargs.get("timeout") if marker else None)
+    if limit is None:
+        limit = item.config.getini("timeout") or None
+    if dump_at and limit and float(limit) > dump_at:
+        faulthandler.dump_traceback_later(float(limit), file=sys.__stderr__)
 
 
 _skipped = []

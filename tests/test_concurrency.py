@@ -10,18 +10,21 @@ events it is about actually happened (contention, interleaving, repairs,
 interrupts): a run that observed nothing fails.
 """
 import json
+import mmap
 import multiprocessing as mp
 import os
 import random
 import re
 import select
 import signal
+import struct
 import sys
 import threading
 import time
 
 import pytest
 
+import _corrupt
 import dshared
 from dshared import _heap
 
@@ -497,6 +500,8 @@ def test_readers_racing_table_replacement_never_fault(shm_name):
 
 RK_WORKERS = 4
 RK_KILLS = 200
+RK_CRASHES = 60                 # deaths at a random crash point (inside a write), besides the kills
+RK_CRASH_SPAN = 60              # ... among the next this many crash points
 RK_KEYS = 12
 RK_LISTS = 3
 RK_NESTED = 6
@@ -552,6 +557,9 @@ def _rk_worker(name, wid, inc, seed, logpath):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     rng = random.Random(seed * 1000003 + wid * 10007 + inc)
+    crash_rng = random.Random(rng.random())
+    # SIGUSR1: die (exit CRASH_EXIT_CODE) at a random one of the next crash points
+    signal.signal(signal.SIGUSR1, lambda *_: _heap.test_hooks(crash_at=crash_rng.randint(1, RK_CRASH_SPAN)))
     keys, lists, nkey, ckey = rk_keys(wid)
     fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     s = inc << 32                       # the order of intents: incarnation, then count
@@ -628,56 +636,107 @@ def _rk_apply(op, s, key, v):
     return v + ([s] if kind == "append" else [s, str(s)])
 
 
-def _rk_model(wid, logs):
-    """For every key of worker wid: the values it may hold now. An acked
-    intent fixes the value; an unacked one (its worker was killed) may or may
-    not have happened. Returns (possible, counts, max lock wait)."""
-    keys, lists, nkey, ckey = rk_keys(wid)
-    poss = {k: {canon(ABSENT): ABSENT} for k in keys}
-    poss.update({k: {canon([]): []} for k in lists})
-    poss.update({nkey + "/" + "n%d" % j: {canon(ABSENT): ABSENT} for j in range(RK_NESTED)})
-    poss[ckey] = {canon(0): 0}
-    counts = {"intents": 0, "acked": 0, "unacked": 0}
-    max_wait = 0.0
-    for text in logs:
-        lines = text.split("\n")[:-1]   # a last line cut by the kill is ignored
-        pending = None
-        events = []
-        for ln in lines:
-            tag, _, rest = ln.partition(" ")
-            if tag == "W":
-                max_wait = max(max_wait, float(rest))
-            elif tag == "I":
-                s, _, op = rest.partition(" ")
-                pending = (int(s), json.loads(op))
-                events.append([pending, False])
-            elif tag == "A":
-                assert pending is not None and int(rest) == pending[0], "log out of order: %r" % ln
-                events[-1][1] = True
+class _RkModel:
+    """One worker's keys: the values each may hold, from its logs (intent,
+    then ack, of every operation), read as they grow. An acked intent fixes
+    the value; an unacked one of a dead incarnation (its worker was killed)
+    may or may not have happened. After each check of the segment the
+    possibilities are narrowed to what it holds, so that every later check
+    is exact."""
+
+    def __init__(self, wid):
+        self.wid = wid
+        keys, lists, nkey, ckey = rk_keys(wid)
+        self.nkey = nkey
+        self.poss = {k: {canon(ABSENT): ABSENT} for k in keys}
+        self.poss.update({k: {canon([]): []} for k in lists})
+        self.poss.update({nkey + "/" + "n%d" % j: {canon(ABSENT): ABSENT} for j in range(RK_NESTED)})
+        self.poss[ckey] = {canon(0): 0}
+        self.counts = {"intents": 0, "acked": 0, "unacked": 0, "collects": 0}
+        self.max_wait = 0.0
+        self.logs = []              # [path, bytes read, pending intent, worker dead]
+
+    def add_log(self, path):
+        if self.logs:
+            self.logs[-1][3] = True      # the incarnation before is dead
+        self.logs.append([path, 0, None, False])
+
+    def dead(self):
+        if self.logs:
+            self.logs[-1][3] = True
+
+    def read(self):
+        """Apply what the logs gained since the last read: complete lines
+        only (a line cut by the kill is ignored); an intent left without
+        its ack counts as unacked once its worker is dead."""
+        for log in self.logs:
+            path, done, pending, dead = log
+            try:
+                with open(path, "rb") as f:
+                    f.seek(done)
+                    text = f.read()
+            except FileNotFoundError:       # killed before it opened its log
+                text = b""
+            text = text[:text.rfind(b"\n") + 1]
+            log[1] = done + len(text)
+            for ln in text.decode().split("\n")[:-1]:
+                tag, _, rest = ln.partition(" ")
+                if tag == "W":
+                    self.max_wait = max(self.max_wait, float(rest))
+                elif tag == "I":
+                    assert pending is None, "intent %r after an unacked one in a live log" % ln
+                    s, _, op = rest.partition(" ")
+                    pending = (int(s), json.loads(op))
+                elif tag == "A":
+                    assert pending is not None and int(rest) == pending[0], "log out of order: %r" % ln
+                    self._apply(pending, True)
+                    pending = None
+            if pending is not None and dead:
+                self._apply(pending, False)
                 pending = None
-        for (s, op), acked in events:
-            counts["intents"] += 1
-            counts["acked" if acked else "unacked"] += 1
-            if op[0] == "collect":
-                counts["collects"] = counts.get("collects", 0) + 1
-                continue
-            if op[0] == "update":
-                targets = op[1]
-            elif op[0] in ("nset", "ndel"):
-                targets = [nkey + "/" + op[1]]
+            log[2] = pending
+
+    def _apply(self, intent, acked):
+        s, op = intent
+        self.counts["intents"] += 1
+        self.counts["acked" if acked else "unacked"] += 1
+        if op[0] == "collect":
+            self.counts["collects"] += 1
+            return
+        if op[0] == "update":
+            targets = op[1]
+        elif op[0] in ("nset", "ndel"):
+            targets = [self.nkey + "/" + op[1]]
+        else:
+            targets = [op[1]]
+        for k in targets:
+            new = {}
+            for v in self.poss[k].values():
+                nv = _rk_apply(op, s, k, v)
+                if nv is not None:
+                    new[canon(nv)] = nv
+            if acked:
+                self.poss[k] = new
             else:
-                targets = [op[1]]
-            for k in targets:
-                new = {}
-                for v in poss[k].values():
-                    nv = _rk_apply(op, s, k, v)
-                    if nv is not None:
-                        new[canon(nv)] = nv
-                if acked:
-                    poss[k] = new
-                else:
-                    poss[k].update(new)
-    return poss, counts, max_wait
+                self.poss[k].update(new)
+
+    def match(self, snap):
+        """What of `snap` (the root, as to_python() gives it) the model does
+        not allow; then the model holds what the snapshot holds."""
+        nkey = self.nkey
+        wrong = []
+        for k, allowed in self.poss.items():
+            if k.startswith(nkey + "/"):
+                actual = snap[nkey]['sub'].get(k[len(nkey) + 1:], ABSENT)
+            else:
+                actual = snap.get(k, ABSENT)
+            actual = rk_uncycle(actual)
+            if canon(actual) not in allowed:
+                wrong.append("%s = %r, expected one of %r" % (k, actual, list(allowed.values())[:4]))
+            self.poss[k] = {canon(actual): actual}
+        stray = [k for k in snap if k.startswith("w%d:" % self.wid) and k not in self.poss and k != nkey]
+        stray += ["%s/%s" % (nkey, j) for j in snap[nkey]['sub'] if "%s/%s" % (nkey, j) not in self.poss]
+        return wrong + ["a key nobody wrote: %r" % k for k in stray]
 
 
 def _proc_state(pid):
@@ -688,7 +747,54 @@ def _proc_state(pid):
         return "?"
 
 
-def _drive_random_kills(name, seed, logdir, kills):
+OWNER_DIED = 0x40000000         # glibc's robust mutex word: the owner died holding it
+
+
+def _lock_word(fd):
+    """The futex word of the segment's mutex (its first int on glibc): the
+    owner's TID, OWNER_DIED once the kernel found its owner dead."""
+    return struct.unpack("<I", os.pread(fd, 4, _corrupt.H_MUTEX))[0]
+
+
+def _stop(pid):
+    """SIGSTOP a worker and wait until it is stopped; its exit code if it
+    ended instead, else None."""
+    os.kill(pid, signal.SIGSTOP)
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    return None if os.WIFSTOPPED(status) else exit_code(status)
+
+
+def _header_word(mm, at):
+    return struct.unpack_from("<Q", mm, at)[0]
+
+
+def _rk_verify(seg, d, models, mm):
+    """Under the lock, right after it was taken (and the repair, if the
+    holder died, ran), before anything else writes: the journal is empty
+    (undone), check() is clean and every worker's keys are what the model
+    allows. Returns the problems."""
+    bad = ["journal count %d" % _header_word(mm, _corrupt.H_JCOUNT)] if _header_word(mm, _corrupt.H_JCOUNT) else []
+    bad += ["check(): %s" % p for p in seg.check().problems]
+    snap = d.to_python()
+    for m in models.values():
+        m.read()
+        bad += ["worker %d: %s" % (m.wid, w) for w in m.match(snap)]
+    return bad
+
+
+def _drive_random_kills(name, seed, logdir, kills, crashes):
+    """4 workers write under the lock and log intent and ack of each
+    operation; `kills` times, a random one (preferably one on a CPU: more
+    kills hit a holder) is killed while the others are stopped. Besides
+    the kills, `crashes` times a worker dies at a random crash point of its
+    next writes (SIGUSR1 makes it arm DSHARED_TEST_CRASH_AT's hook with a
+    random count): inside a write, the journal of its publication included,
+    which a SIGKILL at a random time almost never hits (a few microseconds),
+    and where only the repair's journal undo makes the write whole or
+    absent. After each death the driver takes the lock itself: if the dead
+    worker held it, the driver is the one that repairs, and it checks the
+    segment and the model at once, before any other process can write (a
+    next writer would tidy a journal that a broken repair left behind)."""
     seg = dshared.Segment(name, 64 << 20, create=True)
     rng = random.Random(seed)
     d = seg.col()
@@ -698,80 +804,122 @@ def _drive_random_kills(name, seed, logdir, kills):
             d[L] = []
         d[nkey] = {'sub': {}}
         d[ckey] = 0
-    logs = {wid: [] for wid in range(RK_WORKERS)}
+    models = {wid: _RkModel(wid) for wid in range(RK_WORKERS)}
+    incarnations = {wid: 0 for wid in range(RK_WORKERS)}
     errors = []
     died = []
-    checks = []
+    after_repair = []           # [death number, problems, at a crash point] of each check right after a repair
+    bad = []                    # what any check found
+    counted = []                # repairs counted by each repair (stats()['repairs'] after - before)
+    verified = 0
+    crashed = 0                 # deaths at a crash point
+    fd = os.open("/dev/shm/" + name, os.O_RDONLY)
+    mm = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
     try:
         with Children() as ch:
             running = {}
 
             def start(wid):
-                inc = len(logs[wid])
-                path = os.path.join(logdir, "w%d-%d.log" % (wid, inc))
-                logs[wid].append(path)
-                running[wid] = ch.fork(_rk_worker, name, wid, inc, seed, path)
+                path = os.path.join(logdir, "w%d-%d.log" % (wid, incarnations[wid]))
+                incarnations[wid] += 1
+                models[wid].add_log(path)
+                running[wid] = ch.fork(_rk_worker, name, wid, incarnations[wid] - 1, seed, path)
 
             for wid in range(RK_WORKERS):
                 start(wid)
             t0 = time.monotonic()
-            for k in range(kills):
+            k = n_kill = 0
+            while n_kill < kills or crashed < crashes:
+                k += 1
                 time.sleep(rng.uniform(0.003, 0.04))
-                # a random worker, preferably one on a CPU now (waiters sleep on
-                # the futex; the holder is likely running): more kills hit a holder
                 busy = [w for w in range(RK_WORKERS) if _proc_state(running[w]) == "R"]
                 wid = rng.choice(busy or list(range(RK_WORKERS)))
-                code = ch.kill(running[wid])
-                if code != -signal.SIGKILL:
-                    died.append(code)
-                    if code != -signal.SIGSEGV:
+                others = [w for w in range(RK_WORKERS) if w != wid]
+                for w in others:
+                    code = _stop(running[w])
+                    if code is not None:
+                        died.append(code)
+                        errors.append("worker %d ended by itself (exit %r)" % (w, code))
+                if errors:
+                    break
+                holder = _lock_word(fd) & 0x3FFFFFFF
+                pid = running.pop(wid)
+                crash = crashed < crashes and (n_kill >= kills or rng.random() < (crashes - crashed) / (
+                    kills + crashes - n_kill - crashed))
+                # (a worker told to crash must get the lock: not while a stopped one holds it)
+                if crash and holder not in [running[w] for w in others]:
+                    os.kill(pid, signal.SIGUSR1)            # die at a crash point soon
+                    try:
+                        code = ch.wait(pid, 10)
+                    except TimeoutError:
+                        code = ch.kill(pid)
+                    models[wid].dead()
+                    if code != _heap.CRASH_EXIT_CODE:
+                        died.append(code)
+                        errors.append("worker %d, told to crash, ended with %r" % (wid, code))
+                        break
+                    crashed += 1
+                else:
+                    crash = False
+                    n_kill += 1
+                    code = ch.kill(pid)
+                    models[wid].dead()
+                    if code != -signal.SIGKILL:
+                        died.append(code)
                         errors.append("worker %d ended by itself (exit %r) before its kill" % (wid, code))
+                        break
+                held = bool(_lock_word(fd) & OWNER_DIED)
+                r0 = seg.stats()["repairs"]
+                try:
+                    seg.acquire(0)          # the repair runs here if the killed worker held the lock
+                except dshared.LockTimeout:
+                    assert not held
+                else:                       # (a stopped worker holds it: nothing to repair, nothing to see)
+                    try:
+                        found = _rk_verify(seg, d, models, mm)
+                        verified += 1
+                        if held:
+                            counted.append(seg.stats()["repairs"] - r0)
+                            after_repair.append([k, found, crash])
+                        bad += ["after death %d (%s, %s): %s" % (k, "at a crash point" if crash else "SIGKILL",
+                                                                 "a holder" if held else "not the holder", p)
+                                for p in found]
+                    finally:
+                        seg.release()
+                if bad:
+                    break                   # the segment is damaged: what follows would not tell more
+                for w in others:
+                    os.kill(running[w], signal.SIGCONT)
                 start(wid)
-                if k % 50 == 49:
-                    # overwritten cycles are garbage that only collect() frees,
-                    # and check() would list them as leaks
-                    with seg.lock():
-                        seg.collect()
-                        checks.append(seg.check().problems)
             t_kills = time.monotonic() - t0
-            d['stop'] = True
-            for wid, pid in running.items():
-                code = ch.wait(pid, 30)
-                if code != 0:
-                    died.append(code)
-                    if code != -signal.SIGSEGV:
-                        errors.append("worker %d exit %r at the end" % (wid, code))
-        snap = d.to_python()
-        with seg.lock():
-            seg.collect()
-            problems = seg.check().problems
+            if not bad and not errors:      # else the stopped workers are killed on leaving `with`
+                for w in running:
+                    os.kill(running[w], signal.SIGCONT)
+                d['stop'] = True
+                for wid, pid in running.items():
+                    code = ch.wait(pid, 30)
+                    if code != 0:
+                        died.append(code)
+                        if code != -signal.SIGSEGV:
+                            errors.append("worker %d exit %r at the end" % (wid, code))
+        if not bad and not errors:
+            for m in models.values():
+                m.dead()
+            with seg.lock():
+                seg.collect()
+                bad += ["at the end: %s" % p for p in _rk_verify(seg, d, models, mm)]
         stats = seg.stats()
     finally:
+        mm.close()
+        os.close(fd)
         seg.close()
         seg.unlink()
-    report = {"errors": errors, "died": died, "checks": checks, "problems": problems, "repairs": stats["repairs"],
-              "kill_seconds": t_kills, "workers": {}}
-    for wid in range(RK_WORKERS):
-        texts = []
-        for path in logs[wid]:
-            if os.path.exists(path):        # killed before it opened its log: no entry
-                with open(path) as f:
-                    texts.append(f.read())
-        poss, counts, max_wait = _rk_model(wid, texts)
-        keys, lists, nkey, ckey = rk_keys(wid)
-        wrong = []
-        for k, allowed in poss.items():
-            if k.startswith(nkey + "/"):
-                actual = snap[nkey]['sub'].get(k[len(nkey) + 1:], ABSENT)
-            else:
-                actual = snap.get(k, ABSENT)
-            actual = rk_uncycle(actual)
-            if canon(actual) not in allowed:
-                wrong.append("%s = %r, expected one of %r" % (k, actual, list(allowed.values())[:4]))
-        stray = [k for k in snap if k.startswith("w%d:" % wid) and k not in poss and k != nkey]
-        stray += ["%s/%s" % (nkey, j) for j in snap[nkey]['sub'] if "%s/%s" % (nkey, j) not in poss]
-        report["workers"][wid] = {"counts": counts, "max_wait": max_wait, "wrong": wrong[:10],
-                                  "stray": stray, "incarnations": len(logs[wid])}
+    report = {"errors": errors, "died": died, "bad": bad[:20], "after_repair": after_repair, "counted": counted,
+              "verified": verified, "repairs": stats["repairs"], "kill_seconds": t_kills, "kills": n_kill,
+              "crashed": crashed,
+              "workers": {}}
+    for wid, m in models.items():
+        report["workers"][wid] = {"counts": m.counts, "max_wait": m.max_wait, "incarnations": incarnations[wid]}
     return report
 
 
@@ -779,23 +927,44 @@ def _drive_random_kills(name, seed, logdir, kills):
 def test_random_kills(shm_name, tmp_path):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
-                   timeout=140)
-    print("%d kills in %.1f s, %d repairs" % (RK_KILLS, r["kill_seconds"], r["repairs"]))
+                   RK_CRASHES, timeout=140)
+    print("%d kills and %d deaths at a crash point in %.1f s, %d repairs, %d checks of the segment and the model "
+          "under the lock right after a death" % (r["kills"], r["crashed"], r["kill_seconds"], r["repairs"],
+                                                  r["verified"]))
     for wid, w in sorted(r["workers"].items()):
         print("worker %s: %r, %d incarnations, longest lock wait %.3f s"
               % (wid, w["counts"], w["incarnations"], w["max_wait"]))
     assert not r["errors"], r["errors"]
-    assert all(not p for p in r["checks"]), r["checks"]
-    assert r["problems"] == []
+    assert not r["bad"], "\n".join(r["bad"])
+    assert r["kills"] >= RK_KILLS and r["crashed"] == RK_CRASHES
     for wid, w in sorted(r["workers"].items()):
-        assert not w["wrong"], "worker %s: acked writes lost or states invented:\n%s" % (wid, "\n".join(w["wrong"]))
-        assert not w["stray"], "worker %s: keys nobody wrote: %r" % (wid, w["stray"])
         assert w["max_wait"] <= WAIT_LIMIT, "worker %s waited %.2f s for the lock" % (wid, w["max_wait"])
         assert w["counts"]["acked"] >= 100
         assert w["incarnations"] >= 10
-    assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation" 
-    assert r["repairs"] >= 30, "only %d repairs: the kills rarely hit a lock holder" % r["repairs"]
+    assert sum(w["counts"]["unacked"] for w in r["workers"].values()) >= 5, "no kill hit an operation"
+    # each holder killed was repaired once, by the driver, which checked
+    # the segment and the model before anything else wrote
+    assert r["counted"] == [1] * len(r["after_repair"]), r["counted"]
+    assert r["repairs"] == len(r["after_repair"])
+    assert sum(1 for _, _, crash in r["after_repair"] if crash) == RK_CRASHES   # each one a holder's death
+    assert sum(1 for _, _, crash in r["after_repair"] if not crash) >= 30, "the kills rarely hit a lock holder"
     assert_no_segv(r["died"], "a worker (in its lock-free d.get('stop'))")
+
+
+@pytest.mark.timeout(150)
+def test_meta_random_kills_without_repair_fail(shm_name, tmp_path):
+    """DSHARED_TEST_NO_REPAIR in the driver, the process that finds each
+    dead holder (its mutex is made consistent, nothing is repaired): the
+    check right after a holder's death must find the damage."""
+    seed = test_seed()
+    r = run_driver("test_concurrency", "_drive_random_kills", shm_name, seed, str(tmp_path), RK_KILLS,
+                   RK_CRASHES, timeout=140, env={"DSHARED_TEST_NO_REPAIR": "1"})
+    print("%d kills, %d deaths at a crash point, %d holders dead; found: %s"
+          % (r["kills"], r["crashed"], len(r["after_repair"]), r["bad"][:5]))
+    assert not r["errors"], r["errors"]
+    assert r["repairs"] == 0, "a repair ran although the hook switched it off"
+    caught = [k for k, found, _ in r["after_repair"] if found]
+    assert caught, "without repair every holder's death still looked sound"
 
 
 # =====================================================================================
@@ -835,6 +1004,7 @@ class _Lines:
 def _hd_waiter(name, cmd_fd, out_fd):
     """Wait for a command, then block on the lock; report the times."""
     seg = dshared.Segment(name, create=False)
+    hfd = os.open("/dev/shm/" + name, os.O_RDONLY)         # for the journal count
     cmds = _Lines(cmd_fd)
     while True:
         cmd = cmds.get(600)
@@ -849,20 +1019,55 @@ def _hd_waiter(name, cmd_fd, out_fd):
             _send(out_fd, ["timeout", t0, time.monotonic()])
             continue
         t1 = time.monotonic()
+        # before any write of its own (which would tidy what a broken repair
+        # left): the segment checks clean and a holder's big write is whole
+        problems = seg.check().problems[:10]
+        jcount = struct.unpack("<Q", os.pread(hfd, 8, _corrupt.H_JCOUNT))[0]
+        if jcount:
+            problems.append("journal count %d" % jcount)
+        whole = _hd_whole(seg.col())
         seg.col()['last_waiter'] = os.getpid()      # a write under the lock
         seg.release()
-        _send(out_fd, ["got", t0, t1])
+        _send(out_fd, ["got", t0, t1, problems, whole])
 
 
-def _hd_holder(name, rnd, out_fd, cmd_fd):
+def _hd_big(rnd, i):
+    """The i-th value a holder of round rnd writes while it is killed: big
+    enough (nested lists and dicts, 200 items) that the kill lands inside
+    the write most of the time."""
+    return {'r': rnd, 'i': i, 'items': [[i, 'x' * (j % 40), {'j': j}] for j in range(200)], 'last': [rnd, i]}
+
+
+def _hd_whole(d):
+    """True if d['w'] is absent or one of the values _hd_big makes, whole."""
+    try:
+        v = d.get('w')
+        if v is None:
+            return True
+        v = v.to_python()
+        return v == _hd_big(v['r'], v['i'])
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+
+
+def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False, crash_at=0):
     """Take the lock, write under it, report, then wait (to be killed, or
-    told to finish)."""
+    told to finish); with mid_write, write big values until killed, so that
+    the kill lands in the middle of a write; with crash_at, wait for a
+    command, then write them until the crash_at-th crash point (inside a
+    write, its publication included) ends the process."""
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     with seg.lock():
         d['round'] = rnd                    # committed before the death: must survive
         d['rounds'].append(rnd)
         _send(out_fd, ["locked", time.monotonic()])
+        if crash_at:
+            _Lines(cmd_fd).get(600)
+            _heap.test_hooks(crash_at=crash_at)
+        if mid_write:
+            for i in range(10 ** 9):
+                d['w'] = _hd_big(rnd, i)
         if cmd_fd is None:
             time.sleep(600)
         _Lines(cmd_fd).get(600)            # blocks here; SIGSTOP may freeze it here
@@ -883,7 +1088,14 @@ def _start_waiters(ch, name):
     return waiters
 
 
-def _drive_holder_death(name, rounds):
+HD_MODES = ["committed", "in a write", "committed", "at a crash point"]
+
+
+def _drive_holder_death(name, rounds, seed):
+    """`rounds` holders die while 8 waiters block: by SIGKILL after their
+    write committed (half the rounds), by SIGKILL in the middle of big
+    writes, or at a random crash point of a big write (_heap.test_hooks)."""
+    rng = random.Random(seed)
     seg = dshared.Segment(name, 16 << 20, create=True)
     d = seg.col()
     d['rounds'] = []
@@ -893,9 +1105,13 @@ def _drive_holder_death(name, rounds):
             waiters = _start_waiters(ch, name)
             for rnd in range(rounds):
                 r0 = seg.stats()['repairs']
+                mode = HD_MODES[rnd % len(HD_MODES)]
                 h_r, h_w = os.pipe()
-                holder = ch.fork(_hd_holder, name, rnd, h_w, None)
+                g_r, g_w = os.pipe()
+                holder = ch.fork(_hd_holder, name, rnd, h_w, g_r, mode != "committed",
+                                 rng.randint(1, 40) if mode == "at a crash point" else 0)
                 os.close(h_w)
+                os.close(g_r)
                 hl = _Lines(h_r)
                 hl.get(30)                           # it holds the lock
                 for _, c_w, _ in waiters:
@@ -903,8 +1119,13 @@ def _drive_holder_death(name, rounds):
                 starts = [ol.get(30)[1] for _, _, ol in waiters]
                 time.sleep(0.015)                    # let them reach the futex
                 t_kill = time.monotonic()
-                code = ch.kill(holder)
+                if mode == "at a crash point":
+                    _send(g_w, "go")
+                    code = ch.wait(holder, 30)
+                else:
+                    code = ch.kill(holder)
                 os.close(h_r)
+                os.close(g_w)
                 got = []
                 for _, _, ol in waiters:
                     try:
@@ -912,21 +1133,29 @@ def _drive_holder_death(name, rounds):
                     except (TimeoutError, EOFError) as e:
                         got.append(["lost", repr(e)])
                 ends = [g[2] for g in got if g[0] == "got"]
-                info = {"code": code, "acquired": len(ends),
+                first = min((g for g in got if g[0] == "got"), key=lambda g: g[2], default=None)
+                info = {"code": code, "acquired": len(ends), "mode": mode,
+                        "first_problems": first[3] if first else None, "first_whole": first[4] if first else None,
+                        "all_problems": [p for g in got if g[0] == "got" for p in g[3]],
+                        "all_whole": all(g[4] is True for g in got if g[0] == "got"),
                         "latest": max(ends) - t_kill if ends else None,
                         "earliest": min(ends) - t_kill if ends else None,
                         "started_before_kill": all(t < t_kill for t in starts),
-                        "repairs": seg.stats()['repairs'] - r0,
-                        "round_kept": d['round'] == rnd and d['rounds'][-1] == rnd}
+                        "repairs": seg.stats()['repairs'] - r0}
                 out["rounds"].append(info)
                 if info["acquired"] != HD_WAITERS:
                     out["errors"].append("round %d: %r" % (rnd, got))
                     break
+                if info["all_problems"] or not info["all_whole"]:
+                    out["damaged"] = rnd            # what follows would not tell more
+                    break
+                info["round_kept"] = d['round'] == rnd and d['rounds'][-1] == rnd
             for pid, c_w, _ in waiters:
                 _send(c_w, "quit")
                 ch.wait(pid, 30)
-        out["problems"] = seg.check().problems
-        out["rounds_list"] = len(d['rounds'])
+        if "damaged" not in out:
+            out["problems"] = seg.check().problems
+            out["rounds_list"] = len(d['rounds'])
     finally:
         seg.close()
         seg.unlink()
@@ -935,15 +1164,23 @@ def _drive_holder_death(name, rounds):
 
 @pytest.mark.timeout(150)
 def test_holder_killed_while_8_waiters_block(shm_name):
-    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, HD_ROUNDS, timeout=140)
+    """Each waiter, once it has the lock and before it writes, runs check()
+    and looks at the value the holder was writing: the first of them does
+    so right after the repair."""
+    seed = test_seed()
+    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, HD_ROUNDS, seed, timeout=140)
     assert not r["errors"], r["errors"]
     rounds = r["rounds"]
+    for i, x in enumerate(rounds):
+        assert not x["all_problems"], "round %d (died %s): check() after the repair: %r" % (
+            i, x["mode"], x["all_problems"][:5])
+        assert x["all_whole"], "round %d: the value written when the holder died is not whole: %r" % (i, x)
     assert len(rounds) == HD_ROUNDS
     latest = max(x["latest"] for x in rounds)
     print("%d holders killed; all %d waiters had the lock at most %.3f s after each kill"
           % (len(rounds), HD_WAITERS, latest))
     for i, x in enumerate(rounds):
-        assert x["code"] == -signal.SIGKILL, (i, x)
+        assert x["code"] == (_heap.CRASH_EXIT_CODE if x["mode"] == "at a crash point" else -signal.SIGKILL), (i, x)
         assert x["acquired"] == HD_WAITERS, (i, x)
         assert x["started_before_kill"], (i, x)
         assert x["earliest"] > 0, "round %d: a waiter got the lock while the holder lived: %r" % (i, x)
@@ -952,6 +1189,21 @@ def test_holder_killed_while_8_waiters_block(shm_name):
         assert x["round_kept"], "round %d: a write committed before the death was lost" % i
     assert r["rounds_list"] == HD_ROUNDS
     assert r["problems"] == []
+
+
+@pytest.mark.timeout(150)
+def test_meta_holder_killed_in_a_write_without_repair_fails(shm_name):
+    """DSHARED_TEST_NO_REPAIR in the waiters (the mutex is made consistent,
+    nothing is repaired): the first waiter's check after a holder died in
+    the middle of a write finds the damage."""
+    r = run_driver("test_concurrency", "_drive_holder_death", shm_name, 20, test_seed(), timeout=140,
+                   env={"DSHARED_TEST_NO_REPAIR": "1"})
+    rounds = r["rounds"]
+    print("damaged in round %s: %r" % (r.get("damaged"), rounds[-1]))
+    assert all(x["repairs"] == 0 for x in rounds), "a repair ran although the hook switched it off"
+    assert r.get("damaged") is not None, "without repair every holder's death still looked sound"
+    assert rounds[-1]["mode"] != "committed"
+    assert rounds[-1]["first_problems"] or rounds[-1]["first_whole"] is not True, rounds[-1]
 
 
 def _drive_stopped_holder(name):
@@ -1421,6 +1673,7 @@ def _ki_worker(name, out_fd):
     big_done = want_big = 0
     stages = {}
     bad = []
+    exits_skipped = []
     stage = "start"
     while True:
         try:
@@ -1449,6 +1702,25 @@ def _ki_worker(name, out_fd):
             caught = time.monotonic()
             signal.pthread_sigmask(signal.SIG_BLOCK, sigint)   # no second one while we look
             stages[stage] = stages.get(stage, 0) + 1
+            try:
+                seg.release()       # RuntimeError unless this thread still holds the lock
+                held = True
+            except RuntimeError:
+                held = False
+            if held:
+                # CPython before 3.10 can skip a with block's __exit__ when
+                # the interrupt lands after the body's last statement and
+                # before __exit__ is called (bpo-29988): then, and only then,
+                # the body is complete (its last write done) and the lock is
+                # still held. Anything else is dshared's fault.
+                w_last = d.get('w_last')
+                w_last = w_last.to_python() if w_last is not None else None
+                if (sys.version_info < (3, 10) and stage == "locked, after the increment"
+                        and w_last == [done, 'x' * (done % 50)]):
+                    exits_skipped.append(done)
+                else:
+                    bad.append("after an interrupt at %r this process still held the lock (w_last %r, %d done)"
+                               % (stage, w_last and w_last[0], done))
             actual = d['m_w']
             if actual not in (done, done + 1):
                 bad.append("after an interrupt at %r: %d increments done, %d counted" % (stage, done, actual))
@@ -1478,7 +1750,7 @@ def _ki_worker(name, out_fd):
             if problems:
                 bad.append("after an interrupt at %r: %s" % (stage, problems[:3]))
             _send(out_fd, ["handled", stage, caught])
-    _send(out_fd, ["end", done, stages, bad])
+    _send(out_fd, ["end", done, stages, bad, exits_skipped])
 
 
 def _ki_contender(name, seed, out_fd):
@@ -1545,14 +1817,10 @@ def _drive_keyboard_interrupt(name, seed, signals):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(sys.version_info < (3, 10), strict=False,
-                   reason="CPython 3.9 can skip a with block's __exit__ when KeyboardInterrupt lands as "
-                          "the block ends (bpo-29988, fixed in 3.10): the lock then stays with the "
-                          "interrupted thread; about 1 run in 30 under load")
 def test_keyboard_interrupt_at_random_points(shm_name):
     seed = test_seed()
     r = run_driver("test_concurrency", "_drive_keyboard_interrupt", shm_name, seed, KI_SIGNALS, timeout=110)
-    _, done, stages, bad = r["worker"]
+    _, done, stages, bad, exits_skipped = r["worker"]
     c_done, c_wait = r["contender"]
     print("%d interrupts handled, by stage: %r; worker %d, contender %d increments; contender's longest "
           "wait %.3f s; longest delay from SIGINT to KeyboardInterrupt by stage: %r"
@@ -1572,6 +1840,10 @@ def test_keyboard_interrupt_at_random_points(shm_name):
     print("%d interrupts arrived while the worker was blocked on the lock" % r["blocked"])
     assert r["blocked"] >= 5, r["blocked"]
     assert len(stages) >= 3, stages
+    if exits_skipped:       # only ever set before 3.10; everything else above held
+        pytest.xfail("CPython %s skipped a with block's __exit__ when KeyboardInterrupt landed as the block "
+                     "ended (bpo-29988, fixed in 3.10) %d time(s): the lock stayed with the interrupted thread, "
+                     "which released it" % (sys.version.split()[0], len(exits_skipped)))
 
 
 # =====================================================================================
