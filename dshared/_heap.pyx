@@ -387,6 +387,7 @@ cdef class Segment:
         self.base = <char *>m
         self.hdr = <Header *>m
         self.cap = cap
+        self.lim = HEADER_SIZE          # nothing to read until the header is known (read_limit)
 
     cdef _init_header(self, uint64_t reserved):
         cdef Header *h = self.hdr
@@ -401,6 +402,7 @@ cdef class Segment:
         h.seed0 = int.from_bytes(seed[:8], "little")
         h.seed1 = int.from_bytes(seed[8:], "little")
         h.top = HEADER_SIZE
+        self.read_limit()
         rc = ds_mutex_init(&h.mutex)
         if rc:
             raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), self.name)
@@ -426,6 +428,7 @@ cdef class Segment:
         if h.capacity != size:
             raise CorruptSegmentError("segment %r: header says %d bytes, the object has %d"
                                       % (self.name, h.capacity, size))
+        self.read_limit()
         if not self.inb(h.root, BLOCK_HDR + 16) or not self.inb(h.names, BLOCK_HDR + 16):
             raise CorruptSegmentError("segment %r: root offsets out of bounds" % self.name)
         self._check_mutex()
@@ -482,6 +485,7 @@ cdef class Segment:
             return
         cdef uint64_t old = h.reserved
         h.reserved = keep
+        self.read_limit()
         fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
         flock(self.fd, LOCK_SH)
 
@@ -625,6 +629,7 @@ cdef class Segment:
         cdef double deadline = 0
         cdef long slice_ms
         self.check_open()
+        self.read_limit()
         if self.lock_held():
             self.lk.depth += 1
             return 0
@@ -657,6 +662,7 @@ cdef class Segment:
                                "closed or forked away" % self.name)
         elif rc != 0:
             raise OSError(rc, "cannot lock segment: " + os.strerror(rc), self.name)
+        self.read_limit()               # the top as the last holder left it
         self.lk.owner = PyThread_get_thread_ident()
         # the held mutex names its owner, this thread: no gettid system call,
         # which would cost more than the rest of a small write
@@ -677,6 +683,7 @@ cdef class Segment:
         ds_mutex_consistent(&h.mutex)
         if _hook_no_repair:
             return
+        self.read_limit()           # the walk below must see every block up to the top
         if not (h.seq & 1):
             h.seq += 1              # readers retry until the repair is done
         ds_fence_release()
@@ -711,12 +718,13 @@ cdef class Segment:
         cdef uint64_t n = h.jcount, off
         if n > JOURNAL_MAX:
             n = JOURNAL_MAX
+        self.read_limit()
         while n > 0:
             n -= 1
             off = h.jlog[2 * n]
             if off & 1:
                 self._rebuild_index(off & ~(<uint64_t>1))
-            elif off >= HEADER_SIZE and off <= self.cap - 8:
+            elif off >= HEADER_SIZE and off <= self.lim - 8:
                 ds_st64(self.base + off, h.jlog[2 * n + 1])
         h.jcount = 0
 
@@ -731,7 +739,7 @@ cdef class Segment:
             return
         b = <Block *>(self.base + t)
         size = <uint64_t>b.size16 * ALIGN
-        if (b.kind_rc & 0xff) != K_TABLE or size < MIN_BLOCK or size > self.cap - t:
+        if (b.kind_rc & 0xff) != K_TABLE or size < BLOCK_HDR + 32 or size > self.lim - t:
             return
         p = self.base + t + BLOCK_HDR
         nslots = ds_ld64(p)
@@ -755,7 +763,7 @@ cdef class Segment:
         cdef uint64_t used = 0, nblocks = 0
         cdef uint32_t kind
         cdef Block *b
-        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+        if top > self.cap or top > h.reserved or top < HEADER_SIZE or (top & (ALIGN - 1)):
             raise CorruptSegmentError("segment %r: heap top %d out of bounds" % (self.name, top))
         memset(h.bins, 0, sizeof(h.bins))
         memset(h.binmap, 0, sizeof(h.binmap))
@@ -843,7 +851,7 @@ cdef class Segment:
     cdef bint _header_sane(self) noexcept nogil:
         cdef Header *h = self.hdr
         return (HEADER_SIZE <= h.top <= self.cap and (h.top & (ALIGN - 1)) == 0
-                and h.reserved <= self.cap and h.tail16 * ALIGN <= h.top - HEADER_SIZE
+                and h.reserved <= self.cap and h.top <= h.reserved and h.tail16 * ALIGN <= h.top - HEADER_SIZE
                 and h.root >= HEADER_SIZE and h.root <= h.top - MIN_BLOCK
                 and h.names >= HEADER_SIZE and h.names <= h.top - MIN_BLOCK
                 and h.jcount <= JOURNAL_MAX)
@@ -1123,6 +1131,7 @@ cdef class Segment:
             b.prev16 = <uint32_t>h.tail16
             h.top = off + need
             h.tail16 = size16
+            self.read_limit()
         h.gen += 1
         if <uint32_t>h.gen == 0:
             h.gen += 1
@@ -1716,8 +1725,11 @@ cdef class Segment:
     # LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
 
     cdef int64_t list_len(self, uint64_t l) except -1:
-        cdef uint64_t n = ds_ld64(self.base + l + BLOCK_HDR + 8)
-        if n > self.cap // CELL_SIZE:
+        cdef uint64_t n
+        if (<Block *>(self.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
+            raise CorruptSegmentError("list block at %d is too small" % l)
+        n = ds_ld64(self.base + l + BLOCK_HDR + 8)
+        if n > self.lim // CELL_SIZE:
             raise CorruptSegmentError("list at %d claims %d items" % (l, n))
         return <int64_t>n
 
@@ -1863,6 +1875,8 @@ cdef class Segment:
         cdef uint64_t top = self.hdr.top
         if top > self.cap:
             top = self.cap
+        if top > self.hdr.reserved:
+            top = self.hdr.reserved
         if (off & (ALIGN - 1)) or off < HEADER_SIZE or off >= top or top - off < BLOCK_HDR:
             return False
         kind = (<Block *>(self.base + off)).kind_rc & 0xff
@@ -1873,7 +1887,7 @@ cdef class Segment:
         CorruptSegmentError if the blocks do not tile the heap."""
         cdef uint64_t off = HEADER_SIZE, top = self.hdr.top, prev16 = 0, size
         cdef Block *b
-        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+        if top > self.cap or top > self.hdr.reserved or top < HEADER_SIZE or (top & (ALIGN - 1)):
             raise CorruptSegmentError("heap top %d is out of bounds" % top)
         while off < top:
             b = <Block *>(self.base + off)
