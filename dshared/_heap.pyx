@@ -1978,11 +1978,13 @@ cdef class Segment:
         problems = []
         garbage = [0]
         self.lock_acquire(-1)
+        was = gc_off()                  # no finalizer runs under the lock
         try:
             self._check(problems, garbage)
         except CorruptSegmentError as e:
             problems.append(str(e))
         finally:
+            gc_restore(was)
             self.lock_release()
         return CheckReport(problems, garbage[0])
 
@@ -2051,6 +2053,10 @@ cdef class Segment:
                 seen.add(off)
                 todo.append(off)
         alloc_set = set(blocks) - free_set
+        for off in (h.root, h.names):
+            if off in alloc_set and ((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff) != K_DICT:
+                problems.append("the root at %d is a %s block, not a dict"
+                                % (off, _kind_name((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff)))
         children = {}
         while todo:
             off = todo.pop()
@@ -2085,6 +2091,15 @@ cdef class Segment:
                                     % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
                 else:
                     garbage[0] += <uint64_t>b.size16 * ALIGN     # an unreachable cycle
+        # the values, read as reads read them (a clean check means a full walk raises nothing)
+        containers = []
+        for off in seen:
+            if off in alloc_set:
+                kind = (<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff
+                if kind == K_DICT or kind == K_LIST:
+                    containers.append((off, kind))
+        from dshared._codec import _check_values
+        _check_values(self, sorted(containers), problems)
 
     cdef list _children(self, uint64_t off, list problems):
         """The blocks that block `off` references, each value checked."""
@@ -2113,6 +2128,8 @@ cdef class Segment:
                 problems.append("tuple at %d claims %d items" % (off, n))
             else:
                 self._cells(<Cell *>(p + 8), n, off, problems, out)
+        elif kind == K_LIST and size < 24:
+            problems.append("list at %d: its block is too small" % off)
         elif kind == K_DICT or kind == K_LIST:
             sub = ds_ld64(p)
             if sub:
@@ -2202,7 +2219,10 @@ cdef class Segment:
             elif tag >= T_FIRST_REF:
                 off = ds_ld64(&cells[i].b[8])
                 out.append(off)
-                if (tag == T_DICT or tag == T_LIST) and self._valid_ref(off) and (
+                if self._valid_ref(off) and ((<Block *>(self.base + off)).kind_rc & 0xff) != <uint32_t>tag_kind(tag):
+                    problems.append("block at %d holds a cell of tag %d that points at a %s block"
+                                    % (owner, tag, _kind_name((<Block *>(self.base + off)).kind_rc & 0xff)))
+                elif (tag == T_DICT or tag == T_LIST) and self._valid_ref(off) and (
                         ds_ld32(&cells[i].b[4]) != (<Block *>(self.base + off)).gen):
                     problems.append("block at %d refers to the container at %d with a stale generation"
                                     % (owner, off))
