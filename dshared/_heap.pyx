@@ -2235,6 +2235,7 @@ cdef class Segment:
         cdef Header *h = self.hdr
         cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
         cdef int k
+        self.read_limit()               # the free lists reach up to today's top
         free_lists = {}
         for k in range(NBINS):
             off = h.bins[k]
