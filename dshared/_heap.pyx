@@ -1997,6 +1997,12 @@ cdef class Segment:
         cdef bint was_free = False
         if h.seq & 1:
             problems.append("write sequence %d is odd: a write did not finish" % h.seq)
+        if h.flags & FLAG_POISONED:
+            problems.append("the segment is marked corrupt (poisoned): every write and read refuses it")
+        if not self._header_sane():
+            problems.append("header fields out of range (top %d, reserved %d, tail %d, roots %d and %d, "
+                            "journal %d): every write refuses it" % (h.top, h.reserved, h.tail16 * ALIGN,
+                                                                     h.root, h.names, h.jcount))
         if h.top > h.reserved:
             problems.append("heap top %d is above the reserved %d bytes" % (h.top, h.reserved))
         self._tiling(blocks)

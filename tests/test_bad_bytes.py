@@ -489,3 +489,20 @@ def test_check_ok_implies_a_full_walk_raises_nothing(shm_name):
     print("clean images: %d of %d" % (r["clean"], FUZZ_IMAGES))
     assert not r["bad"], "\n".join(r["bad"][:20])
     assert r["clean"] >= FUZZ_IMAGES // 20      # the property was exercised
+
+
+@pytest.mark.parametrize("field,value", [("flags", 1), ("jcount", 1000), ("reserved", 1 << 40)])
+def test_check_reports_a_header_that_reads_or_writes_refuse(make_segment, field, value):
+    """A segment marked poisoned refuses every read and write; a header whose
+    fields are out of range refuses every write. check() says so."""
+    seg = make_segment(1 << 20)
+    seg.col()["k"] = 1
+    assert seg.check().ok
+    img = _image(seg)
+    try:
+        img.put64({"flags": 80, "jcount": 1216, "reserved": H_RESERVED}[field], value)
+    finally:
+        img.close()
+    with pytest.raises(dshared.CorruptSegmentError):
+        seg.col()["k"] = 2
+    assert not seg.check().ok
