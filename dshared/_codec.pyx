@@ -40,7 +40,8 @@ from cpython.object cimport PyObject
 
 from operator import length_hint
 
-from dshared._errors import CorruptSegmentError, SegmentFullError, StaleReferenceError, UnsupportedTypeError
+from dshared._errors import (CorruptSegmentError, DsharedError, SegmentFullError, StaleReferenceError,
+                             UnsupportedTypeError)
 
 
 cdef extern from "Python.h":
@@ -85,6 +86,22 @@ cdef extern from *:
 
 cdef object _VIEW_TOKEN = object()
 ds_set_view_token(_VIEW_TOKEN)
+
+
+cdef extern from *:
+    """
+    /* UTF-8 with lone surrogates, as stored; None for bytes that are not. */
+    static PyObject *ds_stored_utf8(const char *s, Py_ssize_t n) {
+        PyObject *r = PyUnicode_DecodeUTF8(s, n, "surrogatepass");
+        if (r == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            Py_INCREF(Py_None);
+            return Py_None;
+        }
+        return r;
+    }
+    """
+    object ds_stored_utf8(const char *s, Py_ssize_t n)
 
 
 cdef extern from "dshared_gc.h":
@@ -140,6 +157,43 @@ cdef inline object str_utf8(object s, const char **data, uint64_t *n, bint *asci
         n[0] = PyBytes_GET_SIZE(b)
         return b
     n[0] = size
+    return s
+
+
+cdef inline bint bytes_ascii(const char *p, Py_ssize_t n) noexcept nogil:
+    """No byte of p[:n] has its high bit set (word at a time; up to 16
+    bytes, the common case, take two overlapping loads)."""
+    cdef uint64_t acc = 0
+    cdef Py_ssize_t i = 0
+    if n > 16:
+        while i + 8 <= n:
+            acc |= ds_ld64(p + i)
+            i += 8
+        acc |= ds_ld64(p + n - 8)
+    elif n >= 8:
+        acc = ds_ld64(p) | ds_ld64(p + n - 8)
+    elif n >= 4:
+        acc = ds_ld32(p) | ds_ld32(p + n - 4)
+    elif n > 0:
+        acc = <uint8_t>p[0] | <uint8_t>p[n >> 1] | <uint8_t>p[n - 1]
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+cdef inline object stored_str(const char *data, Py_ssize_t n, bint ascii):
+    """The str of stored text: every str a read returns is made here. Bytes
+    flagged ASCII are checked first (a str whose ASCII flag lies breaks
+    CPython: its length, its encode(), even iterating over it); the rest is
+    UTF-8 with lone surrogates kept, as the encoder stores it. Bytes that are
+    neither are damage: CorruptSegmentError, never a UnicodeDecodeError."""
+    if ascii:
+        if not bytes_ascii(data, n):
+            raise CorruptSegmentError("a str flagged ASCII holds non-ASCII bytes")
+        s = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(s), data, n)
+        return s
+    s = ds_stored_utf8(data, n)
+    if s is None:
+        raise CorruptSegmentError("a stored str of %d bytes is not UTF-8" % n)
     return s
 
 
@@ -355,7 +409,7 @@ cdef object parse_canon(const char *p, uint64_t n, uint64_t *pos, int depth):
         raise CorruptSegmentError("malformed tuple key")
     pos[0] += ln
     if tag == T_STR:
-        return PyUnicode_DecodeUTF8(p + pos[0] - ln, ln, "surrogatepass")
+        return stored_str(p + pos[0] - ln, ln, False)
     if tag == T_BYTES:
         return PyBytes_FromStringAndSize(p + pos[0] - ln, ln)
     if tag == T_BIGINT:
@@ -474,19 +528,25 @@ cdef object packed_str(const uint8_t *data, uint8_t meta, bint is_bytes):
     cdef uint8_t n = meta & 0x7f
     if is_bytes:
         return PyBytes_FromStringAndSize(<const char *>data, n)
-    if meta & 0x80:
-        s = PyUnicode_New(n, 127)
-        memcpy(PyUnicode_DATA(s), data, n)
-        return s
-    return PyUnicode_DecodeUTF8(<const char *>data, n, "surrogatepass")
+    return stored_str(<const char *>data, n, meta & 0x80)
+
+
+# the tags a key cell may hold (T_PACKED aside): hashable values only. A
+# container tag there would read back as a view, which is unhashable.
+cdef uint32_t KEY_TAGS = ((1 << T_NONE) | (1 << T_FALSE) | (1 << T_TRUE) | (1 << T_INT) | (1 << T_FLOAT)
+                          | (1 << T_SSTR) | (1 << T_SBYTES) | (1 << T_STR) | (1 << T_BYTES)
+                          | (1 << T_BIGINT) | (1 << T_KTUPLE))
 
 
 cdef object entry_key(Segment seg, const Entry *e):
-    """The key of a dict entry."""
-    if e.key.b[0] == T_PACKED:
+    """The key of a dict entry: every key a read returns is made here."""
+    cdef uint8_t tag = e.key.b[0]
+    if tag == T_PACKED:
         if (e.key.b[1] & 0x7f) > INLINE_MAX:
             raise CorruptSegmentError("packed entry with a key of %d bytes" % (e.key.b[1] & 0x7f))
         return packed_str(&e.key.b[4], e.key.b[1], False)
+    if tag > 31 or not (KEY_TAGS & (<uint32_t>1 << tag)):
+        raise CorruptSegmentError("a dict key cell holds tag %d, which no key has" % tag)
     return decode(seg, &e.key, 0)
 
 
@@ -1001,11 +1061,7 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         n = c.b[1] & 0x7f
         if n > INLINE_MAX:
             raise CorruptSegmentError("inline string of %d bytes" % n)
-        if c.b[1] & 0x80:
-            s = PyUnicode_New(n, 127)
-            memcpy(PyUnicode_DATA(s), &c.b[2], n)
-            return s
-        return PyUnicode_DecodeUTF8(<const char *>&c.b[2], n, "surrogatepass")
+        return stored_str(<const char *>&c.b[2], n, c.b[1] & 0x80)
     if tag == T_INT:
         memcpy(&v, &c.b[8], 8)
         return PyLong_FromLongLong(v)
@@ -1030,16 +1086,12 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         ln = ds_ld64(data - 16)
         if ln > <uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 16:
             raise CorruptSegmentError("str block at %d claims %d bytes" % (off, ln))
-        if ds_ld64(data - 8) & 1:
-            s = PyUnicode_New(ln, 127)
-            memcpy(PyUnicode_DATA(s), data, ln)
-            return s
-        return PyUnicode_DecodeUTF8(data, ln, "surrogatepass")
+        return stored_str(data, ln, ds_ld64(data - 8) & 1)
     if tag == T_BYTES:
         seg.block_bytes(off, K_BYTES, &data, &ln)
         return PyBytes_FromStringAndSize(data, ln)
     if tag == T_DICT or tag == T_LIST:
-        if off < seg.cap - 192:
+        if off < seg.lim - 192:
             # the view's first use reads the block and the table that was
             # allocated right after it: start loading both now
             ds_prefetch(seg.base + off, 192)
@@ -1158,6 +1210,19 @@ cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES)
     return read_retry(node, fn, arg, tries)
 
 
+cdef int damage(Segment seg, object e) except -1:
+    """An exception a read function raised over bytes no write changed:
+    returns if it is to be raised as it is, else raises CorruptSegmentError.
+    Read functions run no user code (keys and slices are converted before
+    the read section) and only copy out of the segment into builtin objects,
+    so such an exception comes from the bytes: anything but a dshared error,
+    a MemoryError (a read never asks for more than the live heap holds) or
+    the ValueError of a handle closed meanwhile is damage."""
+    if isinstance(e, (DsharedError, MemoryError)) or seg.base == NULL:
+        return 0
+    raise CorruptSegmentError("segment %r: damaged bytes (%s: %s)" % (seg.name, type(e).__name__, e)) from e
+
+
 cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     cdef Segment seg = node.seg
     cdef uint64_t s
@@ -1170,11 +1235,12 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
             s = seq_begin(seg)
             try:
                 r = fn(node, arg)
-            except Exception:
+            except Exception as e:
                 if seg.faulted:
                     seg.raise_faulted()     # the read met a fault: what it saw was zeros
                 if seq_ok(seg, s):
                     _raise_if_freed(node)
+                    damage(seg, e)
                     raise
                 continue
             if seg.faulted:
@@ -1192,9 +1258,10 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     try:
         try:
             r = fn(node, arg)
-        except Exception:
+        except Exception as e:
             if seg.faulted:
                 seg.raise_faulted()
+            damage(seg, e)
             raise
         if seg.faulted:
             seg.raise_faulted()
@@ -1547,7 +1614,9 @@ cdef class DictNode(Node):
     cdef object setdefault_view(self, name):
         r = self.store(name, {}, 1)
         if not isinstance(r, DictNode):
-            raise TypeError("collection %r is not a dict" % (name,))
+            # only col() writes the dict of named collections, and always a dict
+            raise CorruptSegmentError("segment %r: the named collection %r is not a dict"
+                                      % (self.seg.name, name))
         return r
 
     def pop(self, k, *default):
@@ -1815,7 +1884,7 @@ cdef object deep_copy(Segment seg, const Cell *c):
                 if e.key.b[0] == T_PACKED:
                     (<dict>obj)[entry_key(seg, e)] = entry_value(seg, e, False)
                 else:
-                    (<dict>obj)[decode(seg, &e.key, 0)] = _deep_value(seg, &e.value, memo, todo, 0)
+                    (<dict>obj)[entry_key(seg, e)] = _deep_value(seg, &e.value, memo, todo, 0)
                 i = seg.dict_next(off, i + 1)
         else:
             n = seg.list_len(off)
@@ -1859,6 +1928,64 @@ cdef object _deep_value(Segment seg, const Cell *c, dict memo, list todo, int de
 
 
 # ---------------------------------------------------------------------------
+# check(): the values, read as a walk reads them
+
+def _check_values(Segment seg, list containers, list problems):
+    """The half of Segment.check() that reads values (lock held, cyclic GC
+    off): every cell of every reachable list and dict in `containers`
+    ((offset, kind) pairs, structure already checked) goes through the
+    decoders the reads use, so that a clean check means a full walk (every
+    key, value, nested tuple, iteration, to_python()) raises nothing. Keys
+    must be of a key kind and be found by a lookup of their own value (the
+    stored hash and canonical form agree with the key); the dict of named
+    collections holds dicts only. Containers in cells are not read here:
+    their blocks are checked as blocks, their kinds and generations by the
+    heap walk."""
+    cdef uint64_t off, i
+    cdef int64_t n, ix
+    cdef Cell *cells
+    cdef Entry *e
+    cdef TableView tv
+    cdef Key key
+    cdef uint8_t tag
+    for off, kind in containers:
+        try:
+            if kind == K_LIST:
+                n = seg.list_len(off)
+                cells = seg.list_cells(off, n)
+                for i in range(<uint64_t>n):
+                    tag = cells[i].b[0]
+                    if tag != T_DICT and tag != T_LIST:
+                        try:
+                            decode(seg, &cells[i], 0)
+                        except Exception as x:
+                            problems.append("list at %d, item %d: %s" % (off, i, x))
+                continue
+            table_view(seg, off, &tv)
+            for i in range(tv.nentries):
+                e = &tv.ents[i]
+                if e.key.b[0] == T_EMPTY:
+                    continue
+                try:
+                    k = entry_key(seg, e)
+                    tag = e.value.b[0]
+                    if off == seg.hdr.names and (e.key.b[0] == T_PACKED or tag != T_DICT):
+                        raise CorruptSegmentError("the named collection %r is not a dict" % (k,))
+                    if e.key.b[0] == T_PACKED or (tag != T_DICT and tag != T_LIST):
+                        entry_value(seg, e, False)
+                    if k == k:              # a NaN key is found by no lookup, as in dict
+                        owner = make_key(seg, k, &key, True)
+                        ix = table_lookup(seg, &tv, &key)
+                        if ix != <int64_t>i:
+                            raise CorruptSegmentError("a lookup of its key finds %s"
+                                                      % ("nothing" if ix < 0 else "entry %d" % ix))
+                except Exception as x:
+                    problems.append("dict at %d, entry %d: %s" % (off, i, x))
+        except Exception as x:
+            problems.append("%s at %d: %s" % ("list" if kind == K_LIST else "dict", off, x))
+
+
+# ---------------------------------------------------------------------------
 # lists
 
 cdef extern from "Python.h":
@@ -1879,8 +2006,8 @@ cdef enum:
 
 cdef struct LArg:
     int64_t i
-    PyObject *slice
     int64_t n
+    Py_ssize_t start, stop, step    # a slice, unpacked before the read section
 
 
 cdef object _rd_list_get(Node node, void *arg):
@@ -1902,13 +2029,12 @@ cdef object _rd_list_get(Node node, void *arg):
 cdef object _rd_list_slice(Node node, void *arg):
     cdef LArg *a = <LArg *>arg
     cdef Segment seg = node.seg
-    cdef Py_ssize_t start, stop, step, count, i
+    cdef Py_ssize_t start = a.start, stop = a.stop, step = a.step, count, i
     cdef int64_t n
     cdef Cell *cells
     node.check(K_LIST)
     n = seg.list_len(node.off)
     cells = seg.list_cells(node.off, n)
-    PySlice_Unpack(<object>a.slice, &start, &stop, &step)
     count = PySlice_AdjustIndices(n, &start, &stop, step)
     return [decode(seg, &cells[start + i * step], 0) for i in range(count)]
 
@@ -1932,7 +2058,7 @@ cdef class ListNode(Node):
     def __getitem__(self, index):
         cdef LArg a
         if isinstance(index, slice):
-            a.slice = <PyObject *>index
+            PySlice_Unpack(index, &a.start, &a.stop, &a.step)
             return read_section(self, _rd_list_slice, &a, LONG_READ_TRIES)
         a.i = _index(index)
         r = read_section(self, _rd_list_get, &a)

@@ -184,6 +184,7 @@ cdef class Segment:
     cdef char *base
     cdef Header *hdr
     cdef uint64_t cap
+    cdef uint64_t lim           # every offset read from the segment ends below this (see read_limit)
     cdef int fd
     cdef readonly str name
     cdef readonly bint created
@@ -245,8 +246,25 @@ cdef class Segment:
     cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)
 
     # checked access: offsets read from the segment never go unchecked
+    cdef inline void read_limit(self) noexcept nogil:
+        """Bound every offset and length by the live heap: its top, no higher
+        than the bytes backed (reserved) and the capacity. So one read never
+        allocates more than the heap holds and never touches an unbacked page.
+        Taken where the top may have moved: at each read section's start
+        (seq_begin), at each lock acquisition, and when alloc raises the top.
+        A top lowered during a read section is a published write: the read
+        that fails this bound retries, as for any other stale bytes."""
+        cdef uint64_t t = ds_load_relaxed(&self.hdr.top)
+        cdef uint64_t r = ds_load_relaxed(&self.hdr.reserved)
+        if t > r:
+            t = r
+        if t > self.cap:
+            t = self.cap
+        if t < HEADER_SIZE:
+            t = HEADER_SIZE
+        self.lim = t
     cdef inline bint inb(self, uint64_t off, uint64_t n) noexcept nogil:
-        return off >= HEADER_SIZE and n <= self.cap and off <= self.cap - n
+        return off >= HEADER_SIZE and n <= self.lim and off <= self.lim - n
     cdef char *ptr(self, uint64_t off, uint64_t n) except NULL
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL
     cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL
@@ -351,17 +369,18 @@ cdef inline int tag_kind(uint8_t tag) noexcept nogil:
 
 
 # -- the checked accessors, inline: every offset read from the segment passes
-# one of these before it is followed (overflow-safe against the capacity).
+# one of these before it is followed (overflow-safe against the top of the
+# heap, Segment.lim).
 
 cdef inline Block *checked_block(Segment seg, uint64_t off, int kind) except NULL:
-    """The block at `off`: aligned, of kind `kind`, wholly inside the segment."""
+    """The block at `off`: aligned, of kind `kind`, wholly below the top of the heap."""
     cdef Block *b
     cdef uint64_t size
-    if seg.base == NULL or off < HEADER_SIZE or off > seg.cap - MIN_BLOCK or (off & (ALIGN - 1)):
+    if seg.base == NULL or off < HEADER_SIZE or off > seg.lim - MIN_BLOCK or (off & (ALIGN - 1)):
         return seg.bad_block(off, kind)
     b = <Block *>(seg.base + off)
     size = <uint64_t>b.size16 * ALIGN
-    if (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or size > seg.cap - off:
+    if (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or size > seg.lim - off:
         return seg.bad_block(off, kind)
     return b
 
@@ -370,7 +389,7 @@ cdef inline Block *view_block(Segment seg, uint64_t off, uint32_t gen, int kind)
     """The container a view (offset + generation) refers to, or
     StaleReferenceError when it was freed, ValueError when the segment is closed."""
     cdef Block *b
-    if seg.base == NULL or off < HEADER_SIZE or off > seg.cap - MIN_BLOCK or (off & (ALIGN - 1)):
+    if seg.base == NULL or off < HEADER_SIZE or off > seg.lim - MIN_BLOCK or (off & (ALIGN - 1)):
         return seg.bad_view(off, gen, kind)
     b = <Block *>(seg.base + off)
     if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
@@ -391,6 +410,9 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
         return 0
     b = checked_block(seg, t, K_TABLE)
     size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+    if size < 32:                   # the four header words below must lie inside the block
+        seg.bad_block(t, K_TABLE)
+        return -1
     p = seg.base + t + BLOCK_HDR
     nslots = ds_ld64(p)
     capacity = ds_ld64(p + 8)
@@ -475,6 +497,7 @@ cdef inline uint64_t seq_begin(Segment seg) noexcept nogil:
         ds_cpu_relax()
         spins += 1
         s = ds_load_acquire(&seg.hdr.seq)
+    seg.read_limit()            # after the sequence: every block the read can reach lies below it
     return s
 
 

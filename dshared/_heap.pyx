@@ -565,6 +565,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.base = <char *>m
         self.hdr = <Header *>m
         self.cap = cap
+        self.lim = HEADER_SIZE          # nothing to read until the header is known (read_limit)
 
     cdef _init_header(self, uint64_t reserved):
         cdef Header *h = self.hdr
@@ -579,6 +580,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         h.seed0 = int.from_bytes(seed[:8], "little")
         h.seed1 = int.from_bytes(seed[8:], "little")
         h.top = HEADER_SIZE
+        self.read_limit()
         rc = ds_mutex_init(&h.mutex)
         if rc:
             raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), self.name)
@@ -604,6 +606,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         if h.capacity != size:
             raise CorruptSegmentError("segment %r: header says %d bytes, the object has %d"
                                       % (self.name, h.capacity, size))
+        self.read_limit()
         if not self.inb(h.root, BLOCK_HDR + 16) or not self.inb(h.names, BLOCK_HDR + 16):
             raise CorruptSegmentError("segment %r: root offsets out of bounds" % self.name)
         self._check_mutex()
@@ -662,6 +665,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             return
         cdef uint64_t old = h.reserved
         h.reserved = keep
+        self.read_limit()
         fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
         flock(self.fd, LOCK_SH)
 
@@ -847,6 +851,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.check_open()
         if ds_fault_flag(&self.faulted):
             self.raise_faulted()
+        self.read_limit()
         if self.lock_held():
             self.lk.depth += 1
             return 0
@@ -885,6 +890,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                                "closed or forked away" % self.name)
         elif rc != 0:
             raise OSError(rc, "cannot lock segment: " + os.strerror(rc), self.name)
+        self.read_limit()               # the top as the last holder left it
         self.lk.owner = PyThread_get_thread_ident()
         # the held mutex names its owner, this thread: no gettid system call,
         # which would cost more than the rest of a small write
@@ -920,6 +926,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         ds_mutex_consistent(&h.mutex)
         if _hook_no_repair:
             return
+        self.read_limit()           # the walk below must see every block up to the top
         if not (h.seq & 1):
             h.seq += 1              # readers retry until the repair is done
         ds_fence_release()
@@ -961,12 +968,13 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef uint64_t n = h.jcount, off
         if n > JOURNAL_MAX:
             n = JOURNAL_MAX
+        self.read_limit()
         while n > 0:
             n -= 1
             off = h.jlog[2 * n]
             if off & 1:
                 self._rebuild_index(off & ~(<uint64_t>1))
-            elif off >= HEADER_SIZE and off <= self.cap - 8:
+            elif off >= HEADER_SIZE and off <= self.lim - 8:
                 ds_st64(self.base + off, h.jlog[2 * n + 1])
         h.jcount = 0
 
@@ -981,7 +989,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             return
         b = <Block *>(self.base + t)
         size = <uint64_t>b.size16 * ALIGN
-        if (b.kind_rc & 0xff) != K_TABLE or size < MIN_BLOCK or size > self.cap - t:
+        if (b.kind_rc & 0xff) != K_TABLE or size < BLOCK_HDR + 32 or size > self.lim - t:
             return
         p = self.base + t + BLOCK_HDR
         nslots = ds_ld64(p)
@@ -1005,7 +1013,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef uint64_t used = 0, nblocks = 0
         cdef uint32_t kind
         cdef Block *b
-        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+        if top > self.cap or top > h.reserved or top < HEADER_SIZE or (top & (ALIGN - 1)):
             raise CorruptSegmentError("segment %r: heap top %d out of bounds" % (self.name, top))
         memset(h.bins, 0, sizeof(h.bins))
         memset(h.binmap, 0, sizeof(h.binmap))
@@ -1107,7 +1115,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef bint _header_sane(self) noexcept nogil:
         cdef Header *h = self.hdr
         return (HEADER_SIZE <= h.top <= self.cap and (h.top & (ALIGN - 1)) == 0
-                and h.reserved <= self.cap and h.tail16 * ALIGN <= h.top - HEADER_SIZE
+                and h.reserved <= self.cap and h.top <= h.reserved and h.tail16 * ALIGN <= h.top - HEADER_SIZE
                 and h.root >= HEADER_SIZE and h.root <= h.top - MIN_BLOCK
                 and h.names >= HEADER_SIZE and h.names <= h.top - MIN_BLOCK
                 and h.jcount <= JOURNAL_MAX)
@@ -1397,6 +1405,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             b.prev16 = <uint32_t>h.tail16
             h.top = off + need
             h.tail16 = size16
+            self.read_limit()
         h.gen += 1
         if <uint32_t>h.gen == 0:
             h.gen += 1
@@ -1996,8 +2005,11 @@ One shared-memory segment: created (mode 0600, built under a temporary
     # LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
 
     cdef int64_t list_len(self, uint64_t l) except -1:
-        cdef uint64_t n = ds_ld64(self.base + l + BLOCK_HDR + 8)
-        if n > self.cap // CELL_SIZE:
+        cdef uint64_t n
+        if (<Block *>(self.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
+            raise CorruptSegmentError("list block at %d is too small" % l)
+        n = ds_ld64(self.base + l + BLOCK_HDR + 8)
+        if n > self.lim // CELL_SIZE:
             raise CorruptSegmentError("list at %d claims %d items" % (l, n))
         return <int64_t>n
 
@@ -2143,6 +2155,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef uint64_t top = self.hdr.top
         if top > self.cap:
             top = self.cap
+        if top > self.hdr.reserved:
+            top = self.hdr.reserved
         if (off & (ALIGN - 1)) or off < HEADER_SIZE or off >= top or top - off < BLOCK_HDR:
             return False
         kind = (<Block *>(self.base + off)).kind_rc & 0xff
@@ -2153,7 +2167,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         CorruptSegmentError if the blocks do not tile the heap."""
         cdef uint64_t off = HEADER_SIZE, top = self.hdr.top, prev16 = 0, size
         cdef Block *b
-        if top > self.cap or top < HEADER_SIZE or (top & (ALIGN - 1)):
+        if top > self.cap or top > self.hdr.reserved or top < HEADER_SIZE or (top & (ALIGN - 1)):
             raise CorruptSegmentError("heap top %d is out of bounds" % top)
         while off < top:
             b = <Block *>(self.base + off)
@@ -2245,11 +2259,13 @@ One shared-memory segment: created (mode 0600, built under a temporary
         garbage = [0]
         probes = []                 # (table, nslots, longest probe) of every table walked
         self.lock_acquire(-1)
+        was = gc_off()                  # no finalizer runs under the lock
         try:
             self._check(problems, garbage, probes)
         except CorruptSegmentError as e:
             problems.append(str(e))
         finally:
+            gc_restore(was)
             self.lock_release()
         if ds_fault_flag(&self.faulted):
             problems.insert(0, "segment %r was truncated or damaged by another process" % self.name)
@@ -2267,6 +2283,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef bint was_free = False
         if h.seq & 1:
             problems.append("write sequence %d is odd: a write did not finish" % h.seq)
+        if h.flags & FLAG_POISONED:
+            problems.append("the segment is marked corrupt (poisoned): every write and read refuses it")
+        if not self._header_sane():
+            problems.append("header fields out of range (top %d, reserved %d, tail %d, roots %d and %d, "
+                            "journal %d): every write refuses it" % (h.top, h.reserved, h.tail16 * ALIGN,
+                                                                     h.root, h.names, h.jcount))
         if h.top > h.reserved:
             problems.append("heap top %d is above the reserved %d bytes" % (h.top, h.reserved))
         self._tiling(blocks)
@@ -2323,6 +2345,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 seen.add(off)
                 todo.append(off)
         alloc_set = set(blocks) - free_set
+        for off in (h.root, h.names):
+            if off in alloc_set and ((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff) != K_DICT:
+                problems.append("the root at %d is a %s block, not a dict"
+                                % (off, _kind_name((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff)))
         children = {}
         while todo:
             off = todo.pop()
@@ -2357,6 +2383,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
                                     % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
                 else:
                     garbage[0] += <uint64_t>b.size16 * ALIGN     # an unreachable cycle
+        # the values, read as reads read them (a clean check means a full walk raises nothing)
+        containers = []
+        for off in seen:
+            if off in alloc_set:
+                kind = (<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff
+                if kind == K_DICT or kind == K_LIST:
+                    containers.append((off, kind))
+        from dshared._codec import _check_values
+        _check_values(self, sorted(containers), problems)
 
     cdef list _children(self, uint64_t off, list problems, list probes=None):
         """The blocks that block `off` references, each value checked; a
@@ -2387,6 +2422,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 problems.append("tuple at %d claims %d items" % (off, n))
             else:
                 self._cells(<Cell *>(p + 8), n, off, problems, out)
+        elif kind == K_LIST and size < 24:
+            problems.append("list at %d: its block is too small" % off)
         elif kind == K_DICT or kind == K_LIST:
             sub = ds_ld64(p)
             if sub:
@@ -2539,7 +2576,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             elif tag >= T_FIRST_REF:
                 off = ds_ld64(&cells[i].b[8])
                 out.append(off)
-                if (tag == T_DICT or tag == T_LIST) and self._valid_ref(off) and (
+                if self._valid_ref(off) and ((<Block *>(self.base + off)).kind_rc & 0xff) != <uint32_t>tag_kind(tag):
+                    problems.append("block at %d holds a cell of tag %d that points at a %s block"
+                                    % (owner, tag, _kind_name((<Block *>(self.base + off)).kind_rc & 0xff)))
+                elif (tag == T_DICT or tag == T_LIST) and self._valid_ref(off) and (
                         ds_ld32(&cells[i].b[4]) != (<Block *>(self.base + off)).gen):
                     problems.append("block at %d refers to the container at %d with a stale generation"
                                     % (owner, off))
@@ -2557,6 +2597,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef Header *h = self.hdr
         cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
         cdef int k
+        self.read_limit()               # the free lists reach up to today's top
         free_lists = {}
         for k in range(NBINS):
             off = h.bins[k]

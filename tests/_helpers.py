@@ -71,3 +71,56 @@ class SharedMaker:
         """A new view of the object ``obj`` views, read again from the segment."""
         key, _ = self._made[id(obj)]
         return self._root[key]
+
+
+def full_walk(mapping):
+    """Read everything reachable from the shared `mapping` the ways a user
+    can: len, iteration forwards and backwards (keys, values, items), a
+    lookup of every key but NaN (d[k], k in d, get), every list item by index and a
+    slice, the elements of tuples, every nested dict and list (once each,
+    cycles included), to_python() and repr. Raises
+    whatever the walk raises; returns None. `check().ok` promises that this
+    raises nothing."""
+    import dshared
+
+    containers = (dshared.SharedDict, dshared.SharedList)
+    todo = [mapping]
+    seen = set()
+
+    def visit(v):
+        if isinstance(v, containers):
+            todo.append(v)
+        elif isinstance(v, tuple):
+            for x in v:
+                visit(x)
+
+    while todo:
+        c = todo.pop()
+        ident = c._identity()
+        if ident in seen:
+            continue
+        seen.add(ident)
+        n = len(c)
+        if isinstance(c, dshared.SharedDict):
+            keys = list(c)
+            assert len(keys) == n, (len(keys), n)
+            list(reversed(c))
+            for k in keys:
+                if k == k:              # a NaN key: no lookup finds it (README)
+                    c[k]
+                    assert k in c
+                    c.get(k)
+            list(c.values())
+            for k, v in c.items():
+                visit(k)
+                visit(v)
+        else:
+            items = list(c)
+            list(reversed(c))
+            for i in range(len(items)):
+                visit(c[i])
+            c[:]
+            c[::-1]
+        c.to_python()
+        repr(c)
+    return None
