@@ -1519,8 +1519,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef char *p = self.base + off + BLOCK_HDR
         cdef Cell *cells = NULL
         cdef Entry *ents
-        if not self.inb(off, size):
-            return n[0]
+        if size < MIN_BLOCK or not self.inb(off, size):
+            return n[0]                 # (bad bytes) a size below the header would wrap the bounds below
         if kind == K_TUPLE:
             cnt = ds_ld64(p)
             if cnt <= (size - BLOCK_HDR - 8) // CELL_SIZE:
@@ -1535,8 +1535,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if kind == K_LIST and sub and self._valid_ref(sub):
                 # the cells below the list's length are its items
                 cnt = ds_ld64(p + 8)
-                i = ds_ld64(self.base + sub + BLOCK_HDR)
                 size = <uint64_t>(<Block *>(self.base + sub)).size16 * ALIGN
+                if size < MIN_BLOCK or not self.inb(sub, size):
+                    return n[0]
+                i = ds_ld64(self.base + sub + BLOCK_HDR)
                 if cnt <= i and i <= (size - BLOCK_HDR - 8) // CELL_SIZE:
                     cells = <Cell *>(self.base + sub + BLOCK_HDR + 8)
                     for i in range(cnt):

@@ -26,20 +26,10 @@ from _proc import Children, read_all, unlink_quietly
 # zeroed mutex after a 2 s wait), are left out. When its xfail test passes
 # (an XPASS fails the run), take the bug out of this set: its mutations
 # come back and its failures count again.
-OPEN_BUGS = {
-    # found by the flag families and the check() property (issue 11, items 4-6):
-    "ascii_flag",           # a non-ASCII str flagged ASCII: a forged str, SIGSEGV on iteration
-    "bad_utf8",             # bytes of a STR block that are not UTF-8: UnicodeDecodeError
-    "container_key",        # a key cell that refers to a list or dict: TypeError unhashable
-    "named_not_dict",       # a named collection that is not a dict: TypeError
-    "tuple_key_unchecked",  # check() ok, then "malformed tuple key"
-    "cell_kind_unchecked",  # check() ok, then "no valid bytes block" (a cell's tag is not its block's kind)
-    "key_hash_unchecked",   # check() ok, then a key that iteration gives is not found (its hash does not fit)
-    "poisoned_unchecked",   # check() ok on a segment flagged poisoned, whose every read then raises
-}
-# Also open, with no trigger to recognise it by (1 child in 20,000): a
-# write's release of a block whose bytes were swapped dies of SIGSEGV
-# (corruption_images/open/, test_releasing_a_block_whose_bytes_were_swapped_stays_in_bounds).
+OPEN_BUGS = set()
+# (fixed: ascii_flag, bad_utf8, container_key, named_not_dict, tuple_key_unchecked,
+# cell_kind_unchecked, key_hash_unchecked, poisoned_unchecked, and the release
+# of a block whose bytes were swapped; their images stay as regression tests)
 
 # the exact failure of each open bug found by its symptom (see _open_bug_in)
 OPEN_BUG_FAILURES = {

@@ -168,79 +168,51 @@ def test_a_zeroed_mutex_never_deadlocks_its_own_thread(shm_name):
     assert outcome in GOOD, outcome
 
 
-# -- core bugs the suite found, still open (_corrupt.OPEN_BUGS): one image each
+# -- core bugs the suite found (issue 11, items 4-6 and a release out of bounds): one image each
 
-@pytest.mark.xfail(strict=True, reason="a non-ASCII STR block flagged ASCII gives a str that breaks CPython "
-                                       "(SIGSEGV on iteration); check() says ok (issue 11, item 4)")
 def test_a_str_flagged_ascii_over_non_ascii_bytes_is_refused(shm_name):
-    assert "ascii_flag" in OPEN_BUGS
     outcome = _open_bug(shm_name, "ascii_flag")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="bytes of a STR block that are not UTF-8 give UnicodeDecodeError, not "
-                                       "CorruptSegmentError (issue 11, item 6)")
 def test_a_str_block_that_is_not_utf8_gives_corrupt_segment_error(shm_name):
-    assert "bad_utf8" in OPEN_BUGS
     outcome = _open_bug(shm_name, "bad_utf8")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="a key cell that refers to a list gives TypeError: unhashable type: "
-                                       "'SharedList' (issue 11, item 6)")
 def test_a_container_in_a_key_cell_gives_corrupt_segment_error(shm_name):
-    assert "container_key" in OPEN_BUGS
     outcome = _open_bug(shm_name, "container_key")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="a named collection that refers to a list gives TypeError: collection "
-                                       "'named' is not a dict (issue 11, item 6)")
 def test_a_named_collection_that_is_not_a_dict_gives_corrupt_segment_error(shm_name):
-    assert "named_not_dict" in OPEN_BUGS
     outcome = _open_bug(shm_name, "named_not_dict")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="check() says ok over a key tuple whose encoding is malformed; "
-                                       "to_python() then raises 'malformed tuple key' (issue 11, item 5)")
 def test_check_sees_a_malformed_tuple_key(shm_name):
-    assert "tuple_key_unchecked" in OPEN_BUGS
     outcome = _open_bug(shm_name, "tuple_key_unchecked")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="check() says ok over a bytes cell that refers to a STR block; the "
-                                       "read then raises 'no valid bytes block' (issue 11, item 5)")
 def test_check_sees_a_cell_whose_tag_is_not_its_blocks_kind(shm_name):
-    assert "cell_kind_unchecked" in OPEN_BUGS
     outcome = _open_bug(shm_name, "cell_kind_unchecked")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="check() says ok over a key whose bytes no longer fit its stored hash; "
-                                       "iteration gives the key, a lookup of it raises KeyError (issue 11, item 5)")
 def test_check_sees_a_key_whose_stored_hash_does_not_fit(shm_name):
-    assert "key_hash_unchecked" in OPEN_BUGS
     outcome = _open_bug(shm_name, "key_hash_unchecked")
     assert outcome in GOOD, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="clear() of the root dies of SIGSEGV in release_block -> _push_children -> "
-                                       "_push_cell after 256 bytes of a BYTES block (its length included) and of "
-                                       "a free block were swapped (found by the full-scale run, seed 4119718602, "
-                                       "image 2, mutation 144)")
 def test_releasing_a_block_whose_bytes_were_swapped_stays_in_bounds(shm_name):
-    path = os.path.join(IMAGES_DIR, "open", "release-pushes-children-of-a-swapped-block.img.gz")
+    path = os.path.join(IMAGES_DIR, "release-pushes-children-of-a-swapped-block.img.gz")
     res = run_driver("_corrupt", "_replay_all", shm_name, [path], timeout=60)
     print(res)
     assert all(v[0] in GOOD for v in res.values()), res
 
 
-@pytest.mark.xfail(strict=True, reason="check() says ok over a segment flagged poisoned (a failed repair), "
-                                       "whose every read raises CorruptSegmentError (issue 11, item 5)")
 def test_check_reports_a_poisoned_segment(shm_name):
-    assert "poisoned_unchecked" in OPEN_BUGS
     outcome = _open_bug(shm_name, "poisoned_unchecked")
     assert outcome in GOOD, outcome
 
