@@ -88,11 +88,21 @@ def full_walk(mapping):
     seen = set()
 
     def visit(v):
+        # a scalar is read as a user would: every character of a str (a
+        # forged str breaks there), its encoding, its hash; tuples item by
+        # item (and keys are hashed whole)
         if isinstance(v, containers):
             todo.append(v)
         elif isinstance(v, tuple):
             for x in v:
                 visit(x)
+        elif isinstance(v, str):
+            for _ in v:
+                pass
+            v.encode("utf-8", "surrogatepass")
+            hash(v)
+        elif isinstance(v, bytes):
+            hash(v)
 
     while todo:
         c = todo.pop()
@@ -106,6 +116,8 @@ def full_walk(mapping):
             assert len(keys) == n, (len(keys), n)
             list(reversed(c))
             for k in keys:
+                visit(k)
+                hash(k)
                 if k == k:              # a NaN key: no lookup finds it (README)
                     c[k]
                     assert k in c
