@@ -775,7 +775,10 @@ def _rk_verify(seg, d, models, mm):
     allows. Returns the problems."""
     bad = ["journal count %d" % _header_word(mm, _corrupt.H_JCOUNT)] if _header_word(mm, _corrupt.H_JCOUNT) else []
     bad += ["check(): %s" % p for p in seg.check().problems]
-    snap = d.to_python()
+    try:
+        snap = d.to_python()
+    except dshared.CorruptSegmentError as e:     # what a heap left unrepaired gives
+        return bad + ["to_python(): %s" % e]
     for m in models.values():
         m.read()
         bad += ["worker %d: %s" % (m.wid, w) for w in m.match(snap)]
