@@ -66,7 +66,7 @@ def _creator(name, crash_at):
     dshared.Segment(name, SIZE, create=True)
 
 
-def _racer(name, mode, go_r, out_w):
+def _racer(name, mode, go_r, out_w, hold_r=None):
     if go_r is not None:
         os.read(go_r, 1)                                # the barrier: all released at once
     res = {"mode": mode, "t0": time.monotonic()}
@@ -79,6 +79,11 @@ def _racer(name, mode, go_r, out_w):
             seg = dshared.attach(name)
         res["t"] = time.monotonic()
         res["seed"] = _seed(name)                       # as found on attaching
+        if hold_r is not None:
+            # the stopped creator increments once resumed: stopped while it
+            # held the segment lock, it would stop the racers too (a live
+            # holder is never robbed), which is not what this state tests
+            os.read(hold_r, 1)
         seg.col().incr("n")
         res["seed_after"] = _seed(name)
         res["created"] = bool(seg.created)
@@ -145,8 +150,10 @@ def _drive_races(prefix, seed, races):
                     # a creator alive but stopped somewhere in init(): the
                     # racers neither wait for it nor take its temporary file
                     stopped_r, w = os.pipe()
-                    stopped = ch.fork(_racer, name, "segment", None, w)
+                    hold_r, hold_w = os.pipe()
+                    stopped = ch.fork(_racer, name, "segment", None, w, hold_r)
                     os.close(w)
+                    os.close(hold_r)
                     time.sleep(rng.uniform(0, 0.002))
                     os.kill(stopped, signal.SIGSTOP)
                 exists = os.path.exists(SHM + name)
@@ -159,6 +166,11 @@ def _drive_races(prefix, seed, races):
                 n_want = RACERS
                 if state == "creator stopped":
                     os.kill(stopped, signal.SIGCONT)
+                    try:
+                        os.write(hold_w, b"x")
+                    except BrokenPipeError:
+                        pass                    # it failed before: its result says how
+                    os.close(hold_w)
                     data = read_all(stopped_r)
                     code = ch.wait(stopped, 30)
                     res = json.loads(data) if data else {"error": "creator exit %s, no result" % code}
