@@ -281,12 +281,7 @@ class SharedList(_codec.ListNode, MutableSequence):
         counter = self._sort_begin()
         try:
             for _ in range(_SORT_OPTIMISTIC):
-                version, items = self._snapshot()
-                ks = items if key is None else [key(x) for x in items]
-                order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
-                if counter[0]:
-                    raise ValueError("list modified during sort")
-                if self._reorder(version, order):
+                if self._sort_round(key, reverse, counter):
                     return
             # identities and keys of the items as last seen, and every key by identity
             ids, ks, keys = b"", [], {}
@@ -312,17 +307,21 @@ class SharedList(_codec.ListNode, MutableSequence):
         finally:
             self._sort_end(counter)
 
+    def _sort_round(self, key, reverse, counter):
+        """One optimistic sort: key a snapshot outside the lock, publish the
+        order if the list is unchanged; True when it was published."""
+        version, items = self._snapshot()
+        ks = items if key is None else [key(x) for x in items]
+        order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
+        if counter[0]:
+            raise ValueError("list modified during sort")
+        return self._reorder(version, order)
+
     def _sort_optimistic(self, key, reverse, counter):
         """Sort rounds until one publishes (keys that are not plain cannot be
         compared under the lock)."""
-        while True:
-            version, items = self._snapshot()
-            ks = items if key is None else [key(x) for x in items]
-            order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
-            if counter[0]:
-                raise ValueError("list modified during sort")
-            if self._reorder(version, order):
-                return
+        while not self._sort_round(key, reverse, counter):
+            pass
 
     def __iadd__(self, other):
         self.extend(other)
