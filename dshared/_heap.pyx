@@ -725,7 +725,9 @@ One shared-memory segment: created (mode 0600, built under a temporary
 
     def close(self):
         """Unmap the segment. Views of it raise ValueError afterwards."""
-        if self.lk is not None and self.lk.depth > 0 and self.lk.owner == PyThread_get_thread_ident():
+        if (self.lk is not None and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
+                and self.lk.owner == PyThread_get_thread_ident()):
+            # (a lock taken before fork belongs to the parent, not to this child)
             raise RuntimeError("cannot close segment %r while this thread holds its lock" % self.name)
         self._unmap_close()
 

@@ -312,3 +312,38 @@ def test_attachers_killed_while_attaching_or_writing(shm_name):
     # while the lock was held
     assert 0 < r["attached"] < 100, r
     assert r["repairs"] >= 1, r
+
+
+def _close_in_child(name, w):
+    seg = dshared.attach(name)          # the handle the parent holds locked, inherited
+    try:
+        seg.close()
+        os.write(w, b"closed")
+    except BaseException as e:          # noqa: BLE001: the parent reports it
+        os.write(w, repr(e).encode())
+
+
+def _drive_close_after_fork_under_lock(name):
+    seg = dshared.init(name, 1 << 20)
+    try:
+        seg.col()["x"] = 1
+        with seg.lock():
+            with Children() as ch:
+                r, w = os.pipe()
+                pid = ch.fork(_close_in_child, name, w)
+                os.close(w)
+                got = read_all(r).decode()
+                ch.wait(pid, 10)
+        seg.col()["x"] = 2                  # the parent's lock and mapping are intact
+        return {"child": got, "x": seg.col()["x"], "problems": seg.check().problems}
+    finally:
+        seg.close()
+        seg.unlink()
+
+
+@pytest.mark.timeout(60)
+def test_child_forked_under_the_parents_lock_can_close_its_handle(shm_name):
+    """A child forked while the parent held the lock does not hold it: its
+    close() unmaps instead of refusing as if it were the lock's holder."""
+    r = run_driver("test_lifecycle", "_drive_close_after_fork_under_lock", shm_name, timeout=50)
+    assert r == {"child": "closed", "x": 2, "problems": []}, r
