@@ -1937,7 +1937,10 @@ def _publish_race_reader(name, seconds, out_path):
     bad, held = [], []
     stats = {"iterations": 0, "stale": 0, "cycle_reads": 0}
     end = time.monotonic() + seconds
-    while time.monotonic() < end and len(bad) < 10:
+    # until the writer has seen enough of both sides (or a hard deadline)
+    while not r.get('stop') and time.monotonic() < end and len(bad) < 10:
+        if stats["iterations"] % 25 == 0:
+            r['progress'] = [stats["iterations"], stats["cycle_reads"], stats["stale"]]
         s = L[:]
         if s != list(range(len(s))):
             bad.append("list: %r" % s[:12])
@@ -1966,6 +1969,12 @@ def _publish_race_reader(name, seconds, out_path):
         json.dump({"bad": bad, "stats": stats}, f)
 
 
+def _publish_race_done(ev, progress):
+    iterations, cycle_reads, stale = progress
+    return (ev["rollbacks"] >= 3 and ev["collected"] >= 3 and ev["cycles"] >= 100
+            and iterations >= 100 and cycle_reads >= 100 and stale >= 1)
+
+
 def _drive_publish_race(name, seconds, out_path):
     seg = dshared.Segment(name, 4 << 20, create=True)
     try:
@@ -1976,10 +1985,14 @@ def _drive_publish_race(name, seconds, out_path):
         L, D, C = r['L'], r['D'], r['C']
         rnd = random.Random(test_seed())
         ev = {"ops": 0, "rollbacks": 0, "collected": 0, "cycles": 0}
+        r['progress'] = [0, 0, 0]
         with Children() as ch:
-            pid = ch.fork(_publish_race_reader, name, seconds, out_path)
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
+            pid = ch.fork(_publish_race_reader, name, 10 * seconds, out_path)
+            start = time.monotonic()
+            # at least `seconds`, then until both sides saw the events the
+            # test is about (a loaded machine needs longer), at most 10x
+            while time.monotonic() - start < 10 * seconds and (
+                    time.monotonic() - start < seconds or not _publish_race_done(ev, r['progress'])):
                 op = rnd.randrange(11)
                 if op == 0 and len(L) < 3000:
                     L.append(len(L))                        # into spare room, then the length
@@ -2020,6 +2033,7 @@ def _drive_publish_race(name, seconds, out_path):
                 ev["ops"] += 1
                 if ev["ops"] % 20 == 0:
                     time.sleep(0.0002)                          # long reads get their turn too
+            r['stop'] = True
             code = ch.wait(pid, 60)
         return {"code": code, "events": ev, "problems": seg.check().problems,
                 "repairs": seg.stats()["repairs"]}
@@ -2036,7 +2050,7 @@ def test_readers_never_see_what_a_write_does_before_it_publishes(shm_name, tmp_p
     a reader checks lists, dict values and views of cycle-only containers
     while collect() frees them."""
     out = str(tmp_path / "reader.json")
-    r = run_driver("test_concurrency", "_drive_publish_race", shm_name, 6.0, out, timeout=120)
+    r = run_driver("test_concurrency", "_drive_publish_race", shm_name, 4.0, out, timeout=120)
     assert r["code"] == 0
     with open(out) as f:
         rd = json.load(f)
