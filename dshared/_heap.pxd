@@ -2,6 +2,7 @@
 # every cdef operation that _codec builds on. _codec cimports this file; this
 # module never imports _codec.
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp
 
@@ -180,6 +181,8 @@ cdef class LockState:
     cdef long fork_gen
 
 
+# final: no subclass, so _heap calls its methods directly, not through the vtable
+@cython.final
 cdef class Segment:
     cdef char *base
     cdef Header *hdr
