@@ -798,6 +798,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, self.name))
         return self.base + off
 
+    cdef int raise_corrupt(self, str msg) except -1:
+        """The out-of-line raiser of the inline readers (heap/*.pxd)."""
+        raise CorruptSegmentError(msg)
+
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL:
         self.check_open()
         if ds_fault_flag(&self.faulted):
@@ -815,15 +819,6 @@ One shared-memory segment: created (mode 0600, built under a temporary
             return <Block *>(self.base + off)
         raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
                                   % ("dict" if kind == K_DICT else "list", self.name))
-
-    cdef Block *block(self, uint64_t off, int kind) except NULL:
-        """The block at `off`, whose kind must be `kind` and whose size must lie
-        inside the heap."""
-        return checked_block(self, off, kind)
-
-    cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL:
-        """The container a view refers to, or StaleReferenceError if it was freed."""
-        return view_block(self, off, gen, kind)
 
     # -- the read section ----------------------------------------------------
 
@@ -1586,68 +1581,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 % (self.name, h.used, self.cap - HEADER_SIZE,
                    100.0 * h.used / (self.cap - HEADER_SIZE), want))
 
-    # -- byte blocks (str, bytes, big ints, tuple keys) -------------------------
-
-    cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1:
-        cdef Block *b = self.block(off, kind)
-        cdef uint64_t size = <uint64_t>b.size16 * ALIGN
-        cdef char *p = self.base + off + BLOCK_HDR
-        cdef uint64_t hdr = 16 if kind == K_STR else 8
-        cdef uint64_t length = ds_ld64(p)
-        if length > size - BLOCK_HDR - hdr:
-            raise CorruptSegmentError("byte block at %d claims %d bytes" % (off, length))
-        data[0] = p + hdr
-        n[0] = length
-        return 0
-
-    # -- keys ----------------------------------------------------------------------
-
-    cdef int key_matches(self, const Entry *e, const Key *k) except -1:
-        cdef uint8_t tag = e.key.b[0]
-        cdef uint64_t v
-        cdef double f
-        cdef uint8_t ln
-        cdef const char *data
-        cdef uint64_t n
-        cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
-        if tag == T_PACKED:
-            ln = e.key.b[1] & 0x7f
-            return k.ctag == T_STR and k.len == ln and ln <= INLINE_MAX and memcmp(&e.key.b[4], k.data, ln) == 0
-        if tag == T_SSTR or tag == T_SBYTES:
-            ln = e.key.b[1] & 0x7f
-            return (k.ctag == (T_STR if tag == T_SSTR else T_BYTES) and k.len == ln
-                    and ln <= INLINE_MAX and memcmp(&e.key.b[2], k.data, ln) == 0)
-        if tag == T_INT or tag == T_FALSE or tag == T_TRUE or tag == T_FLOAT:
-            if tag == T_FLOAT:
-                v = ds_ld64(&e.key.b[8])
-                memcpy(&f, &v, 8)
-                if f != f:
-                    return 0            # NaN keys are never found by a lookup
-                if -9.2233720368547758e18 <= f < 9.2233720368547758e18 and f == <double>(<int64_t>f):
-                    return k.ctag == T_INT and <int64_t>k.cval == <int64_t>f
-                if isfinite(f) and floor(f) == f:
-                    # a whole float beyond int64 equals the int of its value
-                    if k.ctag != T_BIGINT:
-                        return 0
-                    n = ds_whole_double_bytes(f, whole)
-                    return n == k.len and memcmp(whole, k.data, n) == 0
-                return k.ctag == T_FLOAT and k.cval == v
-            v = 0 if tag == T_FALSE else 1 if tag == T_TRUE else ds_ld64(&e.key.b[8])
-            return k.ctag == T_INT and k.cval == v
-        if tag == T_NONE:
-            return k.ctag == T_NONE
-        if tag == T_STR or tag == T_BYTES or tag == T_BIGINT or tag == T_KTUPLE:
-            if k.ctag != tag:
-                return 0
-            self.block_bytes(ds_ld64(&e.key.b[8]), tag_kind(tag), &data, &n)
-            if tag == T_KTUPLE:
-                # [canonical length][canonical][typed]: compare the canonical part
-                if n < 8 or ds_ld64(data) > n - 8:
-                    raise CorruptSegmentError("malformed tuple key")
-                n = ds_ld64(data)
-                data += 8
-            return n == k.len and memcmp(data, k.data, n) == 0
-        return 0
+    # (byte blocks and keys: block_bytes, key_matches in heap/keys.pxd)
 
     # -- dict tables ---------------------------------------------------------------
     #
@@ -1659,57 +1593,6 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef TableView tv
         table_view(self, d, &tv)
         return tv.off
-
-    cdef int64_t dict_len(self, uint64_t d) except -1:
-        cdef TableView tv
-        table_view(self, d, &tv)
-        return <int64_t>tv.count
-
-    cdef uint64_t dict_version(self, uint64_t d) except? 0:
-        return ds_ld64(self.base + d + BLOCK_HDR + 8)
-
-    cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL:
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i < 0 or <uint64_t>i >= tv.nentries:
-            raise CorruptSegmentError("dict entry %d out of range" % i)
-        return &tv.ents[i]
-
-    cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2:
-        """Index of the entry with key `k`, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        return table_lookup(self, &tv, k)
-
-    cdef int64_t table_find(self, uint64_t t, const Key *k) except -2:
-        """Index of the entry with key `k` in table t (0: empty), or -1."""
-        cdef TableView tv
-        table_view_at(self, t, &tv)
-        return table_lookup(self, &tv, k)
-
-    cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2:
-        """The first live entry at or after position i, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i < 0:
-            return -1
-        while <uint64_t>i < tv.nentries:
-            if tv.ents[i].key.b[0] != T_EMPTY:
-                return i
-            i += 1
-        return -1
-
-    cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2:
-        """The last live entry at or before position i, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i >= <int64_t>tv.nentries:
-            i = <int64_t>tv.nentries - 1
-        while i >= 0:
-            if tv.ents[i].key.b[0] != T_EMPTY:
-                return i
-            i -= 1
-        return -1
 
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil:
         """A table block with room for n entries (at least 1), empty; 0 if no room."""
@@ -1862,7 +1745,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         ds_st64(q + 16, j)
         ds_st64(q + 24, j)
         for i in range(n):
-            ix = self.table_find(nt, &keys[i])
+            ix = table_find(self, nt, &keys[i])
             if ix >= 0:
                 self._entry_set(&ents[ix], &cells[2 * i], False)
             else:
@@ -1904,7 +1787,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.jstore(p + 16, orig)
         self.jstore(p + 24, ds_ld64(p + 24))
         for i in range(n):
-            ix = self.table_find(t, &keys[i])
+            ix = table_find(self, t, &keys[i])
             if ix >= 0:
                 # a key already there is journaled; one added by this batch is not
                 self._entry_set(&ents[ix], &cells[2 * i], <uint64_t>ix < orig)
@@ -1920,7 +1803,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Give entry ix (whose key equals pair's) the value of pair (a key
         cell and a value cell, or a packed area); the old value is released
         on commit, and the key already there stays."""
-        self._entry_set(self.dict_entry(d, ix), pair, True)
+        self._entry_set(dict_entry(self, d, ix), pair, True)
         return 0
 
     cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept:
@@ -2006,29 +1889,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
     #
     # LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
 
-    cdef int64_t list_len(self, uint64_t l) except -1:
-        cdef uint64_t n
-        if (<Block *>(self.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
-            raise CorruptSegmentError("list block at %d is too small" % l)
-        n = ds_ld64(self.base + l + BLOCK_HDR + 8)
-        if n > self.lim // CELL_SIZE:
-            raise CorruptSegmentError("list at %d claims %d items" % (l, n))
-        return <int64_t>n
-
-    cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL:
-        """The cells of list `l`, checked to hold at least n items."""
-        cdef uint64_t it = ds_ld64(self.base + l + BLOCK_HDR)
-        cdef Block *b
-        cdef char *p
-        if it == 0:
-            if n == 0:
-                return <Cell *>(self.base + l + BLOCK_HDR + 24)   # never read
-            raise CorruptSegmentError("list at %d has no items block" % l)
-        b = self.block(it, K_ITEMS)
-        p = self.base + it + BLOCK_HDR
-        if ds_ld64(p) > (<uint64_t>b.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE or n > ds_ld64(p):
-            raise CorruptSegmentError("list items at %d are inconsistent" % it)
-        return <Cell *>(p + 8)
+    # (the readers list_len, list_cells: heap/access.pxd)
 
     cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel,
                          const Cell *cells, uint64_t nins) except -1:
@@ -2038,7 +1899,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cells are released on commit. On failure nothing changed."""
         cdef char *lp = self.base + l + BLOCK_HDR
         cdef uint64_t length = ds_ld64(lp + 8), it = ds_ld64(lp), cap = 0, i
-        cdef Cell *items = self.list_cells(l, length)
+        cdef Cell *items = list_cells(self, l, length)
         cdef Cell *out
         if start > length or ndel > length - start:
             raise CorruptSegmentError("list splice out of range")
