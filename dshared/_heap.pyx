@@ -1614,14 +1614,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
         """Put entry ix into the first free slot of its probe sequence."""
         cdef char *p = self.base + t + BLOCK_HDR
-        cdef uint64_t mask = ds_ld64(p) - 1, i = hash & mask, perturb = hash
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef uint64_t probes = 0
-        while index[i] >= 0 and probes <= mask + 64:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-        index[i] = ix
+        cdef Probe pr
+        probe_start(&pr, hash, ds_ld64(p))
+        while index[pr.i] >= 0 and probe_next(&pr):
+            pass
+        index[pr.i] = ix
 
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
         """Append n fresh entries (hash, key, value pairs of cells) to a new table."""
@@ -1689,22 +1687,21 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
         cdef uint64_t ix = ds_ld64(p + 16)
-        cdef uint64_t mask = ds_ld64(p) - 1, i = k.hash & mask, perturb = k.hash
+        cdef uint64_t nslots = ds_ld64(p), i
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
+        cdef Entry *e = <Entry *>(p + 32 + 4 * nslots) + ix
         cdef uint64_t pair
         cdef int32_t ix32
-        cdef uint64_t probes = 0
+        cdef Probe pr
         e.hash = k.hash
         e.value = value[0]
         e.key = key[0]
         crash_point()
-        while index[i] >= 0:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-            if probes > mask + 64:
+        probe_start(&pr, k.hash, nslots)
+        while index[pr.i] >= 0:
+            if not probe_next(&pr):
                 raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, self.name))
+        i = pr.i
         # index slots are 4 bytes: journal the aligned 8 bytes around the slot
         pair = ds_ld64(&index[i & ~(<uint64_t>1)])
         ix32 = <int32_t>ix
@@ -1841,10 +1838,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Remove entry ix; its key and value are released on commit."""
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
-        cdef uint64_t mask = ds_ld64(p) - 1
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
-        cdef uint64_t i = e.hash & mask, perturb = e.hash, probes = 0, pair
+        cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+        cdef uint64_t i, pair
+        cdef Probe pr
         cdef int32_t ix32
         cdef Cell key = e.key, value = e.value, empty
         memset(&empty, 0, CELL_SIZE)
@@ -1854,10 +1851,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             self._bump_version(d)
             self.defer_release_block(t)
             return 0
-        while index[i] != ix and probes <= mask + 64:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
+        probe_start(&pr, e.hash, ds_ld64(p))
+        while index[pr.i] != ix and probe_next(&pr):
+            pass
+        i = pr.i
         if index[i] == ix:
             pair = ds_ld64(&index[i & ~(<uint64_t>1)])
             ix32 = IX_DUMMY
@@ -2361,16 +2358,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef int64_t _probe_length(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
         """How many probes past the first slot a lookup of `hash` takes to
         reach `slot`; -1 if it never does."""
-        cdef uint64_t mask = nslots - 1, i = hash & mask, perturb = hash, probes = 0
-        while probes <= mask + 64:
-            if i == slot:
-                return <int64_t>probes
-            if index[i] == IX_EMPTY:
+        cdef Probe pr
+        probe_start(&pr, hash, nslots)
+        while True:
+            if pr.i == slot:
+                return <int64_t>pr.n
+            if index[pr.i] == IX_EMPTY:
                 return -1
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-        return -1
+            if not probe_next(&pr):
+                return -1
 
     cdef _probe_stats(self):
         """Probe lengths over every dict table of the heap (the lock held):
