@@ -33,7 +33,8 @@ Concurrency: writers serialise on the mutex and bump `seq` before their first
 change to reachable memory and after the write (seqlock). Readers take no lock: they read, then check that `seq`
 was even and unchanged, and retry otherwise (falling back to the lock after
 MAX_RETRIES). Freed memory stays mapped and every offset or length read from
-the segment passes `ptr()`/`inb()` before use, so a reader racing a writer
+the segment passes a checked accessor (checked_block, view_block,
+table_view_at, inb(): _heap.pxd and heap/*.pxd) before use, so a reader racing a writer
 sees stale bytes at worst, never a fault. No Python code runs while the lock
 is held: keys and values are converted to C buffers first, and the cyclic GC
 (which could run finalizers) is switched off for the duration of a write.
@@ -1589,7 +1590,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
     # (live), then int32 index[nslots], then Entry entries[capacity].
 
     cdef uint64_t dict_table(self, uint64_t d) except? 0:
-        """The table block of dict block `d` (already checked by node()), or 0."""
+        """The table block of dict block `d` (already checked by view_block), or 0."""
         cdef TableView tv
         table_view(self, d, &tv)
         return tv.off
