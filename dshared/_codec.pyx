@@ -1011,11 +1011,9 @@ cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t 
 cdef object refreshed(Segment seg, object err):
     """The SegmentFullError to show the caller: its message counts the bytes in
     use now that the failed operation was rolled back."""
-    want = getattr(err, "want", None)
-    if want is None:
+    if not isinstance(err, SegmentFullError) or err.want is None:
         return err
-    new = SegmentFullError(seg.full_message(want, getattr(err, "errno_", 0)))
-    new.want = want
+    new = seg.full_error(err.want, err.errno)
     new.__suppress_context__ = True
     return new
 

@@ -1566,10 +1566,13 @@ One shared-memory segment: created (mode 0600, built under a temporary
         n[0] += 1
 
     cdef int raise_alloc_error(self, uint64_t want) except -1:
-        err = SegmentFullError(self.full_message(want, self.err))
-        err.want = want
-        err.errno_ = self.err
-        raise err
+        raise self.full_error(want, self.err)
+
+    def full_error(self, want, int err=0):
+        """The SegmentFullError of an allocation of `want` bytes that failed
+        (err: 0 or 12, no room; another errno: /dev/shm could not back it)."""
+        return SegmentFullError(self.full_message(want, err), want=want,
+                                free=self.cap - HEADER_SIZE - self.hdr.used, errno=0 if err == 12 else err)
 
     def full_message(self, want, int err=0):
         """The text of a SegmentFullError: how full, and what to do."""

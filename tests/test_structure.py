@@ -134,3 +134,23 @@ static int64_t (*__pyx_f_7dshared_5_heap_dict_find)(struct X *); /*proto*/
         ("__pyx_pf_7dshared_6_codec_8DictNode_2get",
          "call through the imported pointer __pyx_f_7dshared_5_heap_dict_find"),
     ], bad
+
+
+def test_segment_full_error_says_what_was_asked_and_what_was_free(make_segment):
+    """SegmentFullError declares want, free and errno; a failed allocation
+    fills them (free counted after the operation was rolled back)."""
+    import dshared
+    assert {"want", "free", "errno"} <= set(dshared.SegmentFullError.__annotations__)
+    plain = dshared.SegmentFullError("no room")
+    assert (plain.want, plain.free, plain.errno) == (None, None, 0)
+    seg = make_segment(1 << 20)
+    root = seg.col()
+    root["small"] = "x" * 1000
+    with pytest.raises(dshared.SegmentFullError) as info:
+        root["big"] = "y" * (2 << 20)
+    e = info.value
+    assert e.want is not None and e.want > 2 << 20, e.want
+    stats = seg.stats()
+    assert e.free == stats["capacity"] - 4096 - stats["used"], (e.free, stats)
+    assert e.errno == 0
+    assert "big" not in root and root["small"] == "x" * 1000
