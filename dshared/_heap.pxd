@@ -38,7 +38,9 @@ cdef extern from "dshared.h" nogil:
     int ds_mutex_consistent(pthread_mutex_t *m)
     const char *ds_layout_name()
     size_t ds_mutex_size()
-    int DSHARED_DEBUG
+    int DSHARED_DEBUG           # the debug tier, 0 to 2 (include/debug.h)
+    void DS_ASSERT(bint cond, const char *what)
+    void ds_debug_fail(const char *what, const char *detail, const char *file, int line)
 
 
 cdef enum:
@@ -195,6 +197,7 @@ cdef class Segment:
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
+    cdef bint debug_check_due   # DSHARED_DEBUG >= 2: a write committed, check() when it ends
     cdef bint odd               # this write has made the sequence odd (see publish)
     cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
     cdef int faulted            # set by the fault handler (include/dshared_fault.h): the mapping faulted
@@ -303,6 +306,8 @@ cdef class Segment:
     cdef void defer_release_block(self, uint64_t off) noexcept
     cdef void _run_deferred(self) noexcept
     cdef void end_publication(self) noexcept nogil
+    cdef void _debug_commit(self) noexcept nogil
+    cdef void _debug_check(self) noexcept
 
     # allocator (under the lock; failures are reported by a 0 return)
     cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil

@@ -1137,7 +1137,42 @@ One shared-memory segment: created (mode 0600, built under a temporary
         # lock-free readers go on meanwhile (free, view_gen_ok)
         self.end_publication()
         self._run_deferred()
+        if DSHARED_DEBUG >= 1:
+            self._debug_commit()
+        if DSHARED_DEBUG >= 2:
+            self.debug_check_due = True
         return 0
+
+    cdef void _debug_commit(self) noexcept nogil:
+        """DSHARED_DEBUG >= 1: the header and counter invariants after a
+        commit; a broken one is fatal (include/debug.h)."""
+        cdef Header *h = self.hdr
+        DS_ASSERT(h.jcount == 0, "the journal is empty after a commit")
+        DS_ASSERT((h.seq & 1) == 0, "the write sequence is even after a commit")
+        DS_ASSERT(h.top >= HEADER_SIZE and h.top <= self.cap and h.top <= h.reserved,
+                  "the top of the heap lies in the backed capacity")
+        DS_ASSERT((h.top & (ALIGN - 1)) == 0, "the top of the heap is aligned")
+        DS_ASSERT(h.used <= h.top - HEADER_SIZE, "the bytes in use lie below the top")
+        DS_ASSERT(h.nblocks * MIN_BLOCK <= h.used, "every live block counted in used holds MIN_BLOCK bytes")
+        DS_ASSERT(h.tail16 * ALIGN <= h.top - HEADER_SIZE, "the block below the top lies in the heap")
+        DS_ASSERT(h.root >= HEADER_SIZE and h.root < h.top and h.names >= HEADER_SIZE and h.names < h.top,
+                  "the root and names dicts lie in the heap")
+        DS_ASSERT((h.flags & FLAG_POISONED) == 0, "a committed write leaves the segment unpoisoned")
+        DS_ASSERT(self.nfree == 0 and self.nrel == 0, "the deferred frees ran")
+
+    cdef void _debug_check(self) noexcept:
+        """DSHARED_DEBUG >= 2: the full check() after a write (the lock
+        released: check takes it again); a problem is fatal."""
+        cdef bytes text
+        self.debug_check_due = False
+        try:
+            report = self.check()
+            if report.ok:
+                return
+            text = ("; ".join(report.problems)[:4000]).encode("utf-8", "replace")
+        except BaseException as e:         # the check itself failed: say so
+            text = ("check() raised %r" % (e,)).encode("utf-8", "replace")
+        ds_debug_fail("check() after a write", text, "_heap.pyx", 0)
 
     cdef void write_end(self) noexcept:
         """Close a write; one that did not commit is undone through its journal."""
@@ -1156,6 +1191,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if not _hook_no_lock and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
                 ds_mutex_unlock(&self.hdr.mutex)
             _after_unlock(self)
+            if DSHARED_DEBUG >= 2 and self.debug_check_due and self.base != NULL:
+                self._debug_check()
 
     # -- the journal: in-place stores of a write, undone if it does not finish --
 

@@ -1,6 +1,6 @@
 /* The few C pieces that Cython's own includes do not cover: atomics and
  * fences for the seqlock, unaligned loads, a keyed hash, the robust
- * process-shared mutex, and the DSHARED_DEBUG flag. Everything here is
+ * process-shared mutex, and the debug tier (debug.h). Everything here is
  * static inline and cannot fail unless it returns an error code. */
 #ifndef DSHARED_H
 #define DSHARED_H
@@ -12,9 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef DSHARED_DEBUG
-#define DSHARED_DEBUG 0
-#endif
+#include "debug.h"
 
 /* Unaligned-safe loads and stores: compile to one mov on x86-64. */
 static inline uint64_t ds_ld64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
