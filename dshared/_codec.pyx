@@ -611,6 +611,13 @@ cpdef list mapping_items(object m):
     return [(k, m[k]) for k in keys]
 
 
+# Where a Plan is: its blocks laid out only, or allocated and filled (then
+# rollback() frees them again).
+cdef enum PlanState:
+    PLAN_PLANNED = 0
+    PLAN_MATERIALIZED = 1
+
+
 cdef class Plan:
     """Everything one write stores, laid out before the lock is taken."""
     cdef Segment seg
@@ -621,7 +628,7 @@ cdef class Plan:
     cdef dict memo
     cdef dict kmemo
     cdef list stack
-    cdef int state              # 0 planned, 1 materialized, 2 done
+    cdef PlanState state
 
     def __cinit__(self, Segment seg):
         self.seg = seg
@@ -916,7 +923,7 @@ cdef class Plan:
                 seg.incref(ds_ld64(&pc.cell.b[8]))
         for i in range(self.nblocks):
             self.fill(i)
-        self.state = 1
+        self.state = PLAN_MATERIALIZED
         return 0
 
     cdef void free_blocks(self, uint64_t upto) noexcept:
@@ -928,13 +935,13 @@ cdef class Plan:
     cdef int rollback(self) except -1:
         """Undo materialize() (the plan's cells were never published)."""
         cdef uint64_t i
-        if self.state != 1:
+        if self.state != PLAN_MATERIALIZED:
             return 0
         for i in range(self.ncells):
             if self.cells[i].ref == REF_EXISTING:
                 self.seg.decref_cell(&self.cells[i].cell)
         self.free_blocks(self.nblocks)
-        self.state = 0
+        self.state = PLAN_PLANNED
         return 0
 
     cdef int fill(self, uint64_t i) except -1:
@@ -1346,11 +1353,27 @@ def names_view(Segment seg):
     return make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
 
 
+# What a dict iterator yields (DictIter.mode, DArg.mode): the SharedDict
+# views of _collections.py pass the same numbers to DictNode._iter.
+cdef enum IterMode:
+    IT_KEYS = 0
+    IT_VALUES = 1
+    IT_ITEMS = 2
+    IT_WHAT = 3                 # the mask of the three above
+    IT_REVERSED = 4             # walk backwards
+
+
+# What DictNode.store does with a key already present.
+cdef enum StoreMode:
+    ST_SET = 0                  # d[k] = v: overwrite
+    ST_SETDEFAULT = 1           # keep it; return the value stored (or v, stored)
+
+
 cdef struct DArg:
     Key *key
     int64_t ix
     uint64_t version
-    int mode                    # 0 key, 1 value, 2 item
+    int mode                    # IterMode
 
 
 cdef object _rd_get(Node node, void *arg):
@@ -1395,13 +1418,13 @@ cdef object _rd_entry(Node node, void *arg):
     cdef Entry *e
     node.check(K_DICT)
     a.version = dict_version(seg, node.off)
-    a.ix = dict_prev(seg, node.off, a.ix) if a.mode & 4 else dict_next(seg, node.off, a.ix)
+    a.ix = dict_prev(seg, node.off, a.ix) if a.mode & IT_REVERSED else dict_next(seg, node.off, a.ix)
     if a.ix < 0:
         return None
     e = dict_entry(seg, node.off, a.ix)
-    if a.mode & 3 == 0:
+    if a.mode & IT_WHAT == IT_KEYS:
         return entry_key(seg, e)
-    if a.mode & 3 == 1:
+    if a.mode & IT_WHAT == IT_VALUES:
         return entry_value(seg, e, False)
     return (entry_key(seg, e), entry_value(seg, e, False))
 
@@ -1460,10 +1483,10 @@ cdef class DictNode(Node):
         return read_section(self, _rd_len, NULL)
 
     def __iter__(self):
-        return DictIter(self, 0)
+        return DictIter(self, IT_KEYS)
 
     def __reversed__(self):
-        return DictIter(self, 4)
+        return DictIter(self, IT_KEYS | IT_REVERSED)
 
     def _iter(self, int mode):
         return DictIter(self, mode)
@@ -1476,7 +1499,7 @@ cdef class DictNode(Node):
         return read_section(self, _rd_version, NULL)
 
     def __setitem__(self, k, v):
-        self.store(k, v, 0)
+        self.store(k, v, ST_SET)
 
     def __delitem__(self, k):
         cdef Key key
@@ -1496,7 +1519,7 @@ cdef class DictNode(Node):
             raise KeyError(k)
 
     cdef object store(self, object k, object v, int mode):
-        """d[k] = v (mode 0); setdefault (mode 1): store only if absent and
+        """d[k] = v (ST_SET); setdefault (ST_SETDEFAULT): store only if absent and
         return the value now in d."""
         try:
             return self._store(k, v, mode)
@@ -1560,7 +1583,7 @@ cdef class DictNode(Node):
             view_block(seg, self.off, self.gen, K_DICT)
             table_view(seg, self.off, &tv)          # the table, checked once
             ix = table_lookup(seg, &tv, &key)
-            if ix >= 0 and mode == 1:
+            if ix >= 0 and mode == ST_SETDEFAULT:
                 r = entry_value(seg, &tv.ents[ix], False)
                 seg.commit()
                 return r
@@ -1592,7 +1615,7 @@ cdef class DictNode(Node):
                 if not packed:
                     pair[0] = ck
                 seg.dict_insert(self.off, &key, &pair[0], &pair[1])
-            r = (v if packed else decode(seg, &cv, 0)) if mode == 1 else None
+            r = (v if packed else decode(seg, &cv, 0)) if mode == ST_SETDEFAULT else None
             seg.commit()
             return r
         finally:
@@ -1601,7 +1624,7 @@ cdef class DictNode(Node):
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
         try:
-            return self.store(k, default, 1)
+            return self.store(k, default, ST_SETDEFAULT)
         except UnsupportedTypeError:
             # as dict: a default that is never stored does not matter
             r = self.get(k, _MISSING)
@@ -1610,7 +1633,7 @@ cdef class DictNode(Node):
             return r
 
     cdef object setdefault_view(self, name):
-        r = self.store(name, {}, 1)
+        r = self.store(name, {}, ST_SETDEFAULT)
         if not isinstance(r, DictNode):
             # only col() writes the dict of named collections, and always a dict
             raise CorruptSegmentError("segment %r: the named collection %r is not a dict"
@@ -1775,7 +1798,7 @@ cdef class DictNode(Node):
             # PyNumber_Add, not `+`: Cython's inlined float + int returns the
             # float itself when the int is 0, and -0.0 + 0 is 0.0
             new = PyNumber_Add(cur, delta)
-            self.store(k, new, 0)
+            self.store(k, new, ST_SET)
         finally:
             seg.lock_release()
         return new
@@ -1786,8 +1809,8 @@ cdef object _MISSING = object()
 
 
 cdef class DictIter:
-    """Iterator over a SharedDict's keys (mode 0), values (1) or items (2);
-    mode | 4 walks backwards. Raises RuntimeError if the dict changes size."""
+    """Iterator over a SharedDict's keys (IT_KEYS), values (IT_VALUES) or
+    items (IT_ITEMS); | IT_REVERSED walks backwards. Raises RuntimeError if the dict changes size."""
     cdef DictNode node
     cdef int64_t pos
     cdef uint64_t version
@@ -1796,12 +1819,12 @@ cdef class DictIter:
     cdef bint done
 
     def __cinit__(self, DictNode node not None, int mode):
-        if mode & ~7 or mode & 3 == 3:
+        if mode & ~(IT_WHAT | IT_REVERSED) or mode & IT_WHAT == IT_WHAT:
             raise ValueError("bad iterator mode %d" % mode)
         self.node = node
         self.mode = mode
         self.version, self.length = node._version()
-        self.pos = 0x7FFFFFFFFFFFFFFF if mode & 4 else 0
+        self.pos = 0x7FFFFFFFFFFFFFFF if mode & IT_REVERSED else 0
 
     def __iter__(self):
         return self
@@ -1824,7 +1847,7 @@ cdef class DictIter:
             self.done = True
             self.node = None
             raise StopIteration
-        self.pos = a.ix - 1 if self.mode & 4 else a.ix + 1
+        self.pos = a.ix - 1 if self.mode & IT_REVERSED else a.ix + 1
         return r
 
     def __length_hint__(self):
