@@ -1,7 +1,9 @@
 """Build the Cython extensions of dshared.
 
-DSHARED_DEBUG=1 builds the debug flavour: -O0 -g, the DSHARED_DEBUG checks in
-include/dshared.h, Cython's annotated HTML and line tracing.
+DSHARED_DEBUG=1 or 2 builds the debug flavour: -O0 -g, Cython's annotated HTML
+and line tracing, and the debug tier of include/debug.h at that level (1: the
+header and counter invariants asserted at every commit; 2: also the full
+check() after every write). A broken invariant aborts the process.
 """
 import glob
 import os
@@ -10,7 +12,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CompileError
 
-DEBUG = os.environ.get("DSHARED_DEBUG", "") not in ("", "0")
+DEBUG_LEVEL = int(os.environ.get("DSHARED_DEBUG") or 0)
+if DEBUG_LEVEL not in (0, 1, 2):
+    raise SystemExit("DSHARED_DEBUG must be 0, 1 or 2, not %r" % os.environ["DSHARED_DEBUG"])
+DEBUG = DEBUG_LEVEL > 0
 
 # segment bytes are read through several struct views: no strict aliasing
 cflags = ["-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function",
@@ -18,7 +23,7 @@ cflags = ["-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "
 macros = []
 if DEBUG:
     cflags += ["-O0", "-g3"]
-    macros += [("DSHARED_DEBUG", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+    macros += [("DSHARED_DEBUG", str(DEBUG_LEVEL)), ("CYTHON_TRACE_NOGIL", "1")]
 else:
     cflags += ["-O2"]
 
@@ -28,7 +33,7 @@ extensions = [
         ["dshared/%s.pyx" % mod],
         include_dirs=["dshared/include"],
         # in the sdist, and a change to them rebuilds
-        depends=sorted(glob.glob("dshared/include/*.h")) + ["dshared/_heap.pxd"],
+        depends=sorted(glob.glob("dshared/include/*.h") + glob.glob("dshared/heap/*.pxd")) + ["dshared/_heap.pxd"],
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],

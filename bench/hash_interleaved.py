@@ -1,5 +1,5 @@
-"""Two builds of dshared compared on the operations the key hash is on the
-path of, in interleaved runs (old, new, old, new, ...): each run populates
+"""Two builds of dshared compared on the hot read and write paths (the key
+hash, the lookup, the decoders, list indexing), in interleaved runs (old, new, old, new, ...): each run populates
 100,000 keys per dict in a fresh segment and times batches of 1,000
 operations in thread CPU time, the operations interleaved round by round;
 its figure per operation is the median over rounds. The summary gives the
@@ -9,8 +9,9 @@ median over runs per build and the median of the paired new/old ratios.
 
 where each tree holds a built dshared/ (python3 setup.py build_ext --inplace).
 (a) get hit of a 16-char str value, (b) get hit of an int value, (c) miss,
-(d) overwrite with a 16-char str, (f) nested read m[k]['key']; keys are the
-8-char "k0000000" of bench/; x: int keys, y: 16-char str keys.
+(d) overwrite with a 16-char str, (f) nested read m[k]['key'], (h) `k in d`
+hit, (l) lst[i] of a 100,000-item list of ints; keys are the 8-char "k0000000"
+of bench/; x: int keys, y: 16-char str keys.
 """
 import json
 import os
@@ -34,7 +35,8 @@ try:
     r["n"] = {key(i): {"key": sv(i)} for i in range(N)}
     r["ik"] = {i * 7919: i for i in range(N)}
     r["k16"] = {"key-%012d" % i: i for i in range(N)}
-    ms, mi, mn, mik, mk16 = r["s"], r["i"], r["n"], r["ik"], r["k16"]
+    r["l"] = list(range(N))
+    ms, mi, mn, mik, mk16, ml = r["s"], r["i"], r["n"], r["ik"], r["k16"], r["l"]
     cut = lambda seq: [seq[j:j + BATCH] for j in range(0, len(seq), BATCH)]
     bk = cut([key(i) for i in order]); bm = cut(["x%07d" % i for i in order])
     bi = cut([i * 7919 for i in order]); b16 = cut(["key-%012d" % i for i in order])
@@ -51,8 +53,13 @@ try:
         for k in b: mik[k]
     def y(b):
         for k in b: mk16[k]
+    def h(b):
+        for k in b: k in ms
+    def l(b):
+        for i in b: ml[i]
     ops = [("a_get_str16", a, bk), ("b_get_int", b_, bk), ("c_miss", c, bm),
-           ("f_nested", f, bk), ("x_get_intkey", x, bi), ("y_get_key16", y, b16)]
+           ("f_nested", f, bk), ("x_get_intkey", x, bi), ("y_get_key16", y, b16),
+           ("h_contains", h, bk), ("l_list_index", l, cut(order))]
     res = {k: [] for k, _, _ in ops}
     res["d_overwrite"] = []
     for rnd in range(ROUNDS):

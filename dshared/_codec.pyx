@@ -611,6 +611,13 @@ cpdef list mapping_items(object m):
     return [(k, m[k]) for k in keys]
 
 
+# Where a Plan is: its blocks laid out only, or allocated and filled (then
+# rollback() frees them again).
+cdef enum PlanState:
+    PLAN_PLANNED = 0
+    PLAN_MATERIALIZED = 1
+
+
 cdef class Plan:
     """Everything one write stores, laid out before the lock is taken."""
     cdef Segment seg
@@ -621,7 +628,7 @@ cdef class Plan:
     cdef dict memo
     cdef dict kmemo
     cdef list stack
-    cdef int state              # 0 planned, 1 materialized, 2 done
+    cdef PlanState state
 
     def __cinit__(self, Segment seg):
         self.seg = seg
@@ -898,7 +905,7 @@ cdef class Plan:
         for i in range(self.ncells):
             pc = &self.cells[i]
             if pc.ref == REF_EXISTING:
-                seg.node(ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
+                view_block(seg, ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
         for i in range(self.nblocks):
             off = seg.alloc(self.blocks[i].payload, self.blocks[i].kind)
             if off == 0:
@@ -916,7 +923,7 @@ cdef class Plan:
                 seg.incref(ds_ld64(&pc.cell.b[8]))
         for i in range(self.nblocks):
             self.fill(i)
-        self.state = 1
+        self.state = PLAN_MATERIALIZED
         return 0
 
     cdef void free_blocks(self, uint64_t upto) noexcept:
@@ -928,13 +935,13 @@ cdef class Plan:
     cdef int rollback(self) except -1:
         """Undo materialize() (the plan's cells were never published)."""
         cdef uint64_t i
-        if self.state != 1:
+        if self.state != PLAN_MATERIALIZED:
             return 0
         for i in range(self.ncells):
             if self.cells[i].ref == REF_EXISTING:
                 self.seg.decref_cell(&self.cells[i].cell)
         self.free_blocks(self.nblocks)
-        self.state = 0
+        self.state = PLAN_PLANNED
         return 0
 
     cdef int fill(self, uint64_t i) except -1:
@@ -1011,11 +1018,9 @@ cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t 
 cdef object refreshed(Segment seg, object err):
     """The SegmentFullError to show the caller: its message counts the bytes in
     use now that the failed operation was rolled back."""
-    want = getattr(err, "want", None)
-    if want is None:
+    if not isinstance(err, SegmentFullError) or err.want is None:
         return err
-    new = SegmentFullError(seg.full_message(want, getattr(err, "errno_", 0)))
-    new.want = want
+    new = seg.full_error(err.want, err.errno)
     new.__suppress_context__ = True
     return new
 
@@ -1088,7 +1093,7 @@ cdef object decode(Segment seg, const Cell *c, int depth):
             raise CorruptSegmentError("str block at %d claims %d bytes" % (off, ln))
         return stored_str(data, ln, ds_ld64(data - 8) & 1)
     if tag == T_BYTES:
-        seg.block_bytes(off, K_BYTES, &data, &ln)
+        block_bytes(seg, off, K_BYTES, &data, &ln)
         return PyBytes_FromStringAndSize(data, ln)
     if tag == T_DICT or tag == T_LIST:
         if off < seg.lim - 192:
@@ -1098,12 +1103,12 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         memcpy(&gen, &c.b[4], 4)
         return make_view(seg, off, tag_kind(tag), gen)
     if tag == T_BIGINT:
-        seg.block_bytes(off, K_BIGINT, &data, &ln)
+        block_bytes(seg, off, K_BIGINT, &data, &ln)
         return int.from_bytes(PyBytes_FromStringAndSize(data, ln), "little", signed=True)
     if tag == T_TUPLE:
         if depth > MAX_TUPLE_DEPTH + 1:
             raise CorruptSegmentError("tuples nested too deep")
-        blk = seg.block(off, K_TUPLE)
+        blk = checked_block(seg, off, K_TUPLE)
         p = seg.base + off + BLOCK_HDR
         ln = ds_ld64(p)
         if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
@@ -1115,7 +1120,7 @@ cdef object decode(Segment seg, const Cell *c, int depth):
             PyTuple_SET_ITEM(t, i, x)
         return t
     if tag == T_KTUPLE:
-        seg.block_bytes(off, K_KTUPLE, &data, &ln)
+        block_bytes(seg, off, K_KTUPLE, &data, &ln)
         return parse_ktuple(data, ln)
     raise CorruptSegmentError("cell with unknown tag %d" % tag)
 
@@ -1348,11 +1353,27 @@ def names_view(Segment seg):
     return make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
 
 
+# What a dict iterator yields (DictIter.mode, DArg.mode): the SharedDict
+# views of _collections.py pass the same numbers to DictNode._iter.
+cdef enum IterMode:
+    IT_KEYS = 0
+    IT_VALUES = 1
+    IT_ITEMS = 2
+    IT_WHAT = 3                 # the mask of the three above
+    IT_REVERSED = 4             # walk backwards
+
+
+# What DictNode.store does with a key already present.
+cdef enum StoreMode:
+    ST_SET = 0                  # d[k] = v: overwrite
+    ST_SETDEFAULT = 1           # keep it; return the value stored (or v, stored)
+
+
 cdef struct DArg:
     Key *key
     int64_t ix
     uint64_t version
-    int mode                    # 0 key, 1 value, 2 item
+    int mode                    # IterMode
 
 
 cdef object _rd_get(Node node, void *arg):
@@ -1387,7 +1408,7 @@ cdef object _rd_len(Node node, void *arg):
 
 cdef object _rd_list_len(Node node, void *arg):
     node.check(K_LIST)
-    return node.seg.list_len(node.off)
+    return list_len(node.seg, node.off)
 
 
 cdef object _rd_entry(Node node, void *arg):
@@ -1396,14 +1417,14 @@ cdef object _rd_entry(Node node, void *arg):
     cdef Segment seg = node.seg
     cdef Entry *e
     node.check(K_DICT)
-    a.version = seg.dict_version(node.off)
-    a.ix = seg.dict_prev(node.off, a.ix) if a.mode & 4 else seg.dict_next(node.off, a.ix)
+    a.version = dict_version(seg, node.off)
+    a.ix = dict_prev(seg, node.off, a.ix) if a.mode & IT_REVERSED else dict_next(seg, node.off, a.ix)
     if a.ix < 0:
         return None
-    e = seg.dict_entry(node.off, a.ix)
-    if a.mode & 3 == 0:
+    e = dict_entry(seg, node.off, a.ix)
+    if a.mode & IT_WHAT == IT_KEYS:
         return entry_key(seg, e)
-    if a.mode & 3 == 1:
+    if a.mode & IT_WHAT == IT_VALUES:
         return entry_value(seg, e, False)
     return (entry_key(seg, e), entry_value(seg, e, False))
 
@@ -1415,17 +1436,17 @@ cdef object _rd_snapshot(Node node, void *arg):
     cdef Entry *e
     node.check(K_DICT)
     out = []
-    i = seg.dict_next(node.off, 0)
+    i = dict_next(seg, node.off, 0)
     while i >= 0:
-        e = seg.dict_entry(node.off, i)
+        e = dict_entry(seg, node.off, i)
         out.append((entry_key(seg, e), entry_value(seg, e, False)))
-        i = seg.dict_next(node.off, i + 1)
+        i = dict_next(seg, node.off, i + 1)
     return out
 
 
 cdef object _rd_version(Node node, void *arg):
     node.check(K_DICT)
-    return (node.seg.dict_version(node.off), node.seg.dict_len(node.off))
+    return (dict_version(node.seg, node.off), dict_len(node.seg, node.off))
 
 
 cdef class DictNode(Node):
@@ -1462,10 +1483,10 @@ cdef class DictNode(Node):
         return read_section(self, _rd_len, NULL)
 
     def __iter__(self):
-        return DictIter(self, 0)
+        return DictIter(self, IT_KEYS)
 
     def __reversed__(self):
-        return DictIter(self, 4)
+        return DictIter(self, IT_KEYS | IT_REVERSED)
 
     def _iter(self, int mode):
         return DictIter(self, mode)
@@ -1478,7 +1499,7 @@ cdef class DictNode(Node):
         return read_section(self, _rd_version, NULL)
 
     def __setitem__(self, k, v):
-        self.store(k, v, 0)
+        self.store(k, v, ST_SET)
 
     def __delitem__(self, k):
         cdef Key key
@@ -1488,7 +1509,7 @@ cdef class DictNode(Node):
         seg.write_begin()
         try:
             self.check(K_DICT)
-            ix = seg.dict_find(self.off, &key)
+            ix = dict_find(seg, self.off, &key)
             if ix >= 0:
                 seg.dict_remove(self.off, ix)
             seg.commit()
@@ -1498,7 +1519,7 @@ cdef class DictNode(Node):
             raise KeyError(k)
 
     cdef object store(self, object k, object v, int mode):
-        """d[k] = v (mode 0); setdefault (mode 1): store only if absent and
+        """d[k] = v (ST_SET); setdefault (ST_SETDEFAULT): store only if absent and
         return the value now in d."""
         try:
             return self._store(k, v, mode)
@@ -1562,7 +1583,7 @@ cdef class DictNode(Node):
             view_block(seg, self.off, self.gen, K_DICT)
             table_view(seg, self.off, &tv)          # the table, checked once
             ix = table_lookup(seg, &tv, &key)
-            if ix >= 0 and mode == 1:
+            if ix >= 0 and mode == ST_SETDEFAULT:
                 r = entry_value(seg, &tv.ents[ix], False)
                 seg.commit()
                 return r
@@ -1594,7 +1615,7 @@ cdef class DictNode(Node):
                 if not packed:
                     pair[0] = ck
                 seg.dict_insert(self.off, &key, &pair[0], &pair[1])
-            r = (v if packed else decode(seg, &cv, 0)) if mode == 1 else None
+            r = (v if packed else decode(seg, &cv, 0)) if mode == ST_SETDEFAULT else None
             seg.commit()
             return r
         finally:
@@ -1603,7 +1624,7 @@ cdef class DictNode(Node):
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
         try:
-            return self.store(k, default, 1)
+            return self.store(k, default, ST_SETDEFAULT)
         except UnsupportedTypeError:
             # as dict: a default that is never stored does not matter
             r = self.get(k, _MISSING)
@@ -1612,7 +1633,7 @@ cdef class DictNode(Node):
             return r
 
     cdef object setdefault_view(self, name):
-        r = self.store(name, {}, 1)
+        r = self.store(name, {}, ST_SETDEFAULT)
         if not isinstance(r, DictNode):
             # only col() writes the dict of named collections, and always a dict
             raise CorruptSegmentError("segment %r: the named collection %r is not a dict"
@@ -1631,9 +1652,9 @@ cdef class DictNode(Node):
         seg.write_begin()
         try:
             self.check(K_DICT)
-            ix = seg.dict_find(self.off, &key)
+            ix = dict_find(seg, self.off, &key)
             if ix >= 0:
-                r = entry_value(seg, seg.dict_entry(self.off, ix), True)
+                r = entry_value(seg, dict_entry(seg, self.off, ix), True)
                 seg.dict_remove(self.off, ix)
             seg.commit()
         finally:
@@ -1652,9 +1673,9 @@ cdef class DictNode(Node):
         seg.write_begin()
         try:
             self.check(K_DICT)
-            ix = seg.dict_prev(self.off, INT64_MAX_)
+            ix = dict_prev(seg, self.off, INT64_MAX_)
             if ix >= 0:
-                e = seg.dict_entry(self.off, ix)
+                e = dict_entry(seg, self.off, ix)
                 r = (entry_key(seg, e), entry_value(seg, e, True))
                 seg.dict_remove(self.off, ix)
             seg.commit()
@@ -1712,7 +1733,7 @@ cdef class DictNode(Node):
                 # room only for the keys that are new: overwrites need none
                 missing = 0
                 for i in range(n):
-                    if seg.dict_find(self.off, &keys[i]) < 0:
+                    if dict_find(seg, self.off, &keys[i]) < 0:
                         missing += 1
                 if n > 4:
                     # many pairs: in place, after growing the table (by 1.25
@@ -1740,7 +1761,7 @@ cdef class DictNode(Node):
                         plan.rollback()
                         raise
                     for i in range(n):
-                        ix = seg.dict_find(self.off, &keys[i])
+                        ix = dict_find(seg, self.off, &keys[i])
                         if ix >= 0:
                             pair[0] = plan.cell(roots[i])[0]
                             pair[1] = plan.cell(<int64_t>roots[i] + 1)[0]
@@ -1777,7 +1798,7 @@ cdef class DictNode(Node):
             # PyNumber_Add, not `+`: Cython's inlined float + int returns the
             # float itself when the int is 0, and -0.0 + 0 is 0.0
             new = PyNumber_Add(cur, delta)
-            self.store(k, new, 0)
+            self.store(k, new, ST_SET)
         finally:
             seg.lock_release()
         return new
@@ -1788,8 +1809,8 @@ cdef object _MISSING = object()
 
 
 cdef class DictIter:
-    """Iterator over a SharedDict's keys (mode 0), values (1) or items (2);
-    mode | 4 walks backwards. Raises RuntimeError if the dict changes size."""
+    """Iterator over a SharedDict's keys (IT_KEYS), values (IT_VALUES) or
+    items (IT_ITEMS); | IT_REVERSED walks backwards. Raises RuntimeError if the dict changes size."""
     cdef DictNode node
     cdef int64_t pos
     cdef uint64_t version
@@ -1798,12 +1819,12 @@ cdef class DictIter:
     cdef bint done
 
     def __cinit__(self, DictNode node not None, int mode):
-        if mode & ~7 or mode & 3 == 3:
+        if mode & ~(IT_WHAT | IT_REVERSED) or mode & IT_WHAT == IT_WHAT:
             raise ValueError("bad iterator mode %d" % mode)
         self.node = node
         self.mode = mode
         self.version, self.length = node._version()
-        self.pos = 0x7FFFFFFFFFFFFFFF if mode & 4 else 0
+        self.pos = 0x7FFFFFFFFFFFFFFF if mode & IT_REVERSED else 0
 
     def __iter__(self):
         return self
@@ -1826,7 +1847,7 @@ cdef class DictIter:
             self.done = True
             self.node = None
             raise StopIteration
-        self.pos = a.ix - 1 if self.mode & 4 else a.ix + 1
+        self.pos = a.ix - 1 if self.mode & IT_REVERSED else a.ix + 1
         return r
 
     def __length_hint__(self):
@@ -1876,19 +1897,19 @@ cdef object deep_copy(Segment seg, const Cell *c):
     root = _deep_value(seg, c, memo, todo, 0)
     while todo:
         off, kind, obj = todo.pop()
-        seg.block(off, kind)
+        checked_block(seg, off, kind)
         if kind == K_DICT:
-            i = seg.dict_next(off, 0)
+            i = dict_next(seg, off, 0)
             while i >= 0:
-                e = seg.dict_entry(off, i)
+                e = dict_entry(seg, off, i)
                 if e.key.b[0] == T_PACKED:
                     (<dict>obj)[entry_key(seg, e)] = entry_value(seg, e, False)
                 else:
                     (<dict>obj)[entry_key(seg, e)] = _deep_value(seg, &e.value, memo, todo, 0)
-                i = seg.dict_next(off, i + 1)
+                i = dict_next(seg, off, i + 1)
         else:
-            n = seg.list_len(off)
-            cells = seg.list_cells(off, n)
+            n = list_len(seg, off)
+            cells = list_cells(seg, off, n)
             for i in range(n):
                 (<list>obj).append(_deep_value(seg, &cells[i], memo, todo, 0))
     return root
@@ -1916,7 +1937,7 @@ cdef object _deep_value(Segment seg, const Cell *c, dict memo, list todo, int de
         r = memo.get(off)
         if r is not None:
             return r
-        blk = seg.block(off, K_TUPLE)
+        blk = checked_block(seg, off, K_TUPLE)
         p = seg.base + off + BLOCK_HDR
         ln = ds_ld64(p)
         if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
@@ -1951,8 +1972,8 @@ def _check_values(Segment seg, list containers, list problems):
     for off, kind in containers:
         try:
             if kind == K_LIST:
-                n = seg.list_len(off)
-                cells = seg.list_cells(off, n)
+                n = list_len(seg, off)
+                cells = list_cells(seg, off, n)
                 for i in range(<uint64_t>n):
                     tag = cells[i].b[0]
                     if tag != T_DICT and tag != T_LIST:
@@ -2015,15 +2036,15 @@ cdef object _rd_list_get(Node node, void *arg):
     cdef LArg *a = <LArg *>arg
     cdef Segment seg = node.seg
     cdef int64_t n, i = a.i
-    node.check(K_LIST)
-    n = seg.list_len(node.off)
+    view_block(seg, node.off, node.gen, K_LIST)
+    n = list_len(seg, node.off)
     a.n = n
     if i < 0:
         i += n
     if i < 0 or i >= n:
         a.n = -1
         return None
-    return decode(seg, &seg.list_cells(node.off, n)[i], 0)
+    return decode(seg, &list_cells(seg, node.off, n)[i], 0)
 
 
 cdef object _rd_list_slice(Node node, void *arg):
@@ -2032,9 +2053,9 @@ cdef object _rd_list_slice(Node node, void *arg):
     cdef Py_ssize_t start = a.start, stop = a.stop, step = a.step, count, i
     cdef int64_t n
     cdef Cell *cells
-    node.check(K_LIST)
-    n = seg.list_len(node.off)
-    cells = seg.list_cells(node.off, n)
+    view_block(seg, node.off, node.gen, K_LIST)
+    n = list_len(seg, node.off)
+    cells = list_cells(seg, node.off, n)
     count = PySlice_AdjustIndices(n, &start, &stop, step)
     return [decode(seg, &cells[start + i * step], 0) for i in range(count)]
 
@@ -2044,8 +2065,8 @@ cdef object _rd_list_snapshot(Node node, void *arg):
     cdef int64_t n, i
     cdef Cell *cells
     node.check(K_LIST)
-    n = seg.list_len(node.off)
-    cells = seg.list_cells(node.off, n)
+    n = list_len(seg, node.off)
+    cells = list_cells(seg, node.off, n)
     return (ds_ld64(seg.base + node.off + BLOCK_HDR + 16), [decode(seg, &cells[i], 0) for i in range(n)])
 
 
@@ -2149,7 +2170,7 @@ cdef class ListNode(Node):
         seg.write_begin()
         try:
             self.check(K_LIST)
-            n = seg.list_len(self.off)
+            n = list_len(seg, self.off)
             if op == OP_SET or op == OP_DEL or op == OP_POP:
                 if op == OP_POP and n == 0:
                     raise IndexError("pop from empty list")
@@ -2161,7 +2182,7 @@ cdef class ListNode(Node):
                 start = i
                 ndel = 1
                 if op == OP_POP:
-                    result = deep_decode(seg, &seg.list_cells(self.off, n)[i])
+                    result = deep_decode(seg, &list_cells(seg, self.off, n)[i])
             elif op == OP_INSERT:
                 start = min(max(i + n if i < 0 else i, 0), n)
             elif op == OP_APPEND:
@@ -2188,7 +2209,7 @@ cdef class ListNode(Node):
                         seg.list_splice(self.off, start, ndel, cells, nins)
                 elif count:
                     # an extended slice: build the whole new item array
-                    old = seg.list_cells(self.off, n)
+                    old = list_cells(seg, self.off, n)
                     out = <Cell *>malloc_or_raise(CELL_SIZE * n)
                     gone = <Cell *>malloc_or_raise(CELL_SIZE * count)
                     for k in range(count):
@@ -2237,11 +2258,11 @@ cdef class ListNode(Node):
             if version is not None and ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != <uint64_t>version:
                 seg.commit()
                 return 0
-            n = seg.list_len(self.off)
+            n = list_len(seg, self.off)
             if order is not None and n != len(order):
                 seg.commit()
                 return 0
-            cells = seg.list_cells(self.off, n)
+            cells = list_cells(seg, self.off, n)
             out = <Cell *>malloc_or_raise(CELL_SIZE * n)
             for k in range(n):
                 out[k] = cells[n - 1 - k] if order is None else cells[<int64_t>order[k]]
@@ -2328,8 +2349,8 @@ cdef class ListNode(Node):
         seg.write_begin()
         try:
             self.check(K_LIST)
-            n = seg.list_len(self.off)
-            cells = seg.list_cells(self.off, n)
+            n = list_len(seg, self.off)
+            cells = list_cells(seg, self.off, n)
             while p < n and p < nprev:
                 cell_id_into(seg, &cells[p], buf)
                 if memcmp(buf, prev + ID_SIZE * p, ID_SIZE) != 0:
@@ -2381,8 +2402,8 @@ cdef class ListNode(Node):
         seg.write_begin()
         try:
             self.check(K_LIST)
-            n = seg.list_len(self.off)
-            cells = seg.list_cells(self.off, n)
+            n = list_len(seg, self.off)
+            cells = list_cells(seg, self.off, n)
             value_plain = is_plain(value)
             new = []
             for k in range(n):

@@ -1,6 +1,8 @@
 """The exceptions dshared raises: one base class, each mixed with the builtin
 that callers already catch."""
 
+from typing import Optional
+
 __all__ = [
     "DsharedError",
     "SegmentFullError",
@@ -13,11 +15,17 @@ __all__ = [
 
 class _ArgsSignature:
     """inspect.signature() of the exception classes: (*args), as their builtin
-    bases take (inspect finds no signature on builtin exception types)."""
+    bases take (inspect finds no signature on builtin exception types), then
+    the keyword-only arguments `keywords` (name, default)."""
+
+    def __init__(self, *keywords: "tuple[str, object]") -> None:
+        self.keywords = keywords
 
     def __get__(self, obj: object, cls: object = None) -> object:
         import inspect
-        return inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
+        return inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)]
+                                 + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+                                    for name, default in self.keywords])
 
 
 class DsharedError(Exception):
@@ -27,7 +35,26 @@ class DsharedError(Exception):
 
 
 class SegmentFullError(DsharedError, MemoryError):
-    """The segment has no room for the operation; the operation had no effect."""
+    """The segment has no room for the operation; the operation had no effect.
+
+    Raised by a failed allocation, it says how many bytes it asked for
+    (`want`), how many of the segment's heap were free (`free`, counted
+    after the operation was rolled back) and, when /dev/shm could not back
+    the memory, the error number (`errno`, else 0); `want` and `free` are
+    None otherwise."""
+
+    __signature__ = _ArgsSignature(("want", None), ("free", None), ("errno", 0))
+
+    want: Optional[int]
+    free: Optional[int]
+    errno: int
+
+    def __init__(self, *args: object, want: Optional[int] = None, free: Optional[int] = None,
+                 errno: int = 0) -> None:
+        super().__init__(*args)
+        self.want = want
+        self.free = free
+        self.errno = errno
 
 
 class CorruptSegmentError(DsharedError, RuntimeError):

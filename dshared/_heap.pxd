@@ -2,8 +2,10 @@
 # every cdef operation that _codec builds on. _codec cimports this file; this
 # module never imports _codec.
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp
+from libc.math cimport floor, isfinite
+from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "dshared.h" nogil:
@@ -18,14 +20,12 @@ cdef extern from "dshared.h" nogil:
     void ds_atomic_or64(uint64_t *p, uint64_t v)
     void ds_fence_acquire()
     void ds_fence_release()
-    void ds_fence_seq_cst()
     void ds_cpu_relax()
     void ds_prefetch(const void *p, size_t n)
     int ds_bitlen64(uint64_t v)
     enum: DS_WHOLE_DOUBLE_MAX
     size_t ds_whole_double_bytes(double f, uint8_t *out)
     int ds_ctz64(uint64_t v)
-    uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t n)
     uint64_t ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const void *src, size_t n)
     uint64_t ds_hash_u64(uint64_t k0, uint64_t k1, unsigned tag, uint64_t v)
     int ds_mutex_init(pthread_mutex_t *m)
@@ -38,7 +38,9 @@ cdef extern from "dshared.h" nogil:
     int ds_mutex_consistent(pthread_mutex_t *m)
     const char *ds_layout_name()
     size_t ds_mutex_size()
-    int DSHARED_DEBUG
+    int DSHARED_DEBUG           # the debug tier, 0 to 2 (include/debug.h)
+    void DS_ASSERT(bint cond, const char *what)
+    void ds_debug_fail(const char *what, const char *detail, const char *file, int line)
 
 
 cdef enum:
@@ -180,6 +182,8 @@ cdef class LockState:
     cdef long fork_gen
 
 
+# final: no subclass, so _heap calls its methods directly, not through the vtable
+@cython.final
 cdef class Segment:
     cdef char *base
     cdef Header *hdr
@@ -193,6 +197,7 @@ cdef class Segment:
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
+    cdef bint debug_check_due   # DSHARED_DEBUG >= 2: a write committed, check() when it ends
     cdef bint odd               # this write has made the sequence odd (see publish)
     cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
     cdef int faulted            # set by the fault handler (include/dshared_fault.h): the mapping faulted
@@ -268,10 +273,9 @@ cdef class Segment:
     cdef char *ptr(self, uint64_t off, uint64_t n) except NULL
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL
     cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL
-    cdef Block *block(self, uint64_t off, int kind) except NULL
-    cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL
     cdef int check_open(self) except -1
     cdef int raise_faulted(self) except -1
+    cdef int raise_corrupt(self, str msg) except -1
 
 
     # the publish path: lock (reentrant) + seqlock around each write
@@ -302,6 +306,8 @@ cdef class Segment:
     cdef void defer_release_block(self, uint64_t off) noexcept
     cdef void _run_deferred(self) noexcept
     cdef void end_publication(self) noexcept nogil
+    cdef void _debug_commit(self) noexcept nogil
+    cdef void _debug_check(self) noexcept
 
     # allocator (under the lock; failures are reported by a 0 return)
     cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil
@@ -311,22 +317,12 @@ cdef class Segment:
     cdef void release_block(self, uint64_t off) noexcept
     cdef int raise_alloc_error(self, uint64_t want) except -1
 
-    # keys
-    cdef int key_matches(self, const Entry *e, const Key *k) except -1
-
     # dict tables
     cdef uint64_t dict_table(self, uint64_t d) except? 0
-    cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2
-    cdef int64_t table_find(self, uint64_t t, const Key *k) except -2
     cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
     cdef uint64_t _live_count(self, uint64_t t) except? 0
     cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
     cdef void _rebuild_index(self, uint64_t t) noexcept nogil
-    cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL
-    cdef int64_t dict_len(self, uint64_t d) except -1
-    cdef uint64_t dict_version(self, uint64_t d) except? 0
-    cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2
-    cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2
     cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil
@@ -337,16 +333,11 @@ cdef class Segment:
     cdef int dict_clear(self, uint64_t d) except -1
 
     # lists
-    cdef int64_t list_len(self, uint64_t l) except -1
-    cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL
     cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
     cdef int list_rebuild(self, uint64_t l, const Cell *cells, uint64_t n, const Cell *removed, uint64_t nremoved) except -1
     cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL
     cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept
     cdef bint _try_new_items(self, uint64_t l, uint64_t n) noexcept
-
-    # strings and other byte blocks
-    cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1
 
 
 cdef inline int tag_kind(uint8_t tag) noexcept nogil:
@@ -452,39 +443,10 @@ cdef inline uint64_t table_bytes(uint64_t capacity) noexcept nogil:
     return 32 + 4 * table_slots(capacity) + ENTRY_SIZE * capacity
 
 
-cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k) except -2:
-    """Index of the entry with key k in the table read into tv, or -1."""
-    cdef uint64_t mask = tv.nslots - 1, nentries = tv.nentries
-    cdef uint64_t i = k.hash & mask, perturb = k.hash, probes = 0
-    cdef int32_t *index = tv.index
-    cdef Entry *ents = tv.ents
-    cdef Entry *e
-    cdef int32_t ix
-    if tv.off == 0:
-        return -1
-    while probes <= mask + 64:
-        ix = index[i]
-        if ix == IX_EMPTY:
-            return -1
-        if ix >= 0:
-            if <uint64_t>ix >= nentries:
-                seg.bad_block(tv.off, K_TABLE)
-            e = &ents[ix]
-            if e.hash == k.hash:
-                # short str keys, the common case, compare right here
-                if e.key.b[0] == T_SSTR and k.ctag == T_STR:
-                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[2], k.data, k.len) == 0:
-                        return ix
-                elif e.key.b[0] == T_PACKED and k.ctag == T_STR:
-                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[4], k.data, k.len) == 0:
-                        return ix
-                elif seg.key_matches(e, k):
-                    return ix
-        perturb >>= 5
-        i = (i * 5 + perturb + 1) & mask
-        probes += 1
-    seg.bad_block(tv.off, K_TABLE)
-    return -2
+# the key compare, the probe, the lookup and the readers of entries and
+# items (inline, in files of their own)
+include "heap/keys.pxd"
+include "heap/access.pxd"
 
 
 # -- the read section's sequence checks, inline

@@ -2,7 +2,7 @@
 
 from types import TracebackType
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -37,7 +37,7 @@ class _Lock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
     ) -> None: ...
 
-@disjoint_base
+@final
 class Segment:
     """One shared-memory segment, created or attached by name."""
 

@@ -33,7 +33,8 @@ Concurrency: writers serialise on the mutex and bump `seq` before their first
 change to reachable memory and after the write (seqlock). Readers take no lock: they read, then check that `seq`
 was even and unchanged, and retry otherwise (falling back to the lock after
 MAX_RETRIES). Freed memory stays mapped and every offset or length read from
-the segment passes `ptr()`/`inb()` before use, so a reader racing a writer
+the segment passes a checked accessor (checked_block, view_block,
+table_view_at, inb(): _heap.pxd and heap/*.pxd) before use, so a reader racing a writer
 sees stale bytes at worst, never a fault. No Python code runs while the lock
 is held: keys and values are converted to C buffers first, and the cyclic GC
 (which could run finalizers) is switched off for the duration of a write.
@@ -800,6 +801,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, self.name))
         return self.base + off
 
+    cdef int raise_corrupt(self, str msg) except -1:
+        """The out-of-line raiser of the inline readers (heap/*.pxd)."""
+        raise CorruptSegmentError(msg)
+
     cdef Block *bad_block(self, uint64_t off, int kind) except NULL:
         self.check_open()
         if ds_fault_flag(&self.faulted):
@@ -817,15 +822,6 @@ One shared-memory segment: created (mode 0600, built under a temporary
             return <Block *>(self.base + off)
         raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
                                   % ("dict" if kind == K_DICT else "list", self.name))
-
-    cdef Block *block(self, uint64_t off, int kind) except NULL:
-        """The block at `off`, whose kind must be `kind` and whose size must lie
-        inside the heap."""
-        return checked_block(self, off, kind)
-
-    cdef Block *node(self, uint64_t off, uint32_t gen, int kind) except NULL:
-        """The container a view refers to, or StaleReferenceError if it was freed."""
-        return view_block(self, off, gen, kind)
 
     # -- the read section ----------------------------------------------------
 
@@ -1143,7 +1139,42 @@ One shared-memory segment: created (mode 0600, built under a temporary
         # lock-free readers go on meanwhile (free, view_gen_ok)
         self.end_publication()
         self._run_deferred()
+        if DSHARED_DEBUG >= 1:
+            self._debug_commit()
+        if DSHARED_DEBUG >= 2:
+            self.debug_check_due = True
         return 0
+
+    cdef void _debug_commit(self) noexcept nogil:
+        """DSHARED_DEBUG >= 1: the header and counter invariants after a
+        commit; a broken one is fatal (include/debug.h)."""
+        cdef Header *h = self.hdr
+        DS_ASSERT(h.jcount == 0, "the journal is empty after a commit")
+        DS_ASSERT((h.seq & 1) == 0, "the write sequence is even after a commit")
+        DS_ASSERT(h.top >= HEADER_SIZE and h.top <= self.cap and h.top <= h.reserved,
+                  "the top of the heap lies in the backed capacity")
+        DS_ASSERT((h.top & (ALIGN - 1)) == 0, "the top of the heap is aligned")
+        DS_ASSERT(h.used <= h.top - HEADER_SIZE, "the bytes in use lie below the top")
+        DS_ASSERT(h.nblocks * MIN_BLOCK <= h.used, "every live block counted in used holds MIN_BLOCK bytes")
+        DS_ASSERT(h.tail16 * ALIGN <= h.top - HEADER_SIZE, "the block below the top lies in the heap")
+        DS_ASSERT(h.root >= HEADER_SIZE and h.root < h.top and h.names >= HEADER_SIZE and h.names < h.top,
+                  "the root and names dicts lie in the heap")
+        DS_ASSERT((h.flags & FLAG_POISONED) == 0, "a committed write leaves the segment unpoisoned")
+        DS_ASSERT(self.nfree == 0 and self.nrel == 0, "the deferred frees ran")
+
+    cdef void _debug_check(self) noexcept:
+        """DSHARED_DEBUG >= 2: the full check() after a write (the lock
+        released: check takes it again); a problem is fatal."""
+        cdef bytes text
+        self.debug_check_due = False
+        try:
+            report = self.check()
+            if report.ok:
+                return
+            text = ("; ".join(report.problems)[:4000]).encode("utf-8", "replace")
+        except BaseException as e:         # the check itself failed: say so
+            text = ("check() raised %r" % (e,)).encode("utf-8", "replace")
+        ds_debug_fail("check() after a write", text, "_heap.pyx", 0)
 
     cdef void write_end(self) noexcept:
         """Close a write; one that did not commit is undone through its journal."""
@@ -1162,6 +1193,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if not _hook_no_lock and not (ds_fault_flag(&self.faulted) & DS_FAULTED_HEADER):
                 ds_mutex_unlock(&self.hdr.mutex)
             _after_unlock(self)
+            if DSHARED_DEBUG >= 2 and self.debug_check_due and self.base != NULL:
+                self._debug_check()
 
     # -- the journal: in-place stores of a write, undone if it does not finish --
 
@@ -1572,10 +1605,13 @@ One shared-memory segment: created (mode 0600, built under a temporary
         n[0] += 1
 
     cdef int raise_alloc_error(self, uint64_t want) except -1:
-        err = SegmentFullError(self.full_message(want, self.err))
-        err.want = want
-        err.errno_ = self.err
-        raise err
+        raise self.full_error(want, self.err)
+
+    def full_error(self, want, int err=0):
+        """The SegmentFullError of an allocation of `want` bytes that failed
+        (err: 0 or 12, no room; another errno: /dev/shm could not back it)."""
+        return SegmentFullError(self.full_message(want, err), want=want,
+                                free=self.cap - HEADER_SIZE - self.hdr.used, errno=0 if err == 12 else err)
 
     def full_message(self, want, int err=0):
         """The text of a SegmentFullError: how full, and what to do."""
@@ -1588,68 +1624,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 % (self.name, h.used, self.cap - HEADER_SIZE,
                    100.0 * h.used / (self.cap - HEADER_SIZE), want))
 
-    # -- byte blocks (str, bytes, big ints, tuple keys) -------------------------
-
-    cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1:
-        cdef Block *b = self.block(off, kind)
-        cdef uint64_t size = <uint64_t>b.size16 * ALIGN
-        cdef char *p = self.base + off + BLOCK_HDR
-        cdef uint64_t hdr = 16 if kind == K_STR else 8
-        cdef uint64_t length = ds_ld64(p)
-        if length > size - BLOCK_HDR - hdr:
-            raise CorruptSegmentError("byte block at %d claims %d bytes" % (off, length))
-        data[0] = p + hdr
-        n[0] = length
-        return 0
-
-    # -- keys ----------------------------------------------------------------------
-
-    cdef int key_matches(self, const Entry *e, const Key *k) except -1:
-        cdef uint8_t tag = e.key.b[0]
-        cdef uint64_t v
-        cdef double f
-        cdef uint8_t ln
-        cdef const char *data
-        cdef uint64_t n
-        cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
-        if tag == T_PACKED:
-            ln = e.key.b[1] & 0x7f
-            return k.ctag == T_STR and k.len == ln and ln <= INLINE_MAX and memcmp(&e.key.b[4], k.data, ln) == 0
-        if tag == T_SSTR or tag == T_SBYTES:
-            ln = e.key.b[1] & 0x7f
-            return (k.ctag == (T_STR if tag == T_SSTR else T_BYTES) and k.len == ln
-                    and ln <= INLINE_MAX and memcmp(&e.key.b[2], k.data, ln) == 0)
-        if tag == T_INT or tag == T_FALSE or tag == T_TRUE or tag == T_FLOAT:
-            if tag == T_FLOAT:
-                v = ds_ld64(&e.key.b[8])
-                memcpy(&f, &v, 8)
-                if f != f:
-                    return 0            # NaN keys are never found by a lookup
-                if -9.2233720368547758e18 <= f < 9.2233720368547758e18 and f == <double>(<int64_t>f):
-                    return k.ctag == T_INT and <int64_t>k.cval == <int64_t>f
-                if isfinite(f) and floor(f) == f:
-                    # a whole float beyond int64 equals the int of its value
-                    if k.ctag != T_BIGINT:
-                        return 0
-                    n = ds_whole_double_bytes(f, whole)
-                    return n == k.len and memcmp(whole, k.data, n) == 0
-                return k.ctag == T_FLOAT and k.cval == v
-            v = 0 if tag == T_FALSE else 1 if tag == T_TRUE else ds_ld64(&e.key.b[8])
-            return k.ctag == T_INT and k.cval == v
-        if tag == T_NONE:
-            return k.ctag == T_NONE
-        if tag == T_STR or tag == T_BYTES or tag == T_BIGINT or tag == T_KTUPLE:
-            if k.ctag != tag:
-                return 0
-            self.block_bytes(ds_ld64(&e.key.b[8]), tag_kind(tag), &data, &n)
-            if tag == T_KTUPLE:
-                # [canonical length][canonical][typed]: compare the canonical part
-                if n < 8 or ds_ld64(data) > n - 8:
-                    raise CorruptSegmentError("malformed tuple key")
-                n = ds_ld64(data)
-                data += 8
-            return n == k.len and memcmp(data, k.data, n) == 0
-        return 0
+    # (byte blocks and keys: block_bytes, key_matches in heap/keys.pxd)
 
     # -- dict tables ---------------------------------------------------------------
     #
@@ -1657,61 +1632,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
     # (live), then int32 index[nslots], then Entry entries[capacity].
 
     cdef uint64_t dict_table(self, uint64_t d) except? 0:
-        """The table block of dict block `d` (already checked by node()), or 0."""
+        """The table block of dict block `d` (already checked by view_block), or 0."""
         cdef TableView tv
         table_view(self, d, &tv)
         return tv.off
-
-    cdef int64_t dict_len(self, uint64_t d) except -1:
-        cdef TableView tv
-        table_view(self, d, &tv)
-        return <int64_t>tv.count
-
-    cdef uint64_t dict_version(self, uint64_t d) except? 0:
-        return ds_ld64(self.base + d + BLOCK_HDR + 8)
-
-    cdef Entry *dict_entry(self, uint64_t d, int64_t i) except NULL:
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i < 0 or <uint64_t>i >= tv.nentries:
-            raise CorruptSegmentError("dict entry %d out of range" % i)
-        return &tv.ents[i]
-
-    cdef int64_t dict_find(self, uint64_t d, const Key *k) except -2:
-        """Index of the entry with key `k`, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        return table_lookup(self, &tv, k)
-
-    cdef int64_t table_find(self, uint64_t t, const Key *k) except -2:
-        """Index of the entry with key `k` in table t (0: empty), or -1."""
-        cdef TableView tv
-        table_view_at(self, t, &tv)
-        return table_lookup(self, &tv, k)
-
-    cdef int64_t dict_next(self, uint64_t d, int64_t i) except -2:
-        """The first live entry at or after position i, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i < 0:
-            return -1
-        while <uint64_t>i < tv.nentries:
-            if tv.ents[i].key.b[0] != T_EMPTY:
-                return i
-            i += 1
-        return -1
-
-    cdef int64_t dict_prev(self, uint64_t d, int64_t i) except -2:
-        """The last live entry at or before position i, or -1."""
-        cdef TableView tv
-        table_view(self, d, &tv)
-        if i >= <int64_t>tv.nentries:
-            i = <int64_t>tv.nentries - 1
-        while i >= 0:
-            if tv.ents[i].key.b[0] != T_EMPTY:
-                return i
-            i -= 1
-        return -1
 
     cdef uint64_t _new_table(self, uint64_t n) noexcept nogil:
         """A table block with room for n entries (at least 1), empty; 0 if no room."""
@@ -1733,14 +1657,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
         """Put entry ix into the first free slot of its probe sequence."""
         cdef char *p = self.base + t + BLOCK_HDR
-        cdef uint64_t mask = ds_ld64(p) - 1, i = hash & mask, perturb = hash
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef uint64_t probes = 0
-        while index[i] >= 0 and probes <= mask + 64:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-        index[i] = ix
+        cdef Probe pr
+        probe_start(&pr, hash, ds_ld64(p))
+        while index[pr.i] >= 0 and probe_next(&pr):
+            pass
+        index[pr.i] = ix
 
     cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
         """Append n fresh entries (hash, key, value pairs of cells) to a new table."""
@@ -1808,22 +1730,21 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
         cdef uint64_t ix = ds_ld64(p + 16)
-        cdef uint64_t mask = ds_ld64(p) - 1, i = k.hash & mask, perturb = k.hash
+        cdef uint64_t nslots = ds_ld64(p), i
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
+        cdef Entry *e = <Entry *>(p + 32 + 4 * nslots) + ix
         cdef uint64_t pair
         cdef int32_t ix32
-        cdef uint64_t probes = 0
+        cdef Probe pr
         e.hash = k.hash
         e.value = value[0]
         e.key = key[0]
         crash_point()
-        while index[i] >= 0:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-            if probes > mask + 64:
+        probe_start(&pr, k.hash, nslots)
+        while index[pr.i] >= 0:
+            if not probe_next(&pr):
                 raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, self.name))
+        i = pr.i
         # index slots are 4 bytes: journal the aligned 8 bytes around the slot
         pair = ds_ld64(&index[i & ~(<uint64_t>1)])
         ix32 = <int32_t>ix
@@ -1864,7 +1785,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         ds_st64(q + 16, j)
         ds_st64(q + 24, j)
         for i in range(n):
-            ix = self.table_find(nt, &keys[i])
+            ix = table_find(self, nt, &keys[i])
             if ix >= 0:
                 self._entry_set(&ents[ix], &cells[2 * i], False)
             else:
@@ -1906,7 +1827,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.jstore(p + 16, orig)
         self.jstore(p + 24, ds_ld64(p + 24))
         for i in range(n):
-            ix = self.table_find(t, &keys[i])
+            ix = table_find(self, t, &keys[i])
             if ix >= 0:
                 # a key already there is journaled; one added by this batch is not
                 self._entry_set(&ents[ix], &cells[2 * i], <uint64_t>ix < orig)
@@ -1922,7 +1843,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Give entry ix (whose key equals pair's) the value of pair (a key
         cell and a value cell, or a packed area); the old value is released
         on commit, and the key already there stays."""
-        self._entry_set(self.dict_entry(d, ix), pair, True)
+        self._entry_set(dict_entry(self, d, ix), pair, True)
         return 0
 
     cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept:
@@ -1960,10 +1881,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Remove entry ix; its key and value are released on commit."""
         cdef uint64_t t = self.dict_table(d)
         cdef char *p = self.base + t + BLOCK_HDR
-        cdef uint64_t mask = ds_ld64(p) - 1
         cdef int32_t *index = <int32_t *>(p + 32)
-        cdef Entry *e = <Entry *>(p + 32 + 4 * (mask + 1)) + ix
-        cdef uint64_t i = e.hash & mask, perturb = e.hash, probes = 0, pair
+        cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+        cdef uint64_t i, pair
+        cdef Probe pr
         cdef int32_t ix32
         cdef Cell key = e.key, value = e.value, empty
         memset(&empty, 0, CELL_SIZE)
@@ -1973,10 +1894,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             self._bump_version(d)
             self.defer_release_block(t)
             return 0
-        while index[i] != ix and probes <= mask + 64:
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
+        probe_start(&pr, e.hash, ds_ld64(p))
+        while index[pr.i] != ix and probe_next(&pr):
+            pass
+        i = pr.i
         if index[i] == ix:
             pair = ds_ld64(&index[i & ~(<uint64_t>1)])
             ix32 = IX_DUMMY
@@ -2008,29 +1929,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
     #
     # LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
 
-    cdef int64_t list_len(self, uint64_t l) except -1:
-        cdef uint64_t n
-        if (<Block *>(self.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
-            raise CorruptSegmentError("list block at %d is too small" % l)
-        n = ds_ld64(self.base + l + BLOCK_HDR + 8)
-        if n > self.lim // CELL_SIZE:
-            raise CorruptSegmentError("list at %d claims %d items" % (l, n))
-        return <int64_t>n
-
-    cdef Cell *list_cells(self, uint64_t l, uint64_t n) except NULL:
-        """The cells of list `l`, checked to hold at least n items."""
-        cdef uint64_t it = ds_ld64(self.base + l + BLOCK_HDR)
-        cdef Block *b
-        cdef char *p
-        if it == 0:
-            if n == 0:
-                return <Cell *>(self.base + l + BLOCK_HDR + 24)   # never read
-            raise CorruptSegmentError("list at %d has no items block" % l)
-        b = self.block(it, K_ITEMS)
-        p = self.base + it + BLOCK_HDR
-        if ds_ld64(p) > (<uint64_t>b.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE or n > ds_ld64(p):
-            raise CorruptSegmentError("list items at %d are inconsistent" % it)
-        return <Cell *>(p + 8)
+    # (the readers list_len, list_cells: heap/access.pxd)
 
     cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel,
                          const Cell *cells, uint64_t nins) except -1:
@@ -2040,7 +1939,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cells are released on commit. On failure nothing changed."""
         cdef char *lp = self.base + l + BLOCK_HDR
         cdef uint64_t length = ds_ld64(lp + 8), it = ds_ld64(lp), cap = 0, i
-        cdef Cell *items = self.list_cells(l, length)
+        cdef Cell *items = list_cells(self, l, length)
         cdef Cell *out
         if start > length or ndel > length - start:
             raise CorruptSegmentError("list splice out of range")
@@ -2502,16 +2401,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef int64_t _probe_length(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
         """How many probes past the first slot a lookup of `hash` takes to
         reach `slot`; -1 if it never does."""
-        cdef uint64_t mask = nslots - 1, i = hash & mask, perturb = hash, probes = 0
-        while probes <= mask + 64:
-            if i == slot:
-                return <int64_t>probes
-            if index[i] == IX_EMPTY:
+        cdef Probe pr
+        probe_start(&pr, hash, nslots)
+        while True:
+            if pr.i == slot:
+                return <int64_t>pr.n
+            if index[pr.i] == IX_EMPTY:
                 return -1
-            perturb >>= 5
-            i = (i * 5 + perturb + 1) & mask
-            probes += 1
-        return -1
+            if not probe_next(&pr):
+                return -1
 
     cdef _probe_stats(self):
         """Probe lengths over every dict table of the heap (the lock held):

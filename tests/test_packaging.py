@@ -41,15 +41,16 @@ def test_build_makes_sdist_and_wheel(tmp_path):
     with tarfile.open(tmp_path / "dist" / names[0]) as t:
         sdist = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     for f in ("setup.py", "pyproject.toml", "README.md", "dshared/_heap.pyx", "dshared/_codec.pyx",
-              "dshared/_heap.pxd", "dshared/include/dshared.h", "dshared/include/dshared_gc.h",
-              "dshared/py.typed", "dshared/__init__.pyi"):
+              "dshared/_heap.pxd", "dshared/heap/access.pxd", "dshared/heap/keys.pxd",
+              "dshared/include/dshared.h", "dshared/include/dshared_gc.h", "dshared/py.typed", "dshared/__init__.pyi"):
         assert f in sdist, (f, sorted(sdist))
     assert not [n for n in sdist if n.endswith(".c")], sorted(sdist)
     with zipfile.ZipFile(tmp_path / "dist" / names[1]) as z:
         wheel = {n for n in z.namelist() if n.startswith("dshared/")}
     expected = {"dshared/__init__.py", "dshared/_collections.py", "dshared/_errors.py", "dshared/py.typed",
                 "dshared/__init__.pyi", "dshared/_heap.pyi", "dshared/_codec.pyi", "dshared/_collections.pyi",
-                "dshared/_heap.pxd", "dshared/include/dshared.h", "dshared/include/dshared_gc.h"}
+                "dshared/_heap.pxd", "dshared/heap/access.pxd", "dshared/heap/keys.pxd",
+                "dshared/include/dshared.h", "dshared/include/dshared_gc.h"}
     assert expected <= wheel, sorted(expected - wheel)
     assert len([n for n in wheel if n.endswith(".so")]) == 2, sorted(wheel)
     assert not [n for n in wheel if n.endswith(".c")], sorted(wheel)

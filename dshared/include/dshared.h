@@ -1,6 +1,6 @@
 /* The few C pieces that Cython's own includes do not cover: atomics and
  * fences for the seqlock, unaligned loads, a keyed hash, the robust
- * process-shared mutex, and the DSHARED_DEBUG flag. Everything here is
+ * process-shared mutex, and the debug tier (debug.h). Everything here is
  * static inline and cannot fail unless it returns an error code. */
 #ifndef DSHARED_H
 #define DSHARED_H
@@ -12,9 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef DSHARED_DEBUG
-#define DSHARED_DEBUG 0
-#endif
+#include "debug.h"
 
 /* Unaligned-safe loads and stores: compile to one mov on x86-64. */
 static inline uint64_t ds_ld64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -27,7 +25,6 @@ static inline void ds_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(
 static inline void ds_atomic_or64(uint64_t *p, uint64_t v) { __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 static inline void ds_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void ds_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
-static inline void ds_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void ds_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -120,20 +117,6 @@ static inline uint64_t ds_tail(const uint8_t *p, size_t t, size_t len)
         return (uint64_t)ds_ld32(p) | ((uint64_t)ds_ld32(p + t - 4) << (8 * (t - 4)));
     return (uint64_t)p[0] | ((uint64_t)p[t >> 1] << (8 * (t >> 1))) | ((uint64_t)p[t - 1] << (8 * (t - 1)));
 #endif
-}
-
-/* SipHash-1-3 of src[0..len), as specified (key k0 || k1, little-endian). */
-static inline uint64_t ds_siphash13(uint64_t k0, uint64_t k1, const void *src, size_t len)
-{
-    const uint8_t *in = (const uint8_t *)src, *end = in + (len & ~(size_t)7);
-    uint64_t m;
-    DS_SIPINIT(k0, k1);
-    for (; in != end; in += 8) {
-        m = ds_ld64(in);
-        v3 ^= m; DS_SIPROUND; v0 ^= m;
-    }
-    DS_SIPFINISH((((uint64_t)len) << 56) | ds_tail(in, len & 7, len));
-    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* The key hash: SipHash-1-3 of src[0..len) followed by the byte tag, without
@@ -250,8 +233,6 @@ static inline int ds_mutex_consistent(pthread_mutex_t *m) { return pthread_mutex
 #else
 #define DS_LIBC "libc"
 #endif
-#define DS_STR2(x) #x
-#define DS_STR(x) DS_STR2(x)
 static inline const char *ds_layout_name(void) { return DS_ARCH "-" DS_LIBC; }
 static inline size_t ds_mutex_size(void) { return sizeof(pthread_mutex_t); }
 
