@@ -68,6 +68,8 @@ def _new_id():
 
 def _error(msg):
     """The exception for an error reply of the script."""
+    if msg.startswith("ERR DSH"):
+        msg = msg[4:]
     code, _, text = msg.partition(" ")
     text = text.split(" script:")[0]
     if code == "DSHSTALE" or code == "DSHTYPE":
@@ -341,6 +343,8 @@ class RedisSegment:
             r = conn.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, op, tok, self._cid, *flat, *args)
             if isinstance(r, Exception):
                 msg = str(r)
+                if msg.startswith("ERR DSH"):
+                    msg = msg[4:]
                 if msg.startswith("NOSCRIPT"):
                     conn.call(b"SCRIPT", b"LOAD", _LUA)
                     continue
@@ -925,8 +929,8 @@ class RedisDict(MutableMapping):
         if type(delta) is int and type(default) is int and -(1 << 63) <= delta < (1 << 63) \
                 and -(1 << 63) <= default < (1 << 63):
             r = self._w(b"dincr", (self._id, f, delta, default, o, b"i"))
-            if isinstance(r, int):
-                return r
+            if r != b"DSHCAS":
+                return int(r)
         seg = self._seg
         while True:
             t, cur = seg._client.call(b"HMGET", self._key, b"\0t", f)

@@ -293,8 +293,9 @@ elseif op == 'dincr' then
   local cur = redis.call('HGET', k, f)
   if kind == 'i' and (cur == false or string.match(cur, '^-?%d+$')) then
     if not cur then dput(k, f, default, okey) end
-    local ok, v = pcall(redis.call, 'HINCRBY', k, f, delta)
-    if ok then return v end
+    -- the new value goes back as its digits (a Lua number is a double)
+    local ok = pcall(redis.call, 'HINCRBY', k, f, delta)
+    if ok then return redis.call('HGET', k, f) end
     return 'DSHCAS'
   end
   return 'DSHCAS'

@@ -1,0 +1,82 @@
+"""A real redis-server for the Redis backend's tests: started on 127.0.0.1 on
+a free port, without persistence, stopped (and reaped) at the end.
+
+Without a redis-server binary the Redis tests are skipped with one reason
+line, except when DSHARED_REQUIRE_REDIS=1 (CI), where they fail."""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+SKIP_REASON = "redis-server not found: the Redis backend's tests need it (apt-get install redis-server)"
+
+
+def redis_server_binary():
+    return os.environ.get("DSHARED_REDIS_SERVER") or shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+
+
+def required():
+    return os.environ.get("DSHARED_REQUIRE_REDIS") == "1"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on a free loopback port; .url, .stop(), .restart()
+    (a restart loses every key: no persistence)."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="dsh-redis-")
+        self.port = None
+        self.proc = None
+        self.start()
+
+    def start(self):
+        for _ in range(5):
+            self.port = self.port or _free_port()
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                        s.sendall(b"PING\r\n")
+                        if s.recv(16).startswith(b"+PONG"):
+                            return
+                except OSError:
+                    time.sleep(0.02)
+            self.stop()
+            self.port = None
+        raise RuntimeError("could not start %s" % self.binary)
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self):
+        p, self.proc = self.proc, None
+        if p is not None:
+            p.kill()
+            p.wait(10)
+            if p.stderr:
+                p.stderr.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
