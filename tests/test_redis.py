@@ -247,12 +247,43 @@ def test_near_cache_dropped_when_its_connection_dies(rseg, redis_url):
     nc = rseg._nc
     assert nc.enabled and nc.d
     c = Client(Config(redis_url))
+    # the connection dies and a write lands in one step: nobody tells the cache of that write
+    c.call(b"MULTI")
     c.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub")
+    c.call(b"HSET", r._key, b"sk", b"2")
+    assert c.call(b"EXEC")[1] == 0
     assert _wait(lambda: nc.resets > 0, 2)
-    c.call(b"HSET", r._key, b"sk", b"2")                 # a write nobody tells the cache of
     assert r["k"] == 2                                   # the cache was dropped
     assert _wait(lambda: nc.enabled, 5)
     c.close()
+
+
+def test_near_cache_invalidation_racing_a_read_is_not_lost(rseg, redis_url):
+    """An invalidation that arrives while a read is in flight: the reply
+    (the old value) must not be kept (the placeholder check)."""
+    from dshared.redis import RedisSegment
+    writer = RedisSegment(rseg.name, server=redis_url)
+    r = rseg.col()
+    r["k"] = "old"
+    nc = rseg._nc
+    assert r["k"] == "old"                  # the near-cache is running
+    nc.d.clear()
+    client = rseg._client
+    real = client.call
+
+    def racing(*args):
+        reply = real(*args)                 # read the old value...
+        seen = nc.invalidations
+        writer.col()["k"] = "new"           # ...a write lands before the reply is kept
+        assert _wait(lambda: nc.invalidations > seen)
+        return reply
+    client.call = racing
+    try:
+        assert r["k"] == "old"              # the reply read before the write
+    finally:
+        client.call = real
+    assert r["k"] == "new"                  # not served from a stale entry
+    writer.close()
 
 
 def test_near_cache_is_bounded(redis_url, shm_name):

@@ -168,7 +168,7 @@ class _NearCache:
             c.close()
             raise
         c.sock.settimeout(0.25)
-        self.drop_all()
+        self.epoch += 1         # the entries were dropped when the last connection was lost
         self.conn = c
         self.enabled = True
 

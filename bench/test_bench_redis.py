@@ -1,0 +1,186 @@
+"""The Redis backend, side by side with the clients it competes with, on one
+loopback redis-server started for the run (tests/_redis.py):
+
+  near-cache hit d[k]  vs  redis-py HGET, redis-py's client-side cache hit
+                           (where the installed redis-py and server allow it),
+                           a raw hiredis HGET (socket + hiredis.Reader)
+  miss (one round trip)     vs  the raw hiredis HGET
+  invalidation latency      a write by one handle -> the other handle's cache
+                            drops the entry (p50, p99), stale reads after it
+  incr, lock() read-modify-write throughput
+
+Smoke mode (the default addopts) runs small counts once; with
+--benchmark-enable the counts are large and bench/results_redis.md is
+written. Run alone: python bench/test_bench_redis.py
+"""
+import os
+import socket
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+
+def _per_op(fn, n):
+    t = time.perf_counter()
+    fn(n)
+    return (time.perf_counter() - t) / n
+
+
+def _pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def measure(url, scale=1.0):
+    from dshared.redis import RedisSegment, unlink
+    from dshared.redis._client import Client, Config
+    import hiredis
+    out = {}
+    name = "dsh-bench-redis-%d" % os.getpid()
+    seg = RedisSegment(name, server=url)
+    reader = RedisSegment(name, server=url)
+    cold = RedisSegment(name, server=url + "?near_cache=0")
+    try:
+        d = seg.col()
+        d["k"] = "v" * 16
+        key, field = d._key, b"sk"
+        n_hit = int(200000 * scale) or 1000
+        n_rt = int(5000 * scale) or 200
+        d["k"]
+
+        def hits(n):
+            for _ in range(n):
+                d["k"]
+        out["near-cache hit d[k]"] = _per_op(hits, n_hit)
+
+        c = cold.col()
+
+        def miss(n):
+            for _ in range(n):
+                c["k"]
+        out["miss d[k] (one round trip)"] = _per_op(miss, n_rt)
+
+        cfg = Config(url)
+        s = socket.create_connection((cfg.host, cfg.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rd = hiredis.Reader()
+        pack = hiredis.pack_command(("HGET", key, field))
+
+        def raw(n):
+            for _ in range(n):
+                s.sendall(pack)
+                r = rd.gets()
+                while r is False:
+                    rd.feed(s.recv(65536))
+                    r = rd.gets()
+        out["raw hiredis HGET"] = _per_op(raw, n_rt)
+        s.close()
+
+        try:
+            import redis
+            rp = redis.Redis.from_url(url)
+
+            def rpy(n):
+                for _ in range(n):
+                    rp.hget(key, field)
+            out["redis-py HGET"] = _per_op(rpy, n_rt)
+            rp.close()
+            try:
+                from redis.cache import CacheConfig
+                rc = redis.Redis.from_url(url, protocol=3, cache_config=CacheConfig())
+                rc.hget(key, field)
+
+                def rcache(n):
+                    for _ in range(n):
+                        rc.hget(key, field)
+                out["redis-py client-side cache hit"] = _per_op(rcache, n_rt)
+                rc.close()
+            except Exception as e:      # older server or client: reported, not measured
+                out["redis-py client-side cache hit"] = "unavailable: %s" % str(e).splitlines()[0][:90]
+        except ImportError:
+            out["redis-py HGET"] = "redis-py not installed"
+
+        # invalidation: handle `seg` writes, handle `reader` must stop serving the old value
+        rdd = reader.col()
+        nc = reader._nc
+        lat = []
+        stale = 0
+        trials = int(2000 * scale) or 100
+        for i in range(trials):
+            rdd["k"]
+            rdd["k"]
+            seen = nc.invalidations
+            d["k"] = i
+            t = time.perf_counter()
+            while nc.invalidations == seen:
+                pass
+            lat.append(time.perf_counter() - t)
+            if rdd["k"] != i:
+                stale += 1
+        out["invalidation p50"] = _pct(lat, 0.5)
+        out["invalidation p99"] = _pct(lat, 0.99)
+        out["stale reads after invalidation"] = "%d of %d" % (stale, trials)
+
+        def incr(n):
+            for _ in range(n):
+                d.incr("n")
+        out["incr"] = _per_op(incr, n_rt)
+
+        d["m"] = 0
+
+        def locked(n):
+            for _ in range(n):
+                with seg.lock():
+                    d["m"] = d["m"] + 1
+        out["lock() read-modify-write"] = _per_op(locked, max(n_rt // 5, 50))
+    finally:
+        for x in (seg, reader, cold):
+            x.close()
+        unlink(name, server=url)
+    return out
+
+
+def report(out):
+    def us(v):
+        return "%.2f us" % (v * 1e6) if isinstance(v, float) else v
+    lines = ["| figure | measured |", "| --- | --- |"]
+    for k, v in out.items():
+        lines.append("| %s | %s |" % (k, us(v)))
+    hit = out["near-cache hit d[k]"]
+    rt = out["raw hiredis HGET"]
+    ratios = [("redis-py HGET / near-cache hit", out.get("redis-py HGET"), hit),
+              ("redis-py cache hit / near-cache hit", out.get("redis-py client-side cache hit"), hit),
+              ("miss / raw hiredis HGET", out["miss d[k] (one round trip)"], rt),
+              ("invalidation p50 / raw round trip", out["invalidation p50"], rt)]
+    lines += ["", "| ratio | value |", "| --- | --- |"]
+    for label, a, b in ratios:
+        lines.append("| %s | %s |" % (label, "%.1fx" % (a / b) if isinstance(a, float) else "n/a"))
+    return "\n".join(lines) + "\n"
+
+
+def test_redis_figures(redis_url, request):
+    smoke = bool(request.config.getoption("benchmark_disable", False)) and not request.config.getoption(
+        "benchmark_enable", False)
+    out = measure(redis_url, 0.02 if smoke else 1.0)
+    assert out["stale reads after invalidation"].startswith("0 of")
+    text = report(out)
+    print("\n" + text)
+    if not smoke:
+        with open(os.path.join(HERE, "results_redis.md"), "w") as f:
+            f.write("# Redis backend (loopback, one run)\n\n" + text)
+
+
+if __name__ == "__main__":
+    import _redis
+    srv = _redis.RedisServer(_redis.redis_server_binary())
+    try:
+        text = report(measure(srv.url))
+        print(text)
+        with open(os.path.join(HERE, "results_redis.md"), "w") as f:
+            f.write("# Redis backend (loopback, one run)\n\n" + text)
+    finally:
+        srv.close()
