@@ -125,7 +125,7 @@ class _NearCache:
         _caches.add(self)
 
     def forked(self):
-        self.d = {}
+        self.d.clear()          # in place: views hold this dict
         self.epoch += 1
         self.enabled = False
         self.conn = None
@@ -697,7 +697,7 @@ class RedisDict(MutableMapping):
     """A dict in a Redis segment (a view: made by the segment). The methods
     of SharedDict; single operations are atomic."""
 
-    __slots__ = ("_seg", "_id", "_key", "__weakref__")
+    __slots__ = ("_seg", "_id", "_key", "_nd", "__weakref__")
     _dshared_view = True
 
     @classmethod
@@ -706,6 +706,7 @@ class RedisDict(MutableMapping):
         self._seg = seg
         self._id = cid
         self._key = seg._prefix + cid
+        self._nd = seg._nc.d if seg._nc is not None else {}     # the near-cache's entries
         return self
 
     def __init__(self, other=(), /, **kwds):
@@ -723,18 +724,16 @@ class RedisDict(MutableMapping):
 
     # -- reads
     def __getitem__(self, k):
-        nc = self._seg._nc
-        if nc is not None:
-            ent = nc.d.get(self._key)
-            if ent is not None:
-                try:
-                    v = ent[k]
-                except (KeyError, TypeError):
-                    pass
-                else:
-                    if v is _ABSENT:
-                        raise KeyError(k)
-                    return v
+        ent = self._nd.get(self._key)
+        if ent is not None:
+            try:
+                v = ent[k]
+            except (KeyError, TypeError):
+                pass
+            else:
+                if v is _ABSENT:
+                    raise KeyError(k)
+                return v
         f = canon(k)
         seg = self._seg
 
@@ -1090,7 +1089,7 @@ class RedisList(MutableSequence):
     """A list in a Redis segment (a view: made by the segment). The methods
     of SharedList; single operations are atomic."""
 
-    __slots__ = ("_seg", "_id", "_key", "__weakref__")
+    __slots__ = ("_seg", "_id", "_key", "_nd", "__weakref__")
     _dshared_view = True
 
     @classmethod
@@ -1099,6 +1098,7 @@ class RedisList(MutableSequence):
         self._seg = seg
         self._id = cid
         self._key = seg._prefix + cid
+        self._nd = seg._nc.d if seg._nc is not None else {}     # the near-cache's entries
         return self
 
     def __init__(self, iterable=(), /):

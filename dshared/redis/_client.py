@@ -4,6 +4,7 @@ this layer costs a few microseconds (bench/test_bench_redis.py)."""
 
 import os
 import socket
+import struct
 import threading
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -79,7 +80,16 @@ class Config:
                     s = ssl.create_default_context().wrap_socket(s, server_hostname=self.host)
         except OSError as e:
             raise ServerConnectionError("cannot connect to the Redis server %s: %s" % (self.safe_url(), e)) from e
-        s.settimeout(self.timeout if timeout is None else timeout)
+        t = self.timeout if timeout is None else timeout
+        if self.tls:
+            s.settimeout(t)
+        else:
+            # a blocking socket whose timeouts the kernel keeps: Python's own
+            # timeout mode polls before every send and receive
+            s.settimeout(None)
+            tv = struct.pack("ll", int(t), int((t % 1) * 1e6))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         conn = Conn(self, s, hiredis.Reader(), hiredis.pack_command)
         if self.password is not None:
             args = ("AUTH", self.user, self.password) if self.user else ("AUTH", self.password)
