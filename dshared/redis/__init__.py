@@ -117,6 +117,7 @@ class _NearCache:
         self.misses = 0
         self.invalidations = 0
         self.resets = 0
+        self.notify = None      # called after each invalidation (benchmarks, tests)
         self.conn = None
         self.thread = None
         self.pid = os.getpid()
@@ -230,6 +231,8 @@ class _NearCache:
                             if e is not None:
                                 self.items -= len(e)
                         self.invalidations += 1
+                        if self.notify is not None:
+                            self.notify()
             except Exception:
                 if self.closed:
                     return
@@ -317,6 +320,7 @@ class RedisSegment:
         self._local = threading.RLock()
         self._held = None
         self._renewer = None
+        self._renew_mu = threading.Lock()
         self._lease_lost = False
         r = self._run(b"init", (_new_id(), b"0" if create is False else b"1"), write=False)
         cid, made = r
@@ -552,23 +556,33 @@ class RedisSegment:
         c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
 
     def _start_renewer(self):
-        t = self._renewer
-        if t is not None and t.is_alive():
-            return
-        t = threading.Thread(target=self._renew_loop, name="dshared-lease", daemon=True)
-        self._renewer = t
-        t.start()
+        with self._renew_mu:
+            t = self._renewer
+            if t is not None and t.is_alive() and t.pid == os.getpid():
+                return
+            t = threading.Thread(target=self._renew_loop, name="dshared-lease", daemon=True)
+            t.pid = os.getpid()
+            self._renewer = t
+            t.start()
 
     def _renew_loop(self):
         period = self._cfg.lease_ms / 3000.0
         conn = None
+        idle = 0.0
         while not self._closed:
             tok = self._held
             if tok is None:
-                time.sleep(min(period, 0.05))
-                if self._held is None:
-                    return
+                # lingers a second, so that a loop of lock() does not start a thread each time
+                if idle > 1.0:
+                    with self._renew_mu:
+                        if self._held is None:
+                            self._renewer = None
+                            break
+                    continue
+                time.sleep(0.01)
+                idle += 0.01
                 continue
+            idle = 0.0
             try:
                 if conn is None or conn.broken:
                     conn = self._cfg.connect(timeout=period)
