@@ -80,3 +80,67 @@ class RedisServer:
     def close(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters (no replicas) on free loopback ports, joined with
+    redis-cli --cluster create; .url names the first node."""
+
+    def __init__(self, binary, masters=3):
+        self.dir = tempfile.mkdtemp(prefix="dsh-redis-cluster-")
+        cli = shutil.which("redis-cli") or os.path.join(os.path.dirname(binary), "redis-cli")
+        self.procs = []
+        self.ports = []
+        try:
+            for i in range(masters):
+                port = _free_port()
+                d = os.path.join(self.dir, str(i))
+                os.mkdir(d)
+                self.procs.append(subprocess.Popen(
+                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                self.ports.append(port)
+            for port in self.ports:
+                _wait_ping(port)
+            r = subprocess.run([cli, "--cluster", "create"] + ["127.0.0.1:%d" % p for p in self.ports]
+                               + ["--cluster-replicas", "0", "--cluster-yes"],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError("redis-cli --cluster create failed: " + r.stdout + r.stderr)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                states = [subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True,
+                                         text=True, timeout=10).stdout for p in self.ports]
+                if all("cluster_state:ok" in s for s in states):
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("the cluster did not reach cluster_state:ok")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.ports[0]
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
+        self.procs = []
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_ping(port):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("redis-server on port %d did not answer" % port)

@@ -284,11 +284,13 @@ _clients = {}
 _clients_mu = threading.Lock()
 
 
-def _client(url):
+def _client(url, name):
+    """The connections of segment `name` on server `url` (one client per
+    segment: on a Cluster each segment's keys live on their own node)."""
     with _clients_mu:
-        c = _clients.get(url)
+        c = _clients.get((url, name))
         if c is None:
-            c = _clients[url] = Client(Config(url))
+            c = _clients[(url, name)] = Client(Config(url))
         return c
 
 
@@ -309,9 +311,9 @@ class RedisSegment:
 
     def __init__(self, name, size=None, create=None, *, server):
         self._name = _validate(name)
-        self._cfg = Config(server)
         self._url = server
-        self._client = _client(server)
+        self._client = _client(server, name)
+        self._cfg = self._client.cfg
         self._prefix = ("{dshared:%s}:" % name).encode()
         self._meta = self._prefix + b"meta"
         self._cid = b""
@@ -343,14 +345,13 @@ class RedisSegment:
             flat.extend(fields)
         delay = 0.0002
         while True:
-            conn = c.conn()
-            r = conn.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, op, tok, self._cid, *flat, *args)
+            r = c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, op, tok, self._cid, *flat, *args)
             if isinstance(r, Exception):
                 msg = str(r)
                 if msg.startswith("ERR DSH"):
                     msg = msg[4:]
                 if msg.startswith("NOSCRIPT"):
-                    conn.call(b"SCRIPT", b"LOAD", _LUA)
+                    c.call(b"SCRIPT", b"LOAD", _LUA)
                     continue
                 if msg == "DSHLOCKED":          # another process holds lock(): wait for it
                     time.sleep(delay)
@@ -552,8 +553,11 @@ class RedisSegment:
             self._local.release()
 
     def _unlock(self, tok):
-        c = self._client.conn()
-        c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
+        c = self._client
+        r = c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
+        if isinstance(r, Exception) and str(r).startswith("NOSCRIPT"):
+            c.call(b"SCRIPT", b"LOAD", _LUA)
+            c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
 
     def _start_renewer(self):
         with self._renew_mu:
@@ -614,7 +618,7 @@ class RedisSegment:
         """Counters: containers, pending_free (queued to be freed in
         bounded steps), the server's used_memory, and the near-cache's."""
         self._check_open()
-        conn = self._client.conn()
+        conn = self._client
         n = conn.call(b"HLEN", self._prefix + b"ids")
         q = conn.call(b"LLEN", self._prefix + b"free")
         info = conn.call(b"INFO", b"memory")
@@ -1422,7 +1426,7 @@ class RedisList(MutableSequence):
 def unlink(name, *, server):
     """Delete segment `name` from the server `server` (no error if absent)."""
     _validate(name)
-    c = _client(server)
+    c = _client(server, name)
     prefix = ("{dshared:%s}:" % name).encode()
     r = c.call(b"EVALSHA", _SHA, 1, prefix + b"meta", prefix, b"unlink", b"0", b"", 0)
     if isinstance(r, Exception) and str(r).startswith("NOSCRIPT"):

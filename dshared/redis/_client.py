@@ -166,7 +166,19 @@ class Client:
         return c
 
     def call(self, *args):
-        return self.conn().call(*args)
+        """One command; a Cluster's MOVED reply moves this client (each
+        segment has its own: its keys share one slot) to the node named,
+        and the command is sent there."""
+        for _ in range(5):
+            r = self.conn().call(*args)
+            if isinstance(r, Exception) and str(r).startswith("MOVED "):
+                host, _, port = str(r).split()[2].rpartition(":")
+                self.cfg.host = host or self.cfg.host
+                self.cfg.port = int(port)
+                self.close()
+                continue
+            return r
+        return r
 
     def close(self):
         with self._mu:
