@@ -202,6 +202,30 @@ def test_no_orphans_after_random_nested_aliasing_and_collect(rseg, steps):
     assert rseg.stats()["containers"] == 1                 # the root only
 
 
+def test_large_containers_are_freed_in_bounded_steps(rseg):
+    """A dropped list of 3,000 dicts (and a dict of 3,000 fields) is freed a
+    bounded number of fields per script call: queued, drained by the next
+    writes, never left behind."""
+    r = rseg.col()
+    r["big"] = [{"i": i} for i in range(3000)]
+    r["wide"] = {i: [i] for i in range(3000)}
+    assert rseg.stats()["containers"] == 6003
+    del r["big"]
+    del r["wide"]
+    assert rseg.stats()["pending_free"] > 0          # not all freed within one call
+    report = rseg.check()
+    assert report.ok, report.problems
+    steps = 0
+    while rseg.stats()["pending_free"]:
+        r["tick"] = steps                            # each write drains about 256 fields
+        steps += 1
+        assert steps < 1000
+    assert steps > 10
+    assert rseg.stats()["containers"] == 1
+    report = rseg.check()
+    assert report.ok and report.garbage == 0, report.problems
+
+
 def test_cycle_needs_collect(rseg):
     r = rseg.col()
     r["c"] = {"a": []}

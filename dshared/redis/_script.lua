@@ -498,6 +498,8 @@ elseif op == 'check' then
   -- returns problems, the count of unreachable containers, the container count
   local problems = {}
   local reg = redis.call('HGETALL', REG)
+  local queued = {}
+  for _, id in ipairs(redis.call('LRANGE', FREE, 0, -1)) do queued[id] = true end
   local refs = {}
   local data = {}
   for i = 1, #reg, 2 do
@@ -520,7 +522,7 @@ elseif op == 'check' then
     end
     data[id] = {h, items, all}
     if not h['\0t'] then
-      if #all > 0 then problems[#problems + 1] = id .. ': no type but not freed' end
+      if not queued[id] then problems[#problems + 1] = id .. ': no type but not queued to be freed' end
     elseif h['\0t'] ~= reg[i + 1] then
       problems[#problems + 1] = id .. ': type ' .. h['\0t'] .. ' registered as ' .. reg[i + 1]
     elseif h['\0t'] == 'd' then
