@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+import dshared
 from _proc import test_seed
 
 KEYS = ["a", "b", 1, 2.5, True, None, b"k", (1, "x"), -7, 2 ** 40]
@@ -84,6 +85,7 @@ def test_nested_live_views(root):
     popped = root.pop("d")
     assert popped == {"key": "changed", "inner": {"x": 2}, "l": [1, 2, 3]}
     assert root["alias"]["inner"]["x"] == 2
+    assert dshared.to_python(root["alias"]) == {"key": "changed", "inner": {"x": 2}, "l": [1, 2, 3]}
     assert root.setdefault("sd", {"a": 1})["a"] == 1
 
 

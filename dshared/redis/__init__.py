@@ -11,6 +11,7 @@ served from a near-cache that CLIENT TRACKING keeps exact. See the docs page
 shared memory.
 """
 
+import atexit
 import operator
 import os
 import sys
@@ -284,6 +285,19 @@ _clients = {}
 _clients_mu = threading.Lock()
 
 
+def _close_all():
+    """At exit: close every connection (no socket left to the garbage collector)."""
+    with _clients_mu:
+        clients = list(_clients.values())
+    for c in clients:
+        c.close()
+    for nc in list(_caches):
+        nc.close()
+
+
+atexit.register(_close_all)
+
+
 def _client(url, name):
     """The connections of segment `name` on server `url` (one client per
     segment: on a Cluster each segment's keys live on their own node)."""
@@ -477,7 +491,7 @@ class RedisSegment:
         self.close()
 
     def __reduce__(self):
-        return (RedisSegment, (self._name, None, False), {"server": self._url})
+        return (_segment_for, (self._url, self._name))
 
     def _check_open(self):
         if self._closed:
@@ -665,6 +679,7 @@ class RedisSegment:
         self._closed = True
         if self._nc is not None:
             self._nc.close()
+        self._client.close()        # other handles of this segment reconnect on their next call
 
     def unlink(self):
         """Delete the segment's keys from the server (every handle of it,
@@ -938,7 +953,7 @@ class RedisDict(MutableMapping):
     def incr(self, k, delta=1, default=0):
         """Atomically add delta to d[k] (default if absent) and return the
         new value: one HINCRBY for 64-bit ints, a compare-and-set otherwise."""
-        if not isinstance(delta, (int, float)) or isinstance(delta, bool) and False:
+        if not isinstance(delta, (int, float)):
             raise TypeError("incr() delta must be an int or a float, not %s" % type(delta).__name__)
         if not isinstance(default, (int, float)):
             raise TypeError("incr() default must be an int or a float, not %s" % type(default).__name__)
@@ -957,7 +972,7 @@ class RedisDict(MutableMapping):
                 base = default
             else:
                 base = seg._decode(cur)
-                if not isinstance(base, (int, float)) or isinstance(base, bool) and False:
+                if not isinstance(base, (int, float)):
                     raise TypeError("incr() needs an int or a float value, not %s" % type(base).__name__)
             new = base + delta
             if self._w(b"dcas", (self._id, f, cur or b"", enc_scalar(new), o)) == 1:
