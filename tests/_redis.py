@@ -144,3 +144,26 @@ def _wait_ping(port):
         except OSError:
             time.sleep(0.02)
     raise RuntimeError("redis-server on port %d did not answer" % port)
+
+
+# Tests of the dict/list behaviour suites that the Redis backend fails on
+# purpose: each a documented difference (docs/more-than-one-host.md). They
+# are strict xfails there, so that a fixed one is noticed.
+DIFFERENCES = [
+    (r"test_pop_container_value_returns_its_content|test_slice_get_of_containers_gives_equal_values"
+     r"|test_append\[|test_pop_container_returns_its_content",
+     "tuples hold plain values only on Redis"),
+    (r"test_iterators_pickle_and_copy_as_(dict|list)_iterators\[redis-\d-(keys|values|items|iter|reversed"
+     r"|reversed-items|False)\]|test_iterator_pickle_after_a_change_raises_as_dict|test_iterator_length_hint"
+     r"|test_iterator_setstate_clamps_as_list_iterators",
+     "iterators of Redis views are generators: no pickling, copy, __length_hint__ or __setstate__"),
+]
+
+
+def mark_difference(request):
+    """Mark the running test xfail (strict) if it is a known difference."""
+    import re
+    import pytest
+    for pattern, reason in DIFFERENCES:
+        if re.search(pattern, request.node.name):
+            request.applymarker(pytest.mark.xfail(strict=True, reason="Redis backend: " + reason))

@@ -178,3 +178,15 @@ def backend_segment(request, shm_name):
         finally:
             seg.unlink()
             seg.close()
+
+
+@pytest.fixture
+def redis_root(redis_url, shm_name):
+    """The root dict of a fresh segment on the Redis backend (unlinked after)."""
+    from dshared.redis import RedisSegment
+    seg = RedisSegment(shm_name, create=True, server=redis_url)
+    try:
+        yield seg.col()
+    finally:
+        seg.unlink()
+        seg.close()

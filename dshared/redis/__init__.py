@@ -21,6 +21,8 @@ import weakref
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, MutableSequence, ValuesView
 from hashlib import sha1
 
+from dshared import _codec as _shm_codec
+from dshared._collections import _as_int as _as_c_int
 from dshared._errors import DsharedError, LockTimeout, StaleReferenceError
 from dshared.redis._client import Client, Config, ServerConnectionError
 from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms
@@ -408,13 +410,14 @@ class RedisSegment:
         fields = []
         if isinstance(v, dict):
             n = 0
-            for k, x in v.items():
+            # a dict subclass is read as dict(v) reads it (its keys() and [])
+            for k, x in (v.items() if type(v) is dict else _shm_codec.mapping_items(v)):
                 f, o = key_forms(k)
                 n += 1
                 fields += (f, self._encode(x, new, memo), b"\0o" + f, b"%d|%s" % (n, o) if o else b"%d" % n)
             fields += (b"\0t", b"d", b"\0r", b"0", b"\0s", b"%d" % n, b"\0c", b"%d" % n)
         else:
-            items = [self._encode(x, new, memo) for x in v]
+            items = [self._encode(x, new, memo) for x in (v if type(v) is list else _shm_codec.as_list(v))]
             for i, x in enumerate(items):
                 fields += (b"%d" % i, x)
             fields += (b"\0t", b"l", b"\0r", b"0", b"\0n", b"%d" % len(items), b"\0b", b"0", b"\0v", b"0")
@@ -845,21 +848,29 @@ class RedisDict(MutableMapping):
         return list(seg._cached_read(self._key, _SNAP, fetch))
 
     def __iter__(self):
-        return iter([k for k, _ in self._snapshot()])
+        return self._iter(0)
 
     def __reversed__(self):
-        return iter([k for k, _ in reversed(self._snapshot())])
+        return self._iter(4)
 
     def _iter(self, mode):
+        """Iteration over the items as they were at its start; as a dict's,
+        it raises RuntimeError at the next step once the dict changed size
+        (a near-cache hit per step; a round trip without the near-cache)."""
         s = self._snapshot()
         if mode & 4:
             s.reverse()
         m = mode & 3
-        if m == 0:
-            return iter([k for k, _ in s])
-        if m == 1:
-            return iter([v for _, v in s])
-        return iter(s)
+        return self._gen(s, m)
+
+    def _gen(self, s, m):
+        n = len(s)
+        for k, v in s:
+            if len(self) != n:
+                raise RuntimeError("dictionary changed size during iteration")
+            yield k if m == 0 else v if m == 1 else (k, v)
+        if len(self) != n:
+            raise RuntimeError("dictionary changed size during iteration")
 
     def keys(self):
         return _Keys(self)
@@ -922,10 +933,8 @@ class RedisDict(MutableMapping):
         """Store every pair in one atomic step (read as dict.update reads other)."""
         if isinstance(other, RedisDict):
             pairs = other._snapshot()
-        elif isinstance(other, dict):
-            pairs = list(other.items())
-        elif hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]
+        elif isinstance(other, dict) or hasattr(other, "keys"):
+            pairs = _shm_codec.mapping_items(other)     # read as dict.update reads it
         else:
             pairs = []
             for i, item in enumerate(other):
@@ -1059,6 +1068,12 @@ def _repr_active():
 class _ViewBase:
     __slots__ = ()
 
+    @property
+    def mapping(self):
+        """A read-only proxy of the dict this view belongs to."""
+        from types import MappingProxyType
+        return MappingProxyType(self._mapping)
+
     def __iter__(self):
         return self._mapping._iter(self._mode)
 
@@ -1105,6 +1120,7 @@ def _rebuild(url, name, cid, kind, ident):
 
 
 _segs = {}
+_sorting = threading.local()      # list key -> [changes by this thread] while it sorts that list
 
 
 def _segment_for(url, name):
@@ -1114,8 +1130,26 @@ def _segment_for(url, name):
     return seg
 
 
-def _as_int(v):
-    return operator.index(v)
+_SSIZE = 1 << 63
+
+
+def _index(i):
+    """A list index, converted as list's subscript converts it."""
+    try:
+        i = operator.index(i)
+    except TypeError:
+        raise TypeError("list indices must be integers or slices, not %s" % type(i).__name__) from None
+    if not -_SSIZE <= i < _SSIZE:
+        raise IndexError("cannot fit 'int' into an index-sized integer")
+    return i
+
+
+def _as_int(i):
+    """An index argument of a method (insert, pop), converted as list's."""
+    i = operator.index(i)
+    if not -_SSIZE <= i < _SSIZE:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return i
 
 
 class RedisList(MutableSequence):
@@ -1206,7 +1240,7 @@ class RedisList(MutableSequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self._items()[i]
-        i = _as_int(i)
+        i = _index(i)
         nc = self._seg._nc
         if nc is not None:
             ent = nc.d.get(self._key)
@@ -1226,13 +1260,25 @@ class RedisList(MutableSequence):
             raise IndexError("list index out of range") from None
 
     def __iter__(self):
-        return iter(self._items())
+        """Live, as a list iterator: each step reads the list as it is now
+        (a near-cache hit while it is unchanged)."""
+        i = 0
+        dec = self._seg._decode
+        while True:
+            raws = self._raw()[1]
+            if i >= len(raws):
+                return
+            yield dec(raws[i])
+            i += 1
 
     def __reversed__(self):
         return iter(self._items()[::-1])
 
     def _w(self, op, args, new=()):
         seg = self._seg
+        sorting = _sorting.__dict__.get(self._key)
+        if sorting is not None:
+            sorting[0] += 1             # this thread changed the list during its sort
         try:
             return seg._run(op, args, new)
         finally:
@@ -1260,7 +1306,7 @@ class RedisList(MutableSequence):
                 return cur
             self._replace(fn)
             return
-        i = _as_int(i)
+        i = _index(i)
         new = []
         val = self._seg._encode(v, new)
         try:
@@ -1275,7 +1321,7 @@ class RedisList(MutableSequence):
                 return raws
             self._replace(fn)
             return
-        i = _as_int(i)
+        i = _index(i)
         try:
             self._w(b"lpop", (self._id, i, b""))
         except IndexError:
@@ -1293,7 +1339,7 @@ class RedisList(MutableSequence):
         self._w(b"lext", (self._id, val), new)
 
     def extend(self, values):
-        vals = self._items() if values is self else list(values)
+        vals = self._items() if values is self else _shm_codec.as_list(values)
         if not vals:
             return
         new = []
@@ -1325,15 +1371,27 @@ class RedisList(MutableSequence):
     def sort(self, *, key=None, reverse=False):
         """Stable sort in place: keys computed on a snapshot, the order
         published if the list did not change meanwhile (else again)."""
-        reverse = bool(operator.index(reverse))
+        reverse = bool(_as_c_int(reverse))
         dec = self._seg._decode
+        counter = [0]
+        mine = _sorting.__dict__
+        outer = mine.get(self._key)
+        mine[self._key] = counter
 
         def fn(raws, new):
             items = [dec(v) for v in raws]
             ks = items if key is None else [key(x) for x in items]
             order = sorted(range(len(items)), key=ks.__getitem__, reverse=reverse)
+            if counter[0]:
+                raise ValueError("list modified during sort")
             return [raws[j] for j in order]
-        self._replace(fn)
+        try:
+            self._replace(fn)
+        finally:
+            if outer is None:
+                mine.pop(self._key, None)
+            else:
+                mine[self._key] = outer
 
     def __contains__(self, value):
         return value in self._items()
