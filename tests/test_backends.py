@@ -170,3 +170,27 @@ def backend_check(root):
     report = root.segment.check()
     assert report.ok, report.problems
     return True
+
+
+# values as the Redis backend stores them: tuples of plain values only
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.text(max_size=12)
+_INTS = st.one_of(st.integers(), st.sampled_from([2 ** 63, -(2 ** 63), 2 ** 63 - 1, -(2 ** 63) - 1, 2 ** 64]))
+_KEYS = st.recursive(st.one_of(st.none(), st.booleans(), _INTS, st.floats(allow_nan=False), _TEXT,
+                               st.binary(max_size=12)), lambda c: st.lists(c, max_size=3).map(tuple), max_leaves=4)
+_PLAIN = st.recursive(st.one_of(st.none(), st.booleans(), _INTS, st.floats(allow_nan=False), _TEXT,
+                                st.binary(max_size=20)), lambda c: st.lists(c, max_size=3).map(tuple), max_leaves=5)
+_VALUES = st.recursive(_PLAIN, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(_KEYS, c, max_size=4)),
+                       max_leaves=20)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=_VALUES)
+def test_hypothesis_roundtrip_both_backends(root, value):
+    root["k"] = value
+    got = root["k"]
+    got = got.to_python() if hasattr(got, "to_python") else got
+    assert got == value and repr(got) == repr(value)

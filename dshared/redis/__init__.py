@@ -23,9 +23,9 @@ from hashlib import sha1
 
 from dshared import _codec as _shm_codec
 from dshared._collections import _as_int as _as_c_int
-from dshared._errors import DsharedError, LockTimeout, StaleReferenceError
+from dshared._errors import DsharedError, LockTimeout, StaleReferenceError, UnsupportedTypeError
 from dshared.redis._client import Client, Config, ServerConnectionError
-from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms
+from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms, unsupported
 
 __all__ = [
     "RedisSegment", "RedisDict", "RedisList", "unlink",
@@ -390,6 +390,14 @@ class RedisSegment:
     def _encode(self, v, new, memo=None):
         """The stored form of v; dicts and lists become new containers
         (appended to `new`), views of this segment references."""
+        if memo is None:
+            try:
+                return self._encode(v, new, {})
+            except UnsupportedTypeError:
+                e = unsupported(v)
+                if e is None:
+                    raise
+                raise e from None
         e = enc_scalar(v)
         if e is not None:
             return e

@@ -3,7 +3,7 @@ types below can be stored, and decoding builds only these types).
 
 A value is stored as bytes:
   an int in [-2**63, 2**63): its decimal digits (so HINCRBY works on it)
-  I<digits> a larger int;  N None;  T True;  F False;  f<repr> a float
+  I<digits> a larger int;  N None;  T True;  F False;  f<8 bytes> a float (IEEE, big-endian)
   s<utf-8> a str (surrogates kept);  b<bytes> bytes
   t<len>:<item>... a tuple of such values (no containers inside)
   D<id> / L<id> a reference to a stored dict / list
@@ -11,7 +11,12 @@ A key is stored in its canonical form: equal keys (1, 1.0, True) have one
 form, as they are one key of a dict; the original key is kept beside it.
 """
 
+import struct
+
 from dshared._errors import UnsupportedTypeError
+
+_pack_d = struct.Struct(">d").pack
+_unpack_d = struct.Struct(">d").unpack
 
 _MIN = -(1 << 63)
 _MAX = (1 << 63) - 1
@@ -30,7 +35,7 @@ def enc_scalar(v):
     if t is bool:
         return b"T" if v else b"F"
     if t is float:
-        return b"f" + repr(v).encode()
+        return b"f" + _pack_d(v)            # the exact bits (NaN payloads and signs kept)
     if t is bytes:
         return b"b" + v
     if t is tuple:
@@ -76,7 +81,7 @@ def canon(k):
     if t is float:
         if k.is_integer():
             return canon(int(k))
-        return b"f" + repr(k).encode()
+        return b"g" + repr(k).encode()       # equal floats, one form (the stored key is kept beside it)
     if k is None:
         return b"N"
     if t is bytes:
@@ -126,7 +131,7 @@ def dec_scalar(raw):
     if c == 115:
         return raw[1:].decode("utf-8", "surrogatepass")
     if c == 102:
-        return float(raw[1:])
+        return _unpack_d(raw[1:9])[0]
     if c == 78:
         return None
     if c == 84:
@@ -140,3 +145,37 @@ def dec_scalar(raw):
     if c == 116:
         return _split_tuple(raw)
     raise ValueError("not a dshared value encoding: %r" % raw[:20])
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def bad_path(v, path=""):
+    """(type name, path) of the first value dshared cannot store inside v,
+    or None."""
+    if isinstance(v, _PLAIN) or getattr(v, "_dshared_view", False):
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            r = bad_path(x, "%s[%r]" % (path, k))
+            if r:
+                return r
+        return None
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            r = bad_path(x, "%s[%d]" % (path, i))
+            if r:
+                return r
+        return None
+    if type(v).__name__ in ("SharedDict", "SharedList"):
+        return None
+    return type(v).__name__, path
+
+
+def unsupported(v):
+    """The UnsupportedTypeError for v, naming the type and where it is."""
+    r = bad_path(v)
+    if r is None:
+        return None
+    return UnsupportedTypeError("dshared cannot store a value of type %s (at %s); supported: None, bool, int, "
+                                "float, str, bytes, tuple, list, dict" % (r[0], r[1] or "the top level"))
