@@ -141,7 +141,7 @@ def measure(url, scale=1.0):
         # process (A, with its near-cache) reports when the invalidation
         # arrived (CLOCK_MONOTONIC is one clock for every process) and the
         # value it then reads
-        trials = int(2000 * scale) or 100
+        trials = int(10000 * scale) or 100
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials)], env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
