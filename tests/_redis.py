@@ -14,7 +14,12 @@ SKIP_REASON = "redis-server not found: the Redis backend's tests need it (apt-ge
 
 
 def redis_server_binary():
-    return os.environ.get("DSHARED_REDIS_SERVER") or shutil.which("redis-server") or (
+    """The redis-server to run: $DSHARED_REDIS_SERVER ("none": as if there
+    were none), else the one on PATH or in /usr/bin; None if there is none."""
+    env = os.environ.get("DSHARED_REDIS_SERVER")
+    if env:
+        return None if env == "none" else env
+    return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 
 

@@ -423,3 +423,21 @@ def test_quickstart_runs_unchanged_on_redis(redis_url, shm_name, method, tmp_pat
     c = Client(Config(redis_url))
     assert c.call(b"KEYS", b"{dshared:%s}:*" % shm_name.encode()) == []     # unlinked
     c.close()
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_without_redis_server_skipped_with_a_reason_or_failed_in_ci(required, tmp_path):
+    """No redis-server: a user sees the Redis tests skipped with one reason
+    line (and the run passes); under DSHARED_REQUIRE_REDIS=1 (CI) they fail."""
+    env = dict(os.environ, PYTHONPATH=ROOT, DSHARED_REDIS_SERVER="none")
+    env.pop("DSHARED_REQUIRE_REDIS", None)
+    if required:
+        env["DSHARED_REQUIRE_REDIS"] = "1"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                        os.path.join(ROOT, "tests", "test_redis.py") + "::test_layout_one_hash_per_container_under_the_hash_tag"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    if required:
+        assert r.returncode != 0 and "DSHARED_REQUIRE_REDIS=1 but redis-server not found" in r.stdout, r.stdout
+    else:
+        assert r.returncode == 0, r.stdout
+        assert "1 skipped" in r.stdout and "redis-server not found" in r.stdout, r.stdout
