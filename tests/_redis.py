@@ -27,6 +27,14 @@ def required():
     return os.environ.get("DSHARED_REQUIRE_REDIS") == "1"
 
 
+def _die_with_parent():
+    """In the server's process before exec: SIGKILL when the test process
+    dies (a killed pytest leaves no redis-server behind)."""
+    import ctypes
+    import signal
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +58,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -104,7 +112,8 @@ class RedisCluster:
                 self.procs.append(subprocess.Popen(
                     [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                      "--dir", d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                     "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent))
                 self.ports.append(port)
             for port in self.ports:
                 _wait_ping(port)
