@@ -106,7 +106,7 @@ class RedisCluster:
         self.ports = []
         try:
             for i in range(masters):
-                port = _free_port()
+                port = _free_cluster_port()
                 d = os.path.join(self.dir, str(i))
                 os.mkdir(d)
                 self.procs.append(subprocess.Popen(
@@ -145,6 +145,22 @@ class RedisCluster:
             p.wait(10)
         self.procs = []
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    import random
+    rnd = random.SystemRandom()
+    for _ in range(200):
+        port = rnd.randrange(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports for a cluster node")
 
 
 def _wait_ping(port):
