@@ -69,8 +69,8 @@ def init(name, size=None, *, server=None):
     global _default
     server = _server(server)
     if server is not None:
-        from dshared.redis import RedisSegment
-        _default = RedisSegment(name, size, server=server)
+        from dshared.redis import open_segment
+        _default = open_segment(name, size, server=server)
         return _default
     seg = Segment(name, size)
     if size is not None and not seg.created and seg.capacity < _round_capacity(size):
@@ -93,8 +93,8 @@ def attach(name, *, server=None):
     global _default
     server = _server(server)
     if server is not None:
-        from dshared.redis import RedisSegment
-        _default = RedisSegment(name, create=False, server=server)
+        from dshared.redis import open_segment
+        _default = open_segment(name, server=server, create=False)
         return _default
     seg = _attach_cached(name)
     _default = seg

@@ -441,3 +441,18 @@ def test_without_redis_server_skipped_with_a_reason_or_failed_in_ci(required, tm
     else:
         assert r.returncode == 0, r.stdout
         assert "1 skipped" in r.stdout and "redis-server not found" in r.stdout, r.stdout
+
+
+def test_init_reuses_this_process_handle_until_the_segment_is_gone(redis_url, shm_name):
+    a = dshared.init(shm_name, server=redis_url)
+    try:
+        assert dshared.init(shm_name, server=redis_url) is a          # one near-cache, one thread
+        assert dshared.attach(shm_name, server=redis_url) is a
+        dshared.col()["k"] = 1
+        dshared.unlink(shm_name, server=redis_url)
+        with pytest.raises(FileNotFoundError):
+            dshared.attach(shm_name, server=redis_url)
+        b = dshared.init(shm_name, server=redis_url)                  # a new segment, said so
+        assert b is not a and b.created and "k" not in dshared.col()
+    finally:
+        dshared.unlink(shm_name, server=redis_url)

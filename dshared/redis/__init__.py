@@ -28,7 +28,7 @@ from dshared.redis._client import Client, Config, ServerConnectionError
 from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms, unsupported
 
 __all__ = [
-    "RedisSegment", "RedisDict", "RedisList", "unlink",
+    "RedisSegment", "RedisDict", "RedisList", "unlink", "open_segment",
     "ServerConnectionError", "SegmentLostError", "LeaseExpiredError",
 ]
 
@@ -696,6 +696,8 @@ class RedisSegment:
         """Delete the segment's keys from the server (every handle of it,
         here and elsewhere, then raises SegmentLostError)."""
         self._run(b"unlink", (), write=False)
+        if _segs.get((self._url, self._name)) is self:
+            del _segs[(self._url, self._name)]
 
     # -- reads (plain commands: one round trip each)
     def _cached_read(self, key, slot, fetch):
@@ -1131,11 +1133,24 @@ _segs = {}
 _sorting = threading.local()      # list key -> [changes by this thread] while it sorts that list
 
 
-def _segment_for(url, name):
+def _segment_for(url, name, create=False):
+    """This process's open handle of segment `name` on `url` (one near-cache
+    and one invalidation connection per segment, however often init() or
+    attach() runs), opened if there is none."""
     seg = _segs.get((url, name))
+    if seg is not None and not seg.closed and seg._client.call(b"HGET", seg._meta, b"cid") != seg._cid:
+        seg.close()                 # unlinked or lost since: a new handle says so (created or not found)
+        seg = None
     if seg is None or seg.closed:
-        seg = _segs[(url, name)] = RedisSegment(name, create=False, server=url)
+        seg = _segs[(url, name)] = RedisSegment(name, create=None if create else False, server=url)
     return seg
+
+
+def open_segment(name, size=None, *, server, create=True):
+    """What dshared.init() (create=True) and attach() (create=False) return
+    for a server: this process's handle of the segment, opened once."""
+    _validate(name)
+    return _segment_for(server, name, create)
 
 
 _SSIZE = 1 << 63
@@ -1507,6 +1522,9 @@ class RedisList(MutableSequence):
 def unlink(name, *, server):
     """Delete segment `name` from the server `server` (no error if absent)."""
     _validate(name)
+    seg = _segs.pop((server, name), None)
+    if seg is not None:
+        seg.close()
     c = _client(server, name)
     prefix = ("{dshared:%s}:" % name).encode()
     r = c.call(b"EVALSHA", _SHA, 1, prefix + b"meta", prefix, b"unlink", b"0", b"", 0)

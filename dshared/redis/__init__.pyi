@@ -11,7 +11,7 @@ from dshared._heap import CheckReport
 from dshared.redis._client import ServerConnectionError as ServerConnectionError
 
 __all__ = [
-    "RedisSegment", "RedisDict", "RedisList", "unlink",
+    "RedisSegment", "RedisDict", "RedisList", "unlink", "open_segment",
     "ServerConnectionError", "SegmentLostError", "LeaseExpiredError",
 ]
 
@@ -143,3 +143,4 @@ class RedisList(MutableSequence[Any]):
     def __deepcopy__(self, memo: Any, /) -> list[Any]: ...
 
 def unlink(name: str, *, server: str) -> None: ...
+def open_segment(name: str, size: int | None = None, *, server: str, create: bool = True) -> RedisSegment: ...
