@@ -8,6 +8,7 @@ directly by many processes, with no pickling, no server and no round trip.
 """
 
 import logging
+import os
 import sys
 import warnings
 
@@ -44,15 +45,33 @@ _default = None
 _log = logging.getLogger("dshared")
 
 
-def init(name, size=None):
+def _server(server):
+    """The server a call means: its `server` argument, else the
+    DSHARED_SERVER environment variable; None for shared memory."""
+    if server is None:
+        server = os.environ.get("DSHARED_SERVER") or None
+    return server
+
+
+def init(name, size=None, *, server=None):
     """Create the segment `name` with a capacity of `size` bytes, or attach to
     it if it exists (then `size` is ignored), and make it this process's
     default segment. Sizes below MIN_SIZE (64 KiB) are rounded up; the
     default capacity is DEFAULT_SIZE (256 MiB, backed only as it fills).
 
     An existing segment whose capacity is smaller than `size` is attached as
-    it is, with a ResourceWarning and a WARNING on logging.getLogger("dshared")."""
+    it is, with a ResourceWarning and a WARNING on logging.getLogger("dshared").
+
+    With `server` ("redis://host:port/db", "rediss://...", "unix:///path"),
+    or else the DSHARED_SERVER environment variable, the segment lives in
+    that Redis server and a dshared.redis.RedisSegment is returned (see the
+    docs page "More than one host")."""
     global _default
+    server = _server(server)
+    if server is not None:
+        from dshared.redis import open_segment
+        _default = open_segment(name, size, server=server)
+        return _default
     seg = Segment(name, size)
     if size is not None and not seg.created and seg.capacity < _round_capacity(size):
         msg = ("attached to existing segment %r with capacity %d < requested size %d; "
@@ -68,10 +87,15 @@ def init(name, size=None):
     return seg
 
 
-def attach(name):
+def attach(name, *, server=None):
     """Attach to the existing segment `name` (FileNotFoundError if there is
-    none) and make it the default segment."""
+    none) and make it the default segment. `server` as in init()."""
     global _default
+    server = _server(server)
+    if server is not None:
+        from dshared.redis import open_segment
+        _default = open_segment(name, server=server, create=False)
+        return _default
     seg = _attach_cached(name)
     _default = seg
     return seg
@@ -90,9 +114,15 @@ def col(name=None):
     return default_segment().col(name)
 
 
-def unlink(name):
+def unlink(name, *, server=None):
     """Remove segment `name` from /dev/shm. Processes that have it mapped keep
-    working; nobody new can attach."""
+    working; nobody new can attach. With `server` (or DSHARED_SERVER), delete
+    the segment's keys from that Redis server."""
+    server = _server(server)
+    if server is not None:
+        from dshared.redis import unlink as _redis_unlink
+        _redis_unlink(name, server=server)
+        return
     _unlink(name)
 
 

@@ -283,7 +283,7 @@ def to_python(obj):
     (json calls `default` only for what it cannot write itself: a view is
     converted, bytes fail with a TypeError that says so.)"""
     from dshared._collections import SharedDict, SharedList
-    if isinstance(obj, (SharedDict, SharedList)):
+    if isinstance(obj, (SharedDict, SharedList)) or getattr(obj, "_dshared_view", False):  # Redis views too
         return obj.to_python()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj

@@ -17,15 +17,19 @@ import types
 import pytest
 
 from _helpers import BuiltinMaker, SharedMaker
+from _redis import mark_difference
 
 
 # ---------------------------------------------------------------- fixtures --
 
-@pytest.fixture(params=["builtin", "shared"])
+@pytest.fixture(params=["builtin", "shared", "redis"])
 def mk(request):
     """mk(init) -> a dict (builtin) or a SharedDict view (shared) equal to dict(init)."""
     if request.param == "builtin":
         return BuiltinMaker(dict)
+    if request.param == "redis":        # the Redis backend (tests/conftest.py)
+        mark_difference(request)
+        return SharedMaker(request.getfixturevalue("redis_root"), dict)
     return SharedMaker(request.getfixturevalue("root"), dict)
 
 

@@ -15,15 +15,19 @@ import sys
 import pytest
 
 from _helpers import BuiltinMaker, SharedMaker
+from _redis import mark_difference
 
 
 # ---------------------------------------------------------------- fixtures --
 
-@pytest.fixture(params=["builtin", "shared"])
+@pytest.fixture(params=["builtin", "shared", "redis"])
 def mk(request):
     """mk(init) -> a list (builtin) or a SharedList view (shared) equal to list(init)."""
     if request.param == "builtin":
         return BuiltinMaker(list)
+    if request.param == "redis":        # the Redis backend (tests/conftest.py)
+        mark_difference(request)
+        return SharedMaker(request.getfixturevalue("redis_root"), list)
     return SharedMaker(request.getfixturevalue("root"), list)
 
 

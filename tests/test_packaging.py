@@ -51,6 +51,8 @@ def test_build_makes_sdist_and_wheel(tmp_path):
                 "dshared/__init__.pyi", "dshared/_heap.pyi", "dshared/_codec.pyi", "dshared/_collections.pyi",
                 "dshared/_heap.pxd", "dshared/heap/access.pxd", "dshared/heap/keys.pxd",
                 "dshared/include/dshared.h", "dshared/include/dshared_gc.h"}
+    # the Redis backend: its Lua script is package data
+    expected |= {"dshared/redis/__init__.py", "dshared/redis/_script.lua", "dshared/redis/__init__.pyi"}
     assert expected <= wheel, sorted(expected - wheel)
     assert len([n for n in wheel if n.endswith(".so")]) == 2, sorted(wheel)
     assert not [n for n in wheel if n.endswith(".c")], sorted(wheel)
