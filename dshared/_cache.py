@@ -27,6 +27,7 @@ _MISS = object()
 WAIT_FIRST = 0.0005
 WAIT_MAX = 0.05
 WAIT_TIMEOUT = 60.0
+_NO_PENDING = False     # test hook: every caller computes (no stampede protection)
 
 
 def _start_time(pid):
@@ -108,7 +109,8 @@ class SharedCache(CacheCore, MutableMapping):
         entry = reg.get(name)
         if entry is None:
             entry = reg.setdefault(name, {"d": {}, "p": {},
-                                          "s": cache_state_bytes(maxe, maxb, ttl_us, bool(admission))})
+                                          "s": cache_state_bytes(maxe, maxb, ttl_us, bool(admission),
+                                                                seg.capacity)})
         self._attach(seg, name, entry["d"], entry)
         self._pending = entry["p"]
         self._seg = seg
@@ -179,7 +181,7 @@ class SharedCache(CacheCore, MutableMapping):
                 if r is not _MISS:
                     return r
                 owner = pending.get(k)
-                mine = owner is None or not _alive(owner)
+                mine = owner is None or _NO_PENDING or not _alive(owner)
                 if mine:
                     pending[k] = me
             if mine:
@@ -231,7 +233,7 @@ class _Memoized(MemoCore):
         if not kwargs and not self._typed and len(args) == 1:
             a = args[0]
             t = type(a)
-            if t is str or t is int or t is float or t is bytes or t is bool or a is None:
+            if t is str or t is int:
                 return a
             return (a,)
         key = args
