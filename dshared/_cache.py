@@ -145,6 +145,13 @@ class SharedCache(CacheCore, MutableMapping):
     def __setitem__(self, k, v):
         self.set(k, v)
 
+    def pop(self, k, *default):
+        """c.pop(k[, default]): remove k and return its value (an expired one
+        counts as absent), else default, else KeyError."""
+        if len(default) > 1:
+            raise TypeError("pop expected at most 2 arguments, got %d" % (len(default) + 1))
+        return CacheCore.pop(self, k, *default)
+
     def __iter__(self):
         """The keys stored now (a snapshot; expired ones not yet reclaimed included)."""
         return iter(self._keys())
