@@ -59,19 +59,21 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def _marker():
+    """This process as one int: its pid and start time (a pid reused by
+    another process has another start time)."""
     global _me
     if _me is None:
         pid = os.getpid()
-        _me = [pid, _start_time(pid) or 0]
+        _me = (pid << 40) | ((_start_time(pid) or 0) & ((1 << 40) - 1))
     return _me
 
 
 def _alive(marker):
-    try:
-        pid, start = int(marker[0]), int(marker[1])
-    except (TypeError, ValueError, IndexError, KeyError):
+    if not isinstance(marker, int) or marker <= 0:
         return False
-    return pid > 0 and _start_time(pid) == start
+    pid, start = marker >> 40, marker & ((1 << 40) - 1)
+    t = _start_time(pid)
+    return t is not None and (t & ((1 << 40) - 1)) == start
 
 
 def _bound(value, what):
@@ -178,21 +180,20 @@ class SharedCache(CacheCore, MutableMapping):
         return self._compute(k, factory, ttl, None)
 
     def _compute(self, k, factory, ttl, call):
-        pending = self._pending
+        me = _marker()
         deadline = None
         delay = WAIT_FIRST
-        me = _marker()
+        expect = 0
         while True:
-            with self._seg.lock():
-                r = self._peek(k, _MISS)
-                if r is not _MISS:
-                    return r
-                owner = pending.get(k)
-                mine = owner is None or _NO_PENDING or not _alive(owner)
-                if mine:
-                    pending[k] = me
-            if mine:
+            state, got = self._claim(self._pending, k, me, expect)
+            if state == 1:
+                return got
+            if state == 0 or _NO_PENDING:
                 break
+            # another process computes k: wait for it, or take over if it died
+            expect = 0 if _alive(got) else got
+            if expect:
+                continue
             if deadline is None:
                 deadline = time.monotonic() + WAIT_TIMEOUT
             elif time.monotonic() > deadline:
@@ -204,9 +205,7 @@ class SharedCache(CacheCore, MutableMapping):
             value = factory() if call is None else call()
             self.set(k, value, ttl)
         finally:
-            with self._seg.lock():
-                if pending.get(k) == me:
-                    del pending[k]
+            self._release(self._pending, k, me)
         return value
 
 

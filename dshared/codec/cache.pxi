@@ -457,6 +457,59 @@ cdef class CacheCore:
         finally:
             seg.write_end()
 
+    def _claim(self, DictNode pending, k, int64_t marker, int64_t expect=0):
+        """One step of get_or_set, under the lock: (1, value) if k is cached;
+        else claim k for this process in `pending` (its marker) if nobody
+        holds it, or if its holder's marker is `expect` (a dead holder):
+        (0, None); else (2, the holder's marker)."""
+        cdef Segment seg = self.seg
+        cdef Key key
+        cdef CArg a
+        cdef int64_t ix, held
+        cdef Entry *e
+        owner = make_key(seg, k, &key)
+        a.key = &key
+        a.core = <PyObject *>self
+        seg.lock_acquire(-1)
+        try:
+            r = read_section(self.data, _rd_cache_get, &a)
+            if a.status == 1:
+                return (1, r)
+            pending.check(K_DICT)
+            ix = seg.dict_find(pending.off, &key)
+            if ix >= 0:
+                e = seg.dict_entry(pending.off, ix)
+                held = -1
+                if e.value.b[0] == T_INT:
+                    memcpy(&held, &e.value.b[8], 8)
+                if held != expect or expect == 0:
+                    return (2, held)
+            pending._store(k, marker, 0)
+            return (0, None)
+        finally:
+            seg.lock_release()
+
+    def _release(self, DictNode pending, k, int64_t marker):
+        """Drop this process's claim on k (if it still holds it)."""
+        cdef Segment seg = self.seg
+        cdef Key key
+        cdef int64_t ix, held = -1
+        cdef Entry *e
+        owner = make_key(seg, k, &key)
+        seg.write_begin()
+        try:
+            pending.check(K_DICT)
+            ix = seg.dict_find(pending.off, &key)
+            if ix >= 0:
+                e = seg.dict_entry(pending.off, ix)
+                if e.value.b[0] == T_INT:
+                    memcpy(&held, &e.value.b[8], 8)
+                if held == marker:
+                    seg.dict_remove(pending.off, ix)
+            seg.commit()
+        finally:
+            seg.write_end()
+
     def _local_counts(self):
         return (self._hits, self._misses)
 
@@ -655,6 +708,10 @@ cdef class CacheCore:
         cdef uint64_t *st
         cdef uint64_t old = 0, new, maxe, maxb, freq_k
         cdef int attempts = 0, victim
+        cdef const char *vdata = NULL
+        cdef uint64_t vlen = 0
+        cdef bint vascii = False
+        cdef int vkind = 0
         owner = make_key(seg, k, &key)
         memset(&ck, 0, CELL_SIZE)
         fast_k = False
@@ -668,7 +725,19 @@ cdef class CacheCore:
         fast_v = encode_scalar(v, &cv)
         if fast_k and (PyUnicode_Check(v) or PyBytes_Check(v)):
             packed = pack_pair(pair, k, &key, v)
-        if not fast_v and not packed:
+        if packed:
+            fast_v = True
+        elif not fast_v and (PyUnicode_Check(v) or PyBytes_Check(v)):
+            # one str or bytes block: written directly, no plan
+            if PyUnicode_Check(v):
+                vowner = str_utf8(v, &vdata, &vlen, &vascii)
+                vkind = K_STR
+            else:
+                vowner = v
+                vdata = PyBytes_AS_STRING(v)
+                vlen = PyBytes_GET_SIZE(v)
+                vkind = K_BYTES
+        elif not fast_v:
             plan = Plan(seg)
             vi = plan.add_root(v)
         if not fast_k and not packed:
@@ -694,7 +763,7 @@ cdef class CacheCore:
                         break
             while True:
                 try:
-                    self._insert(&key, &ck, &cv, pair, packed, plan, vi, kplan, ki)
+                    self._insert(&key, &ck, &cv, pair, packed, plan, vi, kplan, ki, vdata, vlen, vkind, vascii)
                     break
                 except SegmentFullError:
                     attempts += 1
@@ -743,12 +812,13 @@ cdef class CacheCore:
         return sk_freq(st, key.hash) > sk_freq(st, tv.ents[ix].hash)
 
     cdef int _insert(self, Key *key, Cell *ck, Cell *cv, Cell *pair, bint packed, Plan plan, int64_t vi,
-                     Plan kplan, int64_t ki) except -1:
+                     Plan kplan, int64_t ki, const char *vdata, uint64_t vlen, int vkind,
+                     bint vascii) except -1:
         """One write: store the pair and count its bytes."""
         cdef Segment seg = self.seg
         cdef TableView tv
         cdef int64_t ix
-        cdef uint64_t old = 0, new
+        cdef uint64_t old = 0, new, vblock = 0
         cdef uint64_t *st
         seg.write_begin()
         try:
@@ -761,6 +831,9 @@ cdef class CacheCore:
             if plan is not None:
                 plan.materialize()
                 cv[0] = plan.cell(vi)[0]
+            elif vkind:
+                vblock = new_bytes_block(seg, vkind, vdata, vlen, 1 if vascii else 0)
+                cell_set(cv, T_STR if vkind == K_STR else T_BYTES, vblock)
             if not packed:
                 pair[0] = ck[0]
                 pair[1] = cv[0]
@@ -777,6 +850,8 @@ cdef class CacheCore:
                         kplan.rollback()
                     if plan is not None:
                         plan.rollback()
+                    if vblock:
+                        seg.free(vblock)
                     raise
                 if not packed:
                     pair[0] = ck[0]
