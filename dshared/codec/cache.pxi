@@ -58,6 +58,7 @@ cdef enum:
     ENTRY_OVERHEAD = 48         # an entry (40) and its index slots, as counted in bytes
     FLUSH_EVERY = 1024
     REF_MAX = 3                 # reads counted per entry between two passes of the hand
+    VICTIM_SAMPLES = 4          # unread entries the hand weighs for each eviction
 
 cdef uint64_t CACHE_MAGIC = 0x3145484341435344      # "DSCACHE1"
 cdef uint64_t SK_SEEDS[4]
@@ -572,13 +573,18 @@ cdef class CacheCore:
         return 0
 
     cdef int64_t _pick_victim(self, int64_t now, bint *expired) except -2:
-        """Inside a write: the CLOCK victim (-1 when the cache is empty)."""
+        """Under the lock: the victim (-1 when the cache is empty). The hand
+        passes entries in table order, clearing the reference bytes of those
+        read since it last passed (their reads go to the sketch); of the first
+        VICTIM_SAMPLES unread ones it picks the least frequent. An expired
+        entry is picked at once."""
         cdef Segment seg = self.seg
         cdef uint64_t *st = self.state()
         cdef TableView tv
-        cdef uint64_t hand, steps = 0, limit
+        cdef uint64_t hand, steps = 0, limit, f, best_f = 1 << 20
         cdef Entry *e
-        cdef int64_t exp
+        cdef int64_t exp, best = -1
+        cdef int found = 0
         cdef uint8_t *rb
         self.data.check(K_DICT)
         table_view(seg, self.data.off, &tv)
@@ -600,31 +606,44 @@ cdef class CacheCore:
                         return hand
                 rb = ref_byte(st, e.hash)
                 if rb[0] == 0 or steps >= tv.nentries + 1:
-                    st[S_HAND] = hand + 1
-                    return hand
-                while rb[0]:            # the reads since the hand last passed
-                    sk_add(st, e.hash)
-                    rb[0] = rb[0] - 1
+                    f = sk_freq(st, e.hash)
+                    if best < 0 or f < best_f:
+                        best = hand
+                        best_f = f
+                    found += 1
+                    if found >= VICTIM_SAMPLES:
+                        break
+                else:
+                    while rb[0]:            # the reads since the hand last passed
+                        sk_add(st, e.hash)
+                        rb[0] = rb[0] - 1
             hand += 1
             if hand >= tv.nentries:
                 hand = 0
             steps += 1
-        return -1
+        st[S_HAND] = hand + 1
+        return best
 
-    cdef int _evict_one(self) except -1:
-        """One write: evict the CLOCK victim. Returns 0 when the cache is empty."""
+    cdef int _evict_at(self, int64_t ix, bint expired) except -1:
+        """One write: remove the victim ix (picked under this lock hold)."""
         cdef Segment seg = self.seg
-        cdef bint expired = False
-        cdef int64_t ix
         seg.write_begin()
         try:
-            ix = self._pick_victim(now_us(), &expired)
-            if ix >= 0:
-                self._remove_locked(ix, S_EXPIRED if expired else S_EVICT)
+            self.data.check(K_DICT)
+            self._remove_locked(ix, S_EXPIRED if expired else S_EVICT)
             seg.commit()
         finally:
             seg.write_end()
-        return 1 if ix >= 0 else 0
+        return 0
+
+    cdef int _evict_one(self) except -1:
+        """Evict the next victim. Returns 0 when the cache is empty."""
+        cdef bint expired = False
+        cdef int64_t ix = self._pick_victim(now_us(), &expired)
+        if ix < 0:
+            return 0
+        self._evict_at(ix, expired)
+        return 1
 
     cdef int _expire_some(self, int n) except -1:
         """Reclaim expired entries among the next n the hand passes (no eviction)."""
@@ -756,11 +775,14 @@ cdef class CacheCore:
             self.data.check(K_DICT)
             if maxe and seg.dict_find(self.data.off, &key) < 0:
                 while seg.dict_len(self.data.off) >= <int64_t>maxe:
-                    if st[S_ADMIT] and not self._admit(&key):
+                    ix = self._pick_victim(now_us(), &expired)
+                    if ix < 0:
+                        break
+                    if st[S_ADMIT] and not expired and not self._admit(&key, ix):
+                        st[S_HAND] = ix         # the victim stays under the hand for the next candidate
                         self._bump(S_REJECTED)
                         return False
-                    if not self._evict_one():
-                        break
+                    self._evict_at(ix, expired)
             while True:
                 try:
                     self._insert(&key, &ck, &cv, pair, packed, plan, vi, kplan, ki, vdata, vlen, vkind, vascii)
@@ -795,21 +817,14 @@ cdef class CacheCore:
         finally:
             seg.lock_release()
 
-    cdef bint _admit(self, Key *key) except -1:
-        """Under the lock, the cache full: does key beat the next victim?
-        (Expired victims always lose.)"""
-        cdef Segment seg = self.seg
+    cdef bint _admit(self, Key *key, int64_t victim) except -1:
+        """Under the lock, the cache full: was key asked for more often than the victim?"""
         cdef uint64_t *st = self.state()
-        cdef bint expired = False
-        cdef int64_t ix
         cdef TableView tv
-        ix = self._pick_victim(now_us(), &expired)
-        if ix >= 0:
-            st[S_HAND] = <uint64_t>ix           # the eviction that follows picks it again
-        if ix < 0 or expired:
+        table_view(self.seg, self.data.off, &tv)
+        if victim >= <int64_t>tv.nentries:
             return True
-        table_view(seg, self.data.off, &tv)
-        return sk_freq(st, key.hash) > sk_freq(st, tv.ents[ix].hash)
+        return sk_freq(st, key.hash) > sk_freq(st, tv.ents[victim].hash)
 
     cdef int _insert(self, Key *key, Cell *ck, Cell *cv, Cell *pair, bint packed, Plan plan, int64_t vi,
                      Plan kplan, int64_t ki, const char *vdata, uint64_t vlen, int vkind,
