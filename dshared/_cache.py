@@ -14,7 +14,7 @@ from collections.abc import MutableMapping
 import weakref
 
 from dshared._codec import CACHE_REGISTRY, CacheCore, MemoCore, cache_state_bytes
-from dshared._errors import UnsupportedTypeError
+from dshared._errors import SegmentFullError, UnsupportedTypeError
 
 __all__ = ["SharedCache", "CacheInfo", "cache_for", "memoize"]
 
@@ -31,14 +31,18 @@ _NO_PENDING = False     # test hook: every caller computes (no stampede protecti
 
 
 def _start_time(pid):
-    """The start time of process pid (clock ticks since boot), or None if it is gone."""
+    """The start time of process pid (clock ticks since boot), or None if it
+    is gone or a zombie."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             data = f.read()
     except OSError:
         return None
     try:
-        return int(data[data.rindex(b")") + 2:].split()[19])
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None         # exited, not yet reaped by its parent: dead all the same
+        return int(fields[19])
     except (ValueError, IndexError):
         return None
 
@@ -185,7 +189,10 @@ class SharedCache(CacheCore, MutableMapping):
         delay = WAIT_FIRST
         expect = 0
         while True:
-            state, got = self._claim(self._pending, k, me, expect)
+            try:
+                state, got = self._claim(self._pending, k, me, expect)
+            except SegmentFullError:
+                break               # no room even for the claim: compute without one
             if state == 1:
                 return got
             if state == 0 or _NO_PENDING:
