@@ -171,12 +171,13 @@ def test_ttl_never_returns_expired(segment, hooks, expiry):
     for i in range(300):
         t0 = time.time()
         c.set("x", t0, ttl=0.002)
+        t1 = time.time()            # the value expires before t1 + ttl
         while True:
             before = time.time()
             got = c.get("x")
             if got is None:
                 break
-            assert before < got + 0.002 + 0.001
+            assert got == t0 and before < t1 + 0.002 + 1e-5
     assert segment.check().ok
 
 
@@ -197,6 +198,7 @@ def _worker(seg_name, seed, seconds, out_name):
     cb = seg.cache("mpb")
     rng = random.Random(seed)
     gets = 0
+    stored = {}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for _ in range(50):
@@ -211,12 +213,16 @@ def _worker(seg_name, seed, seconds, out_name):
             elif r < 0.9:
                 cc.pop(k, None)
             else:
-                t = time.time()
-                v = cc.get(("t", k))
+                # keys of this worker only: it knows when each value was stored
+                # (stored before t1, so it expires before t1 + ttl)
+                before = time.time()
+                v = cc.get(("t", seed, k))
                 gets += 1
                 if v is not None:
-                    assert v > t - 0.02 - 0.005, "an expired value was returned"
-                cc.set(("t", k), time.time(), ttl=0.02)
+                    assert before < stored[v] + 0.02 + 1e-5, "an expired value was returned"
+                t0 = time.time()
+                cc.set(("t", seed, k), t0, ttl=0.02)
+                stored[t0] = time.time()
     c.flush()
     cb.flush()
     seg.col(out_name).incr("gets", gets)
