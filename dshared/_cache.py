@@ -208,11 +208,14 @@ class SharedCache(CacheCore, MutableMapping):
                 return factory() if call is None else call()
             time.sleep(delay)
             delay = min(delay * 2, WAIT_MAX)
+        done = False
         try:
             value = factory() if call is None else call()
-            self.set(k, value, ttl)
+            self._set_release(k, value, ttl, self._pending, me)     # stores, then drops the claim
+            done = True
         finally:
-            self._release(self._pending, k, me)
+            if not done:
+                self._release(self._pending, k, me)
         return value
 
 
@@ -269,6 +272,8 @@ class _Memoized(MemoCore):
         if r is not _MISS:
             return r
         return self._miss(key, args, kwargs)
+
+    _marker = staticmethod(_marker)
 
     def _miss(self, key, args, kwargs):
         func = self.__wrapped__

@@ -712,9 +712,20 @@ cdef class CacheCore:
             exp = now_us() + ttl_us
         if exp or type(v) is tuple:
             v = (v, exp)
-        return self._set(k, v)
+        return self._set(k, v, None, 0)
 
-    cdef object _set(self, object k, object v):
+    def _set_release(self, k, v, ttl, DictNode pending, int64_t marker):
+        """set(), then drop this process's get_or_set claim on k, in one lock hold."""
+        cdef int64_t exp = 0, ttl_us
+        cdef uint64_t *st = self.state()
+        ttl_us = st[S_TTL] if ttl is None else max(1, <int64_t>(min(float(ttl), 1e11) * 1e6))
+        if ttl_us:
+            exp = now_us() + ttl_us
+        if exp or type(v) is tuple:
+            v = (v, exp)
+        return self._set(k, v, pending, marker)
+
+    cdef object _set(self, object k, object v, DictNode pending, int64_t marker):
         cdef Key key
         cdef Segment seg = self.seg
         cdef Cell cv, ck
@@ -815,7 +826,11 @@ cdef class CacheCore:
             sk_age(st)
             return True
         finally:
-            seg.lock_release()
+            try:
+                if pending is not None:
+                    self._release(pending, k, marker)
+            finally:
+                seg.lock_release()
 
     cdef bint _admit(self, Key *key, int64_t victim) except -1:
         """Under the lock, the cache full: was key asked for more often than the victim?"""
@@ -976,4 +991,28 @@ cdef class MemoCore:
             return self._call(args, kwargs)
         if r is not _MISS:
             return r
-        return self._miss(key, args, kwargs)
+        return memo_compute(self, c, key, args, kwargs)
+
+
+cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict kwargs):
+    """A memoized call that missed: claim the key, compute, store and drop the
+    claim; when another process holds the claim, wait in Python (_miss)."""
+    pending = c._pending
+    me = m._marker()
+    try:
+        state, got = c._claim(pending, key, me, 0)
+    except SegmentFullError:
+        return m._miss(key, args, kwargs)
+    if state == 1:
+        return got
+    if state != 0:
+        return m._miss(key, args, kwargs)
+    done = False
+    try:
+        value = m.__wrapped__(*args, **kwargs)
+        c._set_release(key, value, None, pending, me)
+        done = True
+    finally:
+        if not done:
+            c._release(pending, key, me)
+    return value
