@@ -20,7 +20,7 @@ from tests._proc import Children, fork_call, kill_pid, wait_pid
 @pytest.fixture
 def hooks():
     yield _codec._cache_hooks
-    _codec._cache_hooks(plain_counters=False, no_evict=False, no_expiry=False)
+    _codec._cache_hooks(plain_counters=False, no_evict=False, no_expiry=False, no_claim=False)
     _cache._NO_PENDING = False
 
 
@@ -442,3 +442,31 @@ def test_memoize_bounded_and_default_segment(shm_name):
     finally:
         seg.close()
         dshared.unlink(shm_name)
+
+
+def _memo_worker(seg_name):
+    seg = dshared.Segment(seg_name)
+    counts = seg.col("counts")
+
+    @dshared.memoize("t.slow", segment=seg)
+    def slow(x):
+        counts.incr("runs")
+        time.sleep(0.3)
+        return [x, x]
+
+    assert slow(7) == [7, 7]
+    seg.close()
+
+
+@pytest.mark.parametrize("claim", [True, False])
+def test_memoize_stampede(segment, hooks, claim):
+    hooks(no_claim=not claim)
+    with Children() as ch:
+        pids = [ch.fork(_memo_worker, segment.name) for _ in range(8)]
+        assert [ch.wait(p, 60) for p in pids] == [0] * 8
+    if not claim:
+        assert segment.col("counts")["runs"] > 1
+        return
+    assert segment.col("counts")["runs"] == 1
+    info = dshared.memoize("t.slow", segment=segment)(lambda x: None).cache_info()
+    assert info.currsize == 1

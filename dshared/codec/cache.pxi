@@ -73,10 +73,13 @@ CACHE_REGISTRY = "\x00dshared.caches"
 cdef bint _hook_plain_counters = False
 cdef bint _hook_no_evict = False
 cdef bint _hook_no_expiry = False
+cdef bint _hook_no_claim = False
 
 
-def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None):
-    global _hook_plain_counters, _hook_no_evict, _hook_no_expiry
+def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None):
+    global _hook_plain_counters, _hook_no_evict, _hook_no_expiry, _hook_no_claim
+    if no_claim is not None:
+        _hook_no_claim = bool(no_claim)
     if plain_counters is not None:
         _hook_plain_counters = bool(plain_counters)
     if no_evict is not None:
@@ -476,6 +479,8 @@ cdef class CacheCore:
             r = read_section(self.data, _rd_cache_get, &a)
             if a.status == 1:
                 return (1, r)
+            if _hook_no_claim:
+                return (0, None)
             pending.check(K_DICT)
             ix = seg.dict_find(pending.off, &key)
             if ix >= 0:
