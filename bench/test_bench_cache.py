@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import _dshbench as B
 import dshared
 
 VALUE = "v" * 200
@@ -46,7 +47,7 @@ def _best_interleaved(contenders, rounds=7):
 
 @pytest.fixture
 def seg():
-    name = "dsh-bench-cache-%d" % os.getpid()
+    name = B.unique_name("cache")
     s = dshared.init(name, 1 << 30)
     try:
         yield s
