@@ -33,7 +33,8 @@ extensions = [
         ["dshared/%s.pyx" % mod],
         include_dirs=["dshared/include"],
         # in the sdist, and a change to them rebuilds
-        depends=sorted(glob.glob("dshared/include/*.h") + glob.glob("dshared/heap/*.pxd")) + ["dshared/_heap.pxd"],
+        depends=sorted(glob.glob("dshared/include/*.h") + glob.glob("dshared/heap/*.px[di]")
+                       + glob.glob("dshared/codec/*.pxi")) + ["dshared/_heap.pxd"],
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],

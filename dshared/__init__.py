@@ -29,12 +29,13 @@ from dshared._heap import unlink as _unlink, _round_capacity
 from dshared._heap import attach_cached as _attach_cached, remember as _remember
 from dshared._collections import SharedDict, SharedList
 from dshared._ops import segments, to_python
+from dshared._cache import CacheInfo, SharedCache, memoize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
-    "segments", "to_python",
+    "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -148,3 +149,12 @@ def check():
     """Verify the default segment's whole heap; returns a report with `ok`
     and `problems`."""
     return default_segment().check()
+
+
+def cache(name, *, max_entries=None, max_bytes=None, ttl=None):
+    """The SharedCache `name` of the default segment, created on first use
+    with these bounds (fixed then: a later call with other bounds raises
+    ValueError). max_entries bounds the entries, max_bytes the bytes they
+    take in the segment, ttl (seconds) is the default time to live. See
+    docs/caching.md."""
+    return SharedCache(default_segment(), name, max_entries, max_bytes, ttl)

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from dshared._cache import CacheInfo as CacheInfo, SharedCache as SharedCache, memoize as memoize
 from dshared._collections import SharedDict as SharedDict, SharedList as SharedList
 from dshared._errors import (
     CorruptSegmentError as CorruptSegmentError,
@@ -24,7 +25,7 @@ __version__: str
 
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
-    "segments", "to_python",
+    "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -46,3 +47,6 @@ def check() -> CheckReport: ...
 # added in parallel with these stubs (issue 17, items 2 and 6)
 def segments(pattern: str | None = None, *, allow_unsafe: bool = False) -> list[dict[str, Any]]: ...
 def to_python(obj: object) -> Any: ...
+
+def cache(name: str, *, max_entries: int | None = None, max_bytes: int | None = None,
+          ttl: float | None = None) -> SharedCache: ...

@@ -2556,3 +2556,6 @@ cdef class ListIter:
             self.pos = -1 if i < -1 else min(i, n - 1)
         else:
             self.pos = 0 if i < 0 else min(i, n)
+
+
+include "codec/cache.pxi"

@@ -2051,6 +2051,11 @@ One shared-memory segment: created (mode 0600, built under a temporary
         from dshared._codec import root_view
         return root_view(self, name)
 
+    def cache(self, name, *, max_entries=None, max_bytes=None, ttl=None):
+        """The SharedCache `name` in this segment, created on first use (see dshared.cache)."""
+        from dshared._cache import SharedCache
+        return SharedCache(self, name, max_entries, max_bytes, ttl)
+
     # -- collection and checking ------------------------------------------------
 
     cdef bint _valid_ref(self, uint64_t off) noexcept nogil:

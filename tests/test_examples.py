@@ -19,6 +19,8 @@ EXPECTED = {
     "asyncio_service": ["greeting ['hello', 'hello'], requests 45",
                         "counter 40 (exact), seen by every server: True"],
     "job_queue": ["60 jobs, 60 results, all correct: True"],
+    # 4 gunicorn workers, 8 client threads: each report computed exactly once
+    "memoize_web": ["requests 400, reports computed 8, served from the cache 392"],
 }
 
 

@@ -1,0 +1,1023 @@
+# Cache mode: the C part of SharedCache (dshared/_cache.py). Included by _codec.pyx.
+#
+# A cache is two objects in the segment, registered in the top-level dict
+# CACHE_REGISTRY under the cache's name as {"d": data, "s": state, "p": pending}:
+#   data     a dict key -> value. A value with an expiry, or a tuple value, is
+#            stored wrapped as the tuple (value, expiry in µs of CLOCK_REALTIME,
+#            0 for none); any other value is stored as it is (no overhead).
+#   state    one bytes block, written in place: S_WORDS counters and settings,
+#            then the frequency sketch (4 rows of W one-byte counters), then W
+#            reference bytes (CLOCK), indexed by the key's hash.
+#   pending  key -> [pid, start time] of the process computing it (get_or_set).
+#
+# Hits run in a read section (no lock): one table probe, a copy of the value
+# and, when the key's reference byte is 0, one plain store of 1. Nothing else
+# in the segment is written by a hit: hit and miss counts are kept in the
+# process and added to the state under the lock at its next write (or every
+# FLUSH_EVERY reads, or stats()).
+#
+# Writes take the segment lock. Each change is one journaled write that
+# updates the counters with it (jstore), so a process killed at any point
+# leaves data and counters consistent; only the sketch, the reference bytes
+# and the clock hand are plain stores (hints: any value is safe).
+#
+# Eviction is CLOCK over the table's entries in order (the hand is an entry
+# index): an entry whose reference byte is set gets it cleared (and its key's
+# frequency counted once more); the first one whose byte is clear, or that
+# has expired, is the victim. Admission (TinyLFU): a new key that would
+# evict is stored only if the sketch has seen it more often than the victim.
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum: CLOCK_REALTIME
+
+
+cdef enum:
+    S_MAGIC = 0
+    S_MAXE = 1
+    S_MAXB = 2
+    S_TTL = 3                   # default ttl in µs, 0: none
+    S_HITS = 4
+    S_MISSES = 5
+    S_EVICT = 6
+    S_EXPIRED = 7
+    S_BYTES = 8
+    S_HAND = 9
+    S_OVERSIZE = 10
+    S_REJECTED = 11
+    S_LOGW = 12
+    S_OPS = 13
+    S_REPAIRS = 14              # the segment's repair count when bytes was last right
+    S_SETS = 15
+    S_ADMIT = 16                # 1: admission filter on
+    S_WORDS = 20
+    ENTRY_OVERHEAD = 48         # an entry (40) and its index slots, as counted in bytes
+    FLUSH_EVERY = 1024
+    REF_MAX = 3                 # reads counted per entry between two passes of the hand
+    VICTIM_SAMPLES = 4          # unread entries the hand weighs for each eviction
+
+cdef uint64_t CACHE_MAGIC = 0x3145484341435344      # "DSCACHE1"
+cdef uint64_t SK_SEEDS[4]
+SK_SEEDS[0] = 0x9E3779B97F4A7C15ULL
+SK_SEEDS[1] = 0xC2B2AE3D27D4EB4FULL
+SK_SEEDS[2] = 0x165667B19E3779F9ULL
+SK_SEEDS[3] = 0xD6E8FEB86659FD93ULL
+
+CACHE_REGISTRY = "\x00dshared.caches"
+
+# test hooks (tests/test_cache.py shows each protection is needed)
+cdef bint _hook_plain_counters = False
+cdef bint _hook_no_evict = False
+cdef bint _hook_no_expiry = False
+cdef bint _hook_no_claim = False
+
+
+def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None):
+    global _hook_plain_counters, _hook_no_evict, _hook_no_expiry, _hook_no_claim
+    if no_claim is not None:
+        _hook_no_claim = bool(no_claim)
+    if plain_counters is not None:
+        _hook_plain_counters = bool(plain_counters)
+    if no_evict is not None:
+        _hook_no_evict = bool(no_evict)
+    if no_expiry is not None:
+        _hook_no_expiry = bool(no_expiry)
+STATE_WORDS = S_WORDS
+
+
+cdef inline void cstore(Segment seg, uint64_t *p, uint64_t v) noexcept:
+    """A counter's store inside a write: journaled with it, so a kill keeps both or neither."""
+    if _hook_plain_counters:
+        p[0] = v
+    else:
+        seg.jstore(p, v)
+
+
+def _cache_entry_bytes(CacheCore c, k):
+    """Test helper: the bytes entry k counts for (0 if absent)."""
+    cdef Key key
+    cdef int64_t ix
+    cdef Segment seg = c.seg
+    owner = make_key(seg, k, &key)
+    seg.lock_acquire(-1)
+    try:
+        ix = seg.dict_find(c.data.off, &key)
+        return entry_footprint(seg, seg.dict_entry(c.data.off, ix)) if ix >= 0 else 0
+    finally:
+        seg.lock_release()
+
+
+cdef inline int64_t now_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+
+
+def _now_us():
+    return now_us()
+
+
+def cache_state_bytes(uint64_t max_entries, uint64_t max_bytes, uint64_t ttl_us, bint admission,
+                      uint64_t capacity):
+    """The initial state block of a new cache: W (a power of two, at least
+    max_entries, at most 1/128 of the segment) sketch columns and reference bytes."""
+    cdef uint64_t w = 256, logw = 8, want
+    if max_entries:
+        want = max_entries
+    elif max_bytes:
+        want = max_bytes // 256
+    else:
+        want = 1024
+    while w < want and logw < 22 and 5 * (w << 1) <= capacity // 128:
+        w <<= 1
+        logw += 1
+    buf = bytearray(8 * S_WORDS + 5 * w)
+    cdef uint64_t *words = <uint64_t *>(<char *>buf)
+    words[S_MAGIC] = CACHE_MAGIC
+    words[S_MAXE] = max_entries
+    words[S_MAXB] = max_bytes
+    words[S_TTL] = ttl_us
+    words[S_LOGW] = logw
+    words[S_ADMIT] = 1 if admission else 0
+    return bytes(buf)
+
+
+# -- the sketch: a count-min sketch of 4 rows of 1-byte counters (saturating
+# at 15, halved every 10 W increments)
+
+cdef inline uint64_t sk_idx(uint64_t h, int r, uint64_t logw) noexcept nogil:
+    return ((h ^ (h >> 31)) * SK_SEEDS[r]) >> (64 - logw)
+
+
+cdef inline void sk_add(uint64_t *st, uint64_t h) noexcept nogil:
+    cdef uint64_t logw = st[S_LOGW], w = (<uint64_t>1) << logw
+    cdef uint8_t *sk = <uint8_t *>(st + S_WORDS)
+    cdef uint8_t *p
+    cdef int r
+    for r in range(4):
+        p = sk + r * w + sk_idx(h, r, logw)
+        if p[0] < 15:
+            p[0] = p[0] + 1
+    st[S_OPS] = st[S_OPS] + 1           # plain: a hint
+
+
+cdef inline uint64_t sk_freq(uint64_t *st, uint64_t h) noexcept nogil:
+    cdef uint64_t logw = st[S_LOGW], w = (<uint64_t>1) << logw
+    cdef uint8_t *sk = <uint8_t *>(st + S_WORDS)
+    cdef uint64_t f = 255, c
+    cdef int r
+    for r in range(4):
+        c = sk[r * w + sk_idx(h, r, logw)]
+        if c < f:
+            f = c
+    return f
+
+
+cdef void sk_age(uint64_t *st) noexcept nogil:
+    """Halve every counter (under the lock) once 10 W increments were counted."""
+    cdef uint64_t w = (<uint64_t>1) << st[S_LOGW], i
+    cdef uint8_t *sk = <uint8_t *>(st + S_WORDS)
+    if st[S_OPS] < 10 * w:
+        return
+    for i in range(4 * w):
+        sk[i] = sk[i] >> 1
+    st[S_OPS] = 0
+
+
+cdef inline uint8_t *ref_byte(uint64_t *st, uint64_t h) noexcept nogil:
+    cdef uint64_t logw = st[S_LOGW], w = (<uint64_t>1) << logw
+    return <uint8_t *>(st + S_WORDS) + 4 * w + (h & (w - 1))
+
+
+# -- footprint: the bytes of the blocks a cell owns
+
+cdef uint64_t cell_footprint(Segment seg, const Cell *c) except? 0:
+    """Bytes of every block reachable from c (each counted once)."""
+    cdef uint64_t *stack = NULL
+    cdef uint64_t n = 0, cap = 0, off, total = 0, steps = 0
+    cdef Block *b
+    cdef set seen = None
+    if c.b[0] < T_FIRST_REF or c.b[0] > T_LAST:
+        return 0
+    seg._push(ds_ld64(&c.b[8]), &stack, &n, &cap)
+    try:
+        while n > 0:
+            n -= 1
+            off = stack[n]
+            if not seg._valid_ref(off):
+                continue
+            b = <Block *>(seg.base + off)
+            if (b.kind_rc & 0xff) in (K_DICT, K_LIST, K_TUPLE):
+                if seen is None:
+                    seen = set()
+                if off in seen:
+                    continue
+                seen.add(off)
+            total += <uint64_t>b.size16 * ALIGN
+            seg._push_children(off, &stack, &n, &cap)
+            steps += 1
+            if steps > 100000000:
+                break
+    finally:
+        free(stack)
+    return total
+
+
+cdef uint64_t entry_footprint(Segment seg, const Entry *e) except? 0:
+    if e.key.b[0] == T_PACKED:
+        return ENTRY_OVERHEAD
+    return ENTRY_OVERHEAD + cell_footprint(seg, &e.key) + cell_footprint(seg, &e.value)
+
+
+cdef int64_t wrapped_expiry(Segment seg, const Cell *c) except -2:
+    """The expiry of a stored value (0: none), and its inner cell's position."""
+    cdef uint64_t off, ln
+    cdef Block *blk
+    cdef char *p
+    cdef int64_t exp
+    if c.b[0] != T_TUPLE:
+        return 0
+    off = ds_ld64(&c.b[8])
+    blk = seg.block(off, K_TUPLE)
+    p = seg.base + off + BLOCK_HDR
+    ln = ds_ld64(p)
+    if ln != 2 or <uint64_t>blk.size16 * ALIGN < BLOCK_HDR + 8 + 2 * CELL_SIZE or p[8 + CELL_SIZE] != T_INT:
+        raise CorruptSegmentError("cache entry at %d is not a (value, expiry) pair" % off)
+    memcpy(&exp, p + 8 + CELL_SIZE + 8, 8)
+    return exp
+
+
+cdef inline const Cell *wrapped_inner(Segment seg, const Cell *c) noexcept:
+    return <Cell *>(seg.base + ds_ld64(&c.b[8]) + BLOCK_HDR + 8)
+
+
+cdef struct CArg:
+    Key *key
+    PyObject *core
+    int status                  # 0 absent, 1 hit, 2 expired
+    int64_t ix
+
+
+cdef object _rd_cache_get(Node node, void *arg):
+    cdef CArg *a = <CArg *>arg
+    cdef Segment seg = node.seg
+    cdef CacheCore core = <CacheCore>a.core
+    cdef TableView tv
+    cdef Entry *e
+    cdef const Cell *c
+    cdef int64_t exp
+    cdef uint64_t *st
+    cdef uint8_t *rb
+    view_block(seg, node.off, node.gen, K_DICT)
+    table_view(seg, node.off, &tv)
+    a.ix = table_lookup(seg, &tv, a.key)
+    if a.ix < 0:
+        a.status = 0
+        return None
+    e = &tv.ents[a.ix]
+    if e.key.b[0] == T_PACKED:
+        r = entry_value(seg, e, False)
+    else:
+        c = &e.value
+        if c.b[0] == T_TUPLE:
+            exp = wrapped_expiry(seg, c)
+            if exp and exp <= now_us() and not _hook_no_expiry:
+                a.status = 2
+                return None
+            c = wrapped_inner(seg, c)
+        r = deep_decode(seg, c)
+    st = core.state()
+    rb = ref_byte(st, e.hash)
+    if rb[0] < REF_MAX:
+        rb[0] = rb[0] + 1       # a plain store: the hand reads it as "used since it passed"
+    a.status = 1
+    return r
+
+
+cdef object _rd_cache_contains(Node node, void *arg):
+    cdef CArg *a = <CArg *>arg
+    cdef Segment seg = node.seg
+    cdef TableView tv
+    cdef Entry *e
+    cdef int64_t exp
+    view_block(seg, node.off, node.gen, K_DICT)
+    table_view(seg, node.off, &tv)
+    a.ix = table_lookup(seg, &tv, a.key)
+    a.status = 0
+    if a.ix >= 0:
+        e = &tv.ents[a.ix]
+        a.status = 1
+        if e.key.b[0] != T_PACKED:
+            exp = wrapped_expiry(seg, &e.value)
+            if exp and exp <= now_us():
+                a.status = 2
+    return None
+
+
+cdef object _MISS = object()
+
+
+cdef class CacheCore:
+    """The C part of SharedCache: lookups without the lock, and the writes."""
+    cdef Segment seg
+    cdef DictNode data
+    cdef uint64_t soff
+    cdef uint32_t sgen
+    cdef uint64_t slen
+    cdef uint64_t _hits, _misses      # this process's, not yet added to the state
+    cdef readonly object name
+    cdef object __weakref__
+
+    def _forget_counts(self):
+        """In a forked child: the parent's counts are the parent's to add."""
+        self._hits = self._misses = 0
+
+    def _attach(self, Segment seg, name, DictNode data, DictNode entry):
+        """Bind to a cache's data dict and state block (entry: its registry record)."""
+        cdef Key key
+        cdef int64_t ix
+        cdef Entry *e
+        cdef uint64_t off
+        cdef const char *p
+        cdef uint64_t n
+        self.seg = seg
+        self.name = name
+        self.data = data
+        owner = make_key(seg, "s", &key)
+        seg.lock_acquire(-1)
+        try:
+            ix = seg.dict_find(entry.off, &key)
+            if ix < 0:
+                raise CorruptSegmentError("cache %r has no state" % (name,))
+            e = seg.dict_entry(entry.off, ix)
+            if e.value.b[0] != T_BYTES:
+                raise CorruptSegmentError("cache %r: its state is not a bytes block" % (name,))
+            off = ds_ld64(&e.value.b[8])
+            seg.block_bytes(off, K_BYTES, &p, &n)
+            if n < 8 * S_WORDS or ds_ld64(p) != CACHE_MAGIC:
+                raise CorruptSegmentError("cache %r: bad state block" % (name,))
+            self.soff = off
+            self.sgen = (<Block *>(seg.base + off)).gen
+            self.slen = n
+            if n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]) or (<uint64_t *>p)[S_LOGW] > 30:
+                raise CorruptSegmentError("cache %r: bad state block" % (name,))
+        finally:
+            seg.lock_release()
+
+    cdef uint64_t *state(self) except NULL:
+        """The state words, checked (the block is never freed while the cache exists)."""
+        cdef Segment seg = self.seg
+        cdef Block *b = checked_block(seg, self.soff, K_BYTES)
+        if b.gen != self.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + self.slen:
+            raise StaleReferenceError("cache %r was removed from segment %r" % (self.name, seg.name))
+        return <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
+
+    # -- reads
+
+    def get(self, k, default=None):
+        """c.get(k[, default]): a plain copy of the cached value, or default."""
+        return self._lookup(k, default, True)
+
+    def _peek(self, k, default=None):
+        """get() that counts neither a hit nor a miss."""
+        return self._lookup(k, default, False)
+
+    cdef object _lookup(self, object k, object default, bint count):
+        cdef Key key
+        cdef CArg a
+        owner = make_key(self.seg, k, &key, True)
+        a.key = &key
+        a.core = <PyObject *>self
+        r = read_section(self.data, _rd_cache_get, &a)
+        if a.status == 1:
+            if count:
+                self._hits += 1
+                if self._hits + self._misses >= FLUSH_EVERY:
+                    self.flush()
+            return r
+        if count:
+            self._misses += 1
+            sk_add(self.state(), key.hash)      # plain stores: a lost increment only blurs a count
+            if self._hits + self._misses >= FLUSH_EVERY:
+                self.flush()
+        if a.status == 2:
+            self._drop_expired(&key)
+        return default
+
+    def __getitem__(self, k):
+        r = self.get(k, _MISS)
+        if r is _MISS:
+            raise KeyError(k)
+        return r
+
+    def __contains__(self, k):
+        """k in c: the key is cached and not expired (counts as neither hit nor miss)."""
+        cdef Key key
+        cdef CArg a
+        owner = make_key(self.seg, k, &key, True)
+        a.key = &key
+        a.core = <PyObject *>self
+        read_section(self.data, _rd_cache_contains, &a)
+        return a.status == 1
+
+    cdef int _drop_expired(self, Key *key) except -1:
+        """Reclaim an expired entry a read met."""
+        cdef Segment seg = self.seg
+        cdef int64_t ix, exp
+        cdef Entry *e
+        cdef uint64_t *st
+        seg.write_begin()
+        try:
+            self.data.check(K_DICT)
+            ix = seg.dict_find(self.data.off, key)
+            if ix >= 0:
+                e = seg.dict_entry(self.data.off, ix)
+                exp = wrapped_expiry(seg, &e.value) if e.key.b[0] != T_PACKED else 0
+                if exp and exp <= now_us():
+                    self._remove_locked(ix, S_EXPIRED)
+            seg.commit()
+        finally:
+            seg.write_end()
+        return 0
+
+    def flush(self):
+        """Add this process's hit and miss counts to the shared counters."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        if self._hits == 0 and self._misses == 0:
+            return
+        seg.write_begin()
+        try:
+            st = self.state()
+            seg.jstore(&st[S_HITS], st[S_HITS] + self._hits)
+            seg.jstore(&st[S_MISSES], st[S_MISSES] + self._misses)
+            seg.commit()
+            self._hits = 0
+            self._misses = 0
+        finally:
+            seg.write_end()
+
+    def _claim(self, DictNode pending, k, int64_t marker, int64_t expect=0):
+        """One step of get_or_set, under the lock: (1, value) if k is cached;
+        else claim k for this process in `pending` (its marker) if nobody
+        holds it, or if its holder's marker is `expect` (a dead holder):
+        (0, None); else (2, the holder's marker)."""
+        cdef Segment seg = self.seg
+        cdef Key key
+        cdef CArg a
+        cdef int64_t ix, held
+        cdef Entry *e
+        owner = make_key(seg, k, &key)
+        a.key = &key
+        a.core = <PyObject *>self
+        seg.lock_acquire(-1)
+        try:
+            r = read_section(self.data, _rd_cache_get, &a)
+            if a.status == 1:
+                return (1, r)
+            if _hook_no_claim:
+                return (0, None)
+            pending.check(K_DICT)
+            ix = seg.dict_find(pending.off, &key)
+            if ix >= 0:
+                e = seg.dict_entry(pending.off, ix)
+                held = -1
+                if e.value.b[0] == T_INT:
+                    memcpy(&held, &e.value.b[8], 8)
+                if held != expect or expect == 0:
+                    return (2, held)
+            pending._store(k, marker, 0)
+            return (0, None)
+        finally:
+            seg.lock_release()
+
+    def _release(self, DictNode pending, k, int64_t marker):
+        """Drop this process's claim on k (if it still holds it)."""
+        cdef Segment seg = self.seg
+        cdef Key key
+        cdef int64_t ix, held = -1
+        cdef Entry *e
+        owner = make_key(seg, k, &key)
+        seg.write_begin()
+        try:
+            pending.check(K_DICT)
+            ix = seg.dict_find(pending.off, &key)
+            if ix >= 0:
+                e = seg.dict_entry(pending.off, ix)
+                if e.value.b[0] == T_INT:
+                    memcpy(&held, &e.value.b[8], 8)
+                if held == marker:
+                    seg.dict_remove(pending.off, ix)
+            seg.commit()
+        finally:
+            seg.write_end()
+
+    def _local_counts(self):
+        return (self._hits, self._misses)
+
+    def _stats(self):
+        """The shared counters (after adding this process's)."""
+        cdef uint64_t *st
+        cdef Segment seg = self.seg
+        self.flush()
+        seg.lock_acquire(-1)
+        try:
+            self._recount_locked()
+            st = self.state()
+            return dict(hits=st[S_HITS], misses=st[S_MISSES], evictions=st[S_EVICT],
+                        expirations=st[S_EXPIRED], entries=seg.dict_len(self.data.off),
+                        bytes=st[S_BYTES], max_entries=st[S_MAXE] or None,
+                        max_bytes=st[S_MAXB] or None, oversize=st[S_OVERSIZE],
+                        rejected=st[S_REJECTED], sets=st[S_SETS])
+        finally:
+            seg.lock_release()
+
+    def _settings(self):
+        cdef uint64_t *st = self.state()
+        return (st[S_MAXE], st[S_MAXB], st[S_TTL], st[S_ADMIT])
+
+    # -- writes (all under the lock)
+
+    cdef int _recount_locked(self) except -1:
+        """After a repair of the segment (a writer died), recompute bytes from
+        the entries: the journal kept each write whole, but a repair may also
+        have come from a crash in a write this cache did not make."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st = self.state()
+        cdef uint64_t total = 0
+        cdef int64_t i
+        if st[S_REPAIRS] == seg.hdr.repairs or _hook_plain_counters:
+            return 0
+        seg.write_begin()
+        try:
+            self.data.check(K_DICT)
+            i = seg.dict_next(self.data.off, 0)
+            while i >= 0:
+                total += entry_footprint(seg, seg.dict_entry(self.data.off, i))
+                i = seg.dict_next(self.data.off, i + 1)
+            seg.jstore(&st[S_BYTES], total)
+            seg.jstore(&st[S_REPAIRS], seg.hdr.repairs)
+            seg.commit()
+        finally:
+            seg.write_end()
+        return 0
+
+    cdef int _remove_locked(self, int64_t ix, int counter) except -1:
+        """Inside a write: remove entry ix, counting it under `counter` (or none: -1)."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st = self.state()
+        cdef uint64_t size = entry_footprint(seg, seg.dict_entry(self.data.off, ix))
+        cstore(seg, &st[S_BYTES], st[S_BYTES] - size if st[S_BYTES] > size else 0)
+        if counter >= 0:
+            cstore(seg, &st[counter], st[counter] + 1)
+        seg.dict_remove(self.data.off, ix)
+        return 0
+
+    cdef int64_t _pick_victim(self, int64_t now, bint *expired) except -2:
+        """Under the lock: the victim (-1 when the cache is empty). The hand
+        passes entries in table order, clearing the reference bytes of those
+        read since it last passed (their reads go to the sketch); of the first
+        VICTIM_SAMPLES unread ones it picks the least frequent. An expired
+        entry is picked at once."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st = self.state()
+        cdef TableView tv
+        cdef uint64_t hand, steps = 0, limit, f, best_f = 1 << 20
+        cdef Entry *e
+        cdef int64_t exp, best = -1
+        cdef int found = 0
+        cdef uint8_t *rb
+        self.data.check(K_DICT)
+        table_view(seg, self.data.off, &tv)
+        if tv.count == 0 or tv.nentries == 0:
+            return -1
+        hand = st[S_HAND]
+        if hand >= tv.nentries:
+            hand = 0
+        limit = 2 * tv.nentries + 2
+        expired[0] = False
+        while steps < limit:
+            e = &tv.ents[hand]
+            if e.key.b[0] != T_EMPTY:
+                if e.key.b[0] != T_PACKED and e.value.b[0] == T_TUPLE:
+                    exp = wrapped_expiry(seg, &e.value)
+                    if exp and exp <= now:
+                        expired[0] = True
+                        st[S_HAND] = hand + 1
+                        return hand
+                rb = ref_byte(st, e.hash)
+                if rb[0] == 0 or steps >= tv.nentries + 1:
+                    f = sk_freq(st, e.hash)
+                    if best < 0 or f < best_f:
+                        best = hand
+                        best_f = f
+                    found += 1
+                    if found >= VICTIM_SAMPLES:
+                        break
+                else:
+                    while rb[0]:            # the reads since the hand last passed
+                        sk_add(st, e.hash)
+                        rb[0] = rb[0] - 1
+            hand += 1
+            if hand >= tv.nentries:
+                hand = 0
+            steps += 1
+        st[S_HAND] = hand + 1
+        return best
+
+    cdef int _evict_at(self, int64_t ix, bint expired) except -1:
+        """One write: remove the victim ix (picked under this lock hold)."""
+        cdef Segment seg = self.seg
+        seg.write_begin()
+        try:
+            self.data.check(K_DICT)
+            self._remove_locked(ix, S_EXPIRED if expired else S_EVICT)
+            seg.commit()
+        finally:
+            seg.write_end()
+        return 0
+
+    cdef int _evict_one(self) except -1:
+        """Evict the next victim. Returns 0 when the cache is empty."""
+        cdef bint expired = False
+        cdef int64_t ix = self._pick_victim(now_us(), &expired)
+        if ix < 0:
+            return 0
+        self._evict_at(ix, expired)
+        return 1
+
+    cdef int _expire_some(self, int n) except -1:
+        """Reclaim expired entries among the next n the hand passes (no eviction)."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        cdef TableView tv
+        cdef uint64_t hand
+        cdef int64_t now = now_us(), exp
+        cdef Entry *e
+        cdef int i
+        seg.write_begin()
+        try:
+            st = self.state()
+            self.data.check(K_DICT)
+            table_view(seg, self.data.off, &tv)
+            hand = st[S_HAND]
+            for i in range(n):
+                table_view(seg, self.data.off, &tv)     # again: a removal may drop the table
+                if tv.nentries == 0:
+                    break
+                if hand >= tv.nentries:
+                    hand = 0
+                e = &tv.ents[hand]
+                if e.key.b[0] != T_EMPTY and e.key.b[0] != T_PACKED and e.value.b[0] == T_TUPLE:
+                    exp = wrapped_expiry(seg, &e.value)
+                    if exp and exp <= now:
+                        self._remove_locked(hand, S_EXPIRED)
+                hand += 1
+            st[S_HAND] = hand
+            seg.commit()
+        finally:
+            seg.write_end()
+        return 0
+
+    def _bump(self, int counter):
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        seg.write_begin()
+        try:
+            st = self.state()
+            seg.jstore(&st[counter], st[counter] + 1)
+            seg.commit()
+        finally:
+            seg.write_end()
+
+    def set(self, k, v, ttl=None):
+        """c.set(k, v, ttl=None): store v under k (ttl in seconds: None for the
+        cache's default). Returns True if stored, False if declined: larger than
+        max_bytes, or refused by the admission filter when the cache is full
+        (the key was seen less often than the entry it would evict)."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        cdef int64_t exp = 0, ttl_us
+        st = self.state()
+        if ttl is None:
+            ttl_us = st[S_TTL]
+        else:
+            if not isinstance(ttl, (int, float)) or ttl != ttl:
+                raise TypeError("ttl must be a number of seconds or None, not %r" % (ttl,))
+            if ttl <= 0:
+                raise ValueError("ttl must be > 0, not %r" % (ttl,))
+            ttl_us = <int64_t>(min(float(ttl), 1e11) * 1e6)
+            if ttl_us < 1:
+                ttl_us = 1
+        if ttl_us:
+            exp = now_us() + ttl_us
+        if exp or type(v) is tuple:
+            v = (v, exp)
+        return self._set(k, v, None, 0)
+
+    def _set_release(self, k, v, ttl, DictNode pending, int64_t marker):
+        """set(), then drop this process's get_or_set claim on k, in one lock hold."""
+        cdef int64_t exp = 0, ttl_us
+        cdef uint64_t *st = self.state()
+        ttl_us = st[S_TTL] if ttl is None else max(1, <int64_t>(min(float(ttl), 1e11) * 1e6))
+        if ttl_us:
+            exp = now_us() + ttl_us
+        if exp or type(v) is tuple:
+            v = (v, exp)
+        return self._set(k, v, pending, marker)
+
+    cdef object _set(self, object k, object v, DictNode pending, int64_t marker):
+        cdef Key key
+        cdef Segment seg = self.seg
+        cdef Cell cv, ck
+        cdef Plan plan = None
+        cdef Plan kplan = None
+        cdef int64_t ix, vi = 0, ki = 0, count
+        cdef bint fast_k, fast_v, packed = False, expired
+        cdef Cell pair[2]
+        cdef TableView tv
+        cdef uint64_t *st
+        cdef uint64_t old = 0, new, maxe, maxb, freq_k
+        cdef int attempts = 0, victim
+        cdef const char *vdata = NULL
+        cdef uint64_t vlen = 0
+        cdef bint vascii = False
+        cdef int vkind = 0
+        owner = make_key(seg, k, &key)
+        memset(&ck, 0, CELL_SIZE)
+        fast_k = False
+        if key.ctag == T_STR or key.ctag == T_BYTES:
+            if key.len <= INLINE_MAX:
+                cell_inline(&ck, T_SSTR if key.ctag == T_STR else T_SBYTES, key.data, key.len,
+                            key.ctag == T_STR and PyUnicode_IS_ASCII(k))
+                fast_k = True
+        elif key.ctag != T_BIGINT and key.ctag != T_KTUPLE:
+            fast_k = encode_scalar(k, &ck)
+        fast_v = encode_scalar(v, &cv)
+        if fast_k and (PyUnicode_Check(v) or PyBytes_Check(v)):
+            packed = pack_pair(pair, k, &key, v)
+        if packed:
+            fast_v = True
+        elif not fast_v and (PyUnicode_Check(v) or PyBytes_Check(v)):
+            # one str or bytes block: written directly, no plan
+            if PyUnicode_Check(v):
+                vowner = str_utf8(v, &vdata, &vlen, &vascii)
+                vkind = K_STR
+            else:
+                vowner = v
+                vdata = PyBytes_AS_STRING(v)
+                vlen = PyBytes_GET_SIZE(v)
+                vkind = K_BYTES
+        elif not fast_v:
+            plan = Plan(seg)
+            vi = plan.add_root(v)
+        if not fast_k and not packed:
+            kplan = Plan(seg)
+            ki = kplan.add_key(k)
+        # from here on no Python code runs until the lock is released
+        seg.lock_acquire(-1)
+        try:
+            self._recount_locked()
+            st = self.state()
+            maxe = 0 if _hook_no_evict else st[S_MAXE]
+            maxb = 0 if _hook_no_evict else st[S_MAXB]
+            if sk_freq(st, key.hash) == 0:
+                sk_add(st, key.hash)    # a key never read: its reads count, a miss counted once
+            # room for a new key: evict (through the admission filter) first
+            self.data.check(K_DICT)
+            if maxe and seg.dict_find(self.data.off, &key) < 0:
+                while seg.dict_len(self.data.off) >= <int64_t>maxe:
+                    ix = self._pick_victim(now_us(), &expired)
+                    if ix < 0:
+                        break
+                    if st[S_ADMIT] and not expired and not self._admit(&key, ix):
+                        st[S_HAND] = ix         # the victim stays under the hand for the next candidate
+                        self._bump(S_REJECTED)
+                        return False
+                    self._evict_at(ix, expired)
+            while True:
+                try:
+                    self._insert(&key, &ck, &cv, pair, packed, plan, vi, kplan, ki, vdata, vlen, vkind, vascii)
+                    break
+                except SegmentFullError:
+                    attempts += 1
+                    if not maxe and not maxb:
+                        raise           # an unbounded cache grows until the segment is full
+                    if attempts > 64 or not self._evict_one():
+                        self._bump(S_OVERSIZE)
+                        return False
+            # the bytes bound (a value larger than it alone is dropped again)
+            if maxb:
+                st = self.state()
+                ix = seg.dict_find(self.data.off, &key)
+                if ix >= 0 and entry_footprint(seg, seg.dict_entry(self.data.off, ix)) > maxb:
+                    seg.write_begin()
+                    try:
+                        self._remove_locked(ix, S_OVERSIZE)
+                        seg.commit()
+                    finally:
+                        seg.write_end()
+                    return False
+                while st[S_BYTES] > maxb:
+                    if not self._evict_one():
+                        break
+            st = self.state()
+            if st[S_TTL] or (<object>v).__class__ is tuple:
+                self._expire_some(4)
+            sk_age(st)
+            return True
+        finally:
+            try:
+                if pending is not None:
+                    self._release(pending, k, marker)
+            finally:
+                seg.lock_release()
+
+    cdef bint _admit(self, Key *key, int64_t victim) except -1:
+        """Under the lock, the cache full: was key asked for more often than the victim?"""
+        cdef uint64_t *st = self.state()
+        cdef TableView tv
+        table_view(self.seg, self.data.off, &tv)
+        if victim >= <int64_t>tv.nentries:
+            return True
+        return sk_freq(st, key.hash) > sk_freq(st, tv.ents[victim].hash)
+
+    cdef int _insert(self, Key *key, Cell *ck, Cell *cv, Cell *pair, bint packed, Plan plan, int64_t vi,
+                     Plan kplan, int64_t ki, const char *vdata, uint64_t vlen, int vkind,
+                     bint vascii) except -1:
+        """One write: store the pair and count its bytes."""
+        cdef Segment seg = self.seg
+        cdef TableView tv
+        cdef int64_t ix
+        cdef uint64_t old = 0, new, vblock = 0
+        cdef uint64_t *st
+        seg.write_begin()
+        try:
+            st = self.state()
+            view_block(seg, self.data.off, self.data.gen, K_DICT)
+            table_view(seg, self.data.off, &tv)
+            ix = table_lookup(seg, &tv, key)
+            if ix >= 0:
+                old = entry_footprint(seg, &tv.ents[ix])
+            if plan is not None:
+                plan.materialize()
+                cv[0] = plan.cell(vi)[0]
+            elif vkind:
+                vblock = new_bytes_block(seg, vkind, vdata, vlen, 1 if vascii else 0)
+                cell_set(cv, T_STR if vkind == K_STR else T_BYTES, vblock)
+            if not packed:
+                pair[0] = ck[0]
+                pair[1] = cv[0]
+            if ix >= 0:
+                seg._entry_set(&tv.ents[ix], pair, True)
+            else:
+                try:
+                    if kplan is not None:
+                        kplan.materialize()
+                        ck[0] = kplan.cell(ki)[0]
+                    seg.dict_reserve(self.data.off, 1)
+                except BaseException:
+                    if kplan is not None:
+                        kplan.rollback()
+                    if plan is not None:
+                        plan.rollback()
+                    if vblock:
+                        seg.free(vblock)
+                    raise
+                if not packed:
+                    pair[0] = ck[0]
+                seg.dict_insert(self.data.off, key, &pair[0], &pair[1])
+            ix = seg.dict_find(self.data.off, key)
+            new = entry_footprint(seg, seg.dict_entry(self.data.off, ix))
+            cstore(seg, &st[S_BYTES], st[S_BYTES] + new - old if st[S_BYTES] + new > old else 0)
+            cstore(seg, &st[S_SETS], st[S_SETS] + 1)
+            seg.commit()
+        finally:
+            seg.write_end()
+        return 0
+
+    def pop(self, k, default=_MISS):
+        """c.pop(k[, default]): remove k and return its value (expired: absent)."""
+        cdef Key key
+        cdef Segment seg = self.seg
+        cdef int64_t ix, exp = 0
+        cdef Entry *e
+        cdef const Cell *c
+        owner = make_key(seg, k, &key, True)
+        r = _MISS
+        seg.write_begin()
+        try:
+            self.data.check(K_DICT)
+            ix = seg.dict_find(self.data.off, &key)
+            if ix >= 0:
+                e = seg.dict_entry(self.data.off, ix)
+                if e.key.b[0] == T_PACKED:
+                    r = entry_value(seg, e, False)
+                else:
+                    c = &e.value
+                    exp = wrapped_expiry(seg, c)
+                    if c.b[0] == T_TUPLE:
+                        c = wrapped_inner(seg, c)
+                    if not (exp and exp <= now_us()):
+                        r = deep_decode(seg, c)
+                self._remove_locked(ix, S_EXPIRED if r is _MISS else -1)
+            seg.commit()
+        finally:
+            seg.write_end()
+        if r is _MISS:
+            if default is _MISS:
+                raise KeyError(k)
+            return default
+        return r
+
+    def __delitem__(self, k):
+        self.pop(k)
+
+    def clear(self):
+        """Remove every entry (the counters stay; see reset_stats)."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        seg.write_begin()
+        try:
+            self.data.check(K_DICT)
+            st = self.state()
+            seg.dict_clear(self.data.off)
+            seg.jstore(&st[S_BYTES], 0)
+            seg.jstore(&st[S_HAND], 0)
+            seg.commit()
+        finally:
+            seg.write_end()
+
+    def reset_stats(self):
+        """Zero the hit, miss, eviction, expiration and refusal counters."""
+        cdef Segment seg = self.seg
+        cdef uint64_t *st
+        cdef int i
+        self._hits = self._misses = 0
+        seg.write_begin()
+        try:
+            st = self.state()
+            for i in (S_HITS, S_MISSES, S_EVICT, S_EXPIRED, S_OVERSIZE, S_REJECTED, S_SETS):
+                seg.jstore(&st[i], 0)
+            seg.commit()
+        finally:
+            seg.write_end()
+
+    def __len__(self):
+        """Entries stored (expired ones not yet reclaimed included)."""
+        return len(self.data)
+
+    def _keys(self):
+        return list(self.data)
+
+
+cdef class MemoCore:
+    """The C part of a memoized function (dshared._cache._Memoized): the hit path."""
+    cdef public object _cache       # the SharedCache, None until first use (and after a fork)
+    cdef public bint _typed
+
+    def __call__(self, *args, **kwargs):
+        cdef CacheCore c = self._cache
+        if c is None or kwargs or self._typed or PyTuple_GET_SIZE(args) != 1:
+            return self._call(args, kwargs)
+        a = <object>PyTuple_GET_ITEM(args, 0)
+        t = type(a)
+        if t is str or t is int:       # as functools.lru_cache: f(1) and f(True) are two calls
+            key = a
+        else:
+            key = (a,)
+        try:
+            r = c._lookup(key, _MISS, True)
+        except (TypeError, UnsupportedTypeError):
+            return self._call(args, kwargs)
+        if r is not _MISS:
+            return r
+        return memo_compute(self, c, key, args, kwargs)
+
+
+cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict kwargs):
+    """A memoized call that missed: claim the key, compute, store and drop the
+    claim; when another process holds the claim, wait in Python (_miss)."""
+    pending = c._pending
+    me = m._marker()
+    try:
+        state, got = c._claim(pending, key, me, 0)
+    except SegmentFullError:
+        return m._miss(key, args, kwargs)
+    if state == 1:
+        return got
+    if state != 0:
+        return m._miss(key, args, kwargs)
+    done = False
+    try:
+        value = m.__wrapped__(*args, **kwargs)
+        c._set_release(key, value, None, pending, me)
+        done = True
+    finally:
+        if not done:
+            c._release(pending, key, me)
+    return value
