@@ -105,8 +105,8 @@ def _cache_entry_bytes(CacheCore c, k):
     owner = make_key(seg, k, &key)
     seg.lock_acquire(-1)
     try:
-        ix = seg.dict_find(c.data.off, &key)
-        return entry_footprint(seg, seg.dict_entry(c.data.off, ix)) if ix >= 0 else 0
+        ix = dict_find(seg, c.data.off, &key)
+        return entry_footprint(seg, dict_entry(seg, c.data.off, ix)) if ix >= 0 else 0
     finally:
         seg.lock_release()
 
@@ -242,7 +242,7 @@ cdef int64_t wrapped_expiry(Segment seg, const Cell *c) except -2:
     if c.b[0] != T_TUPLE:
         return 0
     off = ds_ld64(&c.b[8])
-    blk = seg.block(off, K_TUPLE)
+    blk = checked_block(seg, off, K_TUPLE)
     p = seg.base + off + BLOCK_HDR
     ln = ds_ld64(p)
     if ln != 2 or <uint64_t>blk.size16 * ALIGN < BLOCK_HDR + 8 + 2 * CELL_SIZE or p[8 + CELL_SIZE] != T_INT:
@@ -350,14 +350,14 @@ cdef class CacheCore:
         owner = make_key(seg, "s", &key)
         seg.lock_acquire(-1)
         try:
-            ix = seg.dict_find(entry.off, &key)
+            ix = dict_find(seg, entry.off, &key)
             if ix < 0:
                 raise CorruptSegmentError("cache %r has no state" % (name,))
-            e = seg.dict_entry(entry.off, ix)
+            e = dict_entry(seg, entry.off, ix)
             if e.value.b[0] != T_BYTES:
                 raise CorruptSegmentError("cache %r: its state is not a bytes block" % (name,))
             off = ds_ld64(&e.value.b[8])
-            seg.block_bytes(off, K_BYTES, &p, &n)
+            block_bytes(seg, off, K_BYTES, &p, &n)
             if n < 8 * S_WORDS or ds_ld64(p) != CACHE_MAGIC:
                 raise CorruptSegmentError("cache %r: bad state block" % (name,))
             self.soff = off
@@ -433,9 +433,9 @@ cdef class CacheCore:
         seg.write_begin()
         try:
             self.data.check(K_DICT)
-            ix = seg.dict_find(self.data.off, key)
+            ix = dict_find(seg, self.data.off, key)
             if ix >= 0:
-                e = seg.dict_entry(self.data.off, ix)
+                e = dict_entry(seg, self.data.off, ix)
                 exp = wrapped_expiry(seg, &e.value) if e.key.b[0] != T_PACKED else 0
                 if exp and exp <= now_us():
                     self._remove_locked(ix, S_EXPIRED)
@@ -482,9 +482,9 @@ cdef class CacheCore:
             if _hook_no_claim:
                 return (0, None)
             pending.check(K_DICT)
-            ix = seg.dict_find(pending.off, &key)
+            ix = dict_find(seg, pending.off, &key)
             if ix >= 0:
-                e = seg.dict_entry(pending.off, ix)
+                e = dict_entry(seg, pending.off, ix)
                 held = -1
                 if e.value.b[0] == T_INT:
                     memcpy(&held, &e.value.b[8], 8)
@@ -505,9 +505,9 @@ cdef class CacheCore:
         seg.write_begin()
         try:
             pending.check(K_DICT)
-            ix = seg.dict_find(pending.off, &key)
+            ix = dict_find(seg, pending.off, &key)
             if ix >= 0:
-                e = seg.dict_entry(pending.off, ix)
+                e = dict_entry(seg, pending.off, ix)
                 if e.value.b[0] == T_INT:
                     memcpy(&held, &e.value.b[8], 8)
                 if held == marker:
@@ -529,7 +529,7 @@ cdef class CacheCore:
             self._recount_locked()
             st = self.state()
             return dict(hits=st[S_HITS], misses=st[S_MISSES], evictions=st[S_EVICT],
-                        expirations=st[S_EXPIRED], entries=seg.dict_len(self.data.off),
+                        expirations=st[S_EXPIRED], entries=dict_len(seg, self.data.off),
                         bytes=st[S_BYTES], max_entries=st[S_MAXE] or None,
                         max_bytes=st[S_MAXB] or None, oversize=st[S_OVERSIZE],
                         rejected=st[S_REJECTED], sets=st[S_SETS])
@@ -555,10 +555,10 @@ cdef class CacheCore:
         seg.write_begin()
         try:
             self.data.check(K_DICT)
-            i = seg.dict_next(self.data.off, 0)
+            i = dict_next(seg, self.data.off, 0)
             while i >= 0:
-                total += entry_footprint(seg, seg.dict_entry(self.data.off, i))
-                i = seg.dict_next(self.data.off, i + 1)
+                total += entry_footprint(seg, dict_entry(seg, self.data.off, i))
+                i = dict_next(seg, self.data.off, i + 1)
             seg.jstore(&st[S_BYTES], total)
             seg.jstore(&st[S_REPAIRS], seg.hdr.repairs)
             seg.commit()
@@ -570,7 +570,7 @@ cdef class CacheCore:
         """Inside a write: remove entry ix, counting it under `counter` (or none: -1)."""
         cdef Segment seg = self.seg
         cdef uint64_t *st = self.state()
-        cdef uint64_t size = entry_footprint(seg, seg.dict_entry(self.data.off, ix))
+        cdef uint64_t size = entry_footprint(seg, dict_entry(seg, self.data.off, ix))
         cstore(seg, &st[S_BYTES], st[S_BYTES] - size if st[S_BYTES] > size else 0)
         if counter >= 0:
             cstore(seg, &st[counter], st[counter] + 1)
@@ -789,8 +789,8 @@ cdef class CacheCore:
                 sk_add(st, key.hash)    # a key never read: its reads count, a miss counted once
             # room for a new key: evict (through the admission filter) first
             self.data.check(K_DICT)
-            if maxe and seg.dict_find(self.data.off, &key) < 0:
-                while seg.dict_len(self.data.off) >= <int64_t>maxe:
+            if maxe and dict_find(seg, self.data.off, &key) < 0:
+                while dict_len(seg, self.data.off) >= <int64_t>maxe:
                     ix = self._pick_victim(now_us(), &expired)
                     if ix < 0:
                         break
@@ -813,8 +813,8 @@ cdef class CacheCore:
             # the bytes bound (a value larger than it alone is dropped again)
             if maxb:
                 st = self.state()
-                ix = seg.dict_find(self.data.off, &key)
-                if ix >= 0 and entry_footprint(seg, seg.dict_entry(self.data.off, ix)) > maxb:
+                ix = dict_find(seg, self.data.off, &key)
+                if ix >= 0 and entry_footprint(seg, dict_entry(seg, self.data.off, ix)) > maxb:
                     seg.write_begin()
                     try:
                         self._remove_locked(ix, S_OVERSIZE)
@@ -891,8 +891,8 @@ cdef class CacheCore:
                 if not packed:
                     pair[0] = ck[0]
                 seg.dict_insert(self.data.off, key, &pair[0], &pair[1])
-            ix = seg.dict_find(self.data.off, key)
-            new = entry_footprint(seg, seg.dict_entry(self.data.off, ix))
+            ix = dict_find(seg, self.data.off, key)
+            new = entry_footprint(seg, dict_entry(seg, self.data.off, ix))
             cstore(seg, &st[S_BYTES], st[S_BYTES] + new - old if st[S_BYTES] + new > old else 0)
             cstore(seg, &st[S_SETS], st[S_SETS] + 1)
             seg.commit()
@@ -912,9 +912,9 @@ cdef class CacheCore:
         seg.write_begin()
         try:
             self.data.check(K_DICT)
-            ix = seg.dict_find(self.data.off, &key)
+            ix = dict_find(seg, self.data.off, &key)
             if ix >= 0:
-                e = seg.dict_entry(self.data.off, ix)
+                e = dict_entry(seg, self.data.off, ix)
                 if e.key.b[0] == T_PACKED:
                     r = entry_value(seg, e, False)
                 else:
