@@ -2535,3 +2535,21 @@ cdef class ListIter:
             self.pos = -1 if i < -1 else min(i, n - 1)
         else:
             self.pos = 0 if i < 0 else min(i, n)
+
+
+# ---------------------------------------------------------------------------
+# change notifications (see dshared/_notify.pxi and dshared/_notify.py)
+
+def _nt_target(Node node, key, bint keyed):
+    """(segment, offset, generation, kind, bucket) of a wait on a container
+    or, `keyed`, on one key of a dict. StaleReferenceError if it is gone."""
+    cdef Key k
+    cdef int kind = K_DICT if isinstance(node, DictNode) else K_LIST
+    cdef unsigned b
+    node.check(kind)
+    if keyed:
+        owner = make_key(node.seg, key, &k, True)
+        b = ds_nt_bucket_k(node.off, k.hash)
+    else:
+        b = ds_nt_bucket_c(node.off)
+    return (node.seg, node.off, node.gen, kind, b)

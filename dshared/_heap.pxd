@@ -41,8 +41,22 @@ cdef extern from "dshared.h" nogil:
     int DSHARED_DEBUG
 
 
+cdef extern from "dshared_notify.h" nogil:
+    enum:
+        DS_NT_BUCKETS
+        DS_NT_RECORDS
+        DS_NT_PEND
+        DS_NT_BYTES
+        DS_NT_WAITV_MAX
+    ctypedef struct ds_nt_pend:
+        uint32_t n, done, all
+    unsigned ds_nt_bucket_c(uint64_t c)
+    unsigned ds_nt_bucket_k(uint64_t c, uint64_t h)
+    void ds_nt_note(ds_nt_pend *p, unsigned b)
+
+
 cdef enum:
-    FORMAT_VERSION = 3          # 3: keys hashed with SipHash-1-3 (2: a multiply-mix)
+    FORMAT_VERSION = 4          # 4: Header.waits (3: keys hashed with SipHash-1-3, 2: a multiply-mix)
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -151,6 +165,7 @@ ctypedef struct Header:
     uint64_t bins[128]
     uint64_t jcount             # undo journal of the write in flight: entries used
     uint64_t jlog[128]          # (offset, old 8 bytes) pairs
+    uint64_t waits              # the wait area of change notifications (a bytes block), 0 until first used
     pthread_mutex_t mutex
 
 # A dict table as read once: readers copy the header fields out, check the
@@ -201,6 +216,8 @@ cdef class Segment:
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
     cdef uint64_t _pending_items
+    cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
+    cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
     cdef public list _views     # recent views, direct-mapped by offset (see _codec.make_view)
     cdef object __weakref__
 
@@ -347,6 +364,31 @@ cdef class Segment:
 
     # strings and other byte blocks
     cdef int block_bytes(self, uint64_t off, int kind, const char **data, uint64_t *n) except -1
+
+
+# -- change notifications: what a write changed (include/dshared_notify.h)
+
+cdef bint nt_attach(Segment seg) noexcept nogil
+
+cdef inline void nt_container(Segment seg, uint64_t c) noexcept nogil:
+    """Note a change of container c (of its length, order or any key).
+    With no wait area (nobody ever waited on this segment): one load."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    ds_nt_note(&seg.nt, ds_nt_bucket_c(c))
+
+cdef inline void nt_key(Segment seg, uint64_t c, uint64_t h) noexcept nogil:
+    """Note a change of the key of hash h in dict c (and so of c)."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    ds_nt_note(&seg.nt, ds_nt_bucket_c(c))
+    ds_nt_note(&seg.nt, ds_nt_bucket_k(c, h))
+
+cdef inline void nt_all(Segment seg) noexcept nogil:
+    """Note a change of many keys at once: every bucket is bumped."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    seg.nt.all = 1
 
 
 cdef inline int tag_kind(uint8_t tag) noexcept nogil:

@@ -1,0 +1,304 @@
+# Change notifications: the wait area and the waits (included by _heap.pyx).
+#
+# The mechanism is described in include/dshared_notify.h. Here: finding and
+# checking the wait area (nt_attach), creating it on first use
+# (nt_ensure), the hooks of the write path (nt_bump under the lock at the
+# end of a write, nt_wake after the lock's release), the wait itself
+# (nt_wait) and the repair of dead waiters' counts (nt_check).
+
+from posix.unistd cimport getpid
+
+cdef extern from "dshared_notify.h" nogil:
+    ctypedef struct ds_nt_head:
+        uint64_t magic
+        uint32_t nwaiters
+        uint32_t nrecords
+    ctypedef struct ds_nt_bucket:
+        uint32_t seq
+        uint32_t waiters
+    uint64_t DS_NT_MAGIC
+    int ENOSYS
+    int EAGAIN
+    int ds_nt_hook_no_wake
+    uint64_t ds_nt_wake_calls
+    ds_nt_head *ds_nt_headp(char *area)
+    ds_nt_bucket *ds_nt_bk(char *area, unsigned b)
+    uint64_t *ds_nt_rec(char *area, unsigned i)
+    uint32_t ds_nt_seq(char *area, unsigned b)
+    void ds_nt_bump(char *area, ds_nt_pend *p)
+    void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked)
+    int ds_nt_register(char *area, unsigned b, uint32_t pid)
+    void ds_nt_unregister(char *area, int r, unsigned b)
+    int ds_nt_wait1(char *area, unsigned b, uint32_t val, long ms)
+    int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsigned n, long ms)
+    long ds_nt_repair(char *area)
+    int ds_nt_pid_dead(uint32_t pid)
+
+
+cdef uint64_t NT_PAYLOAD = 8 + 64 + DS_NT_BYTES     # length word, alignment slack, the area
+cdef long NT_SLICE_MS = 20                          # a wait re-checks signals and its containers this often
+cdef long NT_POLL_MS = 2                            # ... and this often when it could not register
+cdef bint _nt_no_waitv = False                      # futex_waitv is missing (Linux < 5.16)
+
+
+cdef bint nt_attach(Segment seg) noexcept nogil:
+    """Find the wait area from Header.waits and check it (kind, size,
+    bounds, magic) once; a write with no wait area notes nothing."""
+    cdef uint64_t w = seg.hdr.waits, a
+    cdef Block *b
+    if w == 0 or seg.base == NULL:
+        return False
+    if (w & (ALIGN - 1)) or not seg.inb(w, BLOCK_HDR + NT_PAYLOAD):
+        return False
+    b = <Block *>(seg.base + w)
+    if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + NT_PAYLOAD:
+        return False
+    a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+    if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
+        return False
+    seg.nt_area = seg.base + a
+    return True
+
+
+cdef inline void nt_bump(Segment seg) noexcept nogil:
+    """End of a write, under the lock, the write published: bump what it changed."""
+    if seg.nt_area != NULL and (seg.nt.done != seg.nt.n or seg.nt.all == 1):
+        ds_nt_bump(seg.nt_area, &seg.nt)
+
+
+cdef inline void nt_wake(Segment seg, bint unlocked) noexcept nogil:
+    """Just after the lock's release: wake the changed buckets that have waiters."""
+    if seg.nt.n != 0 or seg.nt.all != 0:
+        if seg.nt_area != NULL:
+            ds_nt_wake(seg.nt_area, &seg.nt, unlocked)
+        seg.nt.n = seg.nt.done = seg.nt.all = 0
+
+
+cdef int nt_ensure(Segment seg) except -1:
+    """Make sure the segment has a wait area (allocated on first use)."""
+    cdef uint64_t off, a
+    cdef char *p
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area != NULL or nt_attach(seg):
+        return 0
+    seg.write_begin()
+    try:
+        if not nt_attach(seg):
+            if seg.hdr.waits != 0:
+                raise CorruptSegmentError("segment %r: its wait area (at %d) is damaged"
+                                          % (seg.name, seg.hdr.waits))
+            off = seg.alloc(NT_PAYLOAD, K_BYTES)
+            if off == 0:
+                seg.raise_alloc_error(NT_PAYLOAD)
+            p = seg.base + off + BLOCK_HDR
+            memset(p, 0, NT_PAYLOAD)
+            ds_st64(p, NT_PAYLOAD - 8)
+            a = (off + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+            ds_nt_headp(seg.base + a).magic = DS_NT_MAGIC
+            seg.incref(off)                 # held by the header, as the roots are
+            ds_fence_release()
+            seg.hdr.waits = off
+            nt_attach(seg)
+        seg.commit()
+    finally:
+        seg.write_end()
+    return 0
+
+
+def _nt_version(Segment seg, unsigned bucket):
+    """The seq of a bucket (the wait area created if need be)."""
+    if seg.nt_area == NULL:
+        nt_ensure(seg)
+    return ds_nt_seq(seg.nt_area, bucket % DS_NT_BUCKETS)
+
+
+cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
+    """The container a wait watches was freed (or the segment closed)."""
+    cdef Block *b
+    if seg.base == NULL:
+        return True
+    seg.read_limit()
+    if not seg.inb(off, BLOCK_HDR):
+        return True
+    b = <Block *>(seg.base + off)
+    return b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind
+
+
+def _nt_wait(list targets, timeout):
+    """Wait until one of the targets changes: each target is (segment,
+    container offset, generation, kind, bucket, version). Returns the
+    indices of the targets whose bucket moved from its version or whose
+    container is gone, or [] when `timeout` seconds (None: no limit) pass
+    first. The GIL is released while asleep; signals are checked at least
+    every NT_SLICE_MS (a signal to this thread ends the sleep at once)."""
+    global _nt_no_waitv
+    cdef Py_ssize_t n = len(targets), i, j
+    cdef unsigned nu = 0
+    cdef Segment seg
+    cdef uint32_t pid = <uint32_t>getpid()
+    cdef uint32_t **addrs = NULL
+    cdef uint32_t *vals = NULL
+    cdef int *recs = NULL
+    cdef char **areas = NULL
+    cdef unsigned *bks = NULL
+    cdef long ms
+    cdef int rc
+    cdef bint unregistered = False
+    cdef double deadline = 0
+    cdef unsigned b
+    cdef uint32_t v
+    cdef uint32_t *w
+    if n == 0:
+        raise ValueError("nothing to wait for")
+    segs = []
+    for t in targets:
+        seg = <Segment?>t[0]
+        seg.check_open()
+        if seg.lock_held():
+            raise RuntimeError("segment %r: wait() inside a lock() or transaction() block would never "
+                               "return (the writer it waits for needs the lock this thread holds); "
+                               "read the version inside the block and wait after it" % seg.name)
+        if seg.nt_area == NULL:
+            nt_ensure(seg)
+        segs.append(seg)
+    if timeout is not None:
+        deadline = _time.monotonic() + max(0.0, float(timeout))
+    addrs = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    vals = <uint32_t *>malloc(n * sizeof(uint32_t))
+    recs = <int *>malloc(n * sizeof(int))
+    areas = <char **>malloc(n * sizeof(char *))
+    bks = <unsigned *>malloc(n * sizeof(unsigned))
+    if not addrs or not vals or not recs or not areas or not bks:
+        c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+        raise MemoryError()
+    try:
+        # one registration per distinct word
+        for i in range(n):
+            seg = <Segment>segs[i]
+            b = <unsigned>(targets[i][4] % DS_NT_BUCKETS)
+            v = <uint32_t>(targets[i][5] & 0xffffffff)
+            w = <uint32_t *>&ds_nt_bk(seg.nt_area, b).seq
+            for j in range(nu):
+                if addrs[j] == w and vals[j] == v:
+                    break
+            else:
+                addrs[nu] = w
+                vals[nu] = v
+                areas[nu] = seg.nt_area
+                bks[nu] = b
+                recs[nu] = ds_nt_register(seg.nt_area, b, pid)
+                if recs[nu] < 0:
+                    unregistered = True
+                nu += 1
+        while True:
+            changed = []
+            for i in range(n):
+                seg = <Segment>segs[i]
+                t = targets[i]
+                if seg.base == NULL:
+                    seg.check_open()
+                if (ds_nt_seq(seg.nt_area, t[4] % DS_NT_BUCKETS) != <uint32_t>(t[5] & 0xffffffff)
+                        or (t[1] and _nt_gone(seg, t[1], t[2], t[3]))):
+                    changed.append(i)
+            if changed:
+                return changed
+            ms = NT_SLICE_MS
+            if unregistered or nu > DS_NT_WAITV_MAX or (nu > 1 and _nt_no_waitv):
+                ms = NT_POLL_MS
+            if timeout is not None:
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    return []
+                if left * 1000 < ms:
+                    ms = max(1, <long>(left * 1000))
+            with nogil:
+                if nu == 1:
+                    rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
+                elif _nt_no_waitv:
+                    rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
+                else:
+                    rc = ds_nt_waitv_addrs(addrs, vals, nu if nu < DS_NT_WAITV_MAX else DS_NT_WAITV_MAX, ms)
+                    if rc == ENOSYS:
+                        _nt_no_waitv = True
+            PyErr_CheckSignals()
+    finally:
+        for j in range(nu):
+            ds_nt_unregister(areas[j], recs[j], bks[j])
+        c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+
+
+cdef _nt_check(Segment seg, list problems):
+    """Under the lock, in check(): the wait area's block, then the counts of
+    waiters whose process is gone (removed here: a correction, not damage),
+    then the invariant that no count is below its counted records."""
+    cdef char *area
+    cdef uint64_t v
+    cdef unsigned i, b
+    cdef uint64_t total = 0
+    cdef ds_nt_head *h
+    if seg.hdr.waits == 0:
+        return
+    if not nt_attach(seg):
+        problems.append("the wait area at %d is not a wait area" % seg.hdr.waits)
+        return
+    area = seg.nt_area
+    ds_nt_repair(area)
+    counted = [0] * DS_NT_BUCKETS
+    for i in range(<unsigned>DS_NT_RECORDS):
+        v = ds_nt_rec(area, i)[0]
+        if v & 1:
+            b = (v >> 1) & 0xffff
+            if b >= DS_NT_BUCKETS:
+                problems.append("wait record %d names bucket %d" % (i, b))
+            else:
+                counted[b] += 1
+    h = ds_nt_headp(area)
+    for i in range(<unsigned>DS_NT_BUCKETS):
+        total += ds_nt_bk(area, i).waiters
+        if ds_nt_bk(area, i).waiters < counted[i]:
+            problems.append("wait bucket %d counts %d waiters, %d are registered: a change may not "
+                            "wake them" % (i, ds_nt_bk(area, i).waiters, counted[i]))
+    if h.nwaiters < sum(counted):
+        problems.append("the wait area counts %d waiters, %d are registered" % (h.nwaiters, sum(counted)))
+
+
+def _nt_stats(Segment seg):
+    """The wait area's counts (for tests and stats): None without one."""
+    cdef char *area
+    cdef uint64_t v
+    cdef unsigned i
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return None
+    area = seg.nt_area
+    records = []
+    for i in range(<unsigned>DS_NT_RECORDS):
+        v = ds_nt_rec(area, i)[0]
+        if v:
+            records.append((v >> 32, (v >> 1) & 0xffff, v & 1))
+    return {"nwaiters": ds_nt_headp(area).nwaiters,
+            "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
+            "records": records}
+
+
+def _nt_repair(Segment seg):
+    """Remove the counts of waiters whose process is gone; returns how many."""
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return 0
+    return ds_nt_repair(seg.nt_area)
+
+
+def _nt_hooks(no_wake=None):
+    """Test hooks: no_wake disables the FUTEX_WAKE of writers (the meta-test
+    of the lost wake-up test). Returns the FUTEX_WAKE calls made by this
+    process since the last call."""
+    global ds_nt_hook_no_wake, ds_nt_wake_calls
+    if no_wake is not None:
+        ds_nt_hook_no_wake = 1 if no_wake else 0
+    n = ds_nt_wake_calls
+    ds_nt_wake_calls = 0
+    return n
