@@ -1577,6 +1577,7 @@ cdef class DictNode(Node):
                 pair[1] = cv
             if ix >= 0:
                 seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
+                nt_key(seg, self.off, key.hash)
             else:
                 try:
                     if kplan is not None:

@@ -278,7 +278,7 @@ def _nt_stats(Segment seg):
         v = ds_nt_rec(area, i)[0]
         if v:
             records.append((v >> 32, (v >> 1) & 0xffff, v & 1))
-    return {"nwaiters": ds_nt_headp(area).nwaiters,
+    return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
             "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
             "records": records}
 
@@ -292,13 +292,17 @@ def _nt_repair(Segment seg):
     return ds_nt_repair(seg.nt_area)
 
 
-def _nt_hooks(no_wake=None):
+def _nt_hooks(no_wake=None, slice_ms=None):
     """Test hooks: no_wake disables the FUTEX_WAKE of writers (the meta-test
-    of the lost wake-up test). Returns the FUTEX_WAKE calls made by this
-    process since the last call."""
-    global ds_nt_hook_no_wake, ds_nt_wake_calls
+    of the lost wake-up test); slice_ms sets how long one sleep of a wait
+    lasts before it re-checks (a long slice makes a lost wake-up show as a
+    timeout instead of a late return). Returns the FUTEX_WAKE calls made by
+    this process since the last call."""
+    global ds_nt_hook_no_wake, ds_nt_wake_calls, NT_SLICE_MS
     if no_wake is not None:
         ds_nt_hook_no_wake = 1 if no_wake else 0
+    if slice_ms is not None:
+        NT_SLICE_MS = max(1, int(slice_ms))
     n = ds_nt_wake_calls
     ds_nt_wake_calls = 0
     return n
