@@ -1,6 +1,9 @@
 """Types of dshared's public API (the runtime is dshared/__init__.py)."""
 
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from typing_extensions import TypeAlias
 
 from dshared._collections import SharedDict as SharedDict, SharedList as SharedList
 from dshared._errors import (
@@ -24,7 +27,7 @@ __version__: str
 
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
-    "segments", "to_python",
+    "segments", "to_python", "versions", "wait_any", "wait_any_async",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -44,3 +47,12 @@ def check() -> CheckReport: ...
 # added in parallel with these stubs (issue 17, items 2 and 6)
 def segments(pattern: str | None = None, *, allow_unsafe: bool = False) -> list[dict[str, Any]]: ...
 def to_python(obj: object) -> Any: ...
+
+# what wait_any() watches: a container (any change of it) or (dict, key)
+_Target: TypeAlias = SharedDict[Any, Any] | SharedList[Any] | tuple[SharedDict[Any, Any], Any]
+
+def versions(targets: Iterable[_Target]) -> list[int]: ...
+def wait_any(targets: Iterable[_Target], *, versions: Sequence[int] | None = None,
+             timeout: float | None = None) -> list[_Target]: ...
+async def wait_any_async(targets: Iterable[_Target], *, versions: Sequence[int] | None = None,
+                         timeout: float | None = None) -> list[_Target]: ...

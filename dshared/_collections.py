@@ -431,10 +431,10 @@ def _dict_wait(self, key=None, *, version=None, timeout=None):
     return _notify.wait(self, key, key is not None, version, timeout)
 
 
-def _dict_wait_async(self, key=None, *, version=None, timeout=None):
+async def _dict_wait_async(self, key=None, *, version=None, timeout=None):
     """The asyncio form of wait(): `await d.wait_async(key)`; the event loop
     is not blocked (the wait runs in a helper thread)."""
-    return _notify.wait_async(self, key, key is not None, version, timeout)
+    return await _notify.wait_async(self, key, key is not None, version, timeout)
 
 
 def _list_version(self):
@@ -450,13 +450,13 @@ def _list_wait(self, *, version=None, timeout=None):
     return _notify.wait(self, None, False, version, timeout)
 
 
-def _list_wait_async(self, *, version=None, timeout=None):
+async def _list_wait_async(self, *, version=None, timeout=None):
     """The asyncio form of wait(): the event loop is not blocked."""
-    return _notify.wait_async(self, None, False, version, timeout)
+    return await _notify.wait_async(self, None, False, version, timeout)
 
 
 for _name, _fn in (("version", _dict_version), ("wait", _dict_wait), ("wait_async", _dict_wait_async)):
-    _fn.__name__ = _fn.__qualname__ = _name
+    _fn.__name__ = _name
     _fn.__qualname__ = "SharedDict." + _name
     setattr(SharedDict, _name, _fn)
 for _name, _fn in (("version", _list_version), ("wait", _list_wait), ("wait_async", _list_wait_async)):

@@ -50,6 +50,12 @@ cdef extern from "dshared_notify.h" nogil:
         DS_NT_WAITV_MAX
     ctypedef struct ds_nt_pend:
         uint32_t n, done, all
+    ctypedef struct ds_nt_head:
+        uint64_t magic
+        uint32_t nwaiters
+        uint32_t nrecords
+    uint64_t DS_NT_MAGIC
+    ds_nt_head *ds_nt_headp(char *area)
     unsigned ds_nt_bucket_c(uint64_t c)
     unsigned ds_nt_bucket_k(uint64_t c, uint64_t h)
     void ds_nt_note(ds_nt_pend *p, unsigned b)
@@ -368,7 +374,26 @@ cdef class Segment:
 
 # -- change notifications: what a write changed (include/dshared_notify.h)
 
-cdef bint nt_attach(Segment seg) noexcept nogil
+cdef inline bint nt_attach(Segment seg) noexcept nogil:
+    """Find the wait area from Header.waits and check it (kind, size,
+    bounds, magic) once; a write with no wait area notes nothing. The area
+    is the payload of a bytes block: length word, then from the next 64-byte
+    boundary DS_NT_BYTES (include/dshared_notify.h)."""
+    cdef uint64_t w = seg.hdr.waits, a
+    cdef uint64_t need = BLOCK_HDR + 8 + 64 + DS_NT_BYTES
+    cdef Block *b
+    if w == 0 or seg.base == NULL:
+        return False
+    if (w & (ALIGN - 1)) or not seg.inb(w, need):
+        return False
+    b = <Block *>(seg.base + w)
+    if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
+        return False
+    a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+    if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
+        return False
+    seg.nt_area = seg.base + a
+    return True
 
 cdef inline void nt_container(Segment seg, uint64_t c) noexcept nogil:
     """Note a change of container c (of its length, order or any key).

@@ -9,19 +9,13 @@
 from posix.unistd cimport getpid
 
 cdef extern from "dshared_notify.h" nogil:
-    ctypedef struct ds_nt_head:
-        uint64_t magic
-        uint32_t nwaiters
-        uint32_t nrecords
     ctypedef struct ds_nt_bucket:
         uint32_t seq
         uint32_t waiters
-    uint64_t DS_NT_MAGIC
     int ENOSYS
     int EAGAIN
     int ds_nt_hook_no_wake
     uint64_t ds_nt_wake_calls
-    ds_nt_head *ds_nt_headp(char *area)
     ds_nt_bucket *ds_nt_bk(char *area, unsigned b)
     uint64_t *ds_nt_rec(char *area, unsigned i)
     uint32_t ds_nt_seq(char *area, unsigned b)
@@ -39,25 +33,6 @@ cdef uint64_t NT_PAYLOAD = 8 + 64 + DS_NT_BYTES     # length word, alignment sla
 cdef long NT_SLICE_MS = 20                          # a wait re-checks signals and its containers this often
 cdef long NT_POLL_MS = 2                            # ... and this often when it could not register
 cdef bint _nt_no_waitv = False                      # futex_waitv is missing (Linux < 5.16)
-
-
-cdef bint nt_attach(Segment seg) noexcept nogil:
-    """Find the wait area from Header.waits and check it (kind, size,
-    bounds, magic) once; a write with no wait area notes nothing."""
-    cdef uint64_t w = seg.hdr.waits, a
-    cdef Block *b
-    if w == 0 or seg.base == NULL:
-        return False
-    if (w & (ALIGN - 1)) or not seg.inb(w, BLOCK_HDR + NT_PAYLOAD):
-        return False
-    b = <Block *>(seg.base + w)
-    if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + NT_PAYLOAD:
-        return False
-    a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
-    if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
-        return False
-    seg.nt_area = seg.base + a
-    return True
 
 
 cdef inline void nt_bump(Segment seg) noexcept nogil:

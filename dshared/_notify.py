@@ -138,7 +138,7 @@ def wait_async(node, key=None, keyed=False, version=None, timeout=None):
     return _in_thread(step, timeout)
 
 
-def wait_any_async(targets, *, versions=None, timeout=None):
+async def wait_any_async(targets, *, versions=None, timeout=None):
     """The asyncio form of wait_any(): awaitable, the event loop is not blocked."""
     targets = list(targets)
     ts = _parse(targets)
@@ -152,4 +152,4 @@ def wait_any_async(targets, *, versions=None, timeout=None):
 
     def step(slice_timeout):
         return [targets[i] for i in _heap._nt_wait(ws, slice_timeout)]
-    return _in_thread(step, timeout)
+    return await _in_thread(step, timeout)
