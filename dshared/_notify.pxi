@@ -26,6 +26,8 @@ cdef extern from "dshared_notify.h" nogil:
     int ds_nt_wait1(char *area, unsigned b, uint32_t val, long ms)
     int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsigned n, long ms)
     long ds_nt_repair(char *area)
+    uint32_t __atomic_load_n(uint32_t *p, int order)
+    int __ATOMIC_ACQUIRE
     int ds_nt_pid_dead(uint32_t pid)
 
 
@@ -112,14 +114,18 @@ def _nt_wait(list targets, timeout):
     cdef unsigned nu = 0
     cdef Segment seg
     cdef uint32_t pid = <uint32_t>getpid()
+    # per target: its word and version; per distinct word: its registration
+    cdef uint32_t **tw = NULL
+    cdef uint32_t *tv = NULL
     cdef uint32_t **addrs = NULL
     cdef uint32_t *vals = NULL
     cdef int *recs = NULL
     cdef char **areas = NULL
     cdef unsigned *bks = NULL
+    cdef Py_ssize_t *useg = NULL
     cdef long ms
     cdef int rc
-    cdef bint unregistered = False
+    cdef bint unregistered = False, moved
     cdef double deadline = 0
     cdef unsigned b
     cdef uint32_t v
@@ -139,13 +145,17 @@ def _nt_wait(list targets, timeout):
         segs.append(seg)
     if timeout is not None:
         deadline = _time.monotonic() + max(0.0, float(timeout))
+    tw = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    tv = <uint32_t *>malloc(n * sizeof(uint32_t))
     addrs = <uint32_t **>malloc(n * sizeof(uint32_t *))
     vals = <uint32_t *>malloc(n * sizeof(uint32_t))
     recs = <int *>malloc(n * sizeof(int))
     areas = <char **>malloc(n * sizeof(char *))
     bks = <unsigned *>malloc(n * sizeof(unsigned))
-    if not addrs or not vals or not recs or not areas or not bks:
-        c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+    useg = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+    if not tw or not tv or not addrs or not vals or not recs or not areas or not bks or not useg:
+        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+        c_free(useg)
         raise MemoryError()
     try:
         # one registration per distinct word
@@ -154,6 +164,8 @@ def _nt_wait(list targets, timeout):
             b = <unsigned>(targets[i][4] % DS_NT_BUCKETS)
             v = <uint32_t>(targets[i][5] & 0xffffffff)
             w = <uint32_t *>&ds_nt_bk(seg.nt_area, b).seq
+            tw[i] = w
+            tv[i] = v
             for j in range(nu):
                 if addrs[j] == w and vals[j] == v:
                     break
@@ -162,20 +174,25 @@ def _nt_wait(list targets, timeout):
                 vals[nu] = v
                 areas[nu] = seg.nt_area
                 bks[nu] = b
+                useg[nu] = i
                 recs[nu] = ds_nt_register(seg.nt_area, b, pid)
                 if recs[nu] < 0:
                     unregistered = True
                 nu += 1
         while True:
-            changed = []
-            for i in range(n):
-                seg = <Segment>segs[i]
-                t = targets[i]
+            for seg in segs:
                 if seg.base == NULL:
-                    seg.check_open()
-                if (ds_nt_seq(seg.nt_area, t[4] % DS_NT_BUCKETS) != <uint32_t>(t[5] & 0xffffffff)
-                        or (t[1] and _nt_gone(seg, t[1], t[2], t[3]))):
-                    changed.append(i)
+                    seg.check_open()    # closed by another thread meanwhile: raises
+            moved = False
+            for i in range(n):
+                if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]:
+                    moved = True
+                    break
+            if moved:
+                return [i for i in range(n) if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]]
+            # nothing moved: a slice ended, or a neighbour woke us; a freed container ends the wait
+            changed = [i for i in range(n)
+                       if targets[i][1] and _nt_gone(<Segment>segs[i], targets[i][1], targets[i][2], targets[i][3])]
             if changed:
                 return changed
             ms = NT_SLICE_MS
@@ -188,9 +205,9 @@ def _nt_wait(list targets, timeout):
                 if left * 1000 < ms:
                     ms = max(1, <long>(left * 1000))
             with nogil:
-                if nu == 1:
-                    rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
-                elif _nt_no_waitv:
+                # the words stay mapped unless another thread closes the segment:
+                # then the kernel answers EFAULT, and the loop above raises
+                if nu == 1 or _nt_no_waitv:
                     rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
                 else:
                     rc = ds_nt_waitv_addrs(addrs, vals, nu if nu < DS_NT_WAITV_MAX else DS_NT_WAITV_MAX, ms)
@@ -199,8 +216,10 @@ def _nt_wait(list targets, timeout):
             PyErr_CheckSignals()
     finally:
         for j in range(nu):
-            ds_nt_unregister(areas[j], recs[j], bks[j])
-        c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+            if (<Segment>segs[useg[j]]).base != NULL:     # a closed segment's counts stay (too high: harmless)
+                ds_nt_unregister(areas[j], recs[j], bks[j])
+        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+        c_free(useg)
 
 
 cdef _nt_check(Segment seg, list problems):

@@ -200,6 +200,26 @@ def test_container_deleted_while_waiting(segment):
         len(lst)
 
 
+def test_segment_closed_by_another_thread_while_waiting(shm_name):
+    seg = dshared.Segment(shm_name, 1 << 20, create=True)
+    try:
+        d = seg.col()
+        d.version("k")
+        threading.Timer(0.05, seg.close).start()
+        with pytest.raises(ValueError):
+            d.wait("k", timeout=10)
+    finally:
+        seg.close()
+        seg.unlink()
+    seg = dshared.Segment(shm_name, 1 << 20, create=True)       # no count left behind by the closed wait's
+    try:
+        seg.col().version("k")
+        assert wait_stats(seg)["nwaiters"] == 0
+    finally:
+        seg.close()
+        seg.unlink()
+
+
 def test_asyncio_waits_in_two_event_loops(segment):
     d = segment.col()
     results = {}
