@@ -7,6 +7,7 @@
 # (nt_wait) and the repair of dead waiters' counts (nt_check).
 
 from posix.unistd cimport getpid
+import threading as _threading
 
 cdef extern from "dshared_notify.h" nogil:
     ctypedef struct ds_nt_bucket:
@@ -21,8 +22,13 @@ cdef extern from "dshared_notify.h" nogil:
     uint32_t ds_nt_seq(char *area, unsigned b)
     void ds_nt_bump(char *area, ds_nt_pend *p)
     void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked)
-    int ds_nt_register(char *area, unsigned b, uint32_t pid)
-    void ds_nt_unregister(char *area, int r, unsigned b)
+    int ds_nt_claim(char *area, unsigned b, uint32_t pid)
+    void ds_nt_count(char *area, uint32_t k)
+    void ds_nt_mark(char *area, int r)
+    void ds_nt_unmark(char *area, int r)
+    void ds_nt_uncount(char *area, uint32_t k)
+    void ds_nt_release(char *area, int r, unsigned b)
+    unsigned ds_nt_rec_bucket(uint64_t v)
     int ds_nt_wait1(char *area, unsigned b, uint32_t val, long ms)
     int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsigned n, long ms)
     long ds_nt_repair(char *area)
@@ -32,7 +38,8 @@ cdef extern from "dshared_notify.h" nogil:
 
 
 cdef uint64_t NT_PAYLOAD = 8 + 64 + DS_NT_BYTES     # length word, alignment slack, the area
-cdef long NT_SLICE_MS = 20                          # a wait re-checks signals and its containers this often
+cdef long NT_SLICE_MS = 50                          # a wait in the main thread re-checks signals and its containers this often
+cdef long NT_SLICE_THREAD_MS = 250                  # ... in another thread (no signal handler runs there)
 cdef long NT_POLL_MS = 2                            # ... and this often when it could not register
 cdef bint _nt_no_waitv = False                      # futex_waitv is missing (Linux < 5.16)
 
@@ -102,13 +109,43 @@ cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
     return b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind
 
 
+cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogil:
+    """Count (up) or uncount the claimed records in nwaiters: one atomic
+    add per distinct area (segment), then each record marked (see ds_nt_claim)."""
+    cdef unsigned j, k, cnt
+    for j in range(nu):
+        if areas[j] == NULL or recs[j] < 0:
+            continue
+        for k in range(j):
+            if areas[k] == areas[j] and recs[k] >= 0:
+                break
+        else:
+            cnt = 0
+            for k in range(j, nu):
+                if areas[k] == areas[j] and recs[k] >= 0:
+                    cnt += 1
+            if up:
+                ds_nt_count(areas[j], cnt)
+            else:
+                for k in range(j, nu):
+                    if areas[k] == areas[j]:
+                        ds_nt_unmark(areas[k], recs[k])
+                ds_nt_uncount(areas[j], cnt)
+    if up:
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_mark(areas[j], recs[j])
+
+
 def _nt_wait(list targets, timeout):
     """Wait until one of the targets changes: each target is (segment,
     container offset, generation, kind, bucket, version). Returns the
     indices of the targets whose bucket moved from its version or whose
     container is gone, or [] when `timeout` seconds (None: no limit) pass
-    first. The GIL is released while asleep; signals are checked at least
-    every NT_SLICE_MS (a signal to this thread ends the sleep at once)."""
+    first. The GIL is released while asleep; in the main thread signals are
+    checked at least every NT_SLICE_MS (a signal to it ends the sleep at
+    once); a container freed while a wait on one of its keys sleeps is
+    noticed within a slice (a wait on the container itself is woken)."""
     global _nt_no_waitv
     cdef Py_ssize_t n = len(targets), i, j
     cdef unsigned nu = 0
@@ -125,7 +162,7 @@ def _nt_wait(list targets, timeout):
     cdef Py_ssize_t *useg = NULL
     cdef long ms
     cdef int rc
-    cdef bint unregistered = False, moved
+    cdef bint unregistered = False, moved, counted = False
     cdef double deadline = 0
     cdef unsigned b
     cdef uint32_t v
@@ -143,6 +180,7 @@ def _nt_wait(list targets, timeout):
         if seg.nt_area == NULL:
             nt_ensure(seg)
         segs.append(seg)
+    cdef long slice_ms = NT_SLICE_MS if _threading.current_thread() is _threading.main_thread() else NT_SLICE_THREAD_MS
     if timeout is not None:
         deadline = _time.monotonic() + max(0.0, float(timeout))
     tw = <uint32_t **>malloc(n * sizeof(uint32_t *))
@@ -175,10 +213,12 @@ def _nt_wait(list targets, timeout):
                 areas[nu] = seg.nt_area
                 bks[nu] = b
                 useg[nu] = i
-                recs[nu] = ds_nt_register(seg.nt_area, b, pid)
+                recs[nu] = ds_nt_claim(seg.nt_area, b, pid)
                 if recs[nu] < 0:
                     unregistered = True
                 nu += 1
+        _nt_count(areas, recs, nu, True)
+        counted = True
         while True:
             for seg in segs:
                 if seg.base == NULL:
@@ -195,7 +235,7 @@ def _nt_wait(list targets, timeout):
                        if targets[i][1] and _nt_gone(<Segment>segs[i], targets[i][1], targets[i][2], targets[i][3])]
             if changed:
                 return changed
-            ms = NT_SLICE_MS
+            ms = slice_ms
             if unregistered or nu > DS_NT_WAITV_MAX or (nu > 1 and _nt_no_waitv):
                 ms = NT_POLL_MS
             if timeout is not None:
@@ -215,9 +255,15 @@ def _nt_wait(list targets, timeout):
                         _nt_no_waitv = True
             PyErr_CheckSignals()
     finally:
+        # a closed segment's counts stay (too high: harmless)
         for j in range(nu):
-            if (<Segment>segs[useg[j]]).base != NULL:     # a closed segment's counts stay (too high: harmless)
-                ds_nt_unregister(areas[j], recs[j], bks[j])
+            if (<Segment>segs[useg[j]]).base == NULL:
+                areas[j] = NULL
+        if counted:
+            _nt_count(areas, recs, nu, False)
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_release(areas[j], recs[j], bks[j])
         c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
         c_free(useg)
 
@@ -239,22 +285,25 @@ cdef _nt_check(Segment seg, list problems):
     area = seg.nt_area
     ds_nt_repair(area)
     counted = [0] * DS_NT_BUCKETS
+    in_total = 0
     for i in range(<unsigned>DS_NT_RECORDS):
         v = ds_nt_rec(area, i)[0]
         if v & 1:
-            b = (v >> 1) & 0xffff
+            b = ds_nt_rec_bucket(v)
             if b >= DS_NT_BUCKETS:
                 problems.append("wait record %d names bucket %d" % (i, b))
             else:
                 counted[b] += 1
+        if v & 2:
+            in_total += 1
     h = ds_nt_headp(area)
     for i in range(<unsigned>DS_NT_BUCKETS):
-        total += ds_nt_bk(area, i).waiters
         if ds_nt_bk(area, i).waiters < counted[i]:
             problems.append("wait bucket %d counts %d waiters, %d are registered: a change may not "
                             "wake them" % (i, ds_nt_bk(area, i).waiters, counted[i]))
-    if h.nwaiters < sum(counted):
-        problems.append("the wait area counts %d waiters, %d are registered" % (h.nwaiters, sum(counted)))
+    if h.nwaiters < in_total:
+        problems.append("the wait area counts %d waiters, %d are registered: a change may not wake them"
+                        % (h.nwaiters, in_total))
 
 
 def _nt_stats(Segment seg):
@@ -271,7 +320,7 @@ def _nt_stats(Segment seg):
     for i in range(<unsigned>DS_NT_RECORDS):
         v = ds_nt_rec(area, i)[0]
         if v:
-            records.append((v >> 32, (v >> 1) & 0xffff, v & 1))
+            records.append((v >> 32, ds_nt_rec_bucket(v), v & 3))
     return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
             "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
             "records": records}
@@ -292,11 +341,11 @@ def _nt_hooks(no_wake=None, slice_ms=None):
     lasts before it re-checks (a long slice makes a lost wake-up show as a
     timeout instead of a late return). Returns the FUTEX_WAKE calls made by
     this process since the last call."""
-    global ds_nt_hook_no_wake, ds_nt_wake_calls, NT_SLICE_MS
+    global ds_nt_hook_no_wake, ds_nt_wake_calls, NT_SLICE_MS, NT_SLICE_THREAD_MS
     if no_wake is not None:
         ds_nt_hook_no_wake = 1 if no_wake else 0
     if slice_ms is not None:
-        NT_SLICE_MS = max(1, int(slice_ms))
+        NT_SLICE_MS = NT_SLICE_THREAD_MS = max(1, int(slice_ms))
     n = ds_nt_wake_calls
     ds_nt_wake_calls = 0
     return n
