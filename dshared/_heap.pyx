@@ -159,7 +159,8 @@ cdef int _queue_log(str fmt, tuple args) except -1:
 cdef inline void _after_unlock(Segment seg) noexcept:
     """Called where a thread has just released the lock: one branch unless
     something is to be reported."""
-    nt_wake(seg, not _hook_no_lock and not seg.faulted)
+    if seg.nt.n != 0 or seg.nt.all != 0:
+        nt_wake(seg, not _hook_no_lock and not seg.faulted)      # change notifications (_notify.pxi)
     if _log_pending or (seg.hdr != NULL and (seg.hdr.flags & FLAG_POISONED)):
         try:
             _emit_logs(seg)
@@ -1152,7 +1153,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 self.nfree = 0
                 self.nrel = 0
             self.end_publication()
-            nt_bump(self)
+            nt_bump(self)               # change notifications (_notify.pxi)
             gc_restore(self._gc_was)
         if self.wdepth > 0:
             self.wdepth -= 1
