@@ -111,26 +111,36 @@ cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
 
 cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogil:
     """Count (up) or uncount the claimed records in nwaiters: one atomic
-    add per distinct area (segment), then each record marked (see ds_nt_claim)."""
-    cdef unsigned j, k, cnt
+    add per distinct area (segment); records are marked after the counts
+    go up and unmarked (freed) before they go down (see ds_nt_claim)."""
+    cdef unsigned j, k, nd = 0
+    cdef char *dist[8]                 # the distinct areas (segments); more are counted one by one
+    cdef uint32_t cnt[8]
+    if not up:
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_unmark(areas[j], recs[j])
     for j in range(nu):
         if areas[j] == NULL or recs[j] < 0:
             continue
-        for k in range(j):
-            if areas[k] == areas[j] and recs[k] >= 0:
+        for k in range(nd):
+            if dist[k] == areas[j]:
+                cnt[k] += 1
                 break
         else:
-            cnt = 0
-            for k in range(j, nu):
-                if areas[k] == areas[j] and recs[k] >= 0:
-                    cnt += 1
-            if up:
-                ds_nt_count(areas[j], cnt)
+            if nd < 8:
+                dist[nd] = areas[j]
+                cnt[nd] = 1
+                nd += 1
+            elif up:
+                ds_nt_count(areas[j], 1)
             else:
-                for k in range(j, nu):
-                    if areas[k] == areas[j]:
-                        ds_nt_unmark(areas[k], recs[k])
-                ds_nt_uncount(areas[j], cnt)
+                ds_nt_uncount(areas[j], 1)
+    for k in range(nd):
+        if up:
+            ds_nt_count(dist[k], cnt[k])
+        else:
+            ds_nt_uncount(dist[k], cnt[k])
     if up:
         for j in range(nu):
             if areas[j] != NULL:
@@ -219,8 +229,9 @@ def _nt_wait(list targets, timeout):
                 nu += 1
         _nt_count(areas, recs, nu, True)
         counted = True
+        distinct = list({id(x): x for x in segs}.values())
         while True:
-            for seg in segs:
+            for seg in distinct:
                 if seg.base == NULL:
                     seg.check_open()    # closed by another thread meanwhile: raises
             moved = False
@@ -261,6 +272,10 @@ def _nt_wait(list targets, timeout):
                 areas[j] = NULL
         if counted:
             _nt_count(areas, recs, nu, False)
+        else:
+            for j in range(nu):
+                if areas[j] != NULL:
+                    ds_nt_unmark(areas[j], recs[j])
         for j in range(nu):
             if areas[j] != NULL:
                 ds_nt_release(areas[j], recs[j], bks[j])
@@ -275,7 +290,6 @@ cdef _nt_check(Segment seg, list problems):
     cdef char *area
     cdef uint64_t v
     cdef unsigned i, b
-    cdef uint64_t total = 0
     cdef ds_nt_head *h
     if seg.hdr.waits == 0:
         return
@@ -294,8 +308,7 @@ cdef _nt_check(Segment seg, list problems):
                 problems.append("wait record %d names bucket %d" % (i, b))
             else:
                 counted[b] += 1
-        if v & 2:
-            in_total += 1
+                in_total += 1
     h = ds_nt_headp(area)
     for i in range(<unsigned>DS_NT_BUCKETS):
         if ds_nt_bk(area, i).waiters < counted[i]:
@@ -320,7 +333,7 @@ def _nt_stats(Segment seg):
     for i in range(<unsigned>DS_NT_RECORDS):
         v = ds_nt_rec(area, i)[0]
         if v:
-            records.append((v >> 32, ds_nt_rec_bucket(v), v & 3))
+            records.append((v >> 32, ds_nt_rec_bucket(v), v & 1))
     return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
             "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
             "records": records}

@@ -7,7 +7,7 @@
  *
  *   line 0                 magic, nwaiters (all registered waiters), records used
  *   lines 1 .. NB          one bucket per cache line: seq (the futex word), waiters
- *   NREC records of 8 bytes: pid << 32 | bucket << 2 | B << 1 | A (0: free; see ds_nt_claim)
+ *   NREC records of 8 bytes: pid << 32 | bucket << 1 | counted (0: free; see ds_nt_claim)
  *
  * A write notes the buckets of what it changed (ds_nt_note: the container's
  * bucket, and the bucket of container + key for a dict key), bumps their
@@ -54,7 +54,7 @@
 typedef struct {
     uint64_t magic;
     uint32_t nwaiters;
-    uint32_t nrecords;                      /* records in use (a hint for check) */
+    uint32_t reserved;
 } ds_nt_head;
 
 typedef struct {
@@ -155,35 +155,32 @@ static inline void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked) {
     p->n = p->done = p->all = 0;
 }
 
-/* Registration, in two steps so that a wait on many words pays one
- * contended increment of nwaiters, not one per word:
+/* Registration, in steps, so that a wait on many words pays one contended
+ * increment of nwaiters, not one per word:
  *   ds_nt_claim (per word): a free record takes pid and bucket, then the
- *     bucket's count goes up, then the record says so (bit A);
- *   ds_nt_count (per area): nwaiters += k, then ds_nt_mark sets bit B of
- *     each record (it is counted in nwaiters).
- * Unregistering undoes it in the reverse order (ds_nt_uncount clears B and
- * lowers nwaiters, ds_nt_release clears A, lowers the bucket's count, frees
- * the record). A record's bits never claim more than the counts hold, so
- * repair (which lowers the counts for the bits of dead waiters' records)
- * never makes a count too low; a waiter killed between two steps leaves a
- * count one too high at worst (a wasted FUTEX_WAKE). */
-#define DS_NT_A 1ULL
-#define DS_NT_B 2ULL
-static inline unsigned ds_nt_rec_bucket(uint64_t v) { return (unsigned)((v >> 2) & 0xffff); }
+ *     bucket's count goes up;
+ *   ds_nt_count (per segment): nwaiters += k; then ds_nt_mark marks each
+ *     record "counted" (it is in its bucket's count and in nwaiters).
+ * Unregistering: ds_nt_unmark frees each record (mark included), then
+ * ds_nt_uncount lowers nwaiters and ds_nt_release each bucket's count.
+ * A record is marked only while both counts hold it, so repair (which
+ * lowers both counts for each marked record of a dead process) never makes
+ * a count too low; a waiter killed between two steps leaves counts too
+ * high at worst (a wasted FUTEX_WAKE). */
+#define DS_NT_COUNTED 1ULL
+static inline unsigned ds_nt_rec_bucket(uint64_t v) { return (unsigned)((v >> 1) & 0xffff); }
 
 /* Returns the record, or -1 when the table is full (the waiter then polls). */
 static inline int ds_nt_claim(char *area, unsigned b, uint32_t pid) {
     unsigned i, start = (unsigned)(ds_nt_mix(((uint64_t)pid << 16) ^ b ^ (uint64_t)(uintptr_t)&i) % DS_NT_RECORDS);
-    uint64_t zero, mine = ((uint64_t)pid << 32) | ((uint64_t)b << 2);
+    uint64_t zero, mine = ((uint64_t)pid << 32) | ((uint64_t)b << 1);
     for (i = 0; i < DS_NT_RECORDS; i++) {
         unsigned r = (start + i) % DS_NT_RECORDS;
         uint64_t *rec = ds_nt_rec(area, r);
         zero = 0;
         if (__atomic_load_n(rec, __ATOMIC_RELAXED) == 0
                 && __atomic_compare_exchange_n(rec, &zero, mine, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-            __atomic_fetch_add(&ds_nt_headp(area)->nrecords, 1, __ATOMIC_RELAXED);
             __atomic_fetch_add(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
-            __atomic_store_n(rec, mine | DS_NT_A, __ATOMIC_SEQ_CST);
             return (int)r;
         }
     }
@@ -195,13 +192,16 @@ static inline void ds_nt_count(char *area, uint32_t k) {
 }
 
 static inline void ds_nt_mark(char *area, int r) {
-    if (r >= 0)
-        __atomic_fetch_or(ds_nt_rec(area, (unsigned)r), DS_NT_B, __ATOMIC_SEQ_CST);
+    uint64_t *rec;
+    if (r >= 0) {
+        rec = ds_nt_rec(area, (unsigned)r);
+        __atomic_store_n(rec, __atomic_load_n(rec, __ATOMIC_RELAXED) | DS_NT_COUNTED, __ATOMIC_RELEASE);
+    }
 }
 
 static inline void ds_nt_unmark(char *area, int r) {
     if (r >= 0)
-        __atomic_fetch_and(ds_nt_rec(area, (unsigned)r), ~DS_NT_B, __ATOMIC_SEQ_CST);
+        __atomic_store_n(ds_nt_rec(area, (unsigned)r), 0, __ATOMIC_RELEASE);
 }
 
 static inline void ds_nt_uncount(char *area, uint32_t k) {
@@ -209,14 +209,8 @@ static inline void ds_nt_uncount(char *area, uint32_t k) {
 }
 
 static inline void ds_nt_release(char *area, int r, unsigned b) {
-    uint64_t *rec;
-    if (r < 0)
-        return;
-    rec = ds_nt_rec(area, (unsigned)r);
-    __atomic_fetch_and(rec, ~DS_NT_A, __ATOMIC_SEQ_CST);
-    __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
-    __atomic_store_n(rec, 0, __ATOMIC_SEQ_CST);
-    __atomic_fetch_sub(&ds_nt_headp(area)->nrecords, 1, __ATOMIC_RELAXED);
+    if (r >= 0)
+        __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Wait while bucket b's seq is `val`, for at most ms milliseconds: 0 when
@@ -278,11 +272,12 @@ static inline long ds_nt_repair(char *area) {
         b = ds_nt_rec_bucket(v);
         if (!__atomic_compare_exchange_n(rec, &v, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
             continue;
-        if ((v & DS_NT_B) && __atomic_load_n(&h->nwaiters, __ATOMIC_RELAXED) > 0)
-            __atomic_fetch_sub(&h->nwaiters, 1, __ATOMIC_SEQ_CST);
-        if ((v & DS_NT_A) && b < DS_NT_BUCKETS && __atomic_load_n(&ds_nt_bk(area, b)->waiters, __ATOMIC_RELAXED) > 0)
-            __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
-        __atomic_fetch_sub(&h->nrecords, 1, __ATOMIC_RELAXED);
+        if ((v & DS_NT_COUNTED) && b < DS_NT_BUCKETS) {
+            if (__atomic_load_n(&h->nwaiters, __ATOMIC_RELAXED) > 0)
+                __atomic_fetch_sub(&h->nwaiters, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&ds_nt_bk(area, b)->waiters, __ATOMIC_RELAXED) > 0)
+                __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
+        }
         fixed++;
     }
     return fixed;
