@@ -2541,7 +2541,7 @@ cdef class ListIter:
 # ---------------------------------------------------------------------------
 # change notifications (see dshared/_notify.pxi and dshared/_notify.py)
 
-def _nt_target(Node node, key, bint keyed):
+def _nt_target(Node node not None, key, bint keyed):
     """(segment, offset, generation, kind, bucket) of a wait on a container
     or, `keyed`, on one key of a dict. StaleReferenceError if it is gone."""
     cdef Key k

@@ -90,7 +90,7 @@ cdef int nt_ensure(Segment seg) except -1:
     return 0
 
 
-def _nt_version(Segment seg, unsigned bucket):
+def _nt_version(Segment seg not None, unsigned bucket):
     """The seq of a bucket (the wait area created if need be)."""
     if seg.nt_area == NULL:
         nt_ensure(seg)
@@ -181,6 +181,8 @@ def _nt_wait(list targets, timeout):
         raise ValueError("nothing to wait for")
     segs = []
     for t in targets:
+        if t[0] is None:
+            raise TypeError("not a segment: None")
         seg = <Segment?>t[0]
         seg.check_open()
         if seg.lock_held():
@@ -319,7 +321,7 @@ cdef _nt_check(Segment seg, list problems):
                         % (h.nwaiters, in_total))
 
 
-def _nt_stats(Segment seg):
+def _nt_stats(Segment seg not None):
     """The wait area's counts (for tests and stats): None without one."""
     cdef char *area
     cdef uint64_t v
@@ -339,7 +341,7 @@ def _nt_stats(Segment seg):
             "records": records}
 
 
-def _nt_repair(Segment seg):
+def _nt_repair(Segment seg not None):
     """Remove the counts of waiters whose process is gone; returns how many."""
     seg.check_open()
     seg.read_limit()
