@@ -16,14 +16,12 @@ import os
 import random
 import resource
 import statistics
-import sys
 import time
 
 import pytest
 
 import _dshbench as B
 import dshared
-from dshared import _heap
 
 CTX = multiprocessing.get_context("fork")
 

@@ -24,7 +24,7 @@ import pytest
 import dshared
 from dshared import _codec, _heap
 
-from _proc import Children, Popen, fork_call, kill_pid, run_driver, test_seed, wait_pid, watchdog
+from _proc import Children, Popen, fork_call, run_driver, test_seed, wait_pid, watchdog
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
