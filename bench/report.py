@@ -197,6 +197,44 @@ def bytes_section(bs):
     return table(["contender", "entries", "bytes / entry", "also", "how"], rows)
 
 
+NOTIFY_BEGIN = "<!-- notifications: begin -->"
+NOTIFY_END = "<!-- notifications: end -->"
+
+
+def notify_section(by_group):
+    """Change notifications (bench/test_bench_notify.py, groups n_*)."""
+    out = ["## Change notifications (wait words)", "",
+           "dshared only, with polling as the comparison (bench/test_bench_notify.py; "
+           "the instruction counts of bench/notify_cost.py are in docs/guides/notifications.md).", ""]
+    rows = []
+    for b in by_group.get("n_a_write_cost", []):
+        ei = b["extra_info"]
+        rows += [["write `d[k] = i`, no wait area", "%.1f ns" % ei["write_ns_no_area"]],
+                 ["... wait area, nobody waiting", "%.1f ns (%+.1f ns)" % (ei["write_ns_area_nobody_waits"],
+                                                                          ei["extra_ns_nobody_waits"])],
+                 ["... a waiter on another word", "%.1f ns (%+.1f ns)" % (ei["write_ns_waiter_elsewhere"],
+                                                                         ei["extra_ns_waiter_elsewhere"])],
+                 ["one FUTEX_WAKE nobody waits for (anchor)", "%.0f ns" % ei["futex_wake_ns"]]]
+    for g, label in (("n_b_wake_latency", "write -> %s returns in another process"),
+                     ("n_c_wait_any_128", "write -> wait_any over 128 keys returns")):
+        for b in by_group.get(g, []):
+            ei = b["extra_info"]
+            rows.append([label % ei.get("mode", "") if "%s" in label else label,
+                         "p50 %.1f us, p90 %.1f us, p99 %.1f us (%d samples)"
+                         % (ei["p50_us"], ei["p90_us"], ei["p99_us"], ei["samples"])])
+    for b in by_group.get("n_d_idle_cpu", []):
+        ei = b["extra_info"]
+        rows.append(["CPU of %d idle waiters over %.0f s" % (ei["waiters"], ei["seconds"]),
+                     "%.2f%% of a core (one polling process: %.0f%%)"
+                     % (ei["waiters_cpu_percent_of_a_core"], ei["poller_cpu_percent_of_a_core"])])
+    for b in by_group.get("n_e_false_wakes", []):
+        ei = b["extra_info"]
+        rows.append(["wake-ups of a key's waiter per write of other keys", "%.4f (%d in %d writes)"
+                     % (ei["false_wakes_per_write"], ei["wakes"], ei["writes_to_other_keys"])])
+    out += [table(["figure", "measured"], rows), ""]
+    return "\n".join([NOTIFY_BEGIN] + out + [NOTIFY_END])
+
+
 def plot(ratios, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -229,6 +267,25 @@ def plot(ratios, path):
 
 
 def main(argv):
+    if len(argv) > 2 and argv[1] == "--notify":
+        # only the notifications section of results.md, from the runs given
+        by_group = {}
+        for p in argv[2:]:
+            with open(p) as f:
+                for b in json.load(f)["benchmarks"]:
+                    by_group.setdefault(b["group"], []).append(b)
+        md = os.path.join(HERE, "results.md")
+        with open(md) as f:
+            text = f.read()
+        section = notify_section(by_group)
+        if NOTIFY_BEGIN in text:
+            text = text[:text.index(NOTIFY_BEGIN)] + section + text[text.index(NOTIFY_END) + len(NOTIFY_END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with open(md, "w") as f:
+            f.write(text)
+        print("wrote the notifications section of %s" % md)
+        return
     if len(argv) > 2 and argv[1] == "--last":
         paths = newest_json(int(argv[2]))
     else:
@@ -269,6 +326,8 @@ def main(argv):
         lines += ["## " + TITLES["i_write_seen_latency"], "", latency_section(by_group["i_write_seen_latency"]), ""]
     if "j_bytes_per_entry" in by_group:
         lines += ["## " + TITLES["j_bytes_per_entry"], "", bytes_section(by_group["j_bytes_per_entry"]), ""]
+    if any(g.startswith("n_") for g in by_group):
+        lines += [notify_section(by_group), ""]
     notes = {}
     for b in data["benchmarks"]:
         note = b["extra_info"].get("contender_note")

@@ -30,12 +30,14 @@ from dshared._heap import attach_cached as _attach_cached, remember as _remember
 from dshared._collections import SharedDict, SharedList
 from dshared._ops import segments, to_python
 from dshared._cache import CacheInfo, SharedCache, memoize
+from dshared._notify import versions, wait_any, wait_any_async
 
 __version__ = "0.1.0"
 
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
     "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
+    "versions", "wait_any", "wait_any_async",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",

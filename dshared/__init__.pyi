@@ -1,6 +1,9 @@
 """Types of dshared's public API (the runtime is dshared/__init__.py)."""
 
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from typing_extensions import TypeAlias
 
 from dshared._cache import CacheInfo as CacheInfo, SharedCache as SharedCache, memoize as memoize
 from dshared._collections import SharedDict as SharedDict, SharedList as SharedList
@@ -26,6 +29,7 @@ __version__: str
 __all__ = [
     "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
     "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
+    "versions", "wait_any", "wait_any_async",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
     "StaleReferenceError", "LockTimeout",
@@ -50,3 +54,11 @@ def to_python(obj: object) -> Any: ...
 
 def cache(name: str, *, max_entries: int | None = None, max_bytes: int | None = None,
           ttl: float | None = None) -> SharedCache: ...
+# what wait_any() watches: a container (any change of it) or (dict, key)
+_Target: TypeAlias = SharedDict[Any, Any] | SharedList[Any] | tuple[SharedDict[Any, Any], Any]
+
+def versions(targets: Iterable[_Target]) -> list[int]: ...
+def wait_any(targets: Iterable[_Target], *, versions: Sequence[int] | None = None,
+             timeout: float | None = None) -> list[_Target]: ...
+async def wait_any_async(targets: Iterable[_Target], *, versions: Sequence[int] | None = None,
+                         timeout: float | None = None) -> list[_Target]: ...

@@ -1598,6 +1598,7 @@ cdef class DictNode(Node):
                 pair[1] = cv
             if ix >= 0:
                 seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
+                nt_key(seg, self.off, key.hash)
             else:
                 try:
                     if kplan is not None:
@@ -2559,3 +2560,19 @@ cdef class ListIter:
 
 
 include "codec/cache.pxi"
+# ---------------------------------------------------------------------------
+# change notifications (see dshared/_notify.pxi and dshared/_notify.py)
+
+def _nt_target(Node node not None, key, bint keyed):
+    """(segment, offset, generation, kind, bucket) of a wait on a container
+    or, `keyed`, on one key of a dict. StaleReferenceError if it is gone."""
+    cdef Key k
+    cdef int kind = K_DICT if isinstance(node, DictNode) else K_LIST
+    cdef unsigned b
+    node.check(kind)
+    if keyed:
+        owner = make_key(node.seg, key, &k, True)
+        b = ds_nt_bucket_k(node.off, k.hash)
+    else:
+        b = ds_nt_bucket_c(node.off)
+    return (node.seg, node.off, node.gen, kind, b)

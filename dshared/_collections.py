@@ -8,7 +8,7 @@ import threading
 from types import MappingProxyType
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, MutableSequence, ValuesView
 
-from dshared import _codec
+from dshared import _codec, _notify
 
 __all__ = ["SharedDict", "SharedList"]
 
@@ -402,3 +402,65 @@ class SharedList(_codec.ListNode, MutableSequence):
 
 
 _codec.register_types(SharedDict, SharedList)
+
+
+# -- change notifications (dshared/_notify.py) ---------------------------------
+
+def _dict_version(self, key=None):
+    """An opaque int that changes whenever a write that changes this dict
+    (with `key`: the value stored under that key) is published, by any
+    process. Versions of different keys are not comparable. A change inside
+    a nested container changes that container's version, not this one's."""
+    return _notify.version(self, key, key is not None)
+
+
+def _dict_wait(self, key=None, *, version=None, timeout=None):
+    """Block until version(key) differs from `version` (by default: the
+    version at the call); return the new version, or None when `timeout`
+    seconds pass first. It may rarely return with nothing changed (another
+    key shares the wait word): re-check in a loop, with the version read
+    before the check::
+
+        v = d.version("result")
+        while "result" not in d:
+            v = d.wait("result", version=v)
+
+    Releases the GIL while waiting; Ctrl-C interrupts it. Raises RuntimeError
+    inside a lock() or transaction() block of this segment. If the dict is
+    deleted meanwhile it returns, and the next use raises StaleReferenceError."""
+    return _notify.wait(self, key, key is not None, version, timeout)
+
+
+async def _dict_wait_async(self, key=None, *, version=None, timeout=None):
+    """The asyncio form of wait(): `await d.wait_async(key)`; the event loop
+    is not blocked (the wait runs in a helper thread)."""
+    return await _notify.wait_async(self, key, key is not None, version, timeout)
+
+
+def _list_version(self):
+    """An opaque int that changes whenever a write that changes this list is
+    published, by any process."""
+    return _notify.version(self)
+
+
+def _list_wait(self, *, version=None, timeout=None):
+    """Block until version() differs from `version` (by default: the version
+    at the call); return the new version, or None when `timeout` seconds
+    pass first (see SharedDict.wait)."""
+    return _notify.wait(self, None, False, version, timeout)
+
+
+async def _list_wait_async(self, *, version=None, timeout=None):
+    """The asyncio form of wait(): the event loop is not blocked."""
+    return await _notify.wait_async(self, None, False, version, timeout)
+
+
+for _name, _fn in (("version", _dict_version), ("wait", _dict_wait), ("wait_async", _dict_wait_async)):
+    _fn.__name__ = _name
+    _fn.__qualname__ = "SharedDict." + _name
+    setattr(SharedDict, _name, _fn)
+for _name, _fn in (("version", _list_version), ("wait", _list_wait), ("wait_async", _list_wait_async)):
+    _fn.__name__ = _name
+    _fn.__qualname__ = "SharedList." + _name
+    setattr(SharedList, _name, _fn)
+del _name, _fn

@@ -43,8 +43,28 @@ cdef extern from "dshared.h" nogil:
     void ds_debug_fail(const char *what, const char *detail, const char *file, int line)
 
 
+cdef extern from "dshared_notify.h" nogil:
+    enum:
+        DS_NT_BUCKETS
+        DS_NT_RECORDS
+        DS_NT_PEND
+        DS_NT_BYTES
+        DS_NT_WAITV_MAX
+    ctypedef struct ds_nt_pend:
+        uint32_t n, done, all
+    ctypedef struct ds_nt_head:
+        uint64_t magic
+        uint32_t nwaiters
+        uint32_t reserved
+    uint64_t DS_NT_MAGIC
+    ds_nt_head *ds_nt_headp(char *area)
+    unsigned ds_nt_bucket_c(uint64_t c)
+    unsigned ds_nt_bucket_k(uint64_t c, uint64_t h)
+    void ds_nt_note(ds_nt_pend *p, unsigned b)
+
+
 cdef enum:
-    FORMAT_VERSION = 3          # 3: keys hashed with SipHash-1-3 (2: a multiply-mix)
+    FORMAT_VERSION = 4          # 4: Header.waits (3: keys hashed with SipHash-1-3, 2: a multiply-mix)
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -153,6 +173,7 @@ ctypedef struct Header:
     uint64_t bins[128]
     uint64_t jcount             # undo journal of the write in flight: entries used
     uint64_t jlog[128]          # (offset, old 8 bytes) pairs
+    uint64_t waits              # the wait area of change notifications (a bytes block), 0 until first used
     pthread_mutex_t mutex
 
 # A dict table as read once: readers copy the header fields out, check the
@@ -206,6 +227,8 @@ cdef class Segment:
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
     cdef uint64_t _pending_items
+    cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
+    cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
     cdef public list _views     # recent views, direct-mapped by offset (see _codec.make_view)
     cdef object __weakref__
 
@@ -338,6 +361,50 @@ cdef class Segment:
     cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL
     cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept
     cdef bint _try_new_items(self, uint64_t l, uint64_t n) noexcept
+
+
+# -- change notifications: what a write changed (include/dshared_notify.h)
+
+cdef inline bint nt_attach(Segment seg) noexcept nogil:
+    """Find the wait area from Header.waits and check it (kind, size,
+    bounds, magic) once; a write with no wait area notes nothing. The area
+    is the payload of a bytes block: length word, then from the next 64-byte
+    boundary DS_NT_BYTES (include/dshared_notify.h)."""
+    cdef uint64_t w = seg.hdr.waits, a
+    cdef uint64_t need = BLOCK_HDR + 8 + 64 + DS_NT_BYTES
+    cdef Block *b
+    if w == 0 or seg.base == NULL:
+        return False
+    if (w & (ALIGN - 1)) or not seg.inb(w, need):
+        return False
+    b = <Block *>(seg.base + w)
+    if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
+        return False
+    a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+    if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
+        return False
+    seg.nt_area = seg.base + a
+    return True
+
+cdef inline void nt_container(Segment seg, uint64_t c) noexcept nogil:
+    """Note a change of container c (of its length, order or any key).
+    With no wait area (nobody ever waited on this segment): one load."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    ds_nt_note(&seg.nt, ds_nt_bucket_c(c))
+
+cdef inline void nt_key(Segment seg, uint64_t c, uint64_t h) noexcept nogil:
+    """Note a change of the key of hash h in dict c (and so of c)."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    ds_nt_note(&seg.nt, ds_nt_bucket_c(c))
+    ds_nt_note(&seg.nt, ds_nt_bucket_k(c, h))
+
+cdef inline void nt_all(Segment seg) noexcept nogil:
+    """Note a change of many keys at once: every bucket is bumped."""
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    seg.nt.all = 1
 
 
 cdef inline int tag_kind(uint8_t tag) noexcept nogil:

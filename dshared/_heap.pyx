@@ -160,6 +160,8 @@ cdef int _queue_log(str fmt, tuple args) except -1:
 cdef inline void _after_unlock(Segment seg) noexcept:
     """Called where a thread has just released the lock: one branch unless
     something is to be reported."""
+    if seg.nt.n != 0 or seg.nt.all != 0:
+        nt_wake(seg, not _hook_no_lock and not seg.faulted)      # change notifications (_notify.pxi)
     if _log_pending or (seg.hdr != NULL and (seg.hdr.flags & FLAG_POISONED)):
         try:
             _emit_logs(seg)
@@ -1184,6 +1186,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 self.nfree = 0
                 self.nrel = 0
             self.end_publication()
+            nt_bump(self)               # change notifications (_notify.pxi)
             gc_restore(self._gc_was)
         if self.wdepth > 0:
             self.wdepth -= 1
@@ -1519,6 +1522,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         while True:
             if self._decref_one(off):
                 # unreachable now: queue the blocks it references, then free it
+                if ((<Block *>(self.base + off)).kind_rc & 0xff) in (K_DICT, K_LIST):
+                    nt_container(self, off)     # its waiters return (see _nt_wait)
                 n = self._push_children(off, &stack, &n, &cap)
                 self.free(off)
                 freed += 1
@@ -1722,6 +1727,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef bint is_list = ((<Block *>(self.base + c)).kind_rc & 0xff) == K_LIST
         cdef char *p = self.base + c + BLOCK_HDR + (16 if is_list else 8)
         self.jstore(p, ds_ld64(p) + 1)
+        nt_container(self, c)
 
     cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
         """Add a new entry (the key must be absent; room reserved). The entry
@@ -1753,6 +1759,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.jstore(p + 16, ix + 1)
         self.jstore(p + 24, ds_ld64(p + 24) + 1)
         self._bump_version(d)
+        nt_key(self, d, k.hash)
         return 0
 
     cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
@@ -1792,6 +1799,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 self.table_fill(nt, &keys[i].hash, &cells[2 * i], 1)
         self.jstore(self.base + d + BLOCK_HDR, nt)
         self._bump_version(d)
+        _nt_keys(self, d, keys, n)
         if t:
             self.defer_free(t)
         return 0
@@ -1837,13 +1845,16 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 self.table_fill(t, &keys[i].hash, &cells[2 * i], 1)
             crash_point()
         self._bump_version(d)
+        _nt_keys(self, d, keys, n)
         return 0
 
     cdef int dict_set_pair(self, uint64_t d, int64_t ix, const Cell *pair) except -1:
         """Give entry ix (whose key equals pair's) the value of pair (a key
         cell and a value cell, or a packed area); the old value is released
         on commit, and the key already there stays."""
-        self._entry_set(dict_entry(self, d, ix), pair, True)
+        cdef Entry *e = dict_entry(self, d, ix)
+        self._entry_set(e, pair, True)
+        nt_key(self, d, e.hash)
         return 0
 
     cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept:
@@ -1892,6 +1903,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             # the last one: drop the whole table, so used bytes return to the baseline
             self.jstore(self.base + d + BLOCK_HDR, 0)
             self._bump_version(d)
+            nt_key(self, d, e.hash)
             self.defer_release_block(t)
             return 0
         probe_start(&pr, e.hash, ds_ld64(p))
@@ -1912,6 +1924,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         # deleted slots reaches its capacity and is rebuilt clean
         self.jstore(p + 24, ds_ld64(p + 24) - 1)
         self._bump_version(d)
+        nt_key(self, d, e.hash)
         self.defer_release(&key)
         self.defer_release(&value)
         return 0
@@ -1922,6 +1935,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             return 0
         self.jstore(self.base + d + BLOCK_HDR, 0)
         self._bump_version(d)
+        nt_all(self)                    # every key's waiters
         self.defer_release_block(t)     # the table, and through it every entry
         return 0
 
@@ -2103,7 +2117,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if (b.kind_rc & 0xff) != K_FREE:
                 b.kind_rc &= 0xff
         try:
-            for off in (self.hdr.root, self.hdr.names):
+            for off in _root_offsets(self):
                 if self._valid_ref(off):
                     b = <Block *>(self.base + off)
                     if (b.kind_rc >> 8) == 0:
@@ -2170,6 +2184,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         was = gc_off()                  # no finalizer runs under the lock
         try:
             self._check(problems, garbage, probes)
+            _nt_check(self, problems)
         except CorruptSegmentError as e:
             problems.append(str(e))
         finally:
@@ -2247,7 +2262,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         counts = {}
         seen = set()
         todo = []
-        for off in (h.root, h.names):
+        for off in _root_offsets(self):
             counts[off] = counts.get(off, 0) + 1
             if off not in seen:
                 seen.add(off)
@@ -2544,6 +2559,28 @@ One shared-memory segment: created (mode 0600, built under a temporary
         if ds_fault_flag(&self.faulted):
             self.raise_faulted()
         return out
+
+
+cdef tuple _root_offsets(Segment seg):
+    """The blocks the header holds a reference to: the root, the named
+    collections and, once created, the wait area."""
+    if seg.hdr.waits:
+        return (seg.hdr.root, seg.hdr.names, seg.hdr.waits)
+    return (seg.hdr.root, seg.hdr.names)
+
+
+cdef void _nt_keys(Segment seg, uint64_t d, const Key *keys, uint64_t n) noexcept nogil:
+    cdef uint64_t i
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    if n > DS_NT_PEND:
+        nt_all(seg)
+        return
+    for i in range(n):
+        nt_key(seg, d, keys[i].hash)
+
+
+include "_notify.pxi"
 
 
 cdef class _Lock:

@@ -7,6 +7,11 @@ that consumers take from under `lock()` (so "the queue is empty and the
 producer is done" is one consistent observation); the results go into a
 SharedDict, each with the consumer that computed it.
 
+Nobody polls: an idle consumer sleeps in `dshared.wait_any()` until the queue
+or the producer's "done" flag changes, and the starter waits for the count of
+results with `wait()`. The version is read before looking, so a change made
+between the look and the wait still wakes it at once.
+
     python examples/job_queue.py       # starts the producer and 2 consumers as separate
                                        # `python` processes; prints "60 jobs, 60 results, all correct: True"
 
@@ -37,8 +42,10 @@ def produce():
 def consume(ident):
     shm = dshared.attach(NAME).col()
     queue, results = shm["queue"], shm["results"]
+    watched = [queue, (shm, "producer_done")]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        seen = dshared.versions(watched)            # before looking: no change is missed
         with dshared.lock():                        # look and take as one step
             if queue:
                 job = queue.pop(0)
@@ -47,7 +54,8 @@ def consume(ident):
             else:
                 job = None
         if job is None:
-            time.sleep(0.005)                       # nothing yet: poll again
+            # nothing yet: sleep (no CPU) until the queue or the flag changes
+            dshared.wait_any(watched, versions=seen, timeout=deadline - time.monotonic())
             continue
         results[job] = {"square": job * job, "by": ident}     # work outside the lock
         shm.incr("processed")
@@ -63,6 +71,11 @@ def main():
         me = os.path.abspath(__file__)
         procs += [subprocess.Popen([sys.executable, me, "consume", str(i)]) for i in (1, 2)]
         procs.append(subprocess.Popen([sys.executable, me, "produce"]))
+        # wait for the results: woken by each increment, never polling
+        v = shm.version("processed")
+        deadline = time.monotonic() + 60
+        while shm["processed"] < JOBS and time.monotonic() < deadline:
+            v = shm.wait("processed", version=v, timeout=deadline - time.monotonic())
         codes = [p.wait(timeout=60) for p in procs]
         assert codes == [0, 0, 0], codes
         results = shm["results"]

@@ -1,0 +1,366 @@
+# Change notifications: the wait area and the waits (included by _heap.pyx).
+#
+# The mechanism is described in include/dshared_notify.h. Here: finding and
+# checking the wait area (nt_attach), creating it on first use
+# (nt_ensure), the hooks of the write path (nt_bump under the lock at the
+# end of a write, nt_wake after the lock's release), the wait itself
+# (nt_wait) and the repair of dead waiters' counts (nt_check).
+
+from posix.unistd cimport getpid
+import threading as _threading
+
+cdef extern from "dshared_notify.h" nogil:
+    ctypedef struct ds_nt_bucket:
+        uint32_t seq
+        uint32_t waiters
+    int ENOSYS
+    int EAGAIN
+    int ds_nt_hook_no_wake
+    uint64_t ds_nt_wake_calls
+    ds_nt_bucket *ds_nt_bk(char *area, unsigned b)
+    uint64_t *ds_nt_rec(char *area, unsigned i)
+    uint32_t ds_nt_seq(char *area, unsigned b)
+    void ds_nt_bump(char *area, ds_nt_pend *p)
+    void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked)
+    int ds_nt_claim(char *area, unsigned b, uint32_t pid)
+    void ds_nt_count(char *area, uint32_t k)
+    void ds_nt_mark(char *area, int r)
+    void ds_nt_unmark(char *area, int r)
+    void ds_nt_uncount(char *area, uint32_t k)
+    void ds_nt_release(char *area, int r, unsigned b)
+    unsigned ds_nt_rec_bucket(uint64_t v)
+    int ds_nt_wait1(char *area, unsigned b, uint32_t val, long ms)
+    int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsigned n, long ms)
+    long ds_nt_repair(char *area)
+    uint32_t __atomic_load_n(uint32_t *p, int order)
+    int __ATOMIC_ACQUIRE
+    int ds_nt_pid_dead(uint32_t pid)
+
+
+cdef uint64_t NT_PAYLOAD = 8 + 64 + DS_NT_BYTES     # length word, alignment slack, the area
+cdef long NT_SLICE_MS = 50                          # a wait in the main thread re-checks signals and its containers this often
+cdef long NT_SLICE_THREAD_MS = 250                  # ... in another thread (no signal handler runs there)
+cdef long NT_POLL_MS = 2                            # ... and this often when it could not register
+cdef bint _nt_no_waitv = False                      # futex_waitv is missing (Linux < 5.16)
+
+
+cdef inline void nt_bump(Segment seg) noexcept nogil:
+    """End of a write, under the lock, the write published: bump what it changed."""
+    if seg.nt_area != NULL and (seg.nt.done != seg.nt.n or seg.nt.all == 1):
+        ds_nt_bump(seg.nt_area, &seg.nt)
+
+
+cdef inline void nt_wake(Segment seg, bint unlocked) noexcept nogil:
+    """Just after the lock's release: wake the changed buckets that have waiters."""
+    if seg.nt.n != 0 or seg.nt.all != 0:
+        if seg.nt_area != NULL:
+            ds_nt_wake(seg.nt_area, &seg.nt, unlocked)
+        seg.nt.n = seg.nt.done = seg.nt.all = 0
+
+
+cdef int nt_ensure(Segment seg) except -1:
+    """Make sure the segment has a wait area (allocated on first use)."""
+    cdef uint64_t off, a
+    cdef char *p
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area != NULL or nt_attach(seg):
+        return 0
+    seg.write_begin()
+    try:
+        if not nt_attach(seg):
+            if seg.hdr.waits != 0:
+                raise CorruptSegmentError("segment %r: its wait area (at %d) is damaged"
+                                          % (seg.name, seg.hdr.waits))
+            off = seg.alloc(NT_PAYLOAD, K_BYTES)
+            if off == 0:
+                seg.raise_alloc_error(NT_PAYLOAD)
+            p = seg.base + off + BLOCK_HDR
+            memset(p, 0, NT_PAYLOAD)
+            ds_st64(p, NT_PAYLOAD - 8)
+            a = (off + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+            ds_nt_headp(seg.base + a).magic = DS_NT_MAGIC
+            seg.incref(off)                 # held by the header, as the roots are
+            ds_fence_release()
+            seg.hdr.waits = off
+            nt_attach(seg)
+        seg.commit()
+    finally:
+        seg.write_end()
+    return 0
+
+
+def _nt_version(Segment seg not None, unsigned bucket):
+    """The seq of a bucket (the wait area created if need be)."""
+    if seg.nt_area == NULL:
+        nt_ensure(seg)
+    return ds_nt_seq(seg.nt_area, bucket % DS_NT_BUCKETS)
+
+
+cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
+    """The container a wait watches was freed (or the segment closed)."""
+    cdef Block *b
+    if seg.base == NULL:
+        return True
+    seg.read_limit()
+    if not seg.inb(off, BLOCK_HDR):
+        return True
+    b = <Block *>(seg.base + off)
+    return b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind
+
+
+cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogil:
+    """Count (up) or uncount the claimed records in nwaiters: one atomic
+    add per distinct area (segment); records are marked after the counts
+    go up and unmarked (freed) before they go down (see ds_nt_claim)."""
+    cdef unsigned j, k, nd = 0
+    cdef char *dist[8]                 # the distinct areas (segments); more are counted one by one
+    cdef uint32_t cnt[8]
+    if not up:
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_unmark(areas[j], recs[j])
+    for j in range(nu):
+        if areas[j] == NULL or recs[j] < 0:
+            continue
+        for k in range(nd):
+            if dist[k] == areas[j]:
+                cnt[k] += 1
+                break
+        else:
+            if nd < 8:
+                dist[nd] = areas[j]
+                cnt[nd] = 1
+                nd += 1
+            elif up:
+                ds_nt_count(areas[j], 1)
+            else:
+                ds_nt_uncount(areas[j], 1)
+    for k in range(nd):
+        if up:
+            ds_nt_count(dist[k], cnt[k])
+        else:
+            ds_nt_uncount(dist[k], cnt[k])
+    if up:
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_mark(areas[j], recs[j])
+
+
+def _nt_wait(list targets, timeout):
+    """Wait until one of the targets changes: each target is (segment,
+    container offset, generation, kind, bucket, version). Returns the
+    indices of the targets whose bucket moved from its version or whose
+    container is gone, or [] when `timeout` seconds (None: no limit) pass
+    first. The GIL is released while asleep; in the main thread signals are
+    checked at least every NT_SLICE_MS (a signal to it ends the sleep at
+    once); a container freed while a wait on one of its keys sleeps is
+    noticed within a slice (a wait on the container itself is woken)."""
+    global _nt_no_waitv
+    cdef Py_ssize_t n = len(targets), i, j
+    cdef unsigned nu = 0
+    cdef Segment seg
+    cdef uint32_t pid = <uint32_t>getpid()
+    # per target: its word and version; per distinct word: its registration
+    cdef uint32_t **tw = NULL
+    cdef uint32_t *tv = NULL
+    cdef uint32_t **addrs = NULL
+    cdef uint32_t *vals = NULL
+    cdef int *recs = NULL
+    cdef char **areas = NULL
+    cdef unsigned *bks = NULL
+    cdef Py_ssize_t *useg = NULL
+    cdef long ms
+    cdef int rc
+    cdef bint unregistered = False, moved, counted = False
+    cdef double deadline = 0
+    cdef unsigned b
+    cdef uint32_t v
+    cdef uint32_t *w
+    if n == 0:
+        raise ValueError("nothing to wait for")
+    segs = []
+    for t in targets:
+        if t[0] is None:
+            raise TypeError("not a segment: None")
+        seg = <Segment?>t[0]
+        seg.check_open()
+        if seg.lock_held():
+            raise RuntimeError("segment %r: wait() inside a lock() or transaction() block would never "
+                               "return (the writer it waits for needs the lock this thread holds); "
+                               "read the version inside the block and wait after it" % seg.name)
+        if seg.nt_area == NULL:
+            nt_ensure(seg)
+        segs.append(seg)
+    cdef long slice_ms = NT_SLICE_MS if _threading.current_thread() is _threading.main_thread() else NT_SLICE_THREAD_MS
+    if timeout is not None:
+        deadline = _time.monotonic() + max(0.0, float(timeout))
+    tw = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    tv = <uint32_t *>malloc(n * sizeof(uint32_t))
+    addrs = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    vals = <uint32_t *>malloc(n * sizeof(uint32_t))
+    recs = <int *>malloc(n * sizeof(int))
+    areas = <char **>malloc(n * sizeof(char *))
+    bks = <unsigned *>malloc(n * sizeof(unsigned))
+    useg = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+    if not tw or not tv or not addrs or not vals or not recs or not areas or not bks or not useg:
+        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+        c_free(useg)
+        raise MemoryError()
+    try:
+        # one registration per distinct word
+        for i in range(n):
+            seg = <Segment>segs[i]
+            b = <unsigned>(targets[i][4] % DS_NT_BUCKETS)
+            v = <uint32_t>(targets[i][5] & 0xffffffff)
+            w = <uint32_t *>&ds_nt_bk(seg.nt_area, b).seq
+            tw[i] = w
+            tv[i] = v
+            for j in range(nu):
+                if addrs[j] == w and vals[j] == v:
+                    break
+            else:
+                addrs[nu] = w
+                vals[nu] = v
+                areas[nu] = seg.nt_area
+                bks[nu] = b
+                useg[nu] = i
+                recs[nu] = ds_nt_claim(seg.nt_area, b, pid)
+                if recs[nu] < 0:
+                    unregistered = True
+                nu += 1
+        _nt_count(areas, recs, nu, True)
+        counted = True
+        distinct = list({id(x): x for x in segs}.values())
+        while True:
+            for seg in distinct:
+                if seg.base == NULL:
+                    seg.check_open()    # closed by another thread meanwhile: raises
+            moved = False
+            for i in range(n):
+                if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]:
+                    moved = True
+                    break
+            if moved:
+                return [i for i in range(n) if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]]
+            # nothing moved: a slice ended, or a neighbour woke us; a freed container ends the wait
+            changed = [i for i in range(n)
+                       if targets[i][1] and _nt_gone(<Segment>segs[i], targets[i][1], targets[i][2], targets[i][3])]
+            if changed:
+                return changed
+            ms = slice_ms
+            if unregistered or nu > DS_NT_WAITV_MAX or (nu > 1 and _nt_no_waitv):
+                ms = NT_POLL_MS
+            if timeout is not None:
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    return []
+                if left * 1000 < ms:
+                    ms = max(1, <long>(left * 1000))
+            with nogil:
+                # the words stay mapped unless another thread closes the segment:
+                # then the kernel answers EFAULT, and the loop above raises
+                if nu == 1 or _nt_no_waitv:
+                    rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
+                else:
+                    rc = ds_nt_waitv_addrs(addrs, vals, nu if nu < DS_NT_WAITV_MAX else DS_NT_WAITV_MAX, ms)
+                    if rc == ENOSYS:
+                        _nt_no_waitv = True
+            PyErr_CheckSignals()
+    finally:
+        # a closed segment's counts stay (too high: harmless)
+        for j in range(nu):
+            if (<Segment>segs[useg[j]]).base == NULL:
+                areas[j] = NULL
+        if counted:
+            _nt_count(areas, recs, nu, False)
+        else:
+            for j in range(nu):
+                if areas[j] != NULL:
+                    ds_nt_unmark(areas[j], recs[j])
+        for j in range(nu):
+            if areas[j] != NULL:
+                ds_nt_release(areas[j], recs[j], bks[j])
+        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
+        c_free(useg)
+
+
+cdef _nt_check(Segment seg, list problems):
+    """Under the lock, in check(): the wait area's block, then the counts of
+    waiters whose process is gone (removed here: a correction, not damage),
+    then the invariant that no count is below its counted records."""
+    cdef char *area
+    cdef uint64_t v
+    cdef unsigned i, b
+    cdef ds_nt_head *h
+    if seg.hdr.waits == 0:
+        return
+    if not nt_attach(seg):
+        problems.append("the wait area at %d is not a wait area" % seg.hdr.waits)
+        return
+    area = seg.nt_area
+    ds_nt_repair(area)
+    counted = [0] * DS_NT_BUCKETS
+    in_total = 0
+    for i in range(<unsigned>DS_NT_RECORDS):
+        v = ds_nt_rec(area, i)[0]
+        if v & 1:
+            b = ds_nt_rec_bucket(v)
+            if b >= DS_NT_BUCKETS:
+                problems.append("wait record %d names bucket %d" % (i, b))
+            else:
+                counted[b] += 1
+                in_total += 1
+    h = ds_nt_headp(area)
+    for i in range(<unsigned>DS_NT_BUCKETS):
+        if ds_nt_bk(area, i).waiters < counted[i]:
+            problems.append("wait bucket %d counts %d waiters, %d are registered: a change may not "
+                            "wake them" % (i, ds_nt_bk(area, i).waiters, counted[i]))
+    if h.nwaiters < in_total:
+        problems.append("the wait area counts %d waiters, %d are registered: a change may not wake them"
+                        % (h.nwaiters, in_total))
+
+
+def _nt_stats(Segment seg not None):
+    """The wait area's counts (for tests and stats): None without one."""
+    cdef char *area
+    cdef uint64_t v
+    cdef unsigned i
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return None
+    area = seg.nt_area
+    records = []
+    for i in range(<unsigned>DS_NT_RECORDS):
+        v = ds_nt_rec(area, i)[0]
+        if v:
+            records.append((v >> 32, ds_nt_rec_bucket(v), v & 1))
+    return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
+            "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
+            "records": records}
+
+
+def _nt_repair(Segment seg not None):
+    """Remove the counts of waiters whose process is gone; returns how many."""
+    seg.check_open()
+    seg.read_limit()
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return 0
+    return ds_nt_repair(seg.nt_area)
+
+
+def _nt_hooks(no_wake=None, slice_ms=None):
+    """Test hooks: no_wake disables the FUTEX_WAKE of writers (the meta-test
+    of the lost wake-up test); slice_ms sets how long one sleep of a wait
+    lasts before it re-checks (a long slice makes a lost wake-up show as a
+    timeout instead of a late return). Returns the FUTEX_WAKE calls made by
+    this process since the last call."""
+    global ds_nt_hook_no_wake, ds_nt_wake_calls, NT_SLICE_MS, NT_SLICE_THREAD_MS
+    if no_wake is not None:
+        ds_nt_hook_no_wake = 1 if no_wake else 0
+    if slice_ms is not None:
+        NT_SLICE_MS = NT_SLICE_THREAD_MS = max(1, int(slice_ms))
+    n = ds_nt_wake_calls
+    ds_nt_wake_calls = 0
+    return n
