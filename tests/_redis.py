@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 
-SKIP_REASON = "redis-server not found: the Redis backend's tests need it (apt-get install redis-server)"
+SKIP_REASON = "redis-server is not installed here (apt-get install redis-server): the Redis backend's tests need it"
 
 
 def redis_server_binary():

@@ -355,7 +355,7 @@ def test_strace_counts_no_futex_call_per_write(segment):
         # too; CI installs strace and requires this one
         if os.environ.get("DSHARED_REQUIRE_STRACE") == "1":
             pytest.fail("DSHARED_REQUIRE_STRACE=1 but strace is not installed (apt-get install strace)")
-        pytest.skip("strace is not installed (apt-get install strace): futex calls counted by a test hook only")
+        pytest.skip("strace is not installed here (apt-get install strace): futex calls counted by a test hook only")
     d = segment.col()
     d["l"] = []
     # the calls of the interpreter itself (start, exit) are the same for 10 and 5,000 writes

@@ -437,10 +437,10 @@ def test_without_redis_server_skipped_with_a_reason_or_failed_in_ci(required, tm
                         os.path.join(ROOT, "tests", "test_redis.py") + "::test_layout_one_hash_per_container_under_the_hash_tag"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     if required:
-        assert r.returncode != 0 and "DSHARED_REQUIRE_REDIS=1 but redis-server not found" in r.stdout, r.stdout
+        assert r.returncode != 0 and "DSHARED_REQUIRE_REDIS=1 but redis-server is not installed here" in r.stdout, r.stdout
     else:
         assert r.returncode == 0, r.stdout
-        assert "1 skipped" in r.stdout and "redis-server not found" in r.stdout, r.stdout
+        assert "1 skipped" in r.stdout and "redis-server is not installed here" in r.stdout, r.stdout
 
 
 def test_init_reuses_this_process_handle_until_the_segment_is_gone(redis_url, shm_name):

@@ -332,6 +332,11 @@ cdef class CacheCore:
     cdef readonly object name
     cdef object __weakref__
 
+    cdef inline int ready(self) except -1:
+        if self.seg is None:
+            raise TypeError("a SharedCache is made by dshared.cache(name) or Segment.cache(name)")
+        return 0
+
     def _forget_counts(self):
         """In a forked child: the parent's counts are the parent's to add."""
         self._hits = self._misses = 0
@@ -371,7 +376,9 @@ cdef class CacheCore:
     cdef uint64_t *state(self) except NULL:
         """The state words, checked (the block is never freed while the cache exists)."""
         cdef Segment seg = self.seg
-        cdef Block *b = checked_block(seg, self.soff, K_BYTES)
+        cdef Block *b
+        self.ready()
+        b = checked_block(seg, self.soff, K_BYTES)
         if b.gen != self.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + self.slen:
             raise StaleReferenceError("cache %r was removed from segment %r" % (self.name, seg.name))
         return <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
@@ -384,11 +391,13 @@ cdef class CacheCore:
 
     def _peek(self, k, default=None):
         """get() that counts neither a hit nor a miss."""
+        self.ready()
         return self._lookup(k, default, False)
 
     cdef object _lookup(self, object k, object default, bint count):
         cdef Key key
         cdef CArg a
+        self.ready()
         owner = make_key(self.seg, k, &key, True)
         a.key = &key
         a.core = <PyObject *>self
@@ -409,6 +418,7 @@ cdef class CacheCore:
         return default
 
     def __getitem__(self, k):
+        self.ready()
         r = self.get(k, _MISS)
         if r is _MISS:
             raise KeyError(k)
@@ -418,6 +428,7 @@ cdef class CacheCore:
         """k in c: the key is cached and not expired (counts as neither hit nor miss)."""
         cdef Key key
         cdef CArg a
+        self.ready()
         owner = make_key(self.seg, k, &key, True)
         a.key = &key
         a.core = <PyObject *>self
@@ -448,6 +459,7 @@ cdef class CacheCore:
         """Add this process's hit and miss counts to the shared counters."""
         cdef Segment seg = self.seg
         cdef uint64_t *st
+        self.ready()
         if self._hits == 0 and self._misses == 0:
             return
         seg.write_begin()
@@ -471,6 +483,7 @@ cdef class CacheCore:
         cdef CArg a
         cdef int64_t ix, held
         cdef Entry *e
+        self.ready()
         owner = make_key(seg, k, &key)
         a.key = &key
         a.core = <PyObject *>self
@@ -501,6 +514,7 @@ cdef class CacheCore:
         cdef Key key
         cdef int64_t ix, held = -1
         cdef Entry *e
+        self.ready()
         owner = make_key(seg, k, &key)
         seg.write_begin()
         try:
@@ -517,12 +531,14 @@ cdef class CacheCore:
             seg.write_end()
 
     def _local_counts(self):
+        self.ready()
         return (self._hits, self._misses)
 
     def _stats(self):
         """The shared counters (after adding this process's)."""
         cdef uint64_t *st
         cdef Segment seg = self.seg
+        self.ready()
         self.flush()
         seg.lock_acquire(-1)
         try:
@@ -538,6 +554,7 @@ cdef class CacheCore:
 
     def _settings(self):
         cdef uint64_t *st = self.state()
+        self.ready()
         return (st[S_MAXE], st[S_MAXB], st[S_TTL], st[S_ADMIT])
 
     # -- writes (all under the lock)
@@ -686,6 +703,7 @@ cdef class CacheCore:
     def _bump(self, int counter):
         cdef Segment seg = self.seg
         cdef uint64_t *st
+        self.ready()
         seg.write_begin()
         try:
             st = self.state()
@@ -702,6 +720,7 @@ cdef class CacheCore:
         cdef Segment seg = self.seg
         cdef uint64_t *st
         cdef int64_t exp = 0, ttl_us
+        self.ready()
         st = self.state()
         if ttl is None:
             ttl_us = st[S_TTL]
@@ -723,6 +742,7 @@ cdef class CacheCore:
         """set(), then drop this process's get_or_set claim on k, in one lock hold."""
         cdef int64_t exp = 0, ttl_us
         cdef uint64_t *st = self.state()
+        self.ready()
         ttl_us = st[S_TTL] if ttl is None else max(1, <int64_t>(min(float(ttl), 1e11) * 1e6))
         if ttl_us:
             exp = now_us() + ttl_us
@@ -747,6 +767,7 @@ cdef class CacheCore:
         cdef uint64_t vlen = 0
         cdef bint vascii = False
         cdef int vkind = 0
+        self.ready()
         owner = make_key(seg, k, &key)
         memset(&ck, 0, CELL_SIZE)
         fast_k = False
@@ -907,6 +928,7 @@ cdef class CacheCore:
         cdef int64_t ix, exp = 0
         cdef Entry *e
         cdef const Cell *c
+        self.ready()
         owner = make_key(seg, k, &key, True)
         r = _MISS
         seg.write_begin()
@@ -935,12 +957,14 @@ cdef class CacheCore:
         return r
 
     def __delitem__(self, k):
+        self.ready()
         self.pop(k)
 
     def clear(self):
         """Remove every entry (the counters stay; see reset_stats)."""
         cdef Segment seg = self.seg
         cdef uint64_t *st
+        self.ready()
         seg.write_begin()
         try:
             self.data.check(K_DICT)
@@ -957,6 +981,7 @@ cdef class CacheCore:
         cdef Segment seg = self.seg
         cdef uint64_t *st
         cdef int i
+        self.ready()
         self._hits = self._misses = 0
         seg.write_begin()
         try:
@@ -969,9 +994,11 @@ cdef class CacheCore:
 
     def __len__(self):
         """Entries stored (expired ones not yet reclaimed included)."""
+        self.ready()
         return len(self.data)
 
     def _keys(self):
+        self.ready()
         return list(self.data)
 
 
