@@ -28,7 +28,7 @@ extensions = [
         ["dshared/%s.pyx" % mod],
         include_dirs=["dshared/include"],
         # in the sdist, and a change to them rebuilds
-        depends=sorted(glob.glob("dshared/include/*.h")) + ["dshared/_heap.pxd"],
+        depends=sorted(glob.glob("dshared/include/*.h")) + ["dshared/_heap.pxd"] + sorted(glob.glob("dshared/heap/*.pxi")),
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],

@@ -1504,7 +1504,7 @@ cdef class DictNode(Node):
             return self._store(k, v, mode)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._store(k, v, mode)
             except SegmentFullError as e:
@@ -1681,7 +1681,7 @@ cdef class DictNode(Node):
             return self._update_once(pairs)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._update_once(pairs)
             except SegmentFullError as e:
@@ -2124,7 +2124,7 @@ cdef class ListNode(Node):
             return self._edit(op, i, sl, values)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._edit(op, i, sl, values)
             except SegmentFullError as e:
