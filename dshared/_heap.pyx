@@ -1186,12 +1186,17 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef Header *h = self.hdr
         cdef uint64_t want, off
         cdef char *p
-        if self.lk.bseg is not self:
+        cdef Segment owner = <Segment>self.lk.bseg
+        if owner is None or owner.hdr == NULL:
             self.write_end()
-            raise RuntimeError("segment %r: a write through another handle of the segment inside a "
-                               "transaction() or lock() block of this thread" % self.name)
-        if h.jcount + JOURNAL_MAX > self.jcap:
-            want = self.jcap if self.jcap > JBLOCK_MIN else JBLOCK_MIN
+            raise RuntimeError("segment %r: the handle that opened this thread's block is closed" % self.name)
+        if owner is not self:
+            # another handle of the segment, inside the block: it records
+            # for the operation, then hands its records to the block's handle
+            self.txrec = True
+            self.nfree = self.nrel = self.ntxa = self.ntxi = 0
+        if h.jcount + JOURNAL_MAX > owner.jcap:
+            want = owner.jcap if owner.jcap > JBLOCK_MIN else JBLOCK_MIN
             off = self.alloc(JBLOCK_HDR + 16 * want, K_JOURNAL)
             if off == 0:
                 try:
@@ -1202,12 +1207,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 self.ntxa -= 1      # not the block's data: freed when the block ends
             p = self.base + off + BLOCK_HDR
             ds_st64(p, h.jblocks)
-            ds_st64(p + 8, self.jcap)
+            ds_st64(p + 8, owner.jcap)
             ds_st64(p + 16, want)
             (<Block *>(self.base + off)).kind_rc = K_JOURNAL | (1 << 8)
             ds_fence_release()
             h.jblocks = off
-            self.jcap += want
+            owner.jcap += want
         self.wdepth = 1
         self._gc_was = gc_off()
         self.committed = False
@@ -1255,9 +1260,11 @@ One shared-memory segment: created (mode 0600, built under a temporary
                                       "cannot be trusted" % self.name)
         if self.lk.bdepth and not _hook_no_rollback:
             # inside a transaction() or lock() block: the journal and what
-            # is to be freed wait for the block's end (block_commit)
+            # is to be freed wait for the block's end (txn_commit)
             self.committed = True
             self.end_publication()
+            if self.lk.bseg is not self:
+                txn_hand_over(self)
             return 0
         ds_fence_release()
         crash_point()
@@ -1277,6 +1284,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if not self.committed or (self.hdr.flags & FLAG_POISONED):
                 if self.lk.bdepth:
                     self._op_failed_in_block()
+                    if self.lk.bseg is not self:
+                        txn_hand_over(self)
                 else:
                     self._undo_journal()
                     self.nfree = 0
@@ -2585,13 +2594,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 break
             off = ds_ld64(self.base + <uint64_t>off + BLOCK_HDR)
             n += 1
-        if self.lk.bdepth and self.lk.bseg is self:
+        owner = self.lk.bseg
+        if self.lk.bdepth and owner is not None:
             # inside this thread's block: what it replaced waits for its end,
             # each pending free or release standing for the reference it drops
-            for i in range(self.nfree):
-                counts[self.pfree[i]] = counts.get(self.pfree[i], 0) + 1
-            for i in range(self.nrel):
-                counts[self.prel[i]] = counts.get(self.prel[i], 0) + 1
+            for i in range((<Segment>owner).nfree):
+                counts[(<Segment>owner).pfree[i]] = counts.get((<Segment>owner).pfree[i], 0) + 1
+            for i in range((<Segment>owner).nrel):
+                counts[(<Segment>owner).prel[i]] = counts.get((<Segment>owner).prel[i], 0) + 1
         children = {}
         while todo:
             off = todo.pop()

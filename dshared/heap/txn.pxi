@@ -39,10 +39,30 @@ cdef enum:
     BLOCK_SNAPSHOT = 2
 
 
-cdef inline bint txn_dirty(Segment seg) noexcept:
+cdef bint txn_dirty(Segment seg):
     """The open block has written something (journal, frees, allocations)."""
-    return (seg.hdr.jcount != 0 or seg.nfree != 0 or seg.nrel != 0 or seg.ntxa != 0
-            or seg.ntxi != 0 or seg.hdr.jblocks != 0)
+    cdef Segment o = <Segment>seg.lk.bseg if seg.lk.bseg is not None else seg
+    return (seg.hdr.jcount != 0 or o.nfree != 0 or o.nrel != 0 or o.ntxa != 0
+            or o.ntxi != 0 or seg.hdr.jblocks != 0)
+
+
+cdef void txn_hand_over(Segment seg) noexcept:
+    """An operation through another handle inside the block has ended: its
+    deferred frees and releases, allocations and increfs go to the handle
+    that opened the block (offsets are the same in every mapping)."""
+    cdef Segment o = <Segment>seg.lk.bseg
+    cdef uint64_t i
+    if o is not None and o is not seg:
+        for i in range(seg.nfree):
+            o.defer_free(seg.pfree[i])
+        for i in range(seg.nrel):
+            o.defer_release_block(seg.prel[i])
+        for i in range(seg.ntxa):
+            o._rec_alloc(seg.txa[2 * i])
+        for i in range(seg.ntxi):
+            o._rec_incref(seg.txi[i])
+    seg.nfree = seg.nrel = seg.ntxa = seg.ntxi = 0
+    seg.txrec = False
 
 
 cdef tuple txn_begin(Segment seg, double timeout, int kind):
@@ -70,12 +90,9 @@ cdef tuple txn_begin(Segment seg, double timeout, int kind):
         seg.lk.bseg = seg
         seg.txrec = True
         crash_point()
-    elif seg.lk.bseg is not seg:
-        seg.lock_release()
-        raise RuntimeError("segment %r: a block through another handle of the segment inside a "
-                           "transaction() or lock() block of this thread" % seg.name)
     seg.lk.bdepth += 1
-    return (seg.hdr.jcount, seg.nfree, seg.nrel, seg.ntxa, seg.ntxi)
+    o = <Segment>seg.lk.bseg        # the handle that opened the block keeps its records
+    return (seg.hdr.jcount, o.nfree, o.nrel, o.ntxa, o.ntxi)
 
 
 cdef int txn_rollback(Segment seg, tuple sp) except -1:
@@ -142,12 +159,13 @@ cdef int txn_end(Segment seg, tuple sp, bint rollback) except -1:
         return seg.lock_release()   # (a block inherited through fork: not ours)
     if not seg.lock_held():
         raise RuntimeError("segment %r: a block ends in a thread that does not hold its lock" % seg.name)
+    o = <Segment>seg.lk.bseg
     try:
         if rollback and not _hook_no_rollback:
-            txn_rollback(seg, sp)
+            txn_rollback(o, sp)
         seg.lk.bdepth -= 1
         if seg.lk.bdepth == 0:
-            txn_commit(seg)
+            txn_commit(o)
     finally:
         seg.lock_release()
     return 0
