@@ -6,7 +6,6 @@ bench/results.md); `python bench/test_bench_txn.py` prints them directly."""
 import os
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
@@ -37,6 +36,11 @@ def _sets(d, r):
         d["k%d" % i] = r + i
 
 
+def _str_sets(d, r):
+    for i in range(N):
+        d["k%d" % i] = "a string of %d, in a block of its own" % (r + i)
+
+
 def run_plain(seg, d, r):
     _sets(d, r)
 
@@ -60,7 +64,27 @@ def run_rollback(seg, d, r):
         pass
 
 
-RUNS = {"plain": run_plain, "lock": run_lock, "transaction": run_txn, "rollback": run_rollback}
+def run_lock_str(seg, d, r):
+    with seg.lock():
+        _str_sets(d, r)
+
+
+def run_txn_str(seg, d, r):
+    with seg.transaction():
+        _str_sets(d, r)
+
+
+def run_rollback_str(seg, d, r):
+    try:
+        with seg.transaction():
+            _str_sets(d, r)
+            raise Boom()
+    except Boom:
+        pass
+
+
+RUNS = {"plain": run_plain, "lock": run_lock, "transaction": run_txn, "rollback": run_rollback,
+        "lock_str": run_lock_str, "transaction_str": run_txn_str, "rollback_str": run_rollback_str}
 
 
 @pytest.mark.parametrize("mode", list(RUNS))
@@ -96,6 +120,13 @@ def test_txn_1000_puts_lmdb(benchmark):
         env.close()
 
 
+def _timed_sets(d, n=20000):
+    t0 = time.perf_counter()
+    for i in range(n):
+        d["k%d" % (i % N)] = i
+    return time.perf_counter() - t0
+
+
 def measure(repeats=30):
     """Interleaved medians (s) of each mode, and the ratios the issue asks for."""
     seg, d = _segment()
@@ -109,30 +140,30 @@ def measure(repeats=30):
                 times[m].append(time.perf_counter() - t0)
                 r += N
         med = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
-        # a snapshot reader holding the lock 1 ms at a time, against a writer of single sets
-        stop = []
-
-        def reader():
-            while not stop:
-                with seg.snapshot():
+        # a snapshot reader in another process holding the lock 1 ms of every 2
+        alone = _timed_sets(d)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                end = time.monotonic() + 30
+                while time.monotonic() < end:
+                    with seg.snapshot():
+                        time.sleep(0.001)
                     time.sleep(0.001)
-                time.sleep(0.001)
-        w0 = time.perf_counter()
-        for i in range(2000):
-            d["k%d" % (i % N)] = i
-        alone = time.perf_counter() - w0
-        t = threading.Thread(target=reader)
-        t.start()
-        w0 = time.perf_counter()
-        for i in range(2000):
-            d["k%d" % (i % N)] = i
-        shared = time.perf_counter() - w0
-        stop.append(1)
-        t.join()
+            finally:
+                os._exit(0)
+        try:
+            time.sleep(0.05)
+            shared = _timed_sets(d)
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
         return {
             "median_s": med,
             "txn_over_lock": med["transaction"] / med["lock"],
             "rollback_over_forward": med["rollback"] / med["transaction"],
+            "txn_over_lock_str": med["transaction_str"] / med["lock_str"],
+            "rollback_over_forward_str": med["rollback_str"] / med["transaction_str"],
             "lock_over_plain": med["lock"] / med["plain"],
             "writer_slowdown_with_snapshot_reader_50pct_duty": shared / alone,
         }
