@@ -1252,8 +1252,9 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     finally:
         seg.readers -= 1
     seg.lock_acquire(-1)
-    if seg.wdepth == 0:
+    if seg.wdepth == 0 and seg.lk.bdepth == 0:
         seg._settle()               # a sequence left odd by no writer would slow every read
+                                    # (not inside this thread's block: its journal is live)
     was = ds_gc_disable()
     try:
         try:

@@ -1226,7 +1226,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         return 0
 
     cdef void _settle(self) noexcept nogil:
-        """With the lock held and no write open, there is no write in flight:
+        """With the lock held, no write open and no transaction() or lock()
+        block open in this thread (callers check), there is no write in flight:
         a journal or an odd sequence left in the header (a repair that was
         skipped, or bad bytes) is stale. Drop the journal, so that the new
         write has all of it, and even the sequence, so that readers do not
@@ -2261,8 +2262,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
             raise CorruptSegmentError("list splice out of range")
         if it:
             cap = ds_ld64(self.base + it + BLOCK_HDR)
-        if ndel == 0 and start == length and length + nins <= cap:
-            memcpy(&items[length], cells, CELL_SIZE * nins)
+        if ndel == 0 and start == length and length + nins <= cap and (self.lk.bdepth == 0 or nins <= 16):
+            if self.lk.bdepth:
+                # inside a block, the cells past the length may be live in the
+                # block's before-state (an earlier delete at the end left
+                # them): journaled, so a rollback gives them back
+                for i in range(nins):
+                    self.jstore_cell(&items[length + i], &cells[i])
+            else:
+                memcpy(&items[length], cells, CELL_SIZE * nins)
             crash_point()
             self.jstore(lp + 8, length + nins)
             self._bump_version(l)
