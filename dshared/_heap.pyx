@@ -997,6 +997,9 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef Header *h = self.hdr
         cdef uint64_t n = h.jcount, off, b = h.jblocks, first = 0, cap = 0, steps = 0
         cdef uint64_t *e
+        cdef uint64_t *rb = NULL
+        cdef uint64_t *grown
+        cdef uint64_t nrb = 0, caprb = 0, i
         cdef char *p = NULL
         cdef bint found
         self.read_limit()
@@ -1028,12 +1031,27 @@ One shared-memory segment: created (mode 0600, built under a temporary
             off = e[0]
             if off & 1:
                 self._rebuild_index(off & ~(<uint64_t>1))
+                if nrb == caprb:
+                    grown = <uint64_t *>realloc(rb, (caprb * 2 + 8) * sizeof(uint64_t))
+                    if grown != NULL:
+                        rb = grown
+                        caprb = caprb * 2 + 8
+                if nrb < caprb:
+                    rb[nrb] = off & ~(<uint64_t>1)
+                    nrb += 1
             elif off >= HEADER_SIZE and off <= self.lim - 8:
                 ds_st64(self.base + off, e[1])
             n -= 1
             ds_fence_release()
             h.jcount = n
         h.jcount = mark
+        # an older operation of the same block may have journaled index slots
+        # of a table whose index a newer one rebuilt: restored after the
+        # rebuild, those slots no longer match it. Rebuilt once more from the
+        # restored entries, the index is right whatever came between.
+        for i in range(nrb):
+            self._rebuild_index(rb[i])
+        c_free(rb)
 
     cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil:
         """Where record n (>= JOURNAL_MAX) of an open block goes: in the
