@@ -103,7 +103,7 @@ def test_txn_1000_sets(benchmark, mode):
 
 
 def test_txn_1000_puts_lmdb(benchmark):
-    lmdb = pytest.importorskip("lmdb")
+    import lmdb                     # in the bench extras
     with tempfile.TemporaryDirectory() as tmp:
         env = lmdb.open(tmp, map_size=256 << 20, sync=False, metasync=False)
         keys = [b"k%d" % i for i in range(N)]
