@@ -35,8 +35,8 @@ from dshared._notify import versions, wait_any, wait_any_async
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "attach", "col", "unlink", "lock", "stats", "collect", "check", "default_segment",
-    "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
+    "init", "attach", "col", "unlink", "lock", "transaction", "snapshot", "stats", "collect", "check",
+    "default_segment", "segments", "to_python", "cache", "memoize", "SharedCache", "CacheInfo",
     "versions", "wait_any", "wait_any_async",
     "Segment", "SharedDict", "SharedList",
     "DsharedError", "SegmentFullError", "UnsupportedTypeError", "CorruptSegmentError",
@@ -131,8 +131,22 @@ def unlink(name, *, server=None):
 
 def lock(timeout=None):
     """A context manager holding the default segment's lock (reentrant): the
-    operations inside it are one atomic step for every other writer."""
+    block is one step for every other writer and, if the process dies inside
+    it, is rolled back whole; on an exception it keeps what it wrote."""
     return default_segment().lock(timeout)
+
+
+def transaction(timeout=None):
+    """A context manager for an all-or-nothing block on the default segment:
+    like lock(), and an exception leaving it rolls back everything it wrote
+    (see Segment.transaction)."""
+    return default_segment().transaction(timeout)
+
+
+def snapshot(timeout=None):
+    """A context manager within which this process's reads of the default
+    segment see one committed state (see Segment.snapshot)."""
+    return default_segment().snapshot(timeout)
 
 
 def stats(probes=False):

@@ -1257,8 +1257,9 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     finally:
         seg.readers -= 1
     seg.lock_acquire(-1)
-    if seg.wdepth == 0:
+    if seg.wdepth == 0 and seg.lk.bdepth == 0:
         seg._settle()               # a sequence left odd by no writer would slow every read
+                                    # (not inside this thread's block: its journal is live)
     was = ds_gc_disable()
     try:
         try:
@@ -1525,7 +1526,7 @@ cdef class DictNode(Node):
             return self._store(k, v, mode)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._store(k, v, mode)
             except SegmentFullError as e:
@@ -1703,7 +1704,7 @@ cdef class DictNode(Node):
             return self._update_once(pairs)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._update_once(pairs)
             except SegmentFullError as e:
@@ -2146,7 +2147,7 @@ cdef class ListNode(Node):
             return self._edit(op, i, sl, values)
         except SegmentFullError as e:
             err = e
-        if self.seg.collect():
+        if self.seg._collect_for_retry():
             try:
                 return self._edit(op, i, sl, values)
             except SegmentFullError as e:

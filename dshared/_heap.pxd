@@ -64,7 +64,7 @@ cdef extern from "dshared_notify.h" nogil:
 
 
 cdef enum:
-    FORMAT_VERSION = 4          # 4: Header.waits (3: keys hashed with SipHash-1-3, 2: a multiply-mix)
+    FORMAT_VERSION = 4          # 4: growable journal (transactions) and Header.waits; 3: keys hashed with SipHash-1-3
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -78,6 +78,8 @@ cdef enum:
     ENTRY_SIZE = 40
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
     JOURNAL_MAX = 64            # undo entries: no single write needs more than ~40
+    JBLOCK_MIN = 256            # entries of the first journal block of a transaction (then doubling)
+    JBLOCK_HDR = 24             # a journal block's payload: next (older), first entry index, capacity
     MANY_OVERWRITES = 8         # dict_insert_many journals at most this many overwrites (4 entries each)
     FLAG_POISONED = 1
     FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
@@ -95,8 +97,9 @@ cdef enum:
     K_TABLE = 7
     K_ITEMS = 8
     K_KTUPLE = 9
+    K_JOURNAL = 10              # undo records of a transaction / lock() block beyond the header's
     K_DEAD = 0xEE               # the header of a block swallowed by coalescing
-    K_LAST = 9
+    K_LAST = 10
 
 
 # Cell tags (Cell.b[0]). Tags >= T_STR hold a block offset in b[8:16] and
@@ -174,6 +177,9 @@ ctypedef struct Header:
     uint64_t jcount             # undo journal of the write in flight: entries used
     uint64_t jlog[128]          # (offset, old 8 bytes) pairs
     uint64_t waits              # the wait area of change notifications (a bytes block), 0 until first used
+    uint64_t jblocks            # newest K_JOURNAL block: records JOURNAL_MAX.. of an open block
+    uint64_t jkind              # 1: a transaction() is open, 2: a lock() block (for the repair's report)
+    uint64_t rollbacks          # blocks rolled back: on an exception, or by a repair after a death
     pthread_mutex_t mutex
 
 # A dict table as read once: readers copy the header fields out, check the
@@ -201,6 +207,8 @@ cdef class LockState:
     cdef long tid               # its kernel thread id, to tell a dead holder from a new thread
     cdef long depth
     cdef long fork_gen
+    cdef long bdepth            # transaction() / lock() blocks open (see heap/txn.pxi)
+    cdef object bseg            # the handle that opened the outermost block
 
 
 # final: no subclass, so _heap calls its methods directly, not through the vtable
@@ -229,6 +237,15 @@ cdef class Segment:
     cdef uint64_t _pending_items
     cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
     cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
+    # an open block (heap/txn.pxi): the operation's savepoint, records of
+    # what the block allocated and increfed (for an in-process rollback)
+    cdef bint txrec             # a block is open through this handle: record allocations and increfs
+    cdef uint64_t jcap          # journal records the header and this block's journal blocks hold
+    cdef uint64_t jmark, fmark, rmark, amark, imark
+    cdef uint64_t *txa          # (offset, generation) of each block allocated in the block
+    cdef uint64_t ntxa, captxa
+    cdef uint64_t *txi          # blocks whose refcount the block raised
+    cdef uint64_t ntxi, captxi
     cdef public list _views     # recent views, direct-mapped by offset (see _codec.make_view)
     cdef object __weakref__
 
@@ -331,6 +348,12 @@ cdef class Segment:
     cdef void end_publication(self) noexcept nogil
     cdef void _debug_commit(self) noexcept nogil
     cdef void _debug_check(self) noexcept
+    cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil
+    cdef void _undo_to(self, uint64_t mark) noexcept nogil
+    cdef int _op_begin_in_block(self) except -1
+    cdef void _op_failed_in_block(self) noexcept
+    cdef void _rec_alloc(self, uint64_t off) noexcept nogil
+    cdef void _rec_incref(self, uint64_t off) noexcept nogil
 
     # allocator (under the lock; failures are reported by a 0 return)
     cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil

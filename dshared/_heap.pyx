@@ -195,12 +195,16 @@ cdef _emit_logs(Segment seg):
 #   DSHARED_TEST_NO_REPAIR=1   a dead holder's lock is made usable without repair
 #   DSHARED_TEST_NO_BOUNDS=1   a checked accessor whose check fails goes on with the
 #                              unchecked pointer (bad_block / bad_view return it)
+#   DSHARED_TEST_NO_ROLLBACK=1 transaction() and lock() blocks behave as before they
+#                              were atomic: each operation commits on its own, an
+#                              exception keeps what was written
 
 cdef long _hook_crash_at = 0
 cdef long _hook_fail_alloc = 0
 cdef bint _hook_no_lock = False
 cdef bint _hook_no_repair = False
 cdef bint _hook_no_bounds = False
+cdef bint _hook_no_rollback = False
 cdef long _crash_points_passed = 0
 CRASH_EXIT_CODE = 77
 
@@ -222,10 +226,12 @@ cdef bint fail_alloc_now() noexcept nogil:
     return False
 
 
-def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None, no_bounds=None):
+def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None, no_bounds=None,
+               no_rollback=None):
     """Switch the test hooks in this process (None leaves one as it is).
     Returns the number of crash points passed since the last call."""
     global _hook_crash_at, _hook_fail_alloc, _hook_no_lock, _hook_no_repair, _hook_no_bounds
+    global _hook_no_rollback
     global _crash_points_passed
     if crash_at is not None:
         _hook_crash_at = crash_at
@@ -237,6 +243,8 @@ def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None, no_
         _hook_no_repair = bool(no_repair)
     if no_bounds is not None:
         _hook_no_bounds = bool(no_bounds)
+    if no_rollback is not None:
+        _hook_no_rollback = bool(no_rollback)
     passed = _crash_points_passed
     _crash_points_passed = 0
     return passed
@@ -248,7 +256,8 @@ def _hooks_from_env():
                fail_alloc=int(env.get("DSHARED_TEST_FAIL_ALLOC", 0) or 0),
                no_lock=env.get("DSHARED_TEST_NO_LOCK", "") not in ("", "0"),
                no_repair=env.get("DSHARED_TEST_NO_REPAIR", "") not in ("", "0"),
-               no_bounds=env.get("DSHARED_TEST_NO_BOUNDS", "") not in ("", "0"))
+               no_bounds=env.get("DSHARED_TEST_NO_BOUNDS", "") not in ("", "0"),
+               no_rollback=env.get("DSHARED_TEST_NO_ROLLBACK", "") not in ("", "0"))
 
 
 _hooks_from_env()
@@ -899,6 +908,9 @@ One shared-memory segment: created (mode 0600, built under a temporary
             self.lk.tid = ds_gettid()
         self.lk.depth = 1
         self.lk.fork_gen = _fork_gen
+        self.lk.bdepth = 0
+        self.lk.bseg = None
+        self.txrec = False
         return 0
 
     cdef int _lock_faulted(self, int rc) except -1:
@@ -922,7 +934,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         and free what nothing reaches. If the heap cannot be walked, mark the
         segment poisoned: everyone gets CorruptSegmentError from then on."""
         cdef Header *h = self.hdr
-        cdef uint64_t undone = h.jcount, freed = 0
+        cdef uint64_t undone = h.jcount, freed = 0, jkind = h.jkind
         ds_mutex_consistent(&h.mutex)
         if _hook_no_repair:
             return
@@ -933,6 +945,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.odd = True             # the frees below must not even it (publish)
         try:
             self._undo_journal()
+            h.jblocks = 0           # its journal blocks are garbage now: the walk below frees them
+            h.jkind = 0
+            if jkind and undone:
+                h.rollbacks += 1
             self._rebuild_allocator()
             freed = self._collect()
         except CorruptSegmentError as e:
@@ -949,9 +965,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
         h.seq += h.seq & 1
         h.repairs += 1
         self.odd = False
-        _queue_log("segment %r: repaired after a process died holding its lock "
-                   "(%d journal records rolled back, %d bytes it left unreachable freed)",
-                   (self.name, undone, freed))
+        if jkind and undone:
+            _queue_log("segment %r: repaired after a process died holding its lock inside a %s block: "
+                       "the whole block was rolled back (%d journal records undone, %d bytes it "
+                       "left unreachable freed)",
+                       (self.name, "transaction()" if jkind == 1 else "lock()", undone, freed))
+        else:
+            _queue_log("segment %r: repaired after a process died holding its lock "
+                       "(%d journal records rolled back, %d bytes it left unreachable freed)",
+                       (self.name, undone, freed))
 
     cdef void lock_release_raw(self) noexcept:
         self.lk.depth = 0
@@ -961,22 +983,91 @@ One shared-memory segment: created (mode 0600, built under a temporary
         _after_unlock(self)
 
     cdef void _undo_journal(self) noexcept nogil:
-        """Restore the journaled words, newest first. A record with the low
-        bit set (see jrebuild) rebuilds a table's index from its entries,
-        once the records after it have restored the entry count."""
+        """Restore the journaled words, newest first (see _undo_to)."""
+        self._undo_to(0)
+
+    cdef void _undo_to(self, uint64_t mark) noexcept nogil:
+        """Restore the journaled words newest first, down to record `mark`,
+        dropping each record once restored (so an undo cut short by a crash
+        is finished by the repair: restoring a word twice is harmless).
+        Records from JOURNAL_MAX on live in the journal blocks chained from
+        the header (newest first), each checked before it is read. A record
+        with the low bit set (see jrebuild) rebuilds a table's index from its
+        entries, once the records after it have restored the entry count."""
         cdef Header *h = self.hdr
-        cdef uint64_t n = h.jcount, off
-        if n > JOURNAL_MAX:
-            n = JOURNAL_MAX
+        cdef uint64_t n = h.jcount, off, b = h.jblocks, first = 0, cap = 0, steps = 0
+        cdef uint64_t *e
+        cdef uint64_t *rb = NULL
+        cdef uint64_t *grown
+        cdef uint64_t nrb = 0, caprb = 0, i
+        cdef char *p = NULL
+        cdef bint found
         self.read_limit()
-        while n > 0:
-            n -= 1
-            off = h.jlog[2 * n]
+        if n > JOURNAL_MAX and b == 0:
+            n = JOURNAL_MAX         # (bad bytes) no block holds the records above the header's
+        while n > mark:
+            if n > JOURNAL_MAX:
+                found = False
+                while b and steps < 64 and self.inb(b, BLOCK_HDR + JBLOCK_HDR) and not (b & (ALIGN - 1)):
+                    p = self.base + b + BLOCK_HDR
+                    first = ds_ld64(p + 8)
+                    cap = ds_ld64(p + 16)
+                    if ((<Block *>(self.base + b)).kind_rc & 0xff) != K_JOURNAL or first < JOURNAL_MAX:
+                        break
+                    if first < n:
+                        found = (n - first <= cap and cap <= (self.lim - b - BLOCK_HDR - JBLOCK_HDR) // 16
+                                 and BLOCK_HDR + JBLOCK_HDR + 16 * cap <= <uint64_t>(<Block *>(self.base + b)).size16 * ALIGN)
+                        break
+                    b = ds_ld64(p)
+                    steps += 1
+                if not found:
+                    # (bad bytes) the records above the header's cannot be read
+                    n = JOURNAL_MAX if mark < JOURNAL_MAX else mark
+                    h.jcount = n
+                    continue
+                e = <uint64_t *>(p + JBLOCK_HDR + 16 * (n - 1 - first))
+            else:
+                e = &h.jlog[2 * (n - 1)]
+            off = e[0]
             if off & 1:
                 self._rebuild_index(off & ~(<uint64_t>1))
+                if nrb == caprb:
+                    grown = <uint64_t *>realloc(rb, (caprb * 2 + 8) * sizeof(uint64_t))
+                    if grown != NULL:
+                        rb = grown
+                        caprb = caprb * 2 + 8
+                if nrb < caprb:
+                    rb[nrb] = off & ~(<uint64_t>1)
+                    nrb += 1
             elif off >= HEADER_SIZE and off <= self.lim - 8:
-                ds_st64(self.base + off, h.jlog[2 * n + 1])
-        h.jcount = 0
+                ds_st64(self.base + off, e[1])
+            n -= 1
+            ds_fence_release()
+            h.jcount = n
+        h.jcount = mark
+        # an older operation of the same block may have journaled index slots
+        # of a table whose index a newer one rebuilt: restored after the
+        # rebuild, those slots no longer match it. Rebuilt once more from the
+        # restored entries, the index is right whatever came between.
+        for i in range(nrb):
+            self._rebuild_index(rb[i])
+        c_free(rb)
+
+    cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil:
+        """Where record n (>= JOURNAL_MAX) of an open block goes: in the
+        journal block that holds it (reserved by _op_begin_in_block), or NULL."""
+        cdef uint64_t b = self.hdr.jblocks, first, steps = 0
+        cdef char *p
+        while b and steps < 64:
+            p = self.base + b + BLOCK_HDR
+            first = ds_ld64(p + 8)
+            if n >= first:
+                if n - first < ds_ld64(p + 16):
+                    return <uint64_t *>(p + JBLOCK_HDR + 16 * (n - first))
+                return NULL
+            b = ds_ld64(p)
+            steps += 1
+        return NULL
 
     cdef void _rebuild_index(self, uint64_t t) noexcept nogil:
         """Place every live entry of table t in a cleared index. A table that
@@ -1091,17 +1182,70 @@ One shared-memory segment: created (mode 0600, built under a temporary
         if self.hdr.flags & FLAG_POISONED:
             self.write_end()
             raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % self.name)
-        self.wdepth += 1
-        if self.wdepth == 1:
+        if self.wdepth == 0:
+            if self.lk.bdepth:
+                return self._op_begin_in_block()
+            self.wdepth = 1
             self._gc_was = gc_off()
             self.committed = False
             self._settle()
             self.odd = False
             crash_point()
+            return 0
+        self.wdepth += 1
+        return 0
+
+    cdef int _op_begin_in_block(self) except -1:
+        """write_begin of an operation inside a transaction() or lock()
+        block: its savepoint (where an exception in it rolls back to), and
+        room in the journal for all its records (a journal block allocated
+        now, before the operation changes anything: SegmentFullError here
+        leaves the operation undone)."""
+        cdef Header *h = self.hdr
+        cdef uint64_t want, off
+        cdef char *p
+        cdef Segment owner = <Segment>self.lk.bseg
+        if owner is None or owner.hdr == NULL:
+            self.write_end()
+            raise RuntimeError("segment %r: the handle that opened this thread's block is closed" % self.name)
+        if owner is not self:
+            # another handle of the segment, inside the block: it records
+            # for the operation, then hands its records to the block's handle
+            self.txrec = True
+            self.nfree = self.nrel = self.ntxa = self.ntxi = 0
+        if h.jcount + JOURNAL_MAX > owner.jcap:
+            want = owner.jcap if owner.jcap > JBLOCK_MIN else JBLOCK_MIN
+            off = self.alloc(JBLOCK_HDR + 16 * want, K_JOURNAL)
+            if off == 0:
+                try:
+                    self.raise_alloc_error(JBLOCK_HDR + 16 * want)
+                finally:
+                    self.write_end()
+            if self.txrec:
+                self.ntxa -= 1      # not the block's data: freed when the block ends
+            p = self.base + off + BLOCK_HDR
+            ds_st64(p, h.jblocks)
+            ds_st64(p + 8, owner.jcap)
+            ds_st64(p + 16, want)
+            (<Block *>(self.base + off)).kind_rc = K_JOURNAL | (1 << 8)
+            ds_fence_release()
+            h.jblocks = off
+            owner.jcap += want
+        self.wdepth = 1
+        self._gc_was = gc_off()
+        self.committed = False
+        self.jmark = h.jcount
+        self.fmark = self.nfree
+        self.rmark = self.nrel
+        self.amark = self.ntxa
+        self.imark = self.ntxi
+        self.odd = False
+        crash_point()
         return 0
 
     cdef void _settle(self) noexcept nogil:
-        """With the lock held and no write open, there is no write in flight:
+        """With the lock held, no write open and no transaction() or lock()
+        block open in this thread (callers check), there is no write in flight:
         a journal or an odd sequence left in the header (a repair that was
         skipped, or bad bytes) is stale. Drop the journal, so that the new
         write has all of it, and even the sequence, so that readers do not
@@ -1109,6 +1253,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef Header *h = self.hdr
         if h.jcount != 0:
             h.jcount = 0
+        if h.jblocks != 0:
+            h.jblocks = 0           # garbage for collect()
         if h.seq & 1:
             h.seq += 1
 
@@ -1118,7 +1264,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 and h.reserved <= self.cap and h.top <= h.reserved and h.tail16 * ALIGN <= h.top - HEADER_SIZE
                 and h.root >= HEADER_SIZE and h.root <= h.top - MIN_BLOCK
                 and h.names >= HEADER_SIZE and h.names <= h.top - MIN_BLOCK
-                and h.jcount <= JOURNAL_MAX)
+                and (h.jcount <= JOURNAL_MAX or (h.jblocks != 0 and h.jcount <= self.cap // 16)))
 
     cdef int commit(self) except -1:
         """The write is complete: drop its journal, then release what it left
@@ -1131,6 +1277,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
         if self.hdr.flags & FLAG_POISONED:
             raise CorruptSegmentError("segment %r is corrupt: its allocator holds bytes that "
                                       "cannot be trusted" % self.name)
+        if self.lk.bdepth and not _hook_no_rollback:
+            # inside a transaction() or lock() block: the journal and what
+            # is to be freed wait for the block's end (txn_commit)
+            self.committed = True
+            self.end_publication()
+            if self.lk.bseg is not self:
+                txn_hand_over(self)
+            return 0
         ds_fence_release()
         crash_point()
         self.hdr.jcount = 0
@@ -1182,9 +1336,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Close a write; one that did not commit is undone through its journal."""
         if self.wdepth == 1:
             if not self.committed or (self.hdr.flags & FLAG_POISONED):
-                self._undo_journal()
-                self.nfree = 0
-                self.nrel = 0
+                if self.lk.bdepth:
+                    self._op_failed_in_block()
+                    if self.lk.bseg is not self:
+                        txn_hand_over(self)
+                else:
+                    self._undo_journal()
+                    self.nfree = 0
+                    self.nrel = 0
             self.end_publication()
             nt_bump(self)               # change notifications (_notify.pxi)
             gc_restore(self._gc_was)
@@ -1204,12 +1363,18 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef void jstore(self, void *p, uint64_t v) noexcept:
         cdef Header *h = self.hdr
         cdef uint64_t n = h.jcount
-        if n >= JOURNAL_MAX:
-            # every operation is built to need far fewer entries
-            abort()
+        cdef uint64_t *e
+        if n < JOURNAL_MAX:
+            e = &h.jlog[2 * n]
+        else:
+            # inside a block: room was reserved when the operation began
+            # (every operation is built to need fewer than JOURNAL_MAX)
+            e = self._jslot(n)
+            if e == NULL:
+                abort()
         self.publish()
-        h.jlog[2 * n] = <uint64_t>(<char *>p - self.base)
-        h.jlog[2 * n + 1] = ds_ld64(p)
+        e[0] = <uint64_t>(<char *>p - self.base)
+        e[1] = ds_ld64(p)
         ds_fence_release()
         h.jcount = n + 1
         ds_fence_release()
@@ -1228,11 +1393,16 @@ One shared-memory segment: created (mode 0600, built under a temporary
         rebuilds the index from the entries below it)."""
         cdef Header *h = self.hdr
         cdef uint64_t n = h.jcount
-        if n >= JOURNAL_MAX:
-            abort()
+        cdef uint64_t *e
+        if n < JOURNAL_MAX:
+            e = &h.jlog[2 * n]
+        else:
+            e = self._jslot(n)
+            if e == NULL:
+                abort()
         self.publish()
-        h.jlog[2 * n] = t | 1
-        h.jlog[2 * n + 1] = 0
+        e[0] = t | 1
+        e[1] = 0
         ds_fence_release()
         h.jcount = n + 1
         ds_fence_release()
@@ -1270,6 +1440,44 @@ One shared-memory segment: created (mode 0600, built under a temporary
             self.hdr.seq += 1
             self.odd = False
 
+    cdef void _op_failed_in_block(self) noexcept:
+        """An operation inside a block failed: undo its records (back to its
+        savepoint), forget what it meant to free, and forget its allocations
+        and increfs, which it gave back itself before failing."""
+        cdef uint64_t i, j
+        cdef Block *b
+        self._undo_to(self.jmark)
+        self.nfree = self.fmark
+        self.nrel = self.rmark
+        self.ntxi = self.imark
+        j = self.amark
+        for i in range(self.amark, self.ntxa):
+            b = <Block *>(self.base + self.txa[2 * i])
+            if b.gen == <uint32_t>self.txa[2 * i + 1] and (b.kind_rc & 0xff) != K_FREE and (b.kind_rc & 0xff) <= K_LAST:
+                self.txa[2 * j] = self.txa[2 * i]
+                self.txa[2 * j + 1] = self.txa[2 * i + 1]
+                j += 1
+        self.ntxa = j
+
+    cdef void _rec_alloc(self, uint64_t off) noexcept nogil:
+        if self.ntxa == self.captxa:
+            self.txa = <uint64_t *>realloc(self.txa, (self.captxa * 2 + 16) * 2 * sizeof(uint64_t))
+            if self.txa == NULL:
+                abort()
+            self.captxa = self.captxa * 2 + 16
+        self.txa[2 * self.ntxa] = off
+        self.txa[2 * self.ntxa + 1] = (<Block *>(self.base + off)).gen
+        self.ntxa += 1
+
+    cdef void _rec_incref(self, uint64_t off) noexcept nogil:
+        if self.ntxi == self.captxi:
+            self.txi = <uint64_t *>realloc(self.txi, (self.captxi * 2 + 16) * sizeof(uint64_t))
+            if self.txi == NULL:
+                abort()
+            self.captxi = self.captxi * 2 + 16
+        self.txi[self.ntxi] = off
+        self.ntxi += 1
+
     cdef void _run_deferred(self) noexcept:
         cdef uint64_t i, n
         n = self.nfree
@@ -1293,9 +1501,33 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.lock_release()
 
     def lock(self, timeout=None):
-        """A context manager holding the segment lock: the operations inside
-        are one atomic step for every other writer."""
-        return _Lock(self, timeout)
+        """A context manager holding the segment lock: the block is one step
+        for every other writer, and a process killed inside it is rolled back
+        to the block's start by the next locker's repair. On an exception,
+        what the block wrote stays (transaction() rolls it back)."""
+        return _Block(self, timeout, BLOCK_LOCK)
+
+    def transaction(self, timeout=None):
+        """A context manager holding the segment lock for an all-or-nothing
+        block: an exception leaving it rolls back everything it wrote (and
+        propagates); a process killed inside it is rolled back by the next
+        locker's repair. A nested transaction() is a savepoint: its exception
+        rolls back only what it wrote. Other processes' lock-free reads may
+        see the block's writes before it ends (read uncommitted); snapshot()
+        reads see only committed states."""
+        return _Block(self, timeout, BLOCK_TXN)
+
+    def snapshot(self, timeout=None):
+        """A context manager within which this process's reads of the
+        segment see one committed state: no transaction() or lock() block of
+        another process is half-applied in what they return. It holds the
+        segment lock for the duration (writers of other processes wait), so
+        keep it short: read what belongs together, then leave."""
+        return _Block(self, timeout, BLOCK_SNAPSHOT)
+
+    def in_transaction(self):
+        """True when this thread has a transaction() or lock() block open on the segment."""
+        return self.lk.bdepth > 0 and self.lock_held()
 
     # -- allocator -------------------------------------------------------------
 
@@ -1451,6 +1683,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         b.kind_rc = <uint32_t>kind
         h.used += size16 * ALIGN
         h.nblocks += 1
+        if self.txrec:
+            self._rec_alloc(off)
         return off
 
     cdef void free(self, uint64_t off) noexcept nogil:
@@ -1508,6 +1742,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef Block *b = <Block *>(self.base + off)
         if (b.kind_rc >> 8) < RC_MAX:
             b.kind_rc += 0x100
+            if self.txrec:
+                self._rec_incref(off)
 
     cdef void decref_cell(self, const Cell *c) noexcept:
         """Drop the reference a cell holds; free what becomes unreachable."""
@@ -1959,8 +2195,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
             raise CorruptSegmentError("list splice out of range")
         if it:
             cap = ds_ld64(self.base + it + BLOCK_HDR)
-        if ndel == 0 and start == length and length + nins <= cap:
-            memcpy(&items[length], cells, CELL_SIZE * nins)
+        if ndel == 0 and start == length and length + nins <= cap and (self.lk.bdepth == 0 or nins <= 16):
+            if self.lk.bdepth:
+                # inside a block, the cells past the length may be live in the
+                # block's before-state (an earlier delete at the end left
+                # them): journaled, so a rollback gives them back
+                for i in range(nins):
+                    self.jstore_cell(&items[length + i], &cells[i])
+            else:
+                memcpy(&items[length], cells, CELL_SIZE * nins)
             crash_point()
             self.jstore(lp + 8, length + nins)
             self._bump_version(l)
@@ -2164,7 +2407,22 @@ One shared-memory segment: created (mode 0600, built under a temporary
 
     def collect(self):
         """Free what is unreachable from the roots (cycles included) and
-        recount every refcount; returns the number of bytes freed."""
+        recount every refcount; returns the number of bytes freed. Inside a
+        transaction() or lock() block that has written something it raises
+        RuntimeError: what the block replaced must stay until it ends."""
+        if self.lk.bdepth and self.lock_held() and txn_dirty(self):
+            raise RuntimeError("segment %r: collect() inside a transaction() or lock() block that has "
+                               "written: call it before the block or after it" % self.name)
+        return self._collect_now()
+
+    def _collect_for_retry(self):
+        """collect() before a write is retried for lack of room; 0 (nothing
+        done) inside a block that has written (see collect)."""
+        if self.lk.bdepth and self.lock_held() and txn_dirty(self):
+            return 0
+        return self._collect_now()
+
+    def _collect_now(self):
         self.write_begin()
         try:
             freed = self._collect()
@@ -2272,6 +2530,25 @@ One shared-memory segment: created (mode 0600, built under a temporary
             if off in alloc_set and ((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff) != K_DICT:
                 problems.append("the root at %d is a %s block, not a dict"
                                 % (off, _kind_name((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff)))
+        off = h.jblocks
+        n = 0
+        while off and n < 64:
+            # an open block's journal blocks (this thread's own transaction)
+            counts[off] = counts.get(off, 0) + 1
+            seen.add(off)
+            if off not in alloc_set or ((<Block *>(self.base + <uint64_t>off)).kind_rc & 0xff) != K_JOURNAL:
+                problems.append("the journal chain reaches %d, which is not a journal block" % off)
+                break
+            off = ds_ld64(self.base + <uint64_t>off + BLOCK_HDR)
+            n += 1
+        owner = self.lk.bseg
+        if self.lk.bdepth and owner is not None:
+            # inside this thread's block: what it replaced waits for its end,
+            # each pending free or release standing for the reference it drops
+            for i in range((<Segment>owner).nfree):
+                counts[(<Segment>owner).pfree[i]] = counts.get((<Segment>owner).pfree[i], 0) + 1
+            for i in range((<Segment>owner).nrel):
+                counts[(<Segment>owner).prel[i]] = counts.get((<Segment>owner).prel[i], 0) + 1
         children = {}
         while todo:
             off = todo.pop()
@@ -2546,6 +2823,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             "reserved": h.reserved,
             "blocks": h.nblocks,
             "repairs": h.repairs,
+            "rollbacks": h.rollbacks,
             "collections": h.collections,
             "seq": h.seq,
             "free_lists": free_lists,
@@ -2581,24 +2859,7 @@ cdef void _nt_keys(Segment seg, uint64_t d, const Key *keys, uint64_t n) noexcep
 
 
 include "_notify.pxi"
-
-
-cdef class _Lock:
-    """The context manager returned by Segment.lock()."""
-    cdef Segment seg
-    cdef object timeout
-
-    def __cinit__(self, Segment seg not None, timeout):
-        self.seg = seg
-        self.timeout = timeout
-
-    def __enter__(self):
-        self.seg.lock_acquire(_timeout(self.timeout))
-        return self
-
-    def __exit__(self, *exc):
-        self.seg.lock_release()
-        return False
+include "heap/txn.pxi"
 
 
 def probe_bound(nslots):
@@ -2673,4 +2934,4 @@ def remember(Segment seg):
 def _kind_name(int kind):
     return {K_FREE: "free", K_STR: "str", K_BYTES: "bytes", K_BIGINT: "int", K_TUPLE: "tuple",
             K_DICT: "dict", K_LIST: "list", K_TABLE: "table", K_ITEMS: "items",
-            K_KTUPLE: "key"}.get(kind, "?")
+            K_KTUPLE: "key", K_JOURNAL: "journal"}.get(kind, "?")

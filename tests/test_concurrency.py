@@ -565,6 +565,12 @@ def _rk_worker(name, wid, inc, seed, logpath):
     s = inc << 32                       # the order of intents: incarnation, then count
     while not d.get('stop'):
         t0 = time.monotonic()
+        acks = []
+        collect = False
+        # the lock() block is crash-atomic: what it wrote is acknowledged once
+        # it has ended, under the lock still (acquire), so that nobody sees
+        # the block committed and not acknowledged by a live worker
+        seg.acquire()
         with seg.lock():
             os.write(fd, b"W %.6f\n" % (time.monotonic() - t0))
             for _ in range(rng.randint(1, 4)):
@@ -610,10 +616,15 @@ def _rk_worker(name, wid, inc, seed, logpath):
                 elif kind == "cycle":
                     d[op[1]] = rk_cycle(s)
                 elif kind == "collect":
-                    seg.collect()
+                    collect = True          # not inside a block that has written: after it
                 else:
                     d.incr(op[1])
-                os.write(fd, b"A %d\n" % s)
+                acks.append(b"A %d\n" % s)
+        if collect:
+            seg.collect()
+        if acks:
+            os.write(fd, b"".join(acks))
+        seg.release()
 
 
 def _rk_apply(op, s, key, v):
@@ -671,6 +682,7 @@ class _RkModel:
         its ack counts as unacked once its worker is dead."""
         for log in self.logs:
             path, done, pending, dead = log
+            pending = list(pending or [])   # intents of the block in flight, oldest first
             try:
                 with open(path, "rb") as f:
                     f.seek(done)
@@ -684,16 +696,16 @@ class _RkModel:
                 if tag == "W":
                     self.max_wait = max(self.max_wait, float(rest))
                 elif tag == "I":
-                    assert pending is None, "intent %r after an unacked one in a live log" % ln
                     s, _, op = rest.partition(" ")
-                    pending = (int(s), json.loads(op))
+                    pending.append((int(s), json.loads(op)))
                 elif tag == "A":
-                    assert pending is not None and int(rest) == pending[0], "log out of order: %r" % ln
-                    self._apply(pending, True)
-                    pending = None
-            if pending is not None and dead:
-                self._apply(pending, False)
-                pending = None
+                    # a lock() block is crash-atomic: its acks come once it has ended
+                    assert pending and int(rest) == pending[0][0], "log out of order: %r" % ln
+                    self._apply(pending.pop(0), True)
+            if pending and dead:
+                for intent in pending:
+                    self._apply(intent, False)
+                pending = []
             log[2] = pending
 
     def _apply(self, intent, acked):
@@ -1061,7 +1073,9 @@ def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False, crash_at=0):
     write, its publication included) ends the process."""
     seg = dshared.Segment(name, create=False)
     d = seg.col()
-    with seg.lock():
+    # the plain lock (acquire), not a lock() block, which a death rolls back whole
+    seg.acquire()
+    try:
         d['round'] = rnd                    # committed before the death: must survive
         d['rounds'].append(rnd)
         _send(out_fd, ["locked", time.monotonic()])
@@ -1076,6 +1090,8 @@ def _hd_holder(name, rnd, out_fd, cmd_fd, mid_write=False, crash_at=0):
         _Lines(cmd_fd).get(600)            # blocks here; SIGSTOP may freeze it here
         d['finished'] = rnd                 # the rest of the critical section
         t_end = time.monotonic()            # its last moment
+    finally:
+        seg.release()
     _send(out_fd, ["released", t_end])
 
 

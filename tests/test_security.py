@@ -131,7 +131,8 @@ def _patch(name, at, data):
     ("mutex_size", struct.pack("<Q", 48), "mutex of 48 bytes"),
     ("version", struct.pack("<I", 1), "format version 1"),
     ("version", struct.pack("<I", 2), "format version 2"),      # hashed its keys with a multiply-mix
-    ("version", struct.pack("<I", 99), "format version 99"),
+    ("version", struct.pack("<I", 3), "format version 3"),      # a fixed journal: no transactions
+    ("version", struct.pack("<I", 5), "format version 5"),
 ])
 def test_a_foreign_layout_is_refused_and_left_alone(made, field, data, message):
     at = {"layout": H_LAYOUT, "mutex_size": H_MUTEX_SIZE, "version": H_VERSION}[field]
