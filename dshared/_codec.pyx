@@ -104,6 +104,23 @@ cdef extern from *:
     object ds_stored_utf8(const char *s, Py_ssize_t n)
 
 
+cdef extern from *:
+    """
+    /* A dict with room for n items: no resize while a bulk read fills it
+       (each resize re-inserts every item, and a table sized for the final
+       count probes less). CPython's own presizing where it is available. */
+    static PyObject *ds_dict_presized(Py_ssize_t n) {
+    #if defined(PYPY_VERSION) || PY_VERSION_HEX >= 0x030D0000
+        (void)n;
+        return PyDict_New();
+    #else
+        return _PyDict_NewPresized(n > 0 ? n : 0);
+    #endif
+    }
+    """
+    dict ds_dict_presized(Py_ssize_t n)
+
+
 cdef extern from "dshared_gc.h":
     int ds_gc_disable()
     void ds_gc_enable()
@@ -1409,17 +1426,31 @@ cdef object _rd_entry(Node node, void *arg):
 
 
 cdef object _rd_snapshot(Node node, void *arg):
-    """All (key, value) pairs, in order."""
+    """All (key, value) pairs, in order; with arg != NULL, a dict of them.
+    The table is read once and walked in entry order (the order the entries
+    lie in memory): per entry, no table check and no lookup. Python code may
+    run while the objects are made (no write of this thread: a read section
+    defers collection), and another process may replace the table: the
+    walk stays inside the table block it checked, and the section's
+    sequence check throws away whatever a change made it read."""
     cdef Segment seg = node.seg
-    cdef int64_t i = 0
+    cdef uint64_t i
     cdef Entry *e
+    cdef TableView tv
     node.check(K_DICT)
+    table_view(seg, node.off, &tv)
+    if arg != NULL:
+        d = ds_dict_presized(<Py_ssize_t>tv.count)
+        for i in range(tv.nentries):
+            e = &tv.ents[i]
+            if e.key.b[0] != T_EMPTY:
+                d[entry_key(seg, e)] = entry_value(seg, e, False)
+        return d
     out = []
-    i = seg.dict_next(node.off, 0)
-    while i >= 0:
-        e = seg.dict_entry(node.off, i)
-        out.append((entry_key(seg, e), entry_value(seg, e, False)))
-        i = seg.dict_next(node.off, i + 1)
+    for i in range(tv.nentries):
+        e = &tv.ents[i]
+        if e.key.b[0] != T_EMPTY:
+            out.append((entry_key(seg, e), entry_value(seg, e, False)))
     return out
 
 
@@ -1473,6 +1504,11 @@ cdef class DictNode(Node):
     def _snapshot(self):
         """[(key, value), ...] in one consistent read."""
         return read_section(self, _rd_snapshot, NULL, LONG_READ_TRIES)
+
+    def _copy(self):
+        """A plain dict of the top level, read in one section."""
+        cdef int one = 1
+        return read_section(self, _rd_snapshot, &one, LONG_READ_TRIES)
 
     def _version(self):
         return read_section(self, _rd_version, NULL)
@@ -1873,19 +1909,23 @@ cdef object deep_copy(Segment seg, const Cell *c):
     cdef int kind
     cdef Entry *e
     cdef Cell *cells
+    cdef TableView tv
+    cdef uint64_t j
     root = _deep_value(seg, c, memo, todo, 0)
     while todo:
         off, kind, obj = todo.pop()
         seg.block(off, kind)
         if kind == K_DICT:
-            i = seg.dict_next(off, 0)
-            while i >= 0:
-                e = seg.dict_entry(off, i)
+            # the table read once, walked in memory order (see _rd_snapshot)
+            table_view(seg, off, &tv)
+            for j in range(tv.nentries):
+                e = &tv.ents[j]
+                if e.key.b[0] == T_EMPTY:
+                    continue
                 if e.key.b[0] == T_PACKED:
                     (<dict>obj)[entry_key(seg, e)] = entry_value(seg, e, False)
                 else:
                     (<dict>obj)[entry_key(seg, e)] = _deep_value(seg, &e.value, memo, todo, 0)
-                i = seg.dict_next(off, i + 1)
         else:
             n = seg.list_len(off)
             cells = seg.list_cells(off, n)
@@ -1897,7 +1937,14 @@ cdef object deep_copy(Segment seg, const Cell *c):
 cdef object _deep_cell(Segment seg, uint64_t off, int kind, dict memo, list todo):
     r = memo.get(off)
     if r is None:
-        r = {} if kind == K_DICT else []
+        # a dict sized for its count: no resize while it fills (a count
+        # read from a changed block only sizes it wrongly; the section's
+        # check throws the copy away)
+        if kind == K_DICT:
+            seg.block(off, K_DICT)
+            r = ds_dict_presized(<Py_ssize_t>seg.dict_len(off))
+        else:
+            r = []
         memo[off] = r
         todo.append((off, kind, r))
     return r
