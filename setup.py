@@ -28,7 +28,8 @@ extensions = [
         ["dshared/%s.pyx" % mod],
         include_dirs=["dshared/include"],
         # in the sdist, and a change to them rebuilds
-        depends=sorted(glob.glob("dshared/include/*.h")) + ["dshared/_heap.pxd"],
+        depends=(sorted(glob.glob("dshared/include/*.h")) + sorted(glob.glob("dshared/heap/*.pxi"))
+                 + ["dshared/_heap.pxd"]),
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],
