@@ -107,6 +107,7 @@ cdef uint64_t MAGIC = 0x3144455241485344ULL
 cdef uint64_t DEFAULT_CAPACITY = 256 << 20
 cdef uint64_t MAX_CAPACITY = 1 << 44
 cdef uint64_t RESERVE_CHUNK = 1 << 20
+cdef uint64_t RESERVE_AHEAD = 256 << 10 # reserving at the top backs at least this much more
 cdef uint64_t SHRINK_MIN = 4 << 20      # give pages back only in runs this large
 NAME_MAX_LEN = 200
 
@@ -628,9 +629,11 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef int rc
         if upto <= have:
             return 0
-        want = upto + RESERVE_CHUNK
-        if want < have + have // 8:
-            want = have + have // 8
+        # a little ahead, so that the top does not call the system on every
+        # block: what is backed stays within ~6% of the heap (issue 14)
+        want = upto + RESERVE_AHEAD
+        if want < have + have // 16:
+            want = have + have // 16
         want = (want + 4095) & ~(<uint64_t>4095)
         if want > self.cap:
             want = self.cap
@@ -1933,6 +1936,9 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.jstore(p + 16, orig)
         self.jstore(p + 24, ds_ld64(p + 24))
         for i in range(n):
+            if i + 16 < n:
+                # the misses of successive keys overlap (see _codec.prefetch_lookup)
+                ds_prefetch(p + 32 + 4 * (keys[i + 16].hash & (ds_ld64(p) - 1)), 4)
             ix = self.table_find(t, &keys[i])
             if ix >= 0:
                 # a key already there is journaled; one added by this batch is not
