@@ -192,6 +192,8 @@ def bytes_section(bs):
         extra = []
         if "private_bytes_per_entry_per_process" in ei:
             extra.append("+ %.0f B private per process" % ei["private_bytes_per_entry_per_process"])
+        if "backed_bytes_per_entry" in ei:
+            extra.append("backed: %.1f B" % ei["backed_bytes_per_entry"])
         if "file_bytes_per_entry" in ei:
             extra.append("file: %.0f B" % ei["file_bytes_per_entry"])
         rows.append([contender(b), ei.get("n_keys", "-"), "%.1f" % ei["bytes_per_entry"], "; ".join(extra) or "-",
@@ -211,7 +213,7 @@ def backed_section(bs):
                   "lmdb raw file B/key", "lmdb pickled file B/key"], rows)
     return text + ("\n\nPer key loaded. `backed`: the segment file's allocated blocks (st_blocks * 512), "
                    "which is what /dev/shm and the memory cgroup charge; it includes the reserve kept above "
-                   "the heap top (1 MiB + 1/8). grow_delete_90: ~100-byte values, 90% deleted (oldest first) "
+                   "the heap top (256 KiB or 1/16 of the heap). grow_delete_90: ~100-byte values, 90% deleted (oldest first) "
                    "with a reader process walking the dict.")
 
 
