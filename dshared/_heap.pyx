@@ -1044,7 +1044,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             # free space that touches the top goes back to it; it may hold
             # holes (heap/punch.pxi): what lies above is no longer reserved
             h.top = run
-            if run16 * ALIGN >= PUNCH_MIN:
+            if run16 * ALIGN >= 2 * PAGE:
                 punch_lower_reserve(self, run + 64)
         h.used = used
         h.nblocks = nblocks
@@ -1053,9 +1053,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil:
         cdef Block *b = <Block *>(self.base + run)
         b.size16 = <uint32_t>run16
-        # a large run may hold holes: mark it so, from its start (allocation
-        # from it then backs what it hands out; see heap/punch.pxi)
-        punch_mark(self, run, run16 * ALIGN >= PUNCH_MIN, run + 64, run + run16 * ALIGN)
+        # a run that spans a whole page may hold holes (the rest of a punched
+        # block carved from below can be small): mark it so, from its start
+        # (allocation from it then backs what it hands out; heap/punch.pxi)
+        punch_mark(self, run, run16 * ALIGN >= 2 * PAGE, run + 64, run + run16 * ALIGN)
         self._bin_push(run, run16)
 
     cdef int lock_release(self) except -1:

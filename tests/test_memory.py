@@ -1433,3 +1433,20 @@ def test_grow_then_delete_most_gives_memory_back_with_a_reader_running(shm_name,
         # a few MiB of slack: the reserve above the top and partly used pages
         assert backed <= used * 1.3 + (4 << 20), r["figs"]
         assert backed < peak_backed // 2, r["figs"]
+
+
+def test_a_value_overwritten_again_and_again_keeps_its_pages(make_segment, shm_name, punching):
+    """Hysteresis: a few MiB of free space stay backed, so that a big value
+    replaced over and over reuses its pages rather than handing them back to
+    have the system zero them again at the next store."""
+    seg = make_segment(64 << 20)
+    root = seg.col()
+    root["v"] = b"0" * (1 << 20)
+    root["after"] = 1                   # the value's block is not at the top
+    _heap.punch_counters(reset=True)
+    for i in range(20):
+        root["v"] = bytes([48 + i % 10]) * (1 << 20)
+    assert _heap.punch_counters() == (0, 0)
+    assert root["v"] == b"9" * (1 << 20)
+    assert backed_bytes(shm_name) <= seg.stats()["used"] + (4 << 20)
+    assert_clean(seg)

@@ -28,6 +28,8 @@
 cdef uint64_t PUNCH_MIN = 64 << 10     # free runs this large hand their pages back
 cdef uint64_t PUNCH_PIECE = 16 << 10   # a freed piece next to a punched run: at least this much
 cdef uint64_t REBACK_AHEAD = 256 << 10 # allocation from a punched run backs this much ahead
+cdef uint64_t RETAIN_MIN = 2 << 20     # free space below the top kept backed: at least this ...
+cdef uint64_t RETAIN_DIV = 8           # ... or used / RETAIN_DIV (see punch_over_budget)
 cdef uint32_t PUNCHED = 0x100          # in a free block's kind_rc
 cdef uint64_t PAGE = 4096
 
@@ -105,6 +107,27 @@ cdef inline void punch_split(Segment seg, uint64_t rest, bint was_punched, uint6
         punch_mark(seg, rest, False, 0, 0)
 
 
+cdef bint punch_over_budget(Segment seg) noexcept nogil:
+    """Hysteresis: free space below the top stays backed up to a budget
+    (RETAIN_MIN, or used / RETAIN_DIV if more), so that a value of a few
+    MiB overwritten again and again, or a dict that grows by small steps,
+    reuses backed pages instead of handing them back only to have the
+    system zero them again. The free backed bytes are measured (one fstat:
+    this runs only when a free run of PUNCH_MIN or more forms)."""
+    cdef Header *h = seg.hdr
+    cdef struct_stat st
+    cdef uint64_t backed, other, budget
+    if fstat(seg.fd, &st) != 0:
+        return True
+    backed = <uint64_t>st.st_blocks * 512
+    # what is backed for something else than free space below the top
+    other = HEADER_SIZE + h.used + (h.reserved - h.top if h.reserved > h.top else 0)
+    budget = h.used // RETAIN_DIV
+    if budget < RETAIN_MIN:
+        budget = RETAIN_MIN
+    return backed > other + budget
+
+
 cdef void punch_free_run(Segment seg, uint64_t m_off, uint64_t size16, uint64_t lo, uint64_t hi,
                          bint below_p, uint64_t bhf, uint64_t bhe,
                          bint up_p, uint64_t uhf, uint64_t uhe) noexcept nogil:
@@ -123,7 +146,7 @@ cdef void punch_free_run(Segment seg, uint64_t m_off, uint64_t size16, uint64_t 
             hf = uhf
         if uhe > he:
             he = uhe
-    if size16 * ALIGN >= PUNCH_MIN and not _hook_no_punch:
+    if size16 * ALIGN >= PUNCH_MIN and not _hook_no_punch and punch_over_budget(seg):
         a = page_up(lo if lo > m_off + 64 else m_off + 64)
         z = page_down(hi if hi < end else end)
         if z > a and z - a >= PUNCH_PIECE:
