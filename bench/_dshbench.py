@@ -593,8 +593,10 @@ class DsharedC(Contender):
         return self.seg.stats()["used"]
 
     def bytes_per_entry(self, n, before):
-        return {"bytes_per_entry": (self.seg.stats()["used"] - before) / n,
-                "how": "seg.stats()['used'] delta / n"}
+        st = self.seg.stats()
+        return {"bytes_per_entry": (st["used"] - before) / n,
+                "backed_bytes_per_entry": st["backed"] / n,
+                "how": "seg.stats()['used'] delta / n (backed: the segment file's allocated blocks / n)"}
 
 
 CONTENDERS = {c.name: c for c in (DictC, ManagerC, LmdbPickleC, LmdbRawC, UltraDictC, SmdC,

@@ -33,6 +33,8 @@ TITLES = {
     "h_readers_writer": "(h') N readers + 1 writer doing 10% of operations",
     "i_write_seen_latency": "(i) write -> seen latency across processes",
     "j_bytes_per_entry": "(j) bytes per entry (8-char keys, 16-char str values)",
+    "m_backed_memory": "(m) memory the system backs vs memory in use (two handles open)",
+    "n_bulk": "(n) bulk operations per entry, 1k to 1M keys",
 }
 
 
@@ -190,6 +192,8 @@ def bytes_section(bs):
         extra = []
         if "private_bytes_per_entry_per_process" in ei:
             extra.append("+ %.0f B private per process" % ei["private_bytes_per_entry_per_process"])
+        if "backed_bytes_per_entry" in ei:
+            extra.append("backed: %.1f B" % ei["backed_bytes_per_entry"])
         if "file_bytes_per_entry" in ei:
             extra.append("file: %.0f B" % ei["file_bytes_per_entry"])
         rows.append([contender(b), ei.get("n_keys", "-"), "%.1f" % ei["bytes_per_entry"], "; ".join(extra) or "-",
@@ -233,6 +237,49 @@ def notify_section(by_group):
                      % (ei["false_wakes_per_write"], ei["wakes"], ei["writes_to_other_keys"])])
     out += [table(["figure", "measured"], rows), ""]
     return "\n".join([NOTIFY_BEGIN] + out + [NOTIFY_END])
+
+
+def backed_section(bs):
+    rows = []
+    for b in sorted(bs, key=lambda b: (b["extra_info"].get("n_keys", 0), b["extra_info"].get("scenario", ""))):
+        ei = b["extra_info"]
+        lm = ["%.1f" % ei[k] if k in ei else "-" for k in ("lmdb_raw_file_B_per_entry", "lmdb_pickle_file_B_per_entry")]
+        rows.append([ei.get("scenario", "?"), ei.get("n_keys", "-"), ei.get("live_entries", "-"),
+                     "%.1f" % ei["used_B_per_entry"], "%.1f" % ei["backed_B_per_entry"],
+                     "%.2f" % ei["backed_vs_used"]] + lm)
+    text = table(["scenario", "keys", "live after", "used B/key", "backed B/key", "backed / used",
+                  "lmdb raw file B/key", "lmdb pickled file B/key"], rows)
+    return text + ("\n\nPer key loaded. `backed`: the segment file's allocated blocks (st_blocks * 512), "
+                   "which is what /dev/shm and the memory cgroup charge; it includes the reserve kept above "
+                   "the heap top (256 KiB or 1/16 of the heap). grow_delete_90: ~100-byte values, 90% deleted (oldest first) "
+                   "with a reader process walking the dict.")
+
+
+def bulk_section(bs):
+    per = {}
+    for b in bs:
+        ei = b["extra_info"]
+        per[(ei.get("op"), ei.get("n_keys"), contender(b))] = per_op_ns(b)
+    ops = sorted({k[0] for k in per}, key=lambda o: ["to_python", "copy", "items_loop", "update_chunked",
+                                                         "populate"].index(o) if o in ("to_python", "copy",
+                                                         "items_loop", "update_chunked", "populate") else 9)
+    sizes = sorted({k[1] for k in per})
+    rows = []
+    for op in ops:
+        first = per.get((op, sizes[0], OURS))
+        for n in sizes:
+            ours, floor, lm = per.get((op, n, OURS)), per.get((op, n, FLOOR)), per.get((op, n, "lmdb_raw"))
+            rows.append([op, n, fmt_time(ours) if ours else "-", fmt_time(floor) if floor else "-",
+                         fmt_time(lm) if lm else "-",
+                         fmt_ratio(ours / floor) if ours and floor else "-",
+                         fmt_ratio(ours / lm) if ours and lm else "-",
+                         fmt_ratio(ours / first) if ours and first else "-"])
+    text = table(["operation", "keys", "dshared / key", "dict / key", "lmdb raw / key", "vs dict", "vs lmdb raw",
+                  "dshared vs its smallest size"], rows)
+    return text + ("\n\nOne round each. to_python: dshared.to_python(d) / a dict comprehension / "
+                   "dict(txn.cursor()); copy: d.copy() / dict.copy() / dict(txn.cursor()); update_chunked: ten "
+                   "update() calls (lmdb: ten putmulti transactions); populate: one insert per key "
+                   "(lmdb: one transaction for all).")
 
 
 def plot(ratios, path):
@@ -328,6 +375,10 @@ def main(argv):
         lines += ["## " + TITLES["j_bytes_per_entry"], "", bytes_section(by_group["j_bytes_per_entry"]), ""]
     if any(g.startswith("n_") for g in by_group):
         lines += [notify_section(by_group), ""]
+    if "m_backed_memory" in by_group:
+        lines += ["## " + TITLES["m_backed_memory"], "", backed_section(by_group["m_backed_memory"]), ""]
+    if "n_bulk" in by_group:
+        lines += ["## " + TITLES["n_bulk"], "", bulk_section(by_group["n_bulk"]), ""]
     notes = {}
     for b in data["benchmarks"]:
         note = b["extra_info"].get("contender_note")

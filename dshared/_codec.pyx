@@ -104,6 +104,23 @@ cdef extern from *:
     object ds_stored_utf8(const char *s, Py_ssize_t n)
 
 
+cdef extern from *:
+    """
+    /* A dict with room for n items: no resize while a bulk read fills it
+       (each resize re-inserts every item, and a table sized for the final
+       count probes less). CPython's own presizing where it is available. */
+    static PyObject *ds_dict_presized(Py_ssize_t n) {
+    #if defined(PYPY_VERSION) || PY_VERSION_HEX >= 0x030D0000
+        (void)n;
+        return PyDict_New();
+    #else
+        return _PyDict_NewPresized(n > 0 ? n : 0);
+    #endif
+    }
+    """
+    dict ds_dict_presized(Py_ssize_t n)
+
+
 cdef extern from "dshared_gc.h":
     int ds_gc_disable()
     void ds_gc_enable()
@@ -1431,17 +1448,31 @@ cdef object _rd_entry(Node node, void *arg):
 
 
 cdef object _rd_snapshot(Node node, void *arg):
-    """All (key, value) pairs, in order."""
+    """All (key, value) pairs, in order; with arg != NULL, a dict of them.
+    The table is read once and walked in entry order (the order the entries
+    lie in memory): per entry, no table check and no lookup. Python code may
+    run while the objects are made (no write of this thread: a read section
+    defers collection), and another process may replace the table: the
+    walk stays inside the table block it checked, and the section's
+    sequence check throws away whatever a change made it read."""
     cdef Segment seg = node.seg
-    cdef int64_t i = 0
+    cdef uint64_t i
     cdef Entry *e
+    cdef TableView tv
     node.check(K_DICT)
+    table_view(seg, node.off, &tv)
+    if arg != NULL:
+        d = ds_dict_presized(<Py_ssize_t>tv.count)
+        for i in range(tv.nentries):
+            e = &tv.ents[i]
+            if e.key.b[0] != T_EMPTY:
+                d[entry_key(seg, e)] = entry_value(seg, e, False)
+        return d
     out = []
-    i = dict_next(seg, node.off, 0)
-    while i >= 0:
-        e = dict_entry(seg, node.off, i)
-        out.append((entry_key(seg, e), entry_value(seg, e, False)))
-        i = dict_next(seg, node.off, i + 1)
+    for i in range(tv.nentries):
+        e = &tv.ents[i]
+        if e.key.b[0] != T_EMPTY:
+            out.append((entry_key(seg, e), entry_value(seg, e, False)))
     return out
 
 
@@ -1495,6 +1526,11 @@ cdef class DictNode(Node):
     def _snapshot(self):
         """[(key, value), ...] in one consistent read."""
         return read_section(self, _rd_snapshot, NULL, LONG_READ_TRIES)
+
+    def _copy(self):
+        """A plain dict of the top level, read in one section."""
+        cdef int one = 1
+        return read_section(self, _rd_snapshot, &one, LONG_READ_TRIES)
 
     def _version(self):
         return read_section(self, _rd_version, NULL)
@@ -1733,10 +1769,7 @@ cdef class DictNode(Node):
                 self.check(K_DICT)
                 plan.materialize()
                 # room only for the keys that are new: overwrites need none
-                missing = 0
-                for i in range(n):
-                    if dict_find(seg, self.off, &keys[i]) < 0:
-                        missing += 1
+                missing = count_missing(seg, self.off, keys, n)
                 if n > 4:
                     # many pairs: in place, after growing the table (by 1.25
                     # at least, so batches cost O(batch) amortized); with
@@ -1804,6 +1837,40 @@ cdef class DictNode(Node):
         finally:
             seg.lock_release()
         return new
+
+
+cdef enum:
+    PF_INDEX = 16               # bulk lookups: prefetch the index slot of the key this far ahead,
+    PF_ENTRY = 8                # and the entry it points to for the key this far ahead
+
+
+cdef inline void prefetch_lookup(const TableView *tv, const Key *keys, int64_t i, int64_t n) noexcept nogil:
+    """Bulk lookups in a big table miss the cache twice per key (index slot,
+    then entry), in hash order: fetch both ahead, so that the misses of
+    successive keys overlap instead of queueing. Only addresses inside the
+    table are touched; a prefetch never faults."""
+    cdef uint64_t mask = tv.nslots - 1
+    cdef int32_t ix
+    if tv.off == 0:
+        return
+    if i + PF_INDEX < n:
+        ds_prefetch(&tv.index[keys[i + PF_INDEX].hash & mask], 4)
+    if i + PF_ENTRY < n:
+        ix = tv.index[keys[i + PF_ENTRY].hash & mask]
+        if ix >= 0 and <uint64_t>ix < tv.nentries:
+            ds_prefetch(&tv.ents[ix], sizeof(Entry))
+
+
+cdef int64_t count_missing(Segment seg, uint64_t d, const Key *keys, int64_t n) except -1:
+    """How many of keys[0:n] dict d lacks (lock held: the table is read once)."""
+    cdef TableView tv
+    cdef int64_t i, missing = 0
+    table_view(seg, d, &tv)
+    for i in range(n):
+        prefetch_lookup(&tv, keys, i, n)
+        if table_lookup(seg, &tv, &keys[i]) < 0:
+            missing += 1
+    return missing
 
 
 cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
@@ -1896,19 +1963,23 @@ cdef object deep_copy(Segment seg, const Cell *c):
     cdef int kind
     cdef Entry *e
     cdef Cell *cells
+    cdef TableView tv
+    cdef uint64_t j
     root = _deep_value(seg, c, memo, todo, 0)
     while todo:
         off, kind, obj = todo.pop()
         checked_block(seg, off, kind)
         if kind == K_DICT:
-            i = dict_next(seg, off, 0)
-            while i >= 0:
-                e = dict_entry(seg, off, i)
+            # the table read once, walked in memory order (see _rd_snapshot)
+            table_view(seg, off, &tv)
+            for j in range(tv.nentries):
+                e = &tv.ents[j]
+                if e.key.b[0] == T_EMPTY:
+                    continue
                 if e.key.b[0] == T_PACKED:
                     (<dict>obj)[entry_key(seg, e)] = entry_value(seg, e, False)
                 else:
                     (<dict>obj)[entry_key(seg, e)] = _deep_value(seg, &e.value, memo, todo, 0)
-                i = dict_next(seg, off, i + 1)
         else:
             n = list_len(seg, off)
             cells = list_cells(seg, off, n)
@@ -1920,7 +1991,14 @@ cdef object deep_copy(Segment seg, const Cell *c):
 cdef object _deep_cell(Segment seg, uint64_t off, int kind, dict memo, list todo):
     r = memo.get(off)
     if r is None:
-        r = {} if kind == K_DICT else []
+        # a dict sized for its count: no resize while it fills (a count
+        # read from a changed block only sizes it wrongly; the section's
+        # check throws the copy away)
+        if kind == K_DICT:
+            seg.block(off, K_DICT)
+            r = ds_dict_presized(<Py_ssize_t>seg.dict_len(off))
+        else:
+            r = []
         memo[off] = r
         todo.append((off, kind, r))
     return r

@@ -138,14 +138,14 @@ class SharedDict(_codec.DictNode, MutableMapping):
 
     def copy(self):
         """A plain dict of the top level (nested containers stay live views)."""
-        return dict(self._snapshot())
+        return self._copy()
 
     def __eq__(self, other):
         if not isinstance(other, Mapping):
             return NotImplemented
-        mine = dict(self._snapshot())
+        mine = self._copy()
         if isinstance(other, SharedDict):
-            return mine == dict(other._snapshot())
+            return mine == other._copy()
         return mine == dict(other.items())
 
     def __ne__(self, other):

@@ -108,8 +108,11 @@ cdef uint64_t MAGIC = 0x3144455241485344ULL
 cdef uint64_t DEFAULT_CAPACITY = 256 << 20
 cdef uint64_t MAX_CAPACITY = 1 << 44
 cdef uint64_t RESERVE_CHUNK = 1 << 20
+cdef uint64_t RESERVE_AHEAD = 256 << 10 # reserving at the top backs at least this much more
 cdef uint64_t SHRINK_MIN = 4 << 20      # give pages back only in runs this large
 NAME_MAX_LEN = 200
+
+include "heap/punch.pxi"
 
 DEFAULT_SIZE = DEFAULT_CAPACITY
 MIN_SIZE = MIN_CAPACITY
@@ -638,15 +641,19 @@ One shared-memory segment: created (mode 0600, built under a temporary
         cdef int rc
         if upto <= have:
             return 0
-        want = upto + RESERVE_CHUNK
-        if want < have + have // 8:
-            want = have + have // 8
+        # a little ahead, so that the top does not call the system on every
+        # block: what is backed stays within ~6% of the heap (issue 14)
+        want = upto + RESERVE_AHEAD
+        if want < have + have // 16:
+            want = have + have // 16
         want = (want + 4095) & ~(<uint64_t>4095)
         if want > self.cap:
             want = self.cap
         if upto > want:
             return 12  # ENOMEM
-        rc = posix_fallocate(self.fd, 0, want)
+        # [0, have) is backed already, but for the holes of punched free
+        # blocks, which must stay holes (see heap/punch.pxi)
+        rc = posix_fallocate(self.fd, <long>have, <long>(want - have))
         if rc == 0:
             self.hdr.reserved = want
         return rc
@@ -656,30 +663,21 @@ One shared-memory segment: created (mode 0600, built under a temporary
         not keep its peak backing. The header is lowered first, so a crash in
         between only leaves more backed than it says.
 
-        A lock-free reader may still be following an offset into the region
-        (it validates only afterwards), and touching a punched page backs it
-        again, or raises SIGBUS when /dev/shm is full. So pages go back only
-        when no reader can be there: when this handle is the only one open on
-        the segment (every handle holds a shared flock on a file description
-        of its own, forked children included, so an exclusive flock succeeds
-        only for a lone handle and keeps new ones out while it is held), and
-        no read section of this handle is in flight in this process (a
-        finalizer run inside a read may write). Otherwise the pages stay
-        reserved; the heap reuses them as it grows again."""
+        This runs with any number of handles attached and lock-free readers
+        going on: a reader that still follows an offset into the region
+        (it validates only afterwards) reads zeros there and retries, as for
+        any bytes a write changed under it (see heap/punch.pxi for what that
+        read costs)."""
         cdef Header *h = self.hdr
         cdef uint64_t keep = (h.top + RESERVE_CHUNK + 4095) & ~(<uint64_t>4095)
         if h.reserved <= keep or h.reserved - keep < SHRINK_MIN or h.reserved - keep < h.reserved // 4:
             return
-        if self.readers or (h.flags & FLAG_NO_SHRINK):
-            return
-        if flock(self.fd, LOCK_EX | LOCK_NB) != 0:
-            flock(self.fd, LOCK_SH)     # a refused conversion may drop the shared lock
+        if _hook_no_punch:
             return
         cdef uint64_t old = h.reserved
         h.reserved = keep
         self.read_limit()
         fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
-        flock(self.fd, LOCK_SH)
 
     cdef _own_file_description(self):
         """In a forked child: the inherited descriptor shares the parent's
@@ -1134,8 +1132,11 @@ One shared-memory segment: created (mode 0600, built under a temporary
             off += size16 * ALIGN
         h.tail16 = prev16
         if run:
-            # free space that touches the top goes back to it
+            # free space that touches the top goes back to it; it may hold
+            # holes (heap/punch.pxi): what lies above is no longer reserved
             h.top = run
+            if run16 * ALIGN >= 2 * PAGE:
+                punch_lower_reserve(self, run + 64)
         h.used = used
         h.nblocks = nblocks
         return 0
@@ -1143,7 +1144,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil:
         cdef Block *b = <Block *>(self.base + run)
         b.size16 = <uint32_t>run16
-        b.kind_rc = K_FREE
+        # a run that spans a whole page may hold holes (the rest of a punched
+        # block carved from below can be small): mark it so, from its start
+        # (allocation from it then backs what it hands out; heap/punch.pxi)
+        punch_mark(self, run, run16 * ALIGN >= 2 * PAGE, run + 64, run + run16 * ALIGN)
         self._bin_push(run, run16)
 
     cdef int lock_release(self) except -1:
@@ -1605,9 +1609,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
         (self.err says why). Must hold the lock."""
         cdef Header *h = self.hdr
         cdef uint64_t need, size16, off = 0, have16, rest16, mask
-        cdef int i, w
+        cdef int i, w, rc
         cdef Block *b
-        cdef uint64_t n
+        cdef uint64_t n, hf = 0, he = 0
+        cdef bint was_punched
         if payload > self.cap or fail_alloc_now():
             self.err = 12
             return 0
@@ -1646,6 +1651,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
         if off:
             b = <Block *>(self.base + off)
             have16 = b.size16
+            was_punched = (b.kind_rc & PUNCHED) != 0
+            if was_punched:
+                # pages handed back: back what this block and the rest's
+                # header will touch first (ENOSPC fails here, cleanly)
+                rc = punch_reback(self, off, have16, need, &hf, &he)
+                if rc:
+                    self.err = rc
+                    return 0
             self._bin_remove(off, have16)
             rest16 = have16 - size16
             if rest16 * ALIGN >= MIN_BLOCK:
@@ -1653,7 +1666,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
                 # written before this one shrinks, so the blocks always tile
                 (<Block *>(self.base + off + need)).size16 = <uint32_t>rest16
                 (<Block *>(self.base + off + need)).prev16 = <uint32_t>size16
-                (<Block *>(self.base + off + need)).kind_rc = K_FREE
+                punch_split(self, off + need, was_punched, hf, he)
                 ds_fence_release()
                 b.size16 = <uint32_t>size16
                 self._set_prev16(off + have16 * ALIGN, rest16)
@@ -1691,7 +1704,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Return a block to the allocator, merging it with free neighbours."""
         cdef Header *h = self.hdr
         cdef Block *b
-        cdef uint64_t size16, up, below
+        cdef uint64_t size16, up, below, lo, hi, bhf = 0, bhe = 0, uhf = 0, uhe = 0
+        cdef bint below_p = False, up_p = False
         cdef Block *n
         if off < HEADER_SIZE or off > h.top - MIN_BLOCK or (off & (ALIGN - 1)) or not self._tiles_ok(off):
             self._heap_corrupt()
@@ -1710,10 +1724,19 @@ One shared-memory segment: created (mode 0600, built under a temporary
         h.used -= size16 * ALIGN
         h.nblocks -= 1
         b.kind_rc = K_FREE
+        # the freshly freed bytes, backed: [lo, hi) (heap/punch.pxi)
+        lo = off
+        hi = up
         # merge with the block above
         if up < h.top:
             n = <Block *>(self.base + up)
             if (n.kind_rc & 0xff) == K_FREE:
+                if n.kind_rc & PUNCHED:
+                    up_p = True
+                    punch_range(self, up, &uhf, &uhe)
+                    hi = uhf
+                else:
+                    hi = up + <uint64_t>n.size16 * ALIGN
                 self._bin_remove(up, n.size16)
                 size16 += n.size16
                 n.kind_rc = K_DEAD
@@ -1722,6 +1745,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
             below = off - <uint64_t>b.prev16 * ALIGN
             n = <Block *>(self.base + below)
             if (n.kind_rc & 0xff) == K_FREE and <uint64_t>n.size16 == b.prev16:
+                if n.kind_rc & PUNCHED:
+                    below_p = True
+                    punch_range(self, below, &bhf, &bhe)
+                    lo = bhe
+                else:
+                    lo = below
                 self._bin_remove(below, n.size16)
                 size16 += n.size16
                 b.kind_rc = K_DEAD
@@ -1732,10 +1761,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
             h.top = off
             h.tail16 = b.prev16
             b.kind_rc = K_DEAD
+            if below_p or up_p:
+                # holes above the top: not reserved any more
+                punch_lower_reserve(self, bhf if below_p and (not up_p or bhf < uhf) else uhf)
             self._shrink_reserve()
             return
         b.size16 = <uint32_t>size16
         self._set_prev16(off + size16 * ALIGN, size16)
+        punch_free_run(self, off, size16, lo, hi, below_p, bhf, bhe, up_p, uhf, uhe)
         self._bin_push(off, size16)
 
     cdef void incref(self, uint64_t off) noexcept nogil:
@@ -2071,6 +2104,9 @@ One shared-memory segment: created (mode 0600, built under a temporary
         self.jstore(p + 16, orig)
         self.jstore(p + 24, ds_ld64(p + 24))
         for i in range(n):
+            if i + 16 < n:
+                # the misses of successive keys overlap (see _codec.prefetch_lookup)
+                ds_prefetch(p + 32 + 4 * (keys[i + 16].hash & (ds_ld64(p) - 1)), 4)
             ix = table_find(self, t, &keys[i])
             if ix >= 0:
                 # a key already there is journaled; one added by this batch is not
@@ -2785,6 +2821,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
 
     # -- statistics -----------------------------------------------------------------
 
+    def _backed(self):
+        """Bytes of memory the system holds for the segment's file (its
+        allocated blocks: what /dev/shm and the memory cgroup charge)."""
+        cdef struct_stat st
+        if fstat(self.fd, &st) != 0:
+            return None
+        return <uint64_t>st.st_blocks * 512
+
     def stats(self, probes=False):
         """Counters of the segment: capacity, used, free, reserved, blocks, ...
         With `probes`, also the probe lengths of every dict table (a walk of
@@ -2821,6 +2865,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             "largest_free": largest,
             "top": h.top,
             "reserved": h.reserved,
+            "backed": self._backed(),
             "blocks": h.nblocks,
             "repairs": h.repairs,
             "rollbacks": h.rollbacks,

@@ -221,12 +221,13 @@ def test_capacity_is_reserved_lazily_and_reused(segment, shm_name):
     # everything deleted: the heap is empty again
     assert fig["shrunk_used"] == 64 and fig["shrunk_top"] == 4096 + 64
     assert dshared.Segment.check(segment).ok
-    # the same amount again reuses the memory: nothing more is reserved
+    # the same amount again: reserved again in growth steps (the pages went
+    # back in between), never far above the peak
     root = segment.col()
     for i in range(4096):
         root[i] = b"again" * 1600
-    assert segment.stats()["reserved"] <= peak_reserved
-    assert backed(shm_name) <= peak_backed + MiB
+    assert segment.stats()["reserved"] <= peak_reserved + peak_reserved // 8 + MiB
+    assert backed(shm_name) <= peak_backed + peak_backed // 8 + MiB
 
 
 def test_a_segment_that_shrank_gives_its_pages_back(segment, shm_name):
@@ -240,11 +241,10 @@ def test_a_segment_that_shrank_gives_its_pages_back(segment, shm_name):
 
 
 # Page return races lock-free readers: a reader may follow an offset into the
-# region being given back before it validates the read. So pages go back only
-# when the handle lowering the top is the segment's only one, and no read of
-# it is in flight in this process. The tests below show that the pages stay
-# while another process, a forked child or a read in flight could still be
-# there, and that they go back once it is gone.
+# region being given back before it validates the read. It reads zeros there
+# (tmpfs backs a page again on such a read) and retries, so pages go back
+# whoever else is attached: another process, a forked child, a read in flight
+# in this process (tests/test_memory.py hammers this with a reader running).
 
 HOLDER = r"""
 import sys
@@ -257,33 +257,27 @@ seg.close()
 """
 
 
-def assert_still_backed(fig):
-    shrunk_reserved, shrunk_backed = fig["shrunk"]
-    assert fig["shrunk_top"] == 4096 + 64                   # the heap did empty
-    assert shrunk_reserved >= 32 * MiB and shrunk_backed >= 32 * MiB, fig
-
-
 def assert_given_back(fig):
     shrunk_reserved, shrunk_backed = fig["shrunk"]
     assert shrunk_reserved <= 4 * MiB and shrunk_backed <= 4 * MiB, fig
 
 
-def test_pages_stay_while_another_process_is_attached(segment, shm_name):
+def test_pages_go_back_while_another_process_is_attached(segment, shm_name):
     segment.col()["probe"] = 1
     child = subprocess.Popen([sys.executable, "-c", HOLDER, shm_name], cwd="/",
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "attached"
-        assert_still_backed(grow_and_shrink(segment, shm_name))
+        assert_given_back(grow_and_shrink(segment, shm_name))
     finally:
         child.stdin.close()
         child.stdout.close()
         assert child.wait(30) == 0
-    # alone again: the next shrink gives the pages back
+    # alone again: the same
     assert_given_back(grow_and_shrink(segment, shm_name))
 
 
-def test_pages_stay_while_a_forked_child_holds_the_segment(segment, shm_name):
+def test_pages_go_back_while_a_forked_child_holds_the_segment(segment, shm_name):
     segment.col()["probe"] = 1
     r, w = os.pipe()
     pid = os.fork()
@@ -296,7 +290,7 @@ def test_pages_stay_while_a_forked_child_holds_the_segment(segment, shm_name):
             os._exit(0)
     os.close(r)
     try:
-        assert_still_backed(grow_and_shrink(segment, shm_name))
+        assert_given_back(grow_and_shrink(segment, shm_name))
     finally:
         os.close(w)
         _, status = os.waitpid(pid, 0)
@@ -317,7 +311,7 @@ class _ShrinkOnCollect:
         self.root.clear()
 
 
-def test_pages_stay_while_a_read_is_in_flight_in_this_process(segment, shm_name):
+def test_pages_go_back_while_a_read_is_in_flight_in_this_process(segment, shm_name):
     """Up to Python 3.11 the cyclic GC runs inside the allocation that
     triggers it, so a finalizer can write in the middle of a read; from 3.12
     it runs between bytecodes, after the read."""
@@ -332,15 +326,13 @@ def test_pages_stay_while_a_read_is_in_flight_in_this_process(segment, shm_name)
     _ShrinkOnCollect(root)
     gc.set_threshold(1)
     try:
-        root.get("t")                   # decoding the tuple allocates a tracked object
+        got = root.get("t")             # decoding the tuple allocates a tracked object
     finally:
         gc.set_threshold(*old)
     gc.collect()
     st = segment.stats()
     assert st["top"] == 4096 + 64, st   # the finalizer did empty the segment
-    if sys.version_info < (3, 12):
-        assert _ShrinkOnCollect.reads_in_flight == 1
-        assert st["reserved"] >= peak - MiB, st       # so the pages stayed
-    else:
-        assert _ShrinkOnCollect.reads_in_flight == 0
-        assert st["reserved"] <= 4 * MiB, st
+    assert _ShrinkOnCollect.reads_in_flight == (1 if sys.version_info < (3, 12) else 0)
+    assert st["reserved"] <= 4 * MiB < peak, st     # the pages went back all the same
+    assert got in ((1, 2, 3), None), got    # the read retried over the pages given back
+    assert dshared.Segment.check(segment).ok
