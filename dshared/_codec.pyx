@@ -1995,8 +1995,8 @@ cdef object _deep_cell(Segment seg, uint64_t off, int kind, dict memo, list todo
         # read from a changed block only sizes it wrongly; the section's
         # check throws the copy away)
         if kind == K_DICT:
-            seg.block(off, K_DICT)
-            r = ds_dict_presized(<Py_ssize_t>seg.dict_len(off))
+            checked_block(seg, off, K_DICT)
+            r = ds_dict_presized(<Py_ssize_t>dict_len(seg, off))
         else:
             r = []
         memo[off] = r

@@ -154,3 +154,41 @@ def test_segment_full_error_says_what_was_asked_and_what_was_free(make_segment):
     assert e.free == stats["capacity"] - 4096 - stats["used"], (e.free, stats)
     assert e.errno == 0
     assert "big" not in root and root["small"] == "x" * 1000
+
+
+
+def segment_methods():
+    """Names a call seg.name(...) may use: the cdef methods _heap.pxd declares
+    for Segment, and what Python sees on it."""
+    import dshared
+    with open(os.path.join(ROOT, "dshared", "_heap.pxd")) as f:
+        pxd = f.read()
+    body = pxd[pxd.index("cdef class Segment:"):]
+    names = set(re.findall(r"^    cdef [^(\n]*?\b(\w+)\(self\b", body, re.M))
+    return names | set(dir(dshared.Segment))
+
+
+SEG_CALL = re.compile(r"\b(?:seg|self\.seg|node\.seg)\.(\w+)\(")
+
+
+def test_code_calls_only_segment_methods_that_exist():
+    """A method moved out of Segment (to an inline function of heap/*.pxd)
+    and still called as seg.method() compiles into a Python attribute lookup
+    that fails only when it runs: every seg.name(...) in the Cython sources
+    names a method Segment has."""
+    names = segment_methods()
+    assert {"lock_acquire", "write_begin", "commit", "col", "stats"} <= names
+    sources = [os.path.join("dshared", "_codec.pyx"), os.path.join("dshared", "_heap.pyx")]
+    for sub in ("heap", "codec"):
+        sources += [os.path.join("dshared", sub, n) for n in sorted(os.listdir(os.path.join(ROOT, "dshared", sub)))
+                    if n.endswith((".pxi", ".pxd"))]
+    sources += [os.path.join("dshared", n) for n in os.listdir(os.path.join(ROOT, "dshared")) if n.endswith(".pxi")]
+    missing = []
+    for src in sources:
+        with open(os.path.join(ROOT, src)) as f:
+            for no, line in enumerate(f, 1):
+                for name in SEG_CALL.findall(line.split("#")[0]):
+                    if name not in names:
+                        missing.append("%s:%d: seg.%s()" % (src, no, name))
+    assert not missing, missing
+    assert SEG_CALL.findall("            seg.block(off, K_DICT)") == ["block"]
