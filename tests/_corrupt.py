@@ -52,7 +52,7 @@ IMAGES_DIR = os.path.join(TESTS, "corruption_images")
 # header fields (see Header in dshared/_heap.pxd)
 H_CAPACITY, H_SEED0, H_FLAGS, H_SEQ, H_TOP, H_TAIL16, H_RESERVED = 56, 64, 80, 88, 96, 104, 112
 H_ROOT, H_NAMES, H_GEN, H_USED, H_NBLOCKS = 120, 128, 136, 144, 152
-H_BINMAP, H_BINS, H_JCOUNT, H_JLOG, H_JBLOCKS, H_MUTEX = 176, 192, 1216, 1224, 2248, 2272
+H_BINMAP, H_BINS, H_JCOUNT, H_JLOG, H_WAITS, H_JBLOCKS, H_MUTEX = 176, 192, 1216, 1224, 2248, 2256, 2280
 NBINS = 128
 
 # block kinds and cell tags (dshared/_heap.pxd)

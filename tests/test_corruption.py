@@ -39,6 +39,7 @@ import time
 import pytest
 
 import dshared
+import _corrupt
 from _corrupt import (GOOD, H_SEQ, HEADER, IMAGES_DIR, N_IMAGES, N_MUTATIONS, OPEN_BUGS, QUICK_IMAGES,
                       QUICK_MUTATIONS, REGRESSIONS, report)
 from _proc import run_driver, test_seed
@@ -255,3 +256,26 @@ def test_a_free_block_whose_size_grew_is_not_handed_out_over_live_blocks(shm_nam
     # the write is refused, or it leaves the live values alone
     assert r["error"] or r["values"] == {"b": "b" * 100, "c": "c" * 100, "e": "e" * 100}, r
 
+
+
+def test_the_header_offsets_of_the_test_tools_match_the_build(make_segment, shm_name):
+    """tests/_corrupt.py names header fields by offset: a field added to the
+    Header moves them, and the suites that poke or watch the header (this
+    one, the kill harness's lock word) would silently look elsewhere."""
+    import struct
+    import threading
+    seg = make_segment(1 << 20)
+    seg.col()["k"] = "v" * 100
+    st = seg.stats()
+    fd = os.open("/dev/shm/" + shm_name, os.O_RDONLY)
+    try:
+        q = lambda at: struct.unpack("<Q", os.pread(fd, 8, at))[0]       # noqa: E731
+        assert (q(_corrupt.H_TOP), q(_corrupt.H_USED), q(_corrupt.H_JCOUNT)) == (st["top"], st["used"], 0)
+        assert q(_corrupt.H_JBLOCKS) == 0 and q(_corrupt.H_SEQ) == st["seq"]
+        with seg.lock():
+            word = struct.unpack("<I", os.pread(fd, 4, _corrupt.H_MUTEX))[0]
+        assert word & 0x3FFFFFFF == threading.get_native_id()
+        seg.col().version()                     # creates the wait area
+        assert q(_corrupt.H_WAITS) != 0
+    finally:
+        os.close(fd)

@@ -276,8 +276,11 @@ def test_poisoning_is_logged_once(make_segment, shm_name, caplog):
     _poke_flags(shm_name, 1 << 20, FLAG_POISONED)
     with pytest.raises(dshared.CorruptSegmentError):
         seg.col()["y"] = 2
-    with seg.lock():
-        pass
+    with pytest.raises(dshared.CorruptSegmentError):     # a block cannot open either
+        with seg.lock():
+            pass
+    with pytest.raises(dshared.CorruptSegmentError):
+        seg.col()["y"] = 3
     recs = [r for r in caplog.records if r.name == "dshared"]
     assert len(recs) == 1 and recs[0].levelno == logging.WARNING
     assert "poisoned" in recs[0].getMessage() and shm_name in recs[0].getMessage()

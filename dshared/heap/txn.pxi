@@ -157,6 +157,12 @@ cdef int txn_commit(Segment seg) except -1:
 cdef int txn_end(Segment seg, tuple sp, bint rollback) except -1:
     if not (seg.lk.bdepth > 0 and seg.lk.fork_gen == _fork_gen):
         return seg.lock_release()   # (a block inherited through fork: not ours)
+    if ds_fault_flag(&seg.faulted):
+        # the mapping faulted (a truncated file): nothing in it can be
+        # trusted or written, neither a rollback nor a commit; the lock is
+        # given back as lock_release() gives it back after a fault
+        seg.lk.bdepth -= 1
+        return seg.lock_release()
     if not seg.lock_held():
         raise RuntimeError("segment %r: a block ends in a thread that does not hold its lock" % seg.name)
     o = <Segment>seg.lk.bseg
