@@ -57,7 +57,7 @@ _names = itertools.count()
 CHECK_EVERY = 4         # run seg.check() after every CHECK_EVERY-th step
 
 SETTINGS = settings(
-    max_examples=200,
+    max_examples=100,               # the default run's; SLOW_SETTINGS under -m slow
     stateful_step_count=50,
     deadline=None,
     derandomize=True,
@@ -66,6 +66,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
+SLOW_SETTINGS = settings(SETTINGS, max_examples=600, derandomize=False)   # other sequences each run
 
 
 # -------------------------------------------------------------- strategies --
@@ -1160,4 +1161,18 @@ def test_shared_state_machine(no_leftovers):
 def test_near_full_state_machine(no_leftovers):
     NearFullMachine.full_total = 0
     run_state_machine_as_test(NearFullMachine, settings=SETTINGS)
+    assert NearFullMachine.full_total > 0, "the near-full machine never filled its segment"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_shared_state_machine_long(no_leftovers):
+    run_state_machine_as_test(SharedStateMachine, settings=SLOW_SETTINGS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_near_full_state_machine_long(no_leftovers):
+    NearFullMachine.full_total = 0
+    run_state_machine_as_test(NearFullMachine, settings=SLOW_SETTINGS)
     assert NearFullMachine.full_total > 0, "the near-full machine never filled its segment"
