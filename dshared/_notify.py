@@ -11,7 +11,6 @@ return with nothing changed, and the usual loop re-checks:
         v = d.wait("result", version=v)
 """
 
-import asyncio
 import threading
 import time
 
@@ -86,6 +85,7 @@ async def _in_thread(fn, timeout):
     """Run the blocking wait fn(slice_timeout) -> result-or-None in a helper
     thread, in slices, and await its result: the event loop never blocks,
     and a cancelled await ends the thread's wait within one slice."""
+    import asyncio                  # here: `import dshared` need not load asyncio (~30 ms)
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     cancelled = threading.Event()

@@ -682,3 +682,11 @@ def test_waiters_killed_at_random(segment):
 def test_waiters_killed_at_random_200_times(segment):
     _assert_killed(run_driver("test_notify", "drive_kill_waiters", segment.name, 200, test_seed(),
                               timeout=1100))
+
+
+def test_import_does_not_load_asyncio():
+    """asyncio is loaded by the first wait_async(), not by `import dshared`
+    (it would double the import time of every worker and command)."""
+    r = subprocess.run([sys.executable, "-c", "import sys, dshared; print('asyncio' in sys.modules)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr)
