@@ -14,7 +14,7 @@ import pytest
 
 import dshared
 from dshared import _cache, _codec, _heap
-from tests._proc import Children, fork_call, kill_pid, wait_pid
+from _proc import Children, fork_call, kill_pid, wait_pid
 
 
 @pytest.fixture
