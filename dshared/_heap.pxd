@@ -348,6 +348,7 @@ cdef class Segment:
     cdef void end_publication(self) noexcept nogil
     cdef void _debug_commit(self) noexcept nogil
     cdef void _debug_check(self) noexcept
+    cdef char *_jblock(self, uint64_t b) noexcept nogil
     cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil
     cdef void _undo_to(self, uint64_t mark) noexcept nogil
     cdef int _op_begin_in_block(self) except -1

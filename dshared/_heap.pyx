@@ -1006,15 +1006,14 @@ One shared-memory segment: created (mode 0600, built under a temporary
         while n > mark:
             if n > JOURNAL_MAX:
                 found = False
-                while b and steps < 64 and self.inb(b, BLOCK_HDR + JBLOCK_HDR) and not (b & (ALIGN - 1)):
-                    p = self.base + b + BLOCK_HDR
+                while b and steps < 64:
+                    p = self._jblock(b)
+                    if p == NULL:
+                        break
                     first = ds_ld64(p + 8)
                     cap = ds_ld64(p + 16)
-                    if ((<Block *>(self.base + b)).kind_rc & 0xff) != K_JOURNAL or first < JOURNAL_MAX:
-                        break
                     if first < n:
-                        found = (n - first <= cap and cap <= (self.lim - b - BLOCK_HDR - JBLOCK_HDR) // 16
-                                 and BLOCK_HDR + JBLOCK_HDR + 16 * cap <= <uint64_t>(<Block *>(self.base + b)).size16 * ALIGN)
+                        found = n - first <= cap
                         break
                     b = ds_ld64(p)
                     steps += 1
@@ -1051,13 +1050,33 @@ One shared-memory segment: created (mode 0600, built under a temporary
             self._rebuild_index(rb[i])
         c_free(rb)
 
+    cdef char *_jblock(self, uint64_t b) noexcept nogil:
+        """The payload of journal block b (next, first record, capacity,
+        records), or NULL if b is not one that checks out: in bounds, a
+        K_JOURNAL block whose records fit in it (bad bytes may name anything)."""
+        cdef char *p
+        cdef uint64_t cap
+        if not self.inb(b, BLOCK_HDR + JBLOCK_HDR) or (b & (ALIGN - 1)):
+            return NULL
+        if ((<Block *>(self.base + b)).kind_rc & 0xff) != K_JOURNAL:
+            return NULL
+        p = self.base + b + BLOCK_HDR
+        cap = ds_ld64(p + 16)
+        if (ds_ld64(p + 8) < JOURNAL_MAX or cap > (self.lim - b - BLOCK_HDR - JBLOCK_HDR) // 16
+                or BLOCK_HDR + JBLOCK_HDR + 16 * cap > <uint64_t>(<Block *>(self.base + b)).size16 * ALIGN):
+            return NULL
+        return p
+
     cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil:
         """Where record n (>= JOURNAL_MAX) of an open block goes: in the
-        journal block that holds it (reserved by _op_begin_in_block), or NULL."""
+        journal block that holds it (reserved by _op_begin_in_block), or NULL
+        (none does, or the chain does not check out)."""
         cdef uint64_t b = self.hdr.jblocks, first, steps = 0
         cdef char *p
         while b and steps < 64:
-            p = self.base + b + BLOCK_HDR
+            p = self._jblock(b)
+            if p == NULL:
+                return NULL
             first = ds_ld64(p + 8)
             if n >= first:
                 if n - first < ds_ld64(p + 16):
@@ -1375,7 +1394,10 @@ One shared-memory segment: created (mode 0600, built under a temporary
             # (every operation is built to need fewer than JOURNAL_MAX)
             e = self._jslot(n)
             if e == NULL:
-                abort()
+                # the chain does not check out (bad bytes): the store is not
+                # made, and the write is not committed (commit() raises)
+                self._heap_corrupt()
+                return
         self.publish()
         e[0] = <uint64_t>(<char *>p - self.base)
         e[1] = ds_ld64(p)
@@ -1403,7 +1425,8 @@ One shared-memory segment: created (mode 0600, built under a temporary
         else:
             e = self._jslot(n)
             if e == NULL:
-                abort()
+                self._heap_corrupt()    # (as in jstore)
+                return
         self.publish()
         e[0] = t | 1
         e[1] = 0

@@ -646,3 +646,48 @@ def test_meta_kill_storm_without_rollback_fails(shm_name):
     r = run_driver("test_transactions", "drive_snapshot", shm_name, test_seed(), 60, 0, 0.002, timeout=300,
                    env={"DSHARED_TEST_NO_ROLLBACK": "1"})
     assert any("snapshot saw" in m for m in r["bad"]), r
+
+
+@pytest.mark.parametrize("where", ["wild", "not-a-journal-block", "zero-capacity"])
+def test_a_damaged_journal_chain_inside_a_block_gives_an_error_not_a_crash(shm_name, where):
+    """Header.jblocks and the journal blocks' fields are bytes in the
+    segment that another process may damage while a block is open: a write
+    that then cannot place its undo record leaves the segment poisoned and
+    raises CorruptSegmentError; nothing reads or writes through the
+    damaged offsets. Run in a child, so that a crash shows as a signal."""
+    from _helpers import run_python
+    import _corrupt
+    r = run_python("""
+        import os, struct, sys, dshared
+        name, where, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        seg = dshared.Segment(name, 4 << 20, create=True)
+        try:
+            d = seg.col()
+            d["x"] = 0
+            out = "no error"
+            fd = os.open("/dev/shm/" + name, os.O_RDWR)
+            try:
+                with seg.transaction():
+                    for i in range(100):            # past the header's records: a journal block
+                        d["k%d" % i] = "v" * 20
+                    jb = struct.unpack("<Q", os.pread(fd, 8, at))[0]
+                    assert jb != 0
+                    if where == "wild":
+                        os.pwrite(fd, struct.pack("<Q", 1 << 62), at)
+                    elif where == "not-a-journal-block":
+                        os.pwrite(fd, struct.pack("<Q", 4096), at)      # the first block of the heap
+                    else:
+                        os.pwrite(fd, struct.pack("<Q", 0), jb + 16 + 16)  # its capacity
+                    for i in range(400):
+                        d["m%d" % i] = "w" * 20
+            except dshared.CorruptSegmentError as e:
+                out = "CorruptSegmentError"
+            finally:
+                os.close(fd)
+            print(out, seg.check().ok)
+        finally:
+            seg.close()
+            dshared.unlink(name)
+    """, shm_name, where, _corrupt.H_JBLOCKS, check=False, timeout=60)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert r.stdout.split()[0] == "CorruptSegmentError", r.stdout

@@ -132,6 +132,7 @@ cdef int txn_commit(Segment seg) except -1:
     to 0), then its journal blocks and what it left unreachable are freed."""
     cdef Header *h = seg.hdr
     cdef uint64_t b, nxt, steps = 0
+    cdef char *p
     cdef int was = gc_off()
     seg.txrec = False
     seg.lk.bseg = None
@@ -144,7 +145,10 @@ cdef int txn_commit(Segment seg) except -1:
     b = h.jblocks
     h.jblocks = 0
     while b and steps < 64:
-        nxt = ds_ld64(seg.base + b + BLOCK_HDR)
+        p = seg._jblock(b)
+        if p == NULL:
+            break                   # (bad bytes) what is left is garbage for collect()
+        nxt = ds_ld64(p)
         seg.free(b)
         b = nxt
         steps += 1
