@@ -340,7 +340,7 @@ seg.close()
 
 def _strace_futex_calls(name, n):
     out = subprocess.run(["strace", "-f", "-c", "-e", "trace=futex", sys.executable, "-c", STRACE_CHILD,
-                          name, str(n)], capture_output=True, text=True, timeout=120)
+                          name, str(n)], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr[-3000:]
     for line in out.stderr.splitlines():
         parts = line.split()
@@ -688,5 +688,5 @@ def test_import_does_not_load_asyncio():
     """asyncio is loaded by the first wait_async(), not by `import dshared`
     (it would double the import time of every worker and command)."""
     r = subprocess.run([sys.executable, "-c", "import sys, dshared; print('asyncio' in sys.modules)"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr)

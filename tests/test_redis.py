@@ -27,7 +27,7 @@ def rseg(redis_url, shm_name):
 
 def _children(code, n, *args, timeout=120):
     """n python processes running code (argv: index, *args); their outputs."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ)          # dshared as this process imports it (installed, or PYTHONPATH)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)] + [str(a) for a in args], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
              for i in range(n)]
@@ -120,7 +120,7 @@ time.sleep(600)
 
 def test_killed_lock_holder_lease_expires(rseg, redis_url):
     url = redis_url + "?lease_ms=600"
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ)
     p = subprocess.Popen([sys.executable, "-c", HOLDER, "0", rseg.name, url], env=env,
                          stdout=subprocess.PIPE, text=True, cwd="/")
     try:
@@ -414,7 +414,7 @@ def test_views_of_removed_containers_are_stale(rseg):
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_quickstart_runs_unchanged_on_redis(redis_url, shm_name, method, tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT, DSHARED_SERVER=redis_url, DSHARED_EXAMPLE_NAME=shm_name)
+    env = dict(os.environ, DSHARED_SERVER=redis_url, DSHARED_EXAMPLE_NAME=shm_name)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), method],
                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -429,13 +429,13 @@ def test_quickstart_runs_unchanged_on_redis(redis_url, shm_name, method, tmp_pat
 def test_without_redis_server_skipped_with_a_reason_or_failed_in_ci(required, tmp_path):
     """No redis-server: a user sees the Redis tests skipped with one reason
     line (and the run passes); under DSHARED_REQUIRE_REDIS=1 (CI) they fail."""
-    env = dict(os.environ, PYTHONPATH=ROOT, DSHARED_REDIS_SERVER="none")
+    env = dict(os.environ, DSHARED_REDIS_SERVER="none")
     env.pop("DSHARED_REQUIRE_REDIS", None)
     if required:
         env["DSHARED_REQUIRE_REDIS"] = "1"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                         os.path.join(ROOT, "tests", "test_redis.py") + "::test_layout_one_hash_per_container_under_the_hash_tag"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     if required:
         assert r.returncode != 0 and "DSHARED_REQUIRE_REDIS=1 but redis-server is not installed here" in r.stdout, r.stdout
     else:
