@@ -25,6 +25,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 
+@pytest.fixture(scope="module")
+def redis_url():
+    """A redis-server of this benchmark's own on a free 127.0.0.1 port (tests/_redis.py)."""
+    import _redis
+    binary = _redis.redis_server_binary()
+    if binary is None:
+        pytest.fail("redis-server is not installed here (apt-get install redis-server): the benchmark needs it")
+    srv = _redis.RedisServer(binary)
+    try:
+        yield srv.url
+    finally:
+        srv.close()
+
+
 def _per_op(fn, n):
     t = time.perf_counter()
     fn(n)
