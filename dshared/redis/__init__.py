@@ -172,9 +172,14 @@ class _NearCache:
             c.close()
             raise
         c.sock.settimeout(0.25)
+        if self.closed:
+            c.close()           # close() ran meanwhile (the thread was reconnecting): nobody would
+            return
         self.epoch += 1         # the entries were dropped when the last connection was lost
         self.conn = c
         self.enabled = True
+        if self.closed:         # close() ran between the check and the store
+            self._lost()
 
     def _start_thread(self):
         self.pid = os.getpid()
@@ -238,8 +243,12 @@ class _NearCache:
                             self.notify()
             except Exception:
                 if self.closed:
-                    return
+                    break
                 self._lost()
+        if self.closed and self.thread is threading.current_thread():
+            c, self.conn = self.conn, None
+            if c is not None:
+                c.close()       # a connection made while close() ran
 
     def close(self):
         self.closed = True
