@@ -137,7 +137,7 @@ def test_hit(seg, bench_cfg, redis_client):
     dc.close()
     shutil.rmtree(tmp, ignore_errors=True)
     _rows.update(rows)
-    _write()
+    _write(bench_cfg)
 
 
 def test_miss_store_evict(seg, bench_cfg, redis_client):
@@ -208,7 +208,7 @@ def test_miss_store_evict(seg, bench_cfg, redis_client):
     st = c.stats()
     assert st["entries"] <= bound
     _rows.update(out)
-    _write()
+    _write(bench_cfg)
 
 
 def test_bytes_per_entry(seg, bench_cfg):
@@ -221,7 +221,7 @@ def test_bytes_per_entry(seg, bench_cfg):
     # the value's own bytes: a str block of 200 ASCII chars (header and length included)
     own = 16 + 16 + 200 + 16     # block header, length word, data, key block (13 chars: inline)
     _rows["dshared bytes per entry above the value (200-char str)"] = used / n - (16 + 16 + 208)
-    _write()
+    _write(bench_cfg)
 
 
 def _zipf_trace(nkeys, length, pollution, bound, seed=1):
@@ -286,11 +286,14 @@ def test_hit_ratio(seg, bench_cfg, pollution):
     _rows["hit ratio %s: LRU (= lru_cache)" % tag] = lru
     _rows["hit ratio %s: cachetools LRU" % tag] = ctr
     _rows["hit ratio %s: dshared" % tag] = mine
-    _write()
+    _write(bench_cfg)
     assert mine >= lru - 0.01
 
 
-def _write():
+def _write(cfg):
+    """bench/cache_results.md, from a full run only (a smoke run's figures are not results)."""
+    if cfg.smoke:
+        return
     lru_hit = _rows.get("functools.lru_cache hit")
     lru_miss = _rows.get("functools.lru_cache miss+store+evict (median)")
     lines = ["# Cache mode benchmarks (bench/test_bench_cache.py)", "",
