@@ -194,7 +194,47 @@ def _as_int(v):
     return v
 
 
-class SharedList(_codec.ListNode, MutableSequence):
+class _ListOrder:
+    """==, != and the order comparisons of a shared list (of either backend),
+    by items, as list compares: with another shared list or a list."""
+
+    __slots__ = ()
+
+    def _cmp_items(self, other):
+        if isinstance(other, _ListOrder):
+            return other._items()
+        if isinstance(other, list):
+            return other
+        return None
+
+    def __eq__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() == o
+
+    def __ne__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() != o
+
+    def __lt__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() < o
+
+    def __le__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() <= o
+
+    def __gt__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() > o
+
+    def __ge__(self, other):
+        o = self._cmp_items(other)
+        return NotImplemented if o is None else self._items() >= o
+
+    __hash__ = None
+
+
+class SharedList(_codec.ListNode, _ListOrder, MutableSequence):
     """A list in shared memory. Every method behaves as list's; single
     operations are atomic; nested dicts and lists come back as live views."""
 
@@ -356,37 +396,6 @@ class SharedList(_codec.ListNode, MutableSequence):
             elif n > 1:
                 self.extend(self._items() * (n - 1))
         return self
-
-    def _cmp_items(self, other):
-        if isinstance(other, SharedList):
-            return other._items()
-        if isinstance(other, list):
-            return other
-        return None
-
-    def __eq__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() == o
-
-    def __ne__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() != o
-
-    def __lt__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() < o
-
-    def __le__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() <= o
-
-    def __gt__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() > o
-
-    def __ge__(self, other):
-        o = self._cmp_items(other)
-        return NotImplemented if o is None else self._items() >= o
 
     __hash__ = None
 

@@ -460,3 +460,16 @@ def test_init_reuses_this_process_handle_until_the_segment_is_gone(redis_url, sh
         assert b is not a and b.created and "k" not in dshared.col()
     finally:
         dshared.unlink(shm_name, server=redis_url)
+
+
+def test_lists_of_the_two_backends_compare_by_items(rseg, make_segment):
+    """One set of list comparisons serves both backends (_collections._ListOrder):
+    a Redis list and a shared-memory list compare by items, as two lists do."""
+    r = rseg.col()
+    r["l"] = [1, 2, 3]
+    s = make_segment(1 << 20).col()
+    s["l"] = [1, 2, 4]
+    a, b = r["l"], s["l"]
+    assert (a == b, a != b, a < b, a <= b, a > b, b > a) == (False, True, True, True, False, True)
+    s["l"][2] = 3
+    assert a == b and b == a and a == [1, 2, 3] and not (a < b)

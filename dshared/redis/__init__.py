@@ -22,7 +22,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Mutabl
 from hashlib import sha1
 
 from dshared import _codec as _shm_codec
-from dshared._collections import _as_int as _as_c_int
+from dshared._collections import _ListOrder, _as_int as _as_c_int
 from dshared._errors import DsharedError, LockTimeout, StaleReferenceError, UnsupportedTypeError
 from dshared.redis._client import Client, Config, ServerConnectionError
 from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms, unsupported
@@ -1184,7 +1184,7 @@ def _as_int(i):
     return i
 
 
-class RedisList(MutableSequence):
+class RedisList(_ListOrder, MutableSequence):
     """A list in a Redis segment (a view: made by the segment). The methods
     of SharedList; single operations are atomic."""
 
@@ -1476,37 +1476,6 @@ class RedisList(MutableSequence):
         n = n.__index__()
         self._replace(lambda raws, new: raws * max(n, 0))
         return self
-
-    def _cmp(self, other):
-        if isinstance(other, RedisList):
-            return other._items()
-        if isinstance(other, list):
-            return other
-        return None
-
-    def __eq__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() == o
-
-    def __ne__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() != o
-
-    def __lt__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() < o
-
-    def __le__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() <= o
-
-    def __gt__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() > o
-
-    def __ge__(self, other):
-        o = self._cmp(other)
-        return NotImplemented if o is None else self._items() >= o
 
     __hash__ = None
 
