@@ -630,7 +630,10 @@ def test_snapshot_sees_committed_states(shm_name):
 
 @pytest.mark.slow
 def test_kill_storm(shm_name):
-    r = run_driver("test_transactions", "drive_snapshot", shm_name, test_seed(), 300, 0, timeout=900)
+    # the writers pause 1 ms inside each block, so that about half the kills land
+    # inside one however loaded the machine (with no pause, a loaded 2-core CI
+    # machine saw 20 rollbacks in 300 kills); the others land anywhere
+    r = run_driver("test_transactions", "drive_snapshot", shm_name, test_seed(), 300, 0, 0.001, timeout=900)
     print("kills %(kills)d, snapshot reads %(reads)d, acknowledged %(acked)d, rollbacks %(rollbacks)d, "
           "repairs %(repairs)d" % r)
     assert not r["bad"], r["bad"][:5]
