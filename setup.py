@@ -34,7 +34,7 @@ extensions = [
         include_dirs=["dshared/include"],
         # in the sdist, and a change to them rebuilds
         depends=sorted(glob.glob("dshared/include/*.h") + glob.glob("dshared/heap/*.px[di]")
-                       + glob.glob("dshared/codec/*.pxi")) + ["dshared/_heap.pxd", "dshared/_notify.pxi"],
+                       + glob.glob("dshared/codec/*.pxi")) + ["dshared/_heap.pxd"],
         extra_compile_args=cflags,
         define_macros=macros,
         libraries=["rt", "pthread"],

@@ -305,7 +305,7 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
     cdef bint ascii
     cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
     if seg.base == NULL:
-        seg.check_open()            # raises: the hash seed lives in the segment
+        seg_check_open(seg)            # raises: the hash seed lives in the segment
     if PyUnicode_CheckExact(k) and PyUnicode_IS_ASCII(k):
         # the common case first: an ASCII str is its own UTF-8
         key.ctag = T_STR
@@ -924,10 +924,10 @@ cdef class Plan:
             if pc.ref == REF_EXISTING:
                 view_block(seg, ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
         for i in range(self.nblocks):
-            off = seg.alloc(self.blocks[i].payload, self.blocks[i].kind)
+            off = blk_alloc(seg, self.blocks[i].payload, self.blocks[i].kind)
             if off == 0:
                 self.free_blocks(i)
-                seg.raise_alloc_error(self.blocks[i].payload)
+                blk_raise_full(seg, self.blocks[i].payload)
             self.blocks[i].off = off
         for i in range(self.ncells):
             pc = &self.cells[i]
@@ -937,7 +937,7 @@ cdef class Plan:
                 if pc.cell.b[0] == T_DICT or pc.cell.b[0] == T_LIST:
                     memcpy(&pc.cell.b[4], &(<Block *>(seg.base + off)).gen, 4)
             elif pc.ref == REF_EXISTING:
-                seg.incref(ds_ld64(&pc.cell.b[8]))
+                blk_incref(seg, ds_ld64(&pc.cell.b[8]))
         for i in range(self.nblocks):
             self.fill(i)
         self.state = PLAN_MATERIALIZED
@@ -947,7 +947,7 @@ cdef class Plan:
         cdef uint64_t i = upto
         while i > 0:
             i -= 1
-            self.seg.free(self.blocks[i].off)
+            blk_free(self.seg, self.blocks[i].off)
 
     cdef int rollback(self) except -1:
         """Undo materialize() (the plan's cells were never published)."""
@@ -956,7 +956,7 @@ cdef class Plan:
             return 0
         for i in range(self.ncells):
             if self.cells[i].ref == REF_EXISTING:
-                self.seg.decref_cell(&self.cells[i].cell)
+                blk_decref_cell(self.seg, &self.cells[i].cell)
         self.free_blocks(self.nblocks)
         self.state = PLAN_PLANNED
         return 0
@@ -1007,7 +1007,7 @@ cdef class Plan:
                     hashes[j] = self.cells[b.first + 2 * j].hash
                     cells[2 * j] = self.cells[b.first + 2 * j].cell
                     cells[2 * j + 1] = self.cells[b.first + 2 * j + 1].cell
-                seg.table_fill(t, hashes, cells, b.n)
+                tbl_fill(seg, t, hashes, cells, b.n)
                 free(hashes)
                 free(cells)
         return 0
@@ -1019,10 +1019,10 @@ cdef class Plan:
 cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t n, uint64_t flags) except? 0:
     """A fresh STR or BYTES block (refcount 1) holding data (lock held)."""
     cdef uint64_t hdr = 16 if kind == K_STR else 8
-    cdef uint64_t off = seg.alloc(hdr + n, kind)
+    cdef uint64_t off = blk_alloc(seg, hdr + n, kind)
     cdef char *p
     if off == 0:
-        seg.raise_alloc_error(hdr + n)
+        blk_raise_full(seg, hdr + n)
     p = seg.base + off + BLOCK_HDR
     ds_st64(p, n)
     if kind == K_STR:
@@ -1212,7 +1212,7 @@ cdef object read_section(Node node, ReadFn fn, void *arg, int tries=MAX_RETRIES)
     cdef uint64_t s
     cdef PyObject *r
     if seg.base == NULL:
-        seg.check_open()
+        seg_check_open(seg)
     if seg.hdr.flags & FLAG_POISONED:
         raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
     seg.readers += 1                # no page return under this read (Segment._shrink_reserve)
@@ -1253,29 +1253,29 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
     try:
         for attempt in range(tries):
             if seg.faulted:
-                seg.raise_faulted()
+                seg_raise_faulted(seg)
             s = seq_begin(seg)
             try:
                 r = fn(node, arg)
             except Exception as e:
                 if seg.faulted:
-                    seg.raise_faulted()     # the read met a fault: what it saw was zeros
+                    seg_raise_faulted(seg)     # the read met a fault: what it saw was zeros
                 if seq_ok(seg, s):
                     _raise_if_freed(node)
                     damage(seg, e)
                     raise
                 continue
             if seg.faulted:
-                seg.raise_faulted()
+                seg_raise_faulted(seg)
             if seq_ok(seg, s):
                 # the container was freed while it was read: as a read after it
                 _raise_if_freed(node)
                 return r
     finally:
         seg.readers -= 1
-    seg.lock_acquire(-1)
+    lock_acquire(seg, -1)
     if seg.wdepth == 0 and seg.lk.bdepth == 0:
-        seg._settle()               # a sequence left odd by no writer would slow every read
+        wr_settle(seg)               # a sequence left odd by no writer would slow every read
                                     # (not inside this thread's block: its journal is live)
     was = ds_gc_disable()
     try:
@@ -1283,24 +1283,24 @@ cdef object read_retry(Node node, ReadFn fn, void *arg, int tries):
             r = fn(node, arg)
         except Exception as e:
             if seg.faulted:
-                seg.raise_faulted()
+                seg_raise_faulted(seg)
             damage(seg, e)
             raise
         if seg.faulted:
-            seg.raise_faulted()
+            seg_raise_faulted(seg)
         return r
     finally:
         if was:
             ds_gc_enable()
-        seg.lock_release()
+        lock_release(seg)
 
 
 cdef int _raise_if_freed(Node node) except -1:
     """StaleReferenceError if the view's container was freed during a read
     (the read may have seen its memory being reused)."""
     cdef Segment seg = node.seg
-    if seg.inb(node.off, BLOCK_HDR) and not view_gen_ok(seg, node.off, node.gen):
-        seg.bad_view(node.off, node.gen, K_DICT if isinstance(node, DictNode) else K_LIST)
+    if seg_inb(seg, node.off, BLOCK_HDR) and not view_gen_ok(seg, node.off, node.gen):
+        seg_bad_view(seg, node.off, node.gen, K_DICT if isinstance(node, DictNode) else K_LIST)
     return 0
 
 
@@ -1358,7 +1358,7 @@ def _rebuild(name, is_dict, off, gen):
 def root_view(Segment seg, name=None):
     """The root SharedDict of seg, or the named top-level dict `name`."""
     cdef Node names
-    seg.check_open()
+    seg_check_open(seg)
     if name is None:
         return make_view(seg, seg.hdr.root, K_DICT, checked_block(seg, seg.hdr.root, K_DICT).gen)
     names = <Node>make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
@@ -1367,7 +1367,7 @@ def root_view(Segment seg, name=None):
 
 def names_view(Segment seg):
     """The dict of seg's named collections: name -> SharedDict."""
-    seg.check_open()
+    seg_check_open(seg)
     return make_view(seg, seg.hdr.names, K_DICT, checked_block(seg, seg.hdr.names, K_DICT).gen)
 
 
@@ -1543,15 +1543,15 @@ cdef class DictNode(Node):
         cdef Segment seg = self.seg
         cdef int64_t ix
         owner = make_key(seg, k, &key, True)     # a key dshared cannot store is absent
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_DICT)
             ix = dict_find(seg, self.off, &key)
             if ix >= 0:
-                seg.dict_remove(self.off, ix)
-            seg.commit()
+                tbl_remove(seg, self.off, ix)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         if ix < 0:
             raise KeyError(k)
 
@@ -1615,14 +1615,14 @@ cdef class DictNode(Node):
             # the key's own block: stored only if the key is new
             kplan = Plan(seg)
             ki = kplan.add_key(k)
-        seg.write_begin()
+        wr_begin(seg)
         try:
             view_block(seg, self.off, self.gen, K_DICT)
             table_view(seg, self.off, &tv)          # the table, checked once
             ix = table_lookup(seg, &tv, &key)
             if ix >= 0 and mode == ST_SETDEFAULT:
                 r = entry_value(seg, &tv.ents[ix], False)
-                seg.commit()
+                wr_commit(seg)
                 return r
             if plan is not None:
                 plan.materialize()
@@ -1634,30 +1634,30 @@ cdef class DictNode(Node):
                 pair[0] = ck
                 pair[1] = cv
             if ix >= 0:
-                seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
+                tbl_entry_set(seg, &tv.ents[ix], pair, True)   # the key already there stays
                 nt_key(seg, self.off, key.hash)
             else:
                 try:
                     if kplan is not None:
                         kplan.materialize()
                         ck = kplan.cell(ki)[0]
-                    seg.dict_reserve(self.off, 1)
+                    tbl_reserve(seg, self.off, 1)
                 except BaseException:
                     if kplan is not None:
                         kplan.rollback()
                     if plan is not None:
                         plan.rollback()
                     if vblock:
-                        seg.free(vblock)
+                        blk_free(seg, vblock)
                     raise
                 if not packed:
                     pair[0] = ck
-                seg.dict_insert(self.off, &key, &pair[0], &pair[1])
+                tbl_insert(seg, self.off, &key, &pair[0], &pair[1])
             r = (v if packed else decode(seg, &cv, 0)) if mode == ST_SETDEFAULT else None
-            seg.commit()
+            wr_commit(seg)
             return r
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
@@ -1687,16 +1687,16 @@ cdef class DictNode(Node):
         if len(default) > 1:
             raise TypeError("pop expected at most 2 arguments, got %d" % (len(default) + 1))
         owner = make_key(seg, k, &key, True)
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_DICT)
             ix = dict_find(seg, self.off, &key)
             if ix >= 0:
                 r = entry_value(seg, dict_entry(seg, self.off, ix), True)
-                seg.dict_remove(self.off, ix)
-            seg.commit()
+                tbl_remove(seg, self.off, ix)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         if ix < 0:
             if default:
                 return default[0]
@@ -1708,17 +1708,17 @@ cdef class DictNode(Node):
         cdef Segment seg = self.seg
         cdef int64_t ix
         cdef Entry *e
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_DICT)
             ix = dict_prev(seg, self.off, INT64_MAX_)
             if ix >= 0:
                 e = dict_entry(seg, self.off, ix)
                 r = (entry_key(seg, e), entry_value(seg, e, True))
-                seg.dict_remove(self.off, ix)
-            seg.commit()
+                tbl_remove(seg, self.off, ix)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         if ix < 0:
             raise KeyError("popitem(): dictionary is empty")
         return r
@@ -1726,13 +1726,13 @@ cdef class DictNode(Node):
     def clear(self):
         """Remove every item. Atomic."""
         cdef Segment seg = self.seg
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_DICT)
-            seg.dict_clear(self.off)
-            seg.commit()
+            tbl_clear(seg, self.off)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def _update_pairs(self, list pairs):
         """Store [(k, v), ...] in one atomic step."""
@@ -1764,7 +1764,7 @@ cdef class DictNode(Node):
                 k, v = pairs[i]
                 owners.append(make_key(seg, k, &keys[i]))
                 roots.append(plan.add_pair(k, &keys[i], v))
-            seg.write_begin()
+            wr_begin(seg)
             try:
                 self.check(K_DICT)
                 plan.materialize()
@@ -1781,17 +1781,17 @@ cdef class DictNode(Node):
                     try:
                         if n - missing <= MANY_OVERWRITES:
                             if missing:
-                                seg.dict_reserve(self.off, missing)
-                            seg.dict_insert_many(self.off, keys, cells, n)
+                                tbl_reserve(seg, self.off, missing)
+                            tbl_insert_many(seg, self.off, keys, cells, n)
                         else:
-                            seg.dict_update_fresh(self.off, keys, cells, n)
+                            tbl_update_fresh(seg, self.off, keys, cells, n)
                     except BaseException:
                         plan.rollback()
                         raise
                 else:
                     try:
                         if missing:
-                            seg.dict_reserve(self.off, missing)
+                            tbl_reserve(seg, self.off, missing)
                     except BaseException:
                         plan.rollback()
                         raise
@@ -1800,13 +1800,13 @@ cdef class DictNode(Node):
                         if ix >= 0:
                             pair[0] = plan.cell(roots[i])[0]
                             pair[1] = plan.cell(<int64_t>roots[i] + 1)[0]
-                            seg.dict_set_pair(self.off, ix, pair)
+                            tbl_set_pair(seg, self.off, ix, pair)
                         else:
-                            seg.dict_insert(self.off, &keys[i], plan.cell(roots[i]),
+                            tbl_insert(seg, self.off, &keys[i], plan.cell(roots[i]),
                                             plan.cell(<int64_t>roots[i] + 1))
-                seg.commit()
+                wr_commit(seg)
             finally:
-                seg.write_end()
+                wr_end(seg)
                 free(cells)
         finally:
             free(keys)
@@ -1822,7 +1822,7 @@ cdef class DictNode(Node):
             raise TypeError("incr() default must be an int or a float, not %s" % type(default).__name__)
         owner = make_key(seg, k, &key)      # before the lock: a bad key raises here
         a.key = &key
-        seg.lock_acquire(-1)
+        lock_acquire(seg, -1)
         try:
             cur = read_section(self, _rd_get, &a)
             if a.ix < 0:
@@ -1835,7 +1835,7 @@ cdef class DictNode(Node):
             new = PyNumber_Add(cur, delta)
             self.store(k, new, ST_SET)
         finally:
-            seg.lock_release()
+            lock_release(seg)
         return new
 
 
@@ -2247,7 +2247,7 @@ cdef class ListNode(Node):
             plan = Plan(seg)
             roots = [plan.add_root(v) for v in values]
             nins = len(values)
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_LIST)
             n = list_len(seg, self.off)
@@ -2286,7 +2286,7 @@ cdef class ListNode(Node):
             try:
                 if pstep == 1:
                     if ndel or nins:
-                        seg.list_splice(self.off, start, ndel, cells, nins)
+                        lst_splice(seg, self.off, start, ndel, cells, nins)
                 elif count:
                     # an extended slice: build the whole new item array
                     old = list_cells(seg, self.off, n)
@@ -2298,7 +2298,7 @@ cdef class ListNode(Node):
                         memcpy(out, old, CELL_SIZE * n)
                         for k in range(count):
                             out[pstart + k * pstep] = cells[k]
-                        seg.list_rebuild(self.off, out, n, gone, count)
+                        lst_rebuild(seg, self.off, out, n, gone, count)
                     else:
                         w = 0
                         j = 0
@@ -2310,19 +2310,19 @@ cdef class ListNode(Node):
                             else:
                                 out[w] = old[k]
                                 w += 1
-                        seg.list_rebuild(self.off, out, w, gone, count)
+                        lst_rebuild(seg, self.off, out, w, gone, count)
             except BaseException:
                 if plan is not None:
                     plan.rollback()
                 raise
-            seg.commit()
+            wr_commit(seg)
             if _sorting:
                 note_sorted_write(self)
         finally:
             free(cells)
             free(out)
             free(gone)
-            seg.write_end()
+            wr_end(seg)
         return result
 
     cdef int _permute(self, object version, object order) except -1:
@@ -2332,28 +2332,28 @@ cdef class ListNode(Node):
         cdef int64_t n, k
         cdef Cell *cells
         cdef Cell *out = NULL
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_LIST)
             if version is not None and ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != <uint64_t>version:
-                seg.commit()
+                wr_commit(seg)
                 return 0
             n = list_len(seg, self.off)
             if order is not None and n != len(order):
-                seg.commit()
+                wr_commit(seg)
                 return 0
             cells = list_cells(seg, self.off, n)
             out = <Cell *>malloc_or_raise(CELL_SIZE * n)
             for k in range(n):
                 out[k] = cells[n - 1 - k] if order is None else cells[<int64_t>order[k]]
-            seg.list_rebuild(self.off, out, n, NULL, 0)
-            seg.commit()
+            lst_rebuild(seg, self.off, out, n, NULL, 0)
+            wr_commit(seg)
             if _sorting:
                 note_sorted_write(self)
             return 1
         finally:
             free(out)
-            seg.write_end()
+            wr_end(seg)
 
     def _reverse(self):
         self._permute(None, None)
@@ -2366,19 +2366,19 @@ cdef class ListNode(Node):
     def _delete_if(self, uint64_t version, int64_t i):
         """Delete item i if the list is still at `version`."""
         cdef Segment seg = self.seg
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_LIST)
             if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
-                seg.commit()
+                wr_commit(seg)
                 return False
-            seg.list_splice(self.off, i, 1, NULL, 0)
-            seg.commit()
+            lst_splice(seg, self.off, i, 1, NULL, 0)
+            wr_commit(seg)
             if _sorting:
                 note_sorted_write(self)
             return True
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     # -- sort() and remove(): Python code (keys, comparisons, __eq__) runs on a
     # snapshot outside the lock; the results are kept per item identity (the
@@ -2426,7 +2426,7 @@ cdef class ListNode(Node):
         cdef Cell *cells
         cdef Cell *out = NULL
         cdef bint missing = False
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_LIST)
             n = list_len(seg, self.off)
@@ -2452,7 +2452,7 @@ cdef class ListNode(Node):
                 tail.append((ident, kv, True))
                 tail_keys.append(kv)
             if missing:
-                seg.commit()
+                wr_commit(seg)
                 return (p, tail)
             full = ks[:p]
             full.extend(tail_keys)
@@ -2460,14 +2460,14 @@ cdef class ListNode(Node):
             out = <Cell *>malloc_or_raise(CELL_SIZE * (n if n else 1))
             for k in range(n):
                 out[k] = cells[<int64_t>order[k]]
-            seg.list_rebuild(self.off, out, n, NULL, 0)
-            seg.commit()
+            lst_rebuild(seg, self.off, out, n, NULL, 0)
+            wr_commit(seg)
             if _sorting:
                 note_sorted_write(self)
             return True
         finally:
             free(out)
-            seg.write_end()
+            wr_end(seg)
 
     def _remove_known(self, dict equal, value):
         """Under the lock: delete the first item whose identity maps to True
@@ -2479,7 +2479,7 @@ cdef class ListNode(Node):
         cdef Segment seg = self.seg
         cdef int64_t n, k, found = -1
         cdef Cell *cells
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.check(K_LIST)
             n = list_len(seg, self.off)
@@ -2500,16 +2500,16 @@ cdef class ListNode(Node):
                     found = k
                     break
             if new:
-                seg.commit()
+                wr_commit(seg)
                 return new
             if found >= 0:
-                seg.list_splice(self.off, found, 1, NULL, 0)
-            seg.commit()
+                lst_splice(seg, self.off, found, 1, NULL, 0)
+            wr_commit(seg)
             if found >= 0 and _sorting:
                 note_sorted_write(self)
             return 1 if found >= 0 else -1
         finally:
-            seg.write_end()
+            wr_end(seg)
 
 
 cdef int64_t _index(object i) except? -1:
@@ -2560,7 +2560,7 @@ cdef int cell_id_into(Segment seg, const Cell *c, uint8_t *buf) except -1:
     cdef uint32_t gen = 0
     memcpy(buf, c.b, 16)
     if T_FIRST_REF <= tag <= T_LAST and tag != T_DICT and tag != T_LIST:
-        gen = (<Block *>seg.ptr(ds_ld64(&c.b[8]), BLOCK_HDR)).gen
+        gen = (<Block *>seg_ptr(seg, ds_ld64(&c.b[8]), BLOCK_HDR)).gen
     memcpy(&buf[16], &gen, 4)
     return 0
 

@@ -249,145 +249,21 @@ cdef class Segment:
     cdef public list _views     # recent views, direct-mapped by offset (see _codec.make_view)
     cdef object __weakref__
 
-    # internals
-    cdef _map(self, uint64_t cap)
-    cdef _init_header(self, uint64_t reserved)
-    cdef _check_header(self, uint64_t size)
-    cdef int _reserve(self, uint64_t upto) noexcept nogil
-    cdef _unmap_close(self)
-    cdef _own_file_description(self)
-    cdef void _shrink_reserve(self) noexcept nogil
-    cdef _repair_after_death(self)
-    cdef int _lock_faulted(self, int rc) except -1
-    cdef void lock_release_raw(self) noexcept
-    cdef void _undo_journal(self) noexcept nogil
-    cdef int _rebuild_allocator(self) except -1
-    cdef void _close_run(self, uint64_t run, uint64_t run16) noexcept nogil
-    cdef bint _free_link_ok(self, uint64_t off) noexcept nogil
-    cdef void _heap_corrupt(self) noexcept nogil
-    cdef bint _tiles_ok(self, uint64_t off) noexcept nogil
-    cdef bint _header_sane(self) noexcept nogil
-    cdef void _settle(self) noexcept nogil
-    cdef int _check_mutex(self) except -1
-    cdef int _bin(self, uint64_t size16) noexcept nogil
-    cdef void _bin_push(self, uint64_t off, uint64_t size16) noexcept nogil
-    cdef void _bin_remove(self, uint64_t off, uint64_t size16) noexcept nogil
-    cdef void _set_prev16(self, uint64_t off, uint64_t prev16) noexcept nogil
-    cdef bint _decref_one(self, uint64_t off) noexcept nogil
-    cdef uint64_t _push_children(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
-    cdef void _push_cell(self, const Cell *c, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
-    cdef void _push(self, uint64_t off, uint64_t **stack, uint64_t *n, uint64_t *cap) noexcept
-    cdef void _table_place(self, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil
-    cdef void _bump_version(self, uint64_t c) noexcept
-
-    cdef bint _valid_ref(self, uint64_t off) noexcept nogil
-    cdef int _tiling(self, list out) except -1
-    cdef uint64_t _mark(self, list blocks) except? 0
-    cdef uint64_t _collect(self) except? 0
-    cdef _check(self, list problems, list garbage, list probes)
-    cdef list _children(self, uint64_t off, list problems, list probes=*)
-    cdef int64_t _probe_length(self, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept
-    cdef _probe_stats(self)
-    cdef _cells(self, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)
-
-    # checked access: offsets read from the segment never go unchecked
-    cdef inline void read_limit(self) noexcept nogil:
-        """Bound every offset and length by the live heap: its top, no higher
-        than the bytes backed (reserved) and the capacity. So one read never
-        allocates more than the heap holds and never touches an unbacked page.
-        Taken where the top may have moved: at each read section's start
-        (seq_begin), at each lock acquisition, and when alloc raises the top.
-        A top lowered during a read section is a published write: the read
-        that fails this bound retries, as for any other stale bytes."""
-        cdef uint64_t t = ds_load_relaxed(&self.hdr.top)
-        cdef uint64_t r = ds_load_relaxed(&self.hdr.reserved)
-        if t > r:
-            t = r
-        if t > self.cap:
-            t = self.cap
-        if t < HEADER_SIZE:
-            t = HEADER_SIZE
-        self.lim = t
-    cdef inline bint inb(self, uint64_t off, uint64_t n) noexcept nogil:
-        return off >= HEADER_SIZE and n <= self.lim and off <= self.lim - n
-    cdef char *ptr(self, uint64_t off, uint64_t n) except NULL
-    cdef Block *bad_block(self, uint64_t off, int kind) except NULL
-    cdef Block *bad_view(self, uint64_t off, uint32_t gen, int kind) except NULL
-    cdef int check_open(self) except -1
-    cdef int raise_faulted(self) except -1
-    cdef int raise_corrupt(self, str msg) except -1
 
 
-    # the publish path: lock (reentrant) + seqlock around each write
-    cdef inline void publish(self) noexcept nogil:
-        """About to change memory that readers can reach: make the write
-        sequence odd (once per write). Everything a write does before this,
-        under the lock (lookups, allocations, filling new blocks), leaves the
-        reachable state as it was, so lock-free readers are not restarted for
-        it. jstore and jrebuild call this; every other store of a write goes
-        to a block that nothing reachable refers to (yet, or any more: frees
-        change a block's generation first, and a read through a view checks
-        it again at its end, see view_gen_ok)."""
-        if not self.odd:
-            self.odd = True
-            self.hdr.seq += 1
-            ds_fence_release()
-    cdef int lock_acquire(self, double timeout) except -1
-    cdef int lock_release(self) except -1
-    cdef bint lock_held(self)
-    cdef int write_begin(self) except -1
-    cdef int commit(self) except -1
-    cdef void write_end(self) noexcept
-    cdef void jstore(self, void *p, uint64_t v) noexcept
-    cdef void jstore_cell(self, Cell *dst, const Cell *src) noexcept
-    cdef void jrebuild(self, uint64_t t) noexcept
-    cdef void defer_free(self, uint64_t off) noexcept
-    cdef void defer_release(self, const Cell *c) noexcept
-    cdef void defer_release_block(self, uint64_t off) noexcept
-    cdef void _run_deferred(self) noexcept
-    cdef void end_publication(self) noexcept nogil
-    cdef void _debug_commit(self) noexcept nogil
-    cdef void _debug_check(self) noexcept
-    cdef char *_jblock(self, uint64_t b) noexcept nogil
-    cdef uint64_t *_jslot(self, uint64_t n) noexcept nogil
-    cdef void _undo_to(self, uint64_t mark) noexcept nogil
-    cdef int _op_begin_in_block(self) except -1
-    cdef void _op_failed_in_block(self) noexcept
-    cdef void _rec_alloc(self, uint64_t off) noexcept nogil
-    cdef void _rec_incref(self, uint64_t off) noexcept nogil
 
-    # allocator (under the lock; failures are reported by a 0 return)
-    cdef uint64_t alloc(self, uint64_t payload, int kind) noexcept nogil
-    cdef void free(self, uint64_t off) noexcept nogil
-    cdef void incref(self, uint64_t off) noexcept nogil
-    cdef void decref_cell(self, const Cell *c) noexcept
-    cdef void release_block(self, uint64_t off) noexcept
-    cdef int raise_alloc_error(self, uint64_t want) except -1
 
-    # dict tables
-    cdef uint64_t dict_table(self, uint64_t d) except? 0
-    cdef int dict_update_fresh(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
-    cdef uint64_t _live_count(self, uint64_t t) except? 0
-    cdef int dict_insert_many(self, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1
-    cdef void _rebuild_index(self, uint64_t t) noexcept nogil
-    cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1
-    cdef int table_fill(self, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
-    cdef uint64_t _new_table(self, uint64_t n) noexcept nogil
-    cdef int dict_insert(self, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
-    cdef int dict_set_pair(self, uint64_t d, int64_t ix, const Cell *pair) except -1
-    cdef void _entry_set(self, Entry *e, const Cell *pair, bint journal) noexcept
-    cdef int dict_remove(self, uint64_t d, int64_t i) except -1
-    cdef int dict_clear(self, uint64_t d) except -1
 
-    # lists
-    cdef int list_splice(self, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
-    cdef int list_rebuild(self, uint64_t l, const Cell *cells, uint64_t n, const Cell *removed, uint64_t nremoved) except -1
-    cdef Cell *_new_items(self, uint64_t l, uint64_t n, bint grow) except NULL
-    cdef void _publish_items(self, uint64_t l, uint64_t n) noexcept
-    cdef bint _try_new_items(self, uint64_t l, uint64_t n) noexcept
+
+
 
 
 # -- change notifications: what a write changed (include/dshared_notify.h)
+
+
+# the operations on a segment (functions of heap/*.pxi)
+include "heap/api.pxd"
+
 
 cdef inline bint nt_attach(Segment seg) noexcept nogil:
     """Find the wait area from Header.waits and check it (kind, size,
@@ -399,7 +275,7 @@ cdef inline bint nt_attach(Segment seg) noexcept nogil:
     cdef Block *b
     if w == 0 or seg.base == NULL:
         return False
-    if (w & (ALIGN - 1)) or not seg.inb(w, need):
+    if (w & (ALIGN - 1)) or not seg_inb(seg, w, need):
         return False
     b = <Block *>(seg.base + w)
     if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
@@ -459,11 +335,11 @@ cdef inline Block *checked_block(Segment seg, uint64_t off, int kind) except NUL
     cdef Block *b
     cdef uint64_t size
     if seg.base == NULL or off < HEADER_SIZE or off > seg.lim - MIN_BLOCK or (off & (ALIGN - 1)):
-        return seg.bad_block(off, kind)
+        return seg_bad_block(seg, off, kind)
     b = <Block *>(seg.base + off)
     size = <uint64_t>b.size16 * ALIGN
     if (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or size > seg.lim - off:
-        return seg.bad_block(off, kind)
+        return seg_bad_block(seg, off, kind)
     return b
 
 
@@ -472,10 +348,10 @@ cdef inline Block *view_block(Segment seg, uint64_t off, uint32_t gen, int kind)
     StaleReferenceError when it was freed, ValueError when the segment is closed."""
     cdef Block *b
     if seg.base == NULL or off < HEADER_SIZE or off > seg.lim - MIN_BLOCK or (off & (ALIGN - 1)):
-        return seg.bad_view(off, gen, kind)
+        return seg_bad_view(seg, off, gen, kind)
     b = <Block *>(seg.base + off)
     if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
-        return seg.bad_view(off, gen, kind)
+        return seg_bad_view(seg, off, gen, kind)
     return checked_block(seg, off, kind)
 
 
@@ -493,7 +369,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     b = checked_block(seg, t, K_TABLE)
     size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
     if size < 32:                   # the four header words below must lie inside the block
-        seg.bad_block(t, K_TABLE)
+        seg_bad_block(seg, t, K_TABLE)
         return -1
     p = seg.base + t + BLOCK_HDR
     nslots = ds_ld64(p)
@@ -503,7 +379,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
             or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
             or count > nentries):
-        seg.bad_block(t, K_TABLE)
+        seg_bad_block(seg, t, K_TABLE)
         return -1
     tv.nslots = nslots
     tv.capacity = capacity
@@ -550,7 +426,7 @@ cdef inline uint64_t seq_begin(Segment seg) noexcept nogil:
         ds_cpu_relax()
         spins += 1
         s = ds_load_acquire(&seg.hdr.seq)
-    seg.read_limit()            # after the sequence: every block the read can reach lies below it
+    seg_read_limit(seg)            # after the sequence: every block the read can reach lies below it
     return s
 
 

@@ -1,6 +1,8 @@
 """The shape of the compiled core: the reads (d[k], d.get(k), k in d, lst[i])
 run in _codec without calling into _heap, neither through Segment's vtable
-nor through the function pointers _codec imports from _heap's C-API capsule.
+(Segment has no cdef methods any more: its operations are functions of
+heap/*.pxi) nor through the function pointers _codec imports from _heap's
+C-API capsule.
 What they need from _heap (the checked accessors, the probe, the key compare,
 the entry and item readers) is inline in _heap.pxd and heap/*.pxd.
 
@@ -30,7 +32,8 @@ SLOW = {"__pyx_f_7dshared_6_codec_read_retry", "__pyx_f_7dshared_6_codec_damage"
 # Out-of-line raisers: they only run to raise an exception (the error exits
 # of the checked accessors), so a call to one costs nothing on the way that
 # returns a value.
-COLD = {"bad_block", "bad_view", "raise_faulted", "raise_corrupt", "check_open"}
+COLD = {"seg_bad_block", "seg_bad_view", "seg_raise_faulted", "seg_raise_corrupt", "seg_check_open"}
+COLD_POINTERS = {"__pyx_f_7dshared_5_heap_" + n for n in COLD}
 
 FUNC_DEF = re.compile(r"^(?:static |CYTHON_UNUSED |CYTHON_INLINE |__Pyx_[A-Za-z_]+ )*[^\n;(){}]*?\b"
                       r"(__pyx_p?[fw]_7dshared_\w+)\([^;{}]*?\)\s*\{\n", re.M)
@@ -79,9 +82,10 @@ def read_path_calls(c_source):
         seen.add(name)
         body = funcs[name]
         for vtab, meth in VTAB_CALL.findall(body):
-            if not (vtab == "__pyx_vtabstruct_7dshared_5_heap_Segment" and meth in COLD):
-                bad.append((name, "vtable call %s.%s" % (vtab, meth)))
+            bad.append((name, "vtable call %s.%s" % (vtab, meth)))
         for ref in set(REF.findall(body)):
+            if ref in COLD_POINTERS:
+                continue
             if ref in pointers:
                 bad.append((name, "call through the imported pointer %s" % ref))
             elif ref in funcs:
@@ -124,9 +128,10 @@ static PyObject *__pyx_pf_7dshared_6_codec_8ListNode_2__getitem__(struct X *self
 }
 static PyObject *__pyx_f_7dshared_6_codec__rd_get(struct X *self) {
   __pyx_t_2 = ((struct __pyx_vtabstruct_7dshared_5_heap_Segment *)__pyx_v_seg->__pyx_vtab)->list_len(__pyx_v_seg, 1);
-  __pyx_t_3 = ((struct __pyx_vtabstruct_7dshared_5_heap_Segment *)__pyx_v_seg->__pyx_vtab)->bad_block(__pyx_v_seg, 1, 2);
+  __pyx_t_3 = __pyx_f_7dshared_5_heap_seg_bad_block(__pyx_v_seg, 1, 2);
 }
 static int64_t (*__pyx_f_7dshared_5_heap_dict_find)(struct X *); /*proto*/
+static Block *(*__pyx_f_7dshared_5_heap_seg_bad_block)(struct X *, uint64_t, int); /*proto*/
 """
     seen, bad = read_path_calls(c)
     assert sorted(bad) == [
@@ -158,33 +163,57 @@ def test_segment_full_error_says_what_was_asked_and_what_was_free(make_segment):
 
 
 def segment_methods():
-    """Names a call seg.name(...) may use: the cdef methods _heap.pxd declares
-    for Segment, and what Python sees on it."""
+    """Names a call seg.name(...) may use: what Python sees on Segment (its
+    def methods and properties). Segment declares no cdef method: its
+    operations are functions of heap/*.pxi that take the segment."""
     import dshared
-    with open(os.path.join(ROOT, "dshared", "_heap.pxd")) as f:
-        pxd = f.read()
-    body = pxd[pxd.index("cdef class Segment:"):]
-    names = set(re.findall(r"^    cdef [^(\n]*?\b(\w+)\(self\b", body, re.M))
-    return names | set(dir(dshared.Segment))
+    return set(dir(dshared.Segment))
 
 
-SEG_CALL = re.compile(r"\b(?:seg|self\.seg|node\.seg)\.(\w+)\(")
-
-
-def test_code_calls_only_segment_methods_that_exist():
-    """A method moved out of Segment (to an inline function of heap/*.pxd)
-    and still called as seg.method() compiles into a Python attribute lookup
-    that fails only when it runs: every seg.name(...) in the Cython sources
-    names a method Segment has."""
-    names = segment_methods()
-    assert {"lock_acquire", "write_begin", "commit", "col", "stats"} <= names
-    sources = [os.path.join("dshared", "_codec.pyx"), os.path.join("dshared", "_heap.pyx")]
+def heap_sources():
+    sources = [os.path.join("dshared", "_codec.pyx"), os.path.join("dshared", "_heap.pyx"),
+               os.path.join("dshared", "_heap.pxd")]
     for sub in ("heap", "codec"):
         sources += [os.path.join("dshared", sub, n) for n in sorted(os.listdir(os.path.join(ROOT, "dshared", sub)))
                     if n.endswith((".pxi", ".pxd"))]
     sources += [os.path.join("dshared", n) for n in os.listdir(os.path.join(ROOT, "dshared")) if n.endswith(".pxi")]
+    return sources
+
+
+SEG_CALL = re.compile(r"\b(?:seg|self\.seg|self\._seg|node\.seg)\.(\w+)\(")
+
+
+def test_segment_is_a_state_object():
+    """Segment (final) declares fields only: no cdef method in _heap.pxd, and
+    every function heap/api.pxd declares is defined in one heap/*.pxi."""
+    with open(os.path.join(ROOT, "dshared", "_heap.pxd")) as f:
+        pxd = f.read()
+    body = pxd[pxd.index("cdef class Segment:"):]
+    body = body[:re.search(r"^\S", body[1:], re.M).start() + 1]
+    assert "@cython.final\ncdef class Segment:" in pxd
+    assert not re.findall(r"^    cdef [^(\n]*\(self\b", body, re.M)
+    with open(os.path.join(ROOT, "dshared", "heap", "api.pxd")) as f:
+        declared = re.findall(r"^cdef [^(\n]*?\b(\w+)\(Segment seg\b[^:\n]*$", f.read(), re.M)
+    assert len(declared) > 80
+    defined = {}
+    for n in os.listdir(os.path.join(ROOT, "dshared", "heap")):
+        if n.endswith(".pxi"):
+            with open(os.path.join(ROOT, "dshared", "heap", n)) as f:
+                for name in re.findall(r"^cdef [^(\n]*?\b(\w+)\(Segment seg\b", f.read(), re.M):
+                    defined.setdefault(name, []).append(n)
+    assert [d for d in declared if len(defined.get(d, ())) != 1] == []
+
+
+def test_code_calls_only_segment_methods_that_exist():
+    """A cdef method of Segment became a function of heap/*.pxi taking the
+    segment; a call left as seg.method() would compile into a Python
+    attribute lookup that fails only when it runs: every seg.name(...) in the
+    Cython sources names a method Python sees on Segment."""
+    names = segment_methods()
+    assert {"col", "stats", "check", "lock", "transaction"} <= names
+    assert not {"lock_acquire", "write_begin", "commit", "alloc"} & names
     missing = []
-    for src in sources:
+    for src in heap_sources():
         with open(os.path.join(ROOT, src)) as f:
             for no, line in enumerate(f, 1):
                 for name in SEG_CALL.findall(line.split("#")[0]):
@@ -192,3 +221,4 @@ def test_code_calls_only_segment_methods_that_exist():
                         missing.append("%s:%d: seg.%s()" % (src, no, name))
     assert not missing, missing
     assert SEG_CALL.findall("            seg.block(off, K_DICT)") == ["block"]
+    assert SEG_CALL.findall("            self.seg.commit()") == ["commit"]

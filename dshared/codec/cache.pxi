@@ -94,7 +94,7 @@ cdef inline void cstore(Segment seg, uint64_t *p, uint64_t v) noexcept:
     if _hook_plain_counters:
         p[0] = v
     else:
-        seg.jstore(p, v)
+        jr_store(seg, p, v)
 
 
 def _cache_entry_bytes(CacheCore c, k):
@@ -103,12 +103,12 @@ def _cache_entry_bytes(CacheCore c, k):
     cdef int64_t ix
     cdef Segment seg = c.seg
     owner = make_key(seg, k, &key)
-    seg.lock_acquire(-1)
+    lock_acquire(seg, -1)
     try:
         ix = dict_find(seg, c.data.off, &key)
         return entry_footprint(seg, dict_entry(seg, c.data.off, ix)) if ix >= 0 else 0
     finally:
-        seg.lock_release()
+        lock_release(seg)
 
 
 cdef inline int64_t now_us() noexcept nogil:
@@ -203,12 +203,12 @@ cdef uint64_t cell_footprint(Segment seg, const Cell *c) except? 0:
     cdef set seen = None
     if c.b[0] < T_FIRST_REF or c.b[0] > T_LAST:
         return 0
-    seg._push(ds_ld64(&c.b[8]), &stack, &n, &cap)
+    blk_push(seg, ds_ld64(&c.b[8]), &stack, &n, &cap)
     try:
         while n > 0:
             n -= 1
             off = stack[n]
-            if not seg._valid_ref(off):
+            if not gc_valid_ref(seg, off):
                 continue
             b = <Block *>(seg.base + off)
             if (b.kind_rc & 0xff) in (K_DICT, K_LIST, K_TUPLE):
@@ -218,7 +218,7 @@ cdef uint64_t cell_footprint(Segment seg, const Cell *c) except? 0:
                     continue
                 seen.add(off)
             total += <uint64_t>b.size16 * ALIGN
-            seg._push_children(off, &stack, &n, &cap)
+            blk_push_children(seg, off, &stack, &n, &cap)
             steps += 1
             if steps > 100000000:
                 break
@@ -353,7 +353,7 @@ cdef class CacheCore:
         self.name = name
         self.data = data
         owner = make_key(seg, "s", &key)
-        seg.lock_acquire(-1)
+        lock_acquire(seg, -1)
         try:
             ix = dict_find(seg, entry.off, &key)
             if ix < 0:
@@ -371,7 +371,7 @@ cdef class CacheCore:
             if n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]) or (<uint64_t *>p)[S_LOGW] > 30:
                 raise CorruptSegmentError("cache %r: bad state block" % (name,))
         finally:
-            seg.lock_release()
+            lock_release(seg)
 
     cdef uint64_t *state(self) except NULL:
         """The state words, checked (the block is never freed while the cache exists)."""
@@ -441,7 +441,7 @@ cdef class CacheCore:
         cdef int64_t ix, exp
         cdef Entry *e
         cdef uint64_t *st
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.data.check(K_DICT)
             ix = dict_find(seg, self.data.off, key)
@@ -450,9 +450,9 @@ cdef class CacheCore:
                 exp = wrapped_expiry(seg, &e.value) if e.key.b[0] != T_PACKED else 0
                 if exp and exp <= now_us():
                     self._remove_locked(ix, S_EXPIRED)
-            seg.commit()
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         return 0
 
     def flush(self):
@@ -462,16 +462,16 @@ cdef class CacheCore:
         self.ready()
         if self._hits == 0 and self._misses == 0:
             return
-        seg.write_begin()
+        wr_begin(seg)
         try:
             st = self.state()
-            seg.jstore(&st[S_HITS], st[S_HITS] + self._hits)
-            seg.jstore(&st[S_MISSES], st[S_MISSES] + self._misses)
-            seg.commit()
+            jr_store(seg, &st[S_HITS], st[S_HITS] + self._hits)
+            jr_store(seg, &st[S_MISSES], st[S_MISSES] + self._misses)
+            wr_commit(seg)
             self._hits = 0
             self._misses = 0
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def _claim(self, DictNode pending, k, int64_t marker, int64_t expect=0):
         """One step of get_or_set, under the lock: (1, value) if k is cached;
@@ -487,7 +487,7 @@ cdef class CacheCore:
         owner = make_key(seg, k, &key)
         a.key = &key
         a.core = <PyObject *>self
-        seg.lock_acquire(-1)
+        lock_acquire(seg, -1)
         try:
             r = read_section(self.data, _rd_cache_get, &a)
             if a.status == 1:
@@ -506,7 +506,7 @@ cdef class CacheCore:
             pending._store(k, marker, 0)
             return (0, None)
         finally:
-            seg.lock_release()
+            lock_release(seg)
 
     def _release(self, DictNode pending, k, int64_t marker):
         """Drop this process's claim on k (if it still holds it)."""
@@ -516,7 +516,7 @@ cdef class CacheCore:
         cdef Entry *e
         self.ready()
         owner = make_key(seg, k, &key)
-        seg.write_begin()
+        wr_begin(seg)
         try:
             pending.check(K_DICT)
             ix = dict_find(seg, pending.off, &key)
@@ -525,10 +525,10 @@ cdef class CacheCore:
                 if e.value.b[0] == T_INT:
                     memcpy(&held, &e.value.b[8], 8)
                 if held == marker:
-                    seg.dict_remove(pending.off, ix)
-            seg.commit()
+                    tbl_remove(seg, pending.off, ix)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def _local_counts(self):
         self.ready()
@@ -540,7 +540,7 @@ cdef class CacheCore:
         cdef Segment seg = self.seg
         self.ready()
         self.flush()
-        seg.lock_acquire(-1)
+        lock_acquire(seg, -1)
         try:
             self._recount_locked()
             st = self.state()
@@ -550,7 +550,7 @@ cdef class CacheCore:
                         max_bytes=st[S_MAXB] or None, oversize=st[S_OVERSIZE],
                         rejected=st[S_REJECTED], sets=st[S_SETS])
         finally:
-            seg.lock_release()
+            lock_release(seg)
 
     def _settings(self):
         cdef uint64_t *st = self.state()
@@ -569,18 +569,18 @@ cdef class CacheCore:
         cdef int64_t i
         if st[S_REPAIRS] == seg.hdr.repairs or _hook_plain_counters:
             return 0
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.data.check(K_DICT)
             i = dict_next(seg, self.data.off, 0)
             while i >= 0:
                 total += entry_footprint(seg, dict_entry(seg, self.data.off, i))
                 i = dict_next(seg, self.data.off, i + 1)
-            seg.jstore(&st[S_BYTES], total)
-            seg.jstore(&st[S_REPAIRS], seg.hdr.repairs)
-            seg.commit()
+            jr_store(seg, &st[S_BYTES], total)
+            jr_store(seg, &st[S_REPAIRS], seg.hdr.repairs)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         return 0
 
     cdef int _remove_locked(self, int64_t ix, int counter) except -1:
@@ -591,7 +591,7 @@ cdef class CacheCore:
         cstore(seg, &st[S_BYTES], st[S_BYTES] - size if st[S_BYTES] > size else 0)
         if counter >= 0:
             cstore(seg, &st[counter], st[counter] + 1)
-        seg.dict_remove(self.data.off, ix)
+        tbl_remove(seg, self.data.off, ix)
         return 0
 
     cdef int64_t _pick_victim(self, int64_t now, bint *expired) except -2:
@@ -649,13 +649,13 @@ cdef class CacheCore:
     cdef int _evict_at(self, int64_t ix, bint expired) except -1:
         """One write: remove the victim ix (picked under this lock hold)."""
         cdef Segment seg = self.seg
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.data.check(K_DICT)
             self._remove_locked(ix, S_EXPIRED if expired else S_EVICT)
-            seg.commit()
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         return 0
 
     cdef int _evict_one(self) except -1:
@@ -676,7 +676,7 @@ cdef class CacheCore:
         cdef int64_t now = now_us(), exp
         cdef Entry *e
         cdef int i
-        seg.write_begin()
+        wr_begin(seg)
         try:
             st = self.state()
             self.data.check(K_DICT)
@@ -695,22 +695,22 @@ cdef class CacheCore:
                         self._remove_locked(hand, S_EXPIRED)
                 hand += 1
             st[S_HAND] = hand
-            seg.commit()
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         return 0
 
     def _bump(self, int counter):
         cdef Segment seg = self.seg
         cdef uint64_t *st
         self.ready()
-        seg.write_begin()
+        wr_begin(seg)
         try:
             st = self.state()
-            seg.jstore(&st[counter], st[counter] + 1)
-            seg.commit()
+            jr_store(seg, &st[counter], st[counter] + 1)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def set(self, k, v, ttl=None):
         """c.set(k, v, ttl=None): store v under k (ttl in seconds: None for the
@@ -800,7 +800,7 @@ cdef class CacheCore:
             kplan = Plan(seg)
             ki = kplan.add_key(k)
         # from here on no Python code runs until the lock is released
-        seg.lock_acquire(-1)
+        lock_acquire(seg, -1)
         try:
             self._recount_locked()
             st = self.state()
@@ -836,12 +836,12 @@ cdef class CacheCore:
                 st = self.state()
                 ix = dict_find(seg, self.data.off, &key)
                 if ix >= 0 and entry_footprint(seg, dict_entry(seg, self.data.off, ix)) > maxb:
-                    seg.write_begin()
+                    wr_begin(seg)
                     try:
                         self._remove_locked(ix, S_OVERSIZE)
-                        seg.commit()
+                        wr_commit(seg)
                     finally:
-                        seg.write_end()
+                        wr_end(seg)
                     return False
                 while st[S_BYTES] > maxb:
                     if not self._evict_one():
@@ -856,7 +856,7 @@ cdef class CacheCore:
                 if pending is not None:
                     self._release(pending, k, marker)
             finally:
-                seg.lock_release()
+                lock_release(seg)
 
     cdef bint _admit(self, Key *key, int64_t victim) except -1:
         """Under the lock, the cache full: was key asked for more often than the victim?"""
@@ -876,7 +876,7 @@ cdef class CacheCore:
         cdef int64_t ix
         cdef uint64_t old = 0, new, vblock = 0
         cdef uint64_t *st
-        seg.write_begin()
+        wr_begin(seg)
         try:
             st = self.state()
             view_block(seg, self.data.off, self.data.gen, K_DICT)
@@ -894,31 +894,31 @@ cdef class CacheCore:
                 pair[0] = ck[0]
                 pair[1] = cv[0]
             if ix >= 0:
-                seg._entry_set(&tv.ents[ix], pair, True)
+                tbl_entry_set(seg, &tv.ents[ix], pair, True)
             else:
                 try:
                     if kplan is not None:
                         kplan.materialize()
                         ck[0] = kplan.cell(ki)[0]
-                    seg.dict_reserve(self.data.off, 1)
+                    tbl_reserve(seg, self.data.off, 1)
                 except BaseException:
                     if kplan is not None:
                         kplan.rollback()
                     if plan is not None:
                         plan.rollback()
                     if vblock:
-                        seg.free(vblock)
+                        blk_free(seg, vblock)
                     raise
                 if not packed:
                     pair[0] = ck[0]
-                seg.dict_insert(self.data.off, key, &pair[0], &pair[1])
+                tbl_insert(seg, self.data.off, key, &pair[0], &pair[1])
             ix = dict_find(seg, self.data.off, key)
             new = entry_footprint(seg, dict_entry(seg, self.data.off, ix))
             cstore(seg, &st[S_BYTES], st[S_BYTES] + new - old if st[S_BYTES] + new > old else 0)
             cstore(seg, &st[S_SETS], st[S_SETS] + 1)
-            seg.commit()
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         return 0
 
     def pop(self, k, default=_MISS):
@@ -931,7 +931,7 @@ cdef class CacheCore:
         self.ready()
         owner = make_key(seg, k, &key, True)
         r = _MISS
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.data.check(K_DICT)
             ix = dict_find(seg, self.data.off, &key)
@@ -947,9 +947,9 @@ cdef class CacheCore:
                     if not (exp and exp <= now_us()):
                         r = deep_decode(seg, c)
                 self._remove_locked(ix, S_EXPIRED if r is _MISS else -1)
-            seg.commit()
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
         if r is _MISS:
             if default is _MISS:
                 raise KeyError(k)
@@ -965,16 +965,16 @@ cdef class CacheCore:
         cdef Segment seg = self.seg
         cdef uint64_t *st
         self.ready()
-        seg.write_begin()
+        wr_begin(seg)
         try:
             self.data.check(K_DICT)
             st = self.state()
-            seg.dict_clear(self.data.off)
-            seg.jstore(&st[S_BYTES], 0)
-            seg.jstore(&st[S_HAND], 0)
-            seg.commit()
+            tbl_clear(seg, self.data.off)
+            jr_store(seg, &st[S_BYTES], 0)
+            jr_store(seg, &st[S_HAND], 0)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def reset_stats(self):
         """Zero the hit, miss, eviction, expiration and refusal counters."""
@@ -983,14 +983,14 @@ cdef class CacheCore:
         cdef int i
         self.ready()
         self._hits = self._misses = 0
-        seg.write_begin()
+        wr_begin(seg)
         try:
             st = self.state()
             for i in (S_HITS, S_MISSES, S_EVICT, S_EXPIRED, S_OVERSIZE, S_REJECTED, S_SETS):
-                seg.jstore(&st[i], 0)
-            seg.commit()
+                jr_store(seg, &st[i], 0)
+            wr_commit(seg)
         finally:
-            seg.write_end()
+            wr_end(seg)
 
     def __len__(self):
         """Entries stored (expired ones not yet reclaimed included)."""

@@ -50,7 +50,7 @@ cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k)
             return -1
         if ix >= 0:
             if <uint64_t>ix >= nentries:
-                seg.bad_block(tv.off, K_TABLE)
+                seg_bad_block(seg, tv.off, K_TABLE)
             e = &ents[ix]
             if e.hash == k.hash:
                 # short str keys, the common case, compare right here
@@ -64,7 +64,7 @@ cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k)
                     return ix
         if not probe_next(&pr):
             break
-    seg.bad_block(tv.off, K_TABLE)
+    seg_bad_block(seg, tv.off, K_TABLE)
     return -2
 
 
@@ -101,7 +101,7 @@ cdef inline Entry *dict_entry(Segment seg, uint64_t d, int64_t i) except NULL:
     cdef TableView tv
     table_view(seg, d, &tv)
     if i < 0 or <uint64_t>i >= tv.nentries:
-        seg.raise_corrupt("dict entry %d out of range" % i)
+        seg_raise_corrupt(seg, "dict entry %d out of range" % i)
         return NULL
     return &tv.ents[i]
 
@@ -138,10 +138,10 @@ cdef inline int64_t dict_prev(Segment seg, uint64_t d, int64_t i) except -2:
 cdef inline int64_t list_len(Segment seg, uint64_t l) except -1:
     cdef uint64_t n
     if (<Block *>(seg.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
-        return seg.raise_corrupt("list block at %d is too small" % l)
+        return seg_raise_corrupt(seg, "list block at %d is too small" % l)
     n = ds_ld64(seg.base + l + BLOCK_HDR + 8)
     if n > seg.lim // CELL_SIZE:
-        return seg.raise_corrupt("list at %d claims %d items" % (l, n))
+        return seg_raise_corrupt(seg, "list at %d claims %d items" % (l, n))
     return <int64_t>n
 
 
@@ -153,11 +153,11 @@ cdef inline Cell *list_cells(Segment seg, uint64_t l, uint64_t n) except NULL:
     if it == 0:
         if n == 0:
             return <Cell *>(seg.base + l + BLOCK_HDR + 24)     # never read
-        seg.raise_corrupt("list at %d has no items block" % l)
+        seg_raise_corrupt(seg, "list at %d has no items block" % l)
         return NULL
     b = checked_block(seg, it, K_ITEMS)
     p = seg.base + it + BLOCK_HDR
     if ds_ld64(p) > (<uint64_t>b.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE or n > ds_ld64(p):
-        seg.raise_corrupt("list items at %d are inconsistent" % it)
+        seg_raise_corrupt(seg, "list items at %d are inconsistent" % it)
         return NULL
     return <Cell *>(p + 8)

@@ -12,7 +12,7 @@ cdef inline int block_bytes(Segment seg, uint64_t off, int kind, const char **da
     cdef uint64_t hdr = 16 if kind == K_STR else 8
     cdef uint64_t length = ds_ld64(p)
     if length > size - BLOCK_HDR - hdr:
-        return seg.raise_corrupt("byte block at %d claims %d bytes" % (off, length))
+        return seg_raise_corrupt(seg, "byte block at %d claims %d bytes" % (off, length))
     data[0] = p + hdr
     n[0] = length
     return 0
@@ -60,7 +60,7 @@ cdef inline int key_matches(Segment seg, const Entry *e, const Key *k) except -1
         if tag == T_KTUPLE:
             # [canonical length][canonical][typed]: compare the canonical part
             if n < 8 or ds_ld64(data) > n - 8:
-                return seg.raise_corrupt("malformed tuple key")
+                return seg_raise_corrupt(seg, "malformed tuple key")
             n = ds_ld64(data)
             data += 8
         return n == k.len and memcmp(data, k.data, n) == 0

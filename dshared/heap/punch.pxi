@@ -170,7 +170,7 @@ cdef void punch_lower_reserve(Segment seg, uint64_t upto) noexcept nogil:
     if upto < h.top or upto >= old:
         return
     h.reserved = upto
-    seg.read_limit()
+    seg_read_limit(seg)
     fallocate(seg.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, <long>upto, <long>(old - upto))
 
 

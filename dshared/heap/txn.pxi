@@ -54,13 +54,13 @@ cdef void txn_hand_over(Segment seg) noexcept:
     cdef uint64_t i
     if o is not None and o is not seg:
         for i in range(seg.nfree):
-            o.defer_free(seg.pfree[i])
+            wr_defer_free(o, seg.pfree[i])
         for i in range(seg.nrel):
-            o.defer_release_block(seg.prel[i])
+            wr_defer_release_block(o, seg.prel[i])
         for i in range(seg.ntxa):
-            o._rec_alloc(seg.txa[2 * i])
+            jr_rec_alloc(o, seg.txa[2 * i])
         for i in range(seg.ntxi):
-            o._rec_incref(seg.txi[i])
+            jr_rec_incref(o, seg.txi[i])
     seg.nfree = seg.nrel = seg.ntxa = seg.ntxi = 0
     seg.txrec = False
 
@@ -69,20 +69,20 @@ cdef tuple txn_begin(Segment seg, double timeout, int kind):
     """Take the lock and open a block (or a savepoint of the open one);
     returns the savepoint."""
     cdef Header *h
-    seg.lock_acquire(timeout)
+    lock_acquire(seg, timeout)
     h = seg.hdr
     if seg.lk.bdepth == 0:
         try:
-            if not seg._header_sane():
+            if not wr_header_sane(seg):
                 h.flags |= FLAG_POISONED
             if h.flags & FLAG_POISONED:
                 raise CorruptSegmentError("segment %r was marked corrupt by a failed repair" % seg.name)
             if seg.wdepth:
                 raise RuntimeError("segment %r: a block cannot open inside a write" % seg.name)
         except BaseException:
-            seg.lock_release()
+            lock_release(seg)
             raise
-        seg._settle()               # no write in flight: a journal left here is stale
+        wr_settle(seg)               # no write in flight: a journal left here is stale
         seg.jcap = JOURNAL_MAX
         seg.ntxa = seg.ntxi = 0
         seg.nfree = seg.nrel = 0
@@ -102,8 +102,8 @@ cdef int txn_rollback(Segment seg, tuple sp) except -1:
     cdef uint64_t jm = sp[0], fm = sp[1], rm = sp[2], am = sp[3], im = sp[4], i, off
     cdef Block *b
     cdef int was = gc_off()
-    seg.publish()
-    seg._undo_to(jm)
+    wr_publish(seg)
+    jr_undo_to(seg, jm)
     i = seg.ntxi
     while i > im:
         i -= 1
@@ -117,12 +117,12 @@ cdef int txn_rollback(Segment seg, tuple sp) except -1:
         off = seg.txa[2 * i]
         b = <Block *>(seg.base + off)
         if b.gen == <uint32_t>seg.txa[2 * i + 1] and (b.kind_rc & 0xff) != K_FREE and (b.kind_rc & 0xff) <= K_LAST:
-            seg.free(off)
+            blk_free(seg, off)
     seg.ntxa = am
     seg.nfree = fm
     seg.nrel = rm
     seg.hdr.rollbacks += 1
-    seg.end_publication()
+    wr_end_publication(seg)
     gc_restore(was)
     return 0
 
@@ -145,29 +145,29 @@ cdef int txn_commit(Segment seg) except -1:
     b = h.jblocks
     h.jblocks = 0
     while b and steps < 64:
-        p = seg._jblock(b)
+        p = jr_block(seg, b)
         if p == NULL:
             break                   # (bad bytes) what is left is garbage for collect()
         nxt = ds_ld64(p)
-        seg.free(b)
+        blk_free(seg, b)
         b = nxt
         steps += 1
     seg.ntxa = seg.ntxi = 0
-    seg._run_deferred()
+    wr_run_deferred(seg)
     gc_restore(was)
     return 0
 
 
 cdef int txn_end(Segment seg, tuple sp, bint rollback) except -1:
     if not (seg.lk.bdepth > 0 and seg.lk.fork_gen == _fork_gen):
-        return seg.lock_release()   # (a block inherited through fork: not ours)
+        return lock_release(seg)   # (a block inherited through fork: not ours)
     if ds_fault_flag(&seg.faulted):
         # the mapping faulted (a truncated file): nothing in it can be
         # trusted or written, neither a rollback nor a commit; the lock is
         # given back as lock_release() gives it back after a fault
         seg.lk.bdepth -= 1
-        return seg.lock_release()
-    if not seg.lock_held():
+        return lock_release(seg)
+    if not lock_held(seg):
         raise RuntimeError("segment %r: a block ends in a thread that does not hold its lock" % seg.name)
     o = <Segment>seg.lk.bseg
     try:
@@ -177,7 +177,7 @@ cdef int txn_end(Segment seg, tuple sp, bint rollback) except -1:
         if seg.lk.bdepth == 0:
             txn_commit(o)
     finally:
-        seg.lock_release()
+        lock_release(seg)
     return 0
 
 
@@ -198,7 +198,7 @@ cdef class _Block:
         if self.kind == BLOCK_SNAPSHOT or _hook_no_lock:
             # (test hook no_lock: writers race without the mutex; a block
             # would share their journal, so there is none)
-            self.seg.lock_acquire(self.timeout)
+            lock_acquire(self.seg, self.timeout)
             self.sps.append(None)
         else:
             self.sps.append(txn_begin(self.seg, self.timeout, self.kind))
@@ -207,7 +207,7 @@ cdef class _Block:
     def __exit__(self, et, ev, tb):
         sp = self.sps.pop() if self.sps else None
         if sp is None:
-            self.seg.lock_release()
+            lock_release(self.seg)
         else:
             txn_end(self.seg, sp, self.kind == BLOCK_TXN and et is not None)
         return False

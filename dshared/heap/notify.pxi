@@ -62,31 +62,31 @@ cdef int nt_ensure(Segment seg) except -1:
     """Make sure the segment has a wait area (allocated on first use)."""
     cdef uint64_t off, a
     cdef char *p
-    seg.check_open()
-    seg.read_limit()
+    seg_check_open(seg)
+    seg_read_limit(seg)
     if seg.nt_area != NULL or nt_attach(seg):
         return 0
-    seg.write_begin()
+    wr_begin(seg)
     try:
         if not nt_attach(seg):
             if seg.hdr.waits != 0:
                 raise CorruptSegmentError("segment %r: its wait area (at %d) is damaged"
                                           % (seg.name, seg.hdr.waits))
-            off = seg.alloc(NT_PAYLOAD, K_BYTES)
+            off = blk_alloc(seg, NT_PAYLOAD, K_BYTES)
             if off == 0:
-                seg.raise_alloc_error(NT_PAYLOAD)
+                blk_raise_full(seg, NT_PAYLOAD)
             p = seg.base + off + BLOCK_HDR
             memset(p, 0, NT_PAYLOAD)
             ds_st64(p, NT_PAYLOAD - 8)
             a = (off + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
             ds_nt_headp(seg.base + a).magic = DS_NT_MAGIC
-            seg.incref(off)                 # held by the header, as the roots are
+            blk_incref(seg, off)                 # held by the header, as the roots are
             ds_fence_release()
             seg.hdr.waits = off
             nt_attach(seg)
-        seg.commit()
+        wr_commit(seg)
     finally:
-        seg.write_end()
+        wr_end(seg)
     return 0
 
 
@@ -102,8 +102,8 @@ cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
     cdef Block *b
     if seg.base == NULL:
         return True
-    seg.read_limit()
-    if not seg.inb(off, BLOCK_HDR):
+    seg_read_limit(seg)
+    if not seg_inb(seg, off, BLOCK_HDR):
         return True
     b = <Block *>(seg.base + off)
     return b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind
@@ -184,8 +184,8 @@ def _nt_wait(list targets, timeout):
         if t[0] is None:
             raise TypeError("not a segment: None")
         seg = <Segment?>t[0]
-        seg.check_open()
-        if seg.lock_held():
+        seg_check_open(seg)
+        if lock_held(seg):
             raise RuntimeError("segment %r: wait() inside a lock() or transaction() block would never "
                                "return (the writer it waits for needs the lock this thread holds); "
                                "read the version inside the block and wait after it" % seg.name)
@@ -235,7 +235,7 @@ def _nt_wait(list targets, timeout):
         while True:
             for seg in distinct:
                 if seg.base == NULL:
-                    seg.check_open()    # closed by another thread meanwhile: raises
+                    seg_check_open(seg)    # closed by another thread meanwhile: raises
             moved = False
             for i in range(n):
                 if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]:
@@ -326,8 +326,8 @@ def _nt_stats(Segment seg not None):
     cdef char *area
     cdef uint64_t v
     cdef unsigned i
-    seg.check_open()
-    seg.read_limit()
+    seg_check_open(seg)
+    seg_read_limit(seg)
     if seg.nt_area == NULL and not nt_attach(seg):
         return None
     area = seg.nt_area
@@ -343,8 +343,8 @@ def _nt_stats(Segment seg not None):
 
 def _nt_repair(Segment seg not None):
     """Remove the counts of waiters whose process is gone; returns how many."""
-    seg.check_open()
-    seg.read_limit()
+    seg_check_open(seg)
+    seg_read_limit(seg)
     if seg.nt_area == NULL and not nt_attach(seg):
         return 0
     return ds_nt_repair(seg.nt_area)
@@ -364,3 +364,14 @@ def _nt_hooks(no_wake=None, slice_ms=None):
     n = ds_nt_wake_calls
     ds_nt_wake_calls = 0
     return n
+
+
+cdef void _nt_keys(Segment seg, uint64_t d, const Key *keys, uint64_t n) noexcept nogil:
+    cdef uint64_t i
+    if seg.nt_area == NULL and not nt_attach(seg):
+        return
+    if n > DS_NT_PEND:
+        nt_all(seg)
+        return
+    for i in range(n):
+        nt_key(seg, d, keys[i].hash)

@@ -1,0 +1,657 @@
+# The Segment object: create/attach, mapping, header, reserve, fork, close, and the raisers of the checked accessors (included by _heap.pyx at module level).
+
+
+cdef class Segment:
+    """Segment(name, size=None, create=None, *, allow_unsafe=False)
+--
+
+One shared-memory segment: created (mode 0600, built under a temporary
+    name and linked into place complete, see _create), or attached by name.
+    `size` is a capacity in bytes (rounded up to 64 KiB at least); pages are
+    backed as the heap grows. `create`: None attaches if `name` exists and
+    creates it otherwise, True only creates (FileExistsError if it exists),
+    False only attaches (FileNotFoundError if it does not). `allow_unsafe`:
+    attach to a segment owned by another user or open to other users."""
+
+    def __cinit__(self, name, size=None, create=None, *, allow_unsafe=False):
+        self.fd = -1
+        self.base = NULL
+        self.hdr = NULL
+        self.name = validate_name(name)
+        cap = _round_capacity(size)
+        if create is None:
+            # attach if the name exists, else create; a creation that loses the
+            # race to another creator's link() attaches to the winner's segment
+            for _ in range(100):
+                try:
+                    self._attach(allow_unsafe)
+                    break
+                except FileNotFoundError:
+                    pass
+                try:
+                    self._create(cap)
+                    break
+                except FileExistsError:
+                    pass
+            else:
+                raise OSError("segment %r keeps appearing and disappearing" % name)
+        elif create:
+            self._create(cap)
+        else:
+            self._attach(allow_unsafe)
+        _live.add(self)
+        key = self._file_key()
+        st = _lock_states.get(key)
+        if st is None:
+            st = LockState()
+            _lock_states[key] = st
+        self.lk = st
+
+    def _file_key(self):
+        cdef struct_stat st
+        fstat(self.fd, &st)
+        return (st.st_dev, st.st_ino)
+
+    def _create(self, uint64_t cap):
+        """Create the segment in one atomic step: build and initialise it
+        under a private temporary name, then link() it to its name, which
+        fails if the name exists. So a name in /dev/shm is always a complete
+        segment; a creator killed half-way leaves only its temporary file,
+        which the next creation (or dshared.unlink) of the name removes.
+        FileExistsError (the temporary file removed) if the name exists."""
+        cdef bytes final = _shm_file(self.name)
+        cdef bytes tmp
+        cdef int fd, e
+        _remove_dead_temps(self.name)
+        for _ in range(100):
+            tmp = _shm_file(_temp_name(self.name))
+            fd = c_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            if fd < 0:
+                e = errno
+                if e == EEXIST:
+                    continue
+                raise OSError(e, os.strerror(e), self.name)
+            crash_point()
+            # exclusive while building: the mark of a live creator (see
+            # _remove_dead_temps). Refused only if a cleaner took the file
+            # for a dead creator's between open and here: it removes it.
+            if flock(fd, LOCK_EX | LOCK_NB) != 0:
+                c_unlink(tmp)
+                c_close(fd)
+                continue
+            self.fd = fd
+            self.created = True
+            try:
+                crash_point()
+                fchmod(fd, 0o600)                # umask-proof
+                self._initialize(cap)
+                # the shared lock every attached handle holds, taken before the
+                # name appears, so that no exclusive flock (page return) ever
+                # sees an attached segment as unattached
+                _flock_wait(fd, LOCK_SH, self.name)
+                crash_point()
+                if c_link(tmp, final) != 0:
+                    e = errno
+                    if e != ENOENT:              # ENOENT: a cleaner removed it (see above)
+                        raise OSError(e, os.strerror(e), self.name)
+                    c_unlink(tmp)
+                    seg_unmap_close(self)
+                    continue
+                crash_point()
+            except BaseException:
+                c_unlink(tmp)
+                seg_unmap_close(self)
+                self.created = False
+                raise
+            c_unlink(tmp)
+            crash_point()
+            return
+        raise OSError("segment %r: could not create a temporary file for it" % self.name)
+
+    def _initialize(self, uint64_t cap):
+        """Size, back, map and initialise the segment being built."""
+        if ftruncate(self.fd, cap) != 0:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        crash_point()
+        first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
+        rc = posix_fallocate(self.fd, 0, first)
+        if rc:
+            raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
+        crash_point()
+        seg_map(self, cap)
+        seg_init_header(self, first)
+        crash_point()
+
+    def _attach(self, allow_unsafe):
+        cdef bytes p = _shm_path(self.name)
+        cdef int fd = shm_open(p, O_RDWR, 0)
+        cdef struct_stat st
+        if fd < 0:
+            e = errno
+            raise OSError(e, os.strerror(e), self.name)
+        self.fd = fd
+        self.created = False
+        try:
+            _flock_wait(fd, LOCK_SH, self.name)
+            if fstat(fd, &st) != 0:
+                e = errno
+                raise OSError(e, os.strerror(e), self.name)
+            if not S_ISREG(st.st_mode):
+                raise CorruptSegmentError("%r is not a regular shared-memory object" % self.name)
+            if not allow_unsafe:
+                if st.st_uid != geteuid():
+                    raise PermissionError("segment %r is owned by uid %d, not by this user; "
+                                          "pass allow_unsafe=True to attach anyway" % (self.name, st.st_uid))
+                if st.st_mode & 0o077:
+                    raise PermissionError("segment %r has mode %o, open to other users; "
+                                          "pass allow_unsafe=True to attach anyway"
+                                          % (self.name, st.st_mode & 0o777))
+            # a segment appears under its name complete (see _create): an
+            # object too small for one is damaged or foreign, never a creation
+            # under way, and nobody re-creates it silently
+            if <uint64_t>st.st_size < MIN_CAPACITY:
+                raise CorruptSegmentError(_not_a_segment(self.name, "only %d bytes" % st.st_size))
+            seg_map(self, st.st_size)
+            seg_check_header(self, st.st_size)
+        except BaseException:
+            seg_unmap_close(self)
+            raise
+
+    def __dealloc__(self):
+        seg_unmap_close(self)
+        c_free(self.pfree)
+        c_free(self.prel)
+
+    @property
+    def _reads_in_flight(self):
+        """Read sections of this handle in progress in this process."""
+        return self.readers
+
+    def close(self):
+        """Unmap the segment. Views of it raise ValueError afterwards."""
+        if (self.lk is not None and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
+                and self.lk.owner == PyThread_get_thread_ident()):
+            # (a lock taken before fork belongs to the parent, not to this child)
+            raise RuntimeError("cannot close segment %r while this thread holds its lock" % self.name)
+        seg_unmap_close(self)
+
+    def unlink(self):
+        """Remove the segment from /dev/shm (it stays usable while mapped)."""
+        try:
+            unlink(self.name)
+        except FileNotFoundError:
+            pass
+
+    @property
+    def closed(self):
+        return self.base == NULL
+
+    @property
+    def capacity(self):
+        seg_check_open(self)
+        return self.cap
+
+    @property
+    def poisoned(self):
+        """True once a failed repair (or bytes the allocator cannot trust)
+        has marked the segment corrupt: every access raises CorruptSegmentError."""
+        seg_check_open(self)
+        return bool(self.hdr.flags & FLAG_POISONED)
+
+    def collections(self):
+        """The names of this segment's named collections (see col(name))."""
+        from dshared._codec import names_view
+        return list(names_view(self))
+
+    def attached(self):
+        """The PIDs of the processes that have this segment mapped or open,
+        this one included, as far as /proc shows them (see dshared.segments)."""
+        seg_check_open(self)
+        from dshared._ops import attached_pids
+        return attached_pids(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        return (_reattach, (self.name,))
+
+    def __repr__(self):
+        return "<dshared.Segment %r%s>" % (self.name, " closed" if self.base == NULL else "")
+
+    # -- checked access ------------------------------------------------------
+
+    def acquire(self, timeout=None):
+        """Take the segment lock (reentrant within a thread); LockTimeout
+        after `timeout` seconds (None: wait as long as it takes)."""
+        lock_acquire(self, _timeout(timeout))
+        return True
+
+    def release(self):
+        lock_release(self)
+
+    def lock(self, timeout=None):
+        """A context manager holding the segment lock: the block is one step
+        for every other writer, and a process killed inside it is rolled back
+        to the block's start by the next locker's repair. On an exception,
+        what the block wrote stays (transaction() rolls it back)."""
+        return _Block(self, timeout, BLOCK_LOCK)
+
+    def transaction(self, timeout=None):
+        """A context manager holding the segment lock for an all-or-nothing
+        block: an exception leaving it rolls back everything it wrote (and
+        propagates); a process killed inside it is rolled back by the next
+        locker's repair. A nested transaction() is a savepoint: its exception
+        rolls back only what it wrote. Other processes' lock-free reads may
+        see the block's writes before it ends (read uncommitted); snapshot()
+        reads see only committed states."""
+        return _Block(self, timeout, BLOCK_TXN)
+
+    def snapshot(self, timeout=None):
+        """A context manager within which this process's reads of the
+        segment see one committed state: no transaction() or lock() block of
+        another process is half-applied in what they return. It holds the
+        segment lock for the duration (writers of other processes wait), so
+        keep it short: read what belongs together, then leave."""
+        return _Block(self, timeout, BLOCK_SNAPSHOT)
+
+    def in_transaction(self):
+        """True when this thread has a transaction() or lock() block open on the segment."""
+        return self.lk.bdepth > 0 and lock_held(self)
+
+    # -- allocator -------------------------------------------------------------
+
+    def full_error(self, want, int err=0):
+        """The SegmentFullError of an allocation of `want` bytes that failed
+        (err: 0 or 12, no room; another errno: /dev/shm could not back it)."""
+        return SegmentFullError(self.full_message(want, err), want=want,
+                                free=self.cap - HEADER_SIZE - self.hdr.used, errno=0 if err == 12 else err)
+
+    def full_message(self, want, int err=0):
+        """The text of a SegmentFullError: how full, and what to do."""
+        cdef Header *h = self.hdr
+        if err and err != 12:
+            return ("segment %r: /dev/shm could not back %d more bytes (%s); free space there, "
+                    "or create the segment with a smaller size=" % (self.name, want, os.strerror(err)))
+        return ("segment %r is full: %d of %d bytes in use (%.0f%%), %d bytes asked for; delete "
+                "data, call dshared.collect(), or create it with a larger size="
+                % (self.name, h.used, self.cap - HEADER_SIZE,
+                   100.0 * h.used / (self.cap - HEADER_SIZE), want))
+
+    # (byte blocks and keys: block_bytes, key_matches in heap/keys.pxd)
+
+    # -- dict tables ---------------------------------------------------------------
+    #
+    # TABLE payload: nslots, capacity, nentries (dense, incl. deleted), count
+    # (live), then int32 index[nslots], then Entry entries[capacity].
+
+    def col(self, name=None):
+        """The root SharedDict of this segment; with `name`, a top-level
+        SharedDict of that name, created empty on first use."""
+        from dshared._codec import root_view
+        return root_view(self, name)
+
+    def cache(self, name, *, max_entries=None, max_bytes=None, ttl=None):
+        """The SharedCache `name` in this segment, created on first use (see dshared.cache)."""
+        from dshared._cache import SharedCache
+        return SharedCache(self, name, max_entries, max_bytes, ttl)
+
+    # -- collection and checking ------------------------------------------------
+
+    def collect(self):
+        """Free what is unreachable from the roots (cycles included) and
+        recount every refcount; returns the number of bytes freed. Inside a
+        transaction() or lock() block that has written something it raises
+        RuntimeError: what the block replaced must stay until it ends."""
+        if self.lk.bdepth and lock_held(self) and txn_dirty(self):
+            raise RuntimeError("segment %r: collect() inside a transaction() or lock() block that has "
+                               "written: call it before the block or after it" % self.name)
+        return self._collect_now()
+
+    def _collect_for_retry(self):
+        """collect() before a write is retried for lack of room; 0 (nothing
+        done) inside a block that has written (see collect)."""
+        if self.lk.bdepth and lock_held(self) and txn_dirty(self):
+            return 0
+        return self._collect_now()
+
+    def _collect_now(self):
+        wr_begin(self)
+        try:
+            freed = gc_collect(self)
+            wr_commit(self)
+            return freed
+        finally:
+            wr_end(self)
+
+    def check(self):
+        """Verify the whole heap under the lock: header, block tiling, free
+        lists, every table, every value, reachability and refcounts. Returns a
+        CheckReport (.ok, .problems); never raises on bad bytes."""
+        problems = []
+        garbage = [0]
+        probes = []                 # (table, nslots, longest probe) of every table walked
+        lock_acquire(self, -1)
+        was = gc_off()                  # no finalizer runs under the lock
+        try:
+            chk_check(self, problems, garbage, probes)
+            _nt_check(self, problems)
+        except CorruptSegmentError as e:
+            problems.append(str(e))
+        finally:
+            gc_restore(was)
+            lock_release(self)
+        if ds_fault_flag(&self.faulted):
+            problems.insert(0, "segment %r was truncated or damaged by another process" % self.name)
+        warnings = ["table at %d: a key is found after %d probes, beyond the bound of %d for %d slots "
+                    "(many keys share a hash)" % (t, m, probe_bound(ns), ns)
+                    for t, ns, m in probes if m > probe_bound(ns)]
+        return CheckReport(problems, garbage[0], warnings, max([m for t, ns, m in probes], default=0))
+
+    def _backed(self):
+        """Bytes of memory the system holds for the segment's file (its
+        allocated blocks: what /dev/shm and the memory cgroup charge)."""
+        cdef struct_stat st
+        if fstat(self.fd, &st) != 0:
+            return None
+        return <uint64_t>st.st_blocks * 512
+
+    def stats(self, probes=False):
+        """Counters of the segment: capacity, used, free, reserved, blocks, ...
+        With `probes`, also the probe lengths of every dict table (a walk of
+        the heap under the lock): `tables`, `max_probe` (probes past the first
+        slot to find the hardest key), `mean_probe`, `probe_histogram` (keys by
+        probe length: 0, 1, 2-3, 4-7, ..., keyed by the lower end) and
+        `long_chains` (tables whose longest probe exceeds probe_bound())."""
+        seg_check_open(self)
+        cdef Header *h = self.hdr
+        cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
+        cdef int k
+        seg_read_limit(self)               # the free lists reach up to today's top
+        free_lists = {}
+        for k in range(NBINS):
+            off = h.bins[k]
+            n = nbytes = steps = 0
+            while off and steps < (self.cap >> 5) and seg_inb(self, off, MIN_BLOCK):
+                size = <uint64_t>(<Block *>(self.base + off)).size16 * ALIGN
+                n += 1
+                nbytes += size
+                if size > largest:
+                    largest = size
+                off = ds_ld64(self.base + off + 16)
+                steps += 1
+            if n:
+                # keyed by the largest block size the class holds
+                free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
+        if ds_fault_flag(&self.faulted):
+            seg_raise_faulted(self)
+        out = {
+            "capacity": self.cap,
+            "used": h.used,
+            "free": self.cap - HEADER_SIZE - h.used,
+            "largest_free": largest,
+            "top": h.top,
+            "reserved": h.reserved,
+            "backed": self._backed(),
+            "blocks": h.nblocks,
+            "repairs": h.repairs,
+            "rollbacks": h.rollbacks,
+            "collections": h.collections,
+            "seq": h.seq,
+            "free_lists": free_lists,
+        }
+        if probes:
+            lock_acquire(self, -1)
+            try:
+                out.update(st_probe_stats(self))
+            finally:
+                lock_release(self)
+        if ds_fault_flag(&self.faulted):
+            seg_raise_faulted(self)
+        return out
+
+
+cdef seg_map(Segment seg, uint64_t cap):
+    cdef void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, seg.fd, 0)
+    cdef int rc
+    if m == MAP_FAILED:
+        e = errno
+        raise OSError(e, os.strerror(e), seg.name)
+    # a fault on the mapping (its file truncated) is repaired and reported
+    # through seg.faulted instead of killing the process
+    seg.faulted = 0
+    rc = ds_fault_register(m, cap, seg.fd, &seg.faulted)
+    if rc:
+        munmap(m, cap)
+        raise OSError(rc, "cannot watch segment %r for faults: %s" % (seg.name, os.strerror(rc)))
+    seg.base = <char *>m
+    seg.hdr = <Header *>m
+    seg.cap = cap
+    seg.lim = HEADER_SIZE          # nothing to read until the header is known (read_limit)
+
+
+cdef seg_init_header(Segment seg, uint64_t reserved):
+    cdef Header *h = seg.hdr
+    seed = os.urandom(16)
+    memset(<char *>h, 0, HEADER_SIZE)
+    h.reserved = reserved
+    h.version = FORMAT_VERSION
+    h.header_size = HEADER_SIZE
+    strncpy(h.layout, ds_layout_name(), 31)
+    h.mutex_size = ds_mutex_size()
+    h.capacity = seg.cap
+    h.seed0 = int.from_bytes(seed[:8], "little")
+    h.seed1 = int.from_bytes(seed[8:], "little")
+    h.top = HEADER_SIZE
+    seg_read_limit(seg)
+    rc = ds_mutex_init(&h.mutex)
+    if rc:
+        raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), seg.name)
+    h.root = blk_alloc(seg, 16, K_DICT)
+    h.names = blk_alloc(seg, 16, K_DICT)
+    if not h.root or not h.names:
+        raise SegmentFullError("segment %r is too small for its root" % seg.name)
+    blk_incref(seg, h.root)
+    blk_incref(seg, h.names)
+    ds_fence_release()
+    ds_store_release(&h.magic, MAGIC)
+
+
+cdef seg_check_header(Segment seg, uint64_t size):
+    cdef Header *h = seg.hdr
+    if ds_load_acquire(&h.magic) != MAGIC:
+        raise CorruptSegmentError(_not_a_segment(seg.name, "without the dshared magic"))
+    if h.version != FORMAT_VERSION or h.header_size != HEADER_SIZE:
+        raise CorruptSegmentError("segment %r has format version %d; this dshared reads version %d"
+                                  % (seg.name, h.version, FORMAT_VERSION))
+    if strncmp(h.layout, ds_layout_name(), 32) != 0 or h.mutex_size != ds_mutex_size():
+        raise CorruptSegmentError("segment %r was made on another platform (%s, mutex of %d bytes)"
+                                  % (seg.name, h.layout[:31].decode("ascii", "replace"), h.mutex_size))
+    if h.capacity != size:
+        raise CorruptSegmentError("segment %r: header says %d bytes, the object has %d"
+                                  % (seg.name, h.capacity, size))
+    seg_read_limit(seg)
+    if not seg_inb(seg, h.root, BLOCK_HDR + 16) or not seg_inb(seg, h.names, BLOCK_HDR + 16):
+        raise CorruptSegmentError("segment %r: root offsets out of bounds" % seg.name)
+    seg_check_mutex(seg)
+
+
+cdef int seg_check_mutex(Segment seg) except -1:
+    if not ds_mutex_kind_ok(&seg.hdr.mutex):
+        if ds_fault_flag(&seg.faulted):
+            seg_raise_faulted(seg)
+        raise CorruptSegmentError("segment %r: its mutex is not a robust process-shared one "
+                                  "(overwritten?); it cannot be locked safely" % seg.name)
+    return 0
+
+
+cdef int seg_reserve(Segment seg, uint64_t upto) noexcept nogil:
+    """Back [0, upto) with memory; returns 0 or an errno."""
+    cdef uint64_t have = seg.hdr.reserved
+    cdef uint64_t want
+    cdef int rc
+    if upto <= have:
+        return 0
+    # a little ahead, so that the top does not call the system on every
+    # block: what is backed stays within ~6% of the heap (issue 14)
+    want = upto + RESERVE_AHEAD
+    if want < have + have // 16:
+        want = have + have // 16
+    want = (want + 4095) & ~(<uint64_t>4095)
+    if want > seg.cap:
+        want = seg.cap
+    if upto > want:
+        return 12  # ENOMEM
+    # [0, have) is backed already, but for the holes of punched free
+    # blocks, which must stay holes (see heap/punch.pxi)
+    rc = posix_fallocate(seg.fd, <long>have, <long>(want - have))
+    if rc == 0:
+        seg.hdr.reserved = want
+    return rc
+
+
+cdef void seg_shrink_reserve(Segment seg) noexcept nogil:
+    """Return the pages far above the top to the system: the segment does
+    not keep its peak backing. The header is lowered first, so a crash in
+    between only leaves more backed than it says.
+
+    This runs with any number of handles attached and lock-free readers
+    going on: a reader that still follows an offset into the region
+    (it validates only afterwards) reads zeros there and retries, as for
+    any bytes a write changed under it (see heap/punch.pxi for what that
+    read costs)."""
+    cdef Header *h = seg.hdr
+    cdef uint64_t keep = (h.top + RESERVE_CHUNK + 4095) & ~(<uint64_t>4095)
+    if h.reserved <= keep or h.reserved - keep < SHRINK_MIN or h.reserved - keep < h.reserved // 4:
+        return
+    if _hook_no_punch:
+        return
+    cdef uint64_t old = h.reserved
+    h.reserved = keep
+    seg_read_limit(seg)
+    fallocate(seg.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, old - keep)
+
+
+cdef seg_own_file_description(Segment seg):
+    """In a forked child: the inherited descriptor shares the parent's
+    file description, and so its flock. Open the segment anew, so that
+    this process holds a shared lock of its own and the parent's page
+    return (see _shrink_reserve) sees it. Where that cannot be done, page
+    return is switched off for the segment for good."""
+    cdef int fd
+    if seg.fd < 0 or seg.hdr == NULL:
+        return
+    fd = c_open(b"/proc/seg/fd/%d" % seg.fd, O_RDWR | O_CLOEXEC)
+    if fd >= 0 and flock(fd, LOCK_SH | LOCK_NB) == 0:
+        ds_fault_set_fd(seg.base, fd)
+        c_close(seg.fd)            # the parent's lock stays: it still has the description open
+        seg.fd = fd
+        return
+    if fd >= 0:
+        c_close(fd)
+    ds_atomic_or64(&seg.hdr.flags, FLAG_NO_SHRINK)
+
+
+cdef seg_unmap_close(Segment seg):
+    seg._views = None
+    if seg.base != NULL:
+        ds_fault_unregister(seg.base)
+        if seg.lk is not None and seg.lk.depth > 0 and seg.lk.fork_gen == _fork_gen:
+            # this process holds the lock (a thread, or an exit without
+            # release): keep the mapping, so that when the holder ends the
+            # kernel can still mark the mutex owner-dead for the next locker
+            seg.base = NULL
+            seg.hdr = NULL
+        elif seg.faulted & DS_FAULTED_HEADER:
+            # the header page is private zeros now, and this thread's
+            # robust-mutex list may still run through the mutex in it
+            # (a lock held when the page went): keep that page mapped
+            munmap(seg.base + ds_fault_pagesize, seg.cap - ds_fault_pagesize)
+            seg.base = NULL
+            seg.hdr = NULL
+        else:
+            munmap(seg.base, seg.cap)
+            seg.base = NULL
+            seg.hdr = NULL
+    if seg.fd >= 0:
+        c_close(seg.fd)
+        seg.fd = -1
+
+
+cdef int seg_check_open(Segment seg) except -1:
+    if seg.base == NULL:
+        raise ValueError("segment %r is closed" % seg.name)
+    return 0
+
+
+cdef int seg_raise_faulted(Segment seg) except -1:
+    """The mapping faulted (its file was truncated, or its memory could
+    not be backed): nothing read from it can be trusted any more, so
+    every operation of this handle raises from now on."""
+    raise CorruptSegmentError("segment %r was truncated or damaged by another process" % seg.name)
+
+
+cdef char *seg_ptr(Segment seg, uint64_t off, uint64_t n) except NULL:
+    if seg.base == NULL:
+        seg_check_open(seg)
+    if not seg_inb(seg, off, n):
+        if ds_fault_flag(&seg.faulted):
+            seg_raise_faulted(seg)
+        raise CorruptSegmentError("offset %d + %d is outside segment %r" % (off, n, seg.name))
+    return seg.base + off
+
+
+cdef int seg_raise_corrupt(Segment seg, str msg) except -1:
+    """The out-of-line raiser of the inline readers (heap/*.pxd)."""
+    raise CorruptSegmentError(msg)
+
+
+cdef Block *seg_bad_block(Segment seg, uint64_t off, int kind) except NULL:
+    seg_check_open(seg)
+    if ds_fault_flag(&seg.faulted):
+        seg_raise_faulted(seg)        # zeros where the mapping faulted
+    if _hook_no_bounds:
+        return <Block *>(seg.base + off)
+    raise CorruptSegmentError("no valid %s block at offset %d of segment %r"
+                              % (_kind_name(kind), off, seg.name))
+
+
+cdef Block *seg_bad_view(Segment seg, uint64_t off, uint32_t gen, int kind) except NULL:
+    seg_check_open(seg)
+    if ds_fault_flag(&seg.faulted):
+        seg_raise_faulted(seg)
+    if _hook_no_bounds:
+        return <Block *>(seg.base + off)
+    raise StaleReferenceError("the shared %s this view refers to was removed from segment %r"
+                              % ("dict" if kind == K_DICT else "list", seg.name))
+
+# -- the read section ----------------------------------------------------
+
+# (the read section's sequence checks are the inline seq_begin / seq_ok
+# of _heap.pxd; _codec.read_section is the one place that uses them)
+
+# -- the lock and the publish path -----------------------------------------
+
+
+def _reattach(name):
+    return attach_cached(name)
+
+
+_attached = _weakref.WeakValueDictionary()
+
+
+def attach_cached(name):
+    """A handle of segment `name`: the one this process already has open, or a new one."""
+    seg = _attached.get(name)
+    if seg is None or seg.closed:
+        seg = Segment(name, create=False)
+        _attached[name] = seg
+    return seg
+
+
+def remember(Segment seg):
+    _attached[seg.name] = seg

@@ -1,0 +1,71 @@
+# stats(): usage, free lists and probe lengths (included by _heap.pyx at module level).
+
+
+cdef int64_t st_probe_length(Segment seg, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
+    """How many probes past the first slot a lookup of `hash` takes to
+    reach `slot`; -1 if it never does."""
+    cdef Probe pr
+    probe_start(&pr, hash, nslots)
+    while True:
+        if pr.i == slot:
+            return <int64_t>pr.n
+        if index[pr.i] == IX_EMPTY:
+            return -1
+        if not probe_next(&pr):
+            return -1
+
+
+cdef st_probe_stats(Segment seg):
+    """Probe lengths over every dict table of the heap (the lock held):
+    how many probes past the first slot each key takes to be found."""
+    cdef list blocks = []
+    cdef Block *b
+    cdef char *p
+    cdef uint64_t off, size, nslots, cap, nent, i, tables = 0, keys = 0, total = 0, longest = 0
+    cdef uint64_t tmax, over = 0
+    cdef int64_t plen
+    cdef int32_t *index
+    cdef Entry *ents
+    cdef int32_t ix
+    hist = {}
+    gc_tiling(seg, blocks)
+    for off in blocks:
+        b = <Block *>(seg.base + off)
+        if (b.kind_rc & 0xff) != K_TABLE:
+            continue
+        size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
+        p = seg.base + off + BLOCK_HDR
+        nslots = ds_ld64(p)
+        cap = ds_ld64(p + 8)
+        nent = ds_ld64(p + 16)
+        if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
+                or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap):
+            continue                # check() reports it
+        index = <int32_t *>(p + 32)
+        ents = <Entry *>(p + 32 + 4 * nslots)
+        tables += 1
+        tmax = 0
+        for i in range(nslots):
+            ix = index[i]
+            if ix < 0 or <uint64_t>ix >= nent:
+                continue
+            plen = st_probe_length(seg, index, nslots, ents[ix].hash, i)
+            if plen < 0:
+                continue
+            keys += 1
+            total += <uint64_t>plen
+            if <uint64_t>plen > tmax:
+                tmax = plen
+            bucket = 0 if plen == 0 else 1 << (ds_bitlen64(<uint64_t>plen) - 1)
+            hist[bucket] = hist.get(bucket, 0) + 1
+        if tmax > longest:
+            longest = tmax
+        if tmax > probe_bound(nslots):
+            over += 1
+    return {
+        "tables": tables,
+        "max_probe": longest,
+        "mean_probe": <double>total / keys if keys else 0.0,
+        "probe_histogram": dict(sorted(hist.items())),
+        "long_chains": over,
+    }

@@ -1,0 +1,354 @@
+# Dict tables: create, fill, grow, insert, overwrite, remove, clear (included by _heap.pyx at module level).
+
+
+cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
+    """Place every live entry of table t in a cleared index. A table that
+    does not check out is left alone: the repair's walk then finds it."""
+    cdef Block *b
+    cdef char *p
+    cdef uint64_t size, nslots, nentries, i
+    cdef Entry *ents
+    if not seg_inb(seg, t, MIN_BLOCK) or (t & (ALIGN - 1)):
+        return
+    b = <Block *>(seg.base + t)
+    size = <uint64_t>b.size16 * ALIGN
+    if (b.kind_rc & 0xff) != K_TABLE or size < BLOCK_HDR + 32 or size > seg.lim - t:
+        return
+    p = seg.base + t + BLOCK_HDR
+    nslots = ds_ld64(p)
+    nentries = ds_ld64(p + 16)
+    size -= BLOCK_HDR
+    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4
+            or nentries > ds_ld64(p + 8) or 32 + 4 * nslots + ENTRY_SIZE * nentries > size):
+        return
+    memset(p + 32, 0xff, 4 * nslots)
+    ents = <Entry *>(p + 32 + 4 * nslots)
+    for i in range(nentries):
+        if ents[i].key.b[0] != T_EMPTY:
+            tbl_place(seg, t, ents[i].hash, <int32_t>i)
+
+
+cdef uint64_t tbl_of(Segment seg, uint64_t d) except? 0:
+    """The table block of dict block `d` (already checked by view_block), or 0."""
+    cdef TableView tv
+    table_view(seg, d, &tv)
+    return tv.off
+
+
+cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil:
+    """A table block with room for n entries (at least 1), empty; 0 if no room."""
+    cdef uint64_t capacity = n if n > 1 else 1
+    cdef uint64_t nslots = table_slots(capacity), t
+    cdef char *p
+    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
+    if t == 0:
+        return 0
+    p = seg.base + t + BLOCK_HDR
+    ds_st64(p, nslots)
+    ds_st64(p + 8, capacity)
+    ds_st64(p + 16, 0)
+    ds_st64(p + 24, 0)
+    memset(p + 32, 0xff, 4 * nslots)    # IX_EMPTY
+    (<Block *>(seg.base + t)).kind_rc = K_TABLE | (1 << 8)
+    return t
+
+
+cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
+    """Put entry ix into the first free slot of its probe sequence."""
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef int32_t *index = <int32_t *>(p + 32)
+    cdef Probe pr
+    probe_start(&pr, hash, ds_ld64(p))
+    while index[pr.i] >= 0 and probe_next(&pr):
+        pass
+    index[pr.i] = ix
+
+
+cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
+    """Append n fresh entries (hash, key, value pairs of cells) to a new table."""
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+    cdef uint64_t i, base_ix = ds_ld64(p + 16)
+    for i in range(n):
+        ents[base_ix + i].hash = hashes[i]
+        ents[base_ix + i].key = cells[2 * i]
+        ents[base_ix + i].value = cells[2 * i + 1]
+        tbl_place(seg, t, hashes[i], <int32_t>(base_ix + i))
+    ds_st64(p + 16, base_ix + n)
+    ds_st64(p + 24, ds_ld64(p + 24) + n)
+    return 0
+
+
+cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
+    """Make room for n more entries, building a bigger table if needed and
+    publishing it with one journaled store; on failure nothing changed."""
+    cdef uint64_t t = tbl_of(seg, d), nt, count, i, j
+    cdef char *p = NULL
+    cdef char *q
+    cdef Entry *old
+    cdef Entry *new
+    if t:
+        p = seg.base + t + BLOCK_HDR
+        if ds_ld64(p + 16) + n <= ds_ld64(p + 8):
+            return 0
+        count = tbl_live_count(seg, t)
+    else:
+        count = 0
+    # grow by 1.25, and to at least 5 entries: a dict grown one key at a
+    # time must not rebuild its table on each of its first inserts
+    nt = tbl_new(seg, max(count + count // 4 + n, 5))
+    if nt == 0:
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+    crash_point()
+    if t:
+        old = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        q = seg.base + nt + BLOCK_HDR
+        new = <Entry *>(q + 32 + 4 * ds_ld64(q))
+        j = 0
+        for i in range(ds_ld64(p + 16)):
+            if old[i].key.b[0] != T_EMPTY:
+                new[j] = old[i]
+                tbl_place(seg, nt, old[i].hash, <int32_t>j)
+                j += 1
+        ds_st64(q + 16, j)
+        ds_st64(q + 24, j)
+    jr_store(seg, seg.base + d + BLOCK_HDR, nt)
+    tbl_bump_version(seg, d)
+    if t:
+        wr_defer_free(seg, t)          # its entries moved to the new table
+    return 0
+
+
+cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
+    # DICT payload: table, version; LIST payload: items, len, version
+    cdef bint is_list = ((<Block *>(seg.base + c)).kind_rc & 0xff) == K_LIST
+    cdef char *p = seg.base + c + BLOCK_HDR + (16 if is_list else 8)
+    jr_store(seg, p, ds_ld64(p) + 1)
+    nt_container(seg, c)
+
+
+cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
+    """Add a new entry (the key must be absent; room reserved). The entry
+    is written past the live ones first; the index slot and the counts
+    that make it visible are journaled."""
+    cdef uint64_t t = tbl_of(seg, d)
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef uint64_t ix = ds_ld64(p + 16)
+    cdef uint64_t nslots = ds_ld64(p), i
+    cdef int32_t *index = <int32_t *>(p + 32)
+    cdef Entry *e = <Entry *>(p + 32 + 4 * nslots) + ix
+    cdef uint64_t pair
+    cdef int32_t ix32
+    cdef Probe pr
+    e.hash = k.hash
+    e.value = value[0]
+    e.key = key[0]
+    crash_point()
+    probe_start(&pr, k.hash, nslots)
+    while index[pr.i] >= 0:
+        if not probe_next(&pr):
+            raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, seg.name))
+    i = pr.i
+    # index slots are 4 bytes: journal the aligned 8 bytes around the slot
+    pair = ds_ld64(&index[i & ~(<uint64_t>1)])
+    ix32 = <int32_t>ix
+    memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)     # not through an int32 alias
+    jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+    jr_store(seg, p + 16, ix + 1)
+    jr_store(seg, p + 24, ds_ld64(p + 24) + 1)
+    tbl_bump_version(seg, d)
+    nt_key(seg, d, k.hash)
+    return 0
+
+
+cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
+    """Store n (key, value) pairs (cells 2i, 2i+1) by building a new table
+    with the old entries and the new pairs, then publishing it with one
+    journaled store: however many pairs, the journal stays small. On
+    failure nothing changed."""
+    cdef uint64_t t = tbl_of(seg, d), nt, count = 0, i, j = 0
+    cdef char *p = NULL
+    cdef char *q
+    cdef Entry *old
+    cdef Entry *ents
+    cdef int64_t ix
+    if t:
+        p = seg.base + t + BLOCK_HDR
+        count = tbl_live_count(seg, t)
+    nt = tbl_new(seg, count + n)
+    if nt == 0:
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+    crash_point()
+    q = seg.base + nt + BLOCK_HDR
+    ents = <Entry *>(q + 32 + 4 * ds_ld64(q))
+    if t:
+        old = <Entry *>(p + 32 + 4 * ds_ld64(p))
+        for i in range(ds_ld64(p + 16)):
+            if old[i].key.b[0] != T_EMPTY:
+                ents[j] = old[i]
+                tbl_place(seg, nt, old[i].hash, <int32_t>j)
+                j += 1
+    ds_st64(q + 16, j)
+    ds_st64(q + 24, j)
+    for i in range(n):
+        ix = table_find(seg, nt, &keys[i])
+        if ix >= 0:
+            tbl_entry_set(seg, &ents[ix], &cells[2 * i], False)
+        else:
+            tbl_fill(seg, nt, &keys[i].hash, &cells[2 * i], 1)
+    jr_store(seg, seg.base + d + BLOCK_HDR, nt)
+    tbl_bump_version(seg, d)
+    _nt_keys(seg, d, keys, n)
+    if t:
+        wr_defer_free(seg, t)
+    return 0
+
+
+cdef uint64_t tbl_live_count(Segment seg, uint64_t t) except? 0:
+    """The count of table t (checked by dict_table), once it is shown to
+    match its live entries: a new table is sized from it and then gets
+    every live entry copied in."""
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+    cdef uint64_t i, live = 0, count = ds_ld64(p + 24)
+    for i in range(ds_ld64(p + 16)):
+        if ents[i].key.b[0] != T_EMPTY:
+            live += 1
+    if live != count:
+        raise CorruptSegmentError("dict table at %d of segment %r counts %d entries, holds %d"
+                                  % (t, seg.name, count, live))
+    return count
+
+
+cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *cells, uint64_t n) except -1:
+    """Store n (key, value) pairs (cells 2i, 2i+1) in the dict's table in
+    place: the caller reserved room for the new keys, and at most
+    MANY_OVERWRITES of the keys are in the dict already (each overwrite
+    is journaled). New entries and their index slots are not journaled
+    one by one: one jrebuild record and the journaled counts undo them
+    all, so a batch costs O(n), not a new table."""
+    cdef uint64_t t = tbl_of(seg, d), i, orig
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+    cdef int64_t ix
+    orig = ds_ld64(p + 16)
+    jr_rebuild(seg, t)
+    jr_store(seg, p + 16, orig)
+    jr_store(seg, p + 24, ds_ld64(p + 24))
+    for i in range(n):
+        if i + 16 < n:
+            # the misses of successive keys overlap (see _codec.prefetch_lookup)
+            ds_prefetch(p + 32 + 4 * (keys[i + 16].hash & (ds_ld64(p) - 1)), 4)
+        ix = table_find(seg, t, &keys[i])
+        if ix >= 0:
+            # a key already there is journaled; one added by this batch is not
+            tbl_entry_set(seg, &ents[ix], &cells[2 * i], <uint64_t>ix < orig)
+        else:
+            if ds_ld64(p + 16) >= ds_ld64(p + 8):
+                raise CorruptSegmentError("dict table at %d of segment %r is full" % (t, seg.name))
+            tbl_fill(seg, t, &keys[i].hash, &cells[2 * i], 1)
+        crash_point()
+    tbl_bump_version(seg, d)
+    _nt_keys(seg, d, keys, n)
+    return 0
+
+
+cdef int tbl_set_pair(Segment seg, uint64_t d, int64_t ix, const Cell *pair) except -1:
+    """Give entry ix (whose key equals pair's) the value of pair (a key
+    cell and a value cell, or a packed area); the old value is released
+    on commit, and the key already there stays."""
+    cdef Entry *e = dict_entry(seg, d, ix)
+    tbl_entry_set(seg, e, pair, True)
+    nt_key(seg, d, e.hash)
+    return 0
+
+
+cdef void tbl_entry_set(Segment seg, Entry *e, const Cell *pair, bint journal) noexcept:
+    cdef Cell key, old = e.value
+    cdef uint8_t ln
+    if e.key.b[0] != T_PACKED:
+        wr_defer_release(seg, &old)
+    if pair[0].b[0] == T_PACKED:
+        # the new pair is packed: the key is a short str like the one there
+        if journal:
+            jr_store_cell(seg, &e.key, &pair[0])
+            jr_store_cell(seg, &e.value, &pair[1])
+        else:
+            e.key = pair[0]
+            e.value = pair[1]
+        return
+    wr_defer_release(seg, &pair[0])
+    if e.key.b[0] == T_PACKED:
+        # unpack: the key (at most 14 bytes) becomes an inline key cell
+        ln = e.key.b[1] & 0x7f
+        memset(&key, 0, CELL_SIZE)
+        key.b[0] = T_SSTR
+        key.b[1] = e.key.b[1]
+        memcpy(&key.b[2], &e.key.b[4], ln if ln <= INLINE_MAX else INLINE_MAX)
+        if journal:
+            jr_store_cell(seg, &e.key, &key)
+        else:
+            e.key = key
+    if journal:
+        jr_store_cell(seg, &e.value, &pair[1])
+    else:
+        e.value = pair[1]
+
+
+cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
+    """Remove entry ix; its key and value are released on commit."""
+    cdef uint64_t t = tbl_of(seg, d)
+    cdef char *p = seg.base + t + BLOCK_HDR
+    cdef int32_t *index = <int32_t *>(p + 32)
+    cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+    cdef uint64_t i, pair
+    cdef Probe pr
+    cdef int32_t ix32
+    cdef Cell key = e.key, value = e.value, empty
+    memset(&empty, 0, CELL_SIZE)
+    if ds_ld64(p + 24) == 1:
+        # the last one: drop the whole table, so used bytes return to the baseline
+        jr_store(seg, seg.base + d + BLOCK_HDR, 0)
+        tbl_bump_version(seg, d)
+        nt_key(seg, d, e.hash)
+        wr_defer_release_block(seg, t)
+        return 0
+    probe_start(&pr, e.hash, ds_ld64(p))
+    while index[pr.i] != ix and probe_next(&pr):
+        pass
+    i = pr.i
+    if index[i] == ix:
+        pair = ds_ld64(&index[i & ~(<uint64_t>1)])
+        ix32 = IX_DUMMY
+        memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)
+        jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+    jr_store_cell(seg, &e.key, &empty)
+    jr_store_cell(seg, &e.value, &empty)
+    if key.b[0] == T_PACKED:
+        memset(&key, 0, CELL_SIZE)   # nothing to release
+        memset(&value, 0, CELL_SIZE)
+    # the position is not reused: nentries only grows, so a table full of
+    # deleted slots reaches its capacity and is rebuilt clean
+    jr_store(seg, p + 24, ds_ld64(p + 24) - 1)
+    tbl_bump_version(seg, d)
+    nt_key(seg, d, e.hash)
+    wr_defer_release(seg, &key)
+    wr_defer_release(seg, &value)
+    return 0
+
+
+cdef int tbl_clear(Segment seg, uint64_t d) except -1:
+    cdef uint64_t t = tbl_of(seg, d)
+    if t == 0:
+        return 0
+    jr_store(seg, seg.base + d + BLOCK_HDR, 0)
+    tbl_bump_version(seg, d)
+    nt_all(seg)                    # every key's waiters
+    wr_defer_release_block(seg, t)     # the table, and through it every entry
+    return 0
+
+# -- lists -------------------------------------------------------------------------
+#
+# LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
+
+# (the readers list_len, list_cells: heap/access.pxd)
