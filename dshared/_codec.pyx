@@ -996,11 +996,7 @@ cdef class Plan:
             if b.n:
                 t = self.blocks[i + 1].off
                 q = seg.base + t + BLOCK_HDR
-                ds_st64(q, self.blocks[i + 1].n)
-                ds_st64(q + 8, self.blocks[i + 1].len)
-                ds_st64(q + 16, 0)
-                ds_st64(q + 24, 0)
-                memset(q + 32, 0xff, 4 * self.blocks[i + 1].n)
+                table_init(seg.base, t, self.blocks[i + 1].n, self.blocks[i + 1].len)
                 hashes = <uint64_t *>malloc_or_raise(8 * b.n)
                 cells = <Cell *>malloc_or_raise(2 * CELL_SIZE * b.n)
                 for j in range(b.n):

@@ -5,7 +5,7 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 
 cdef extern from "dshared.h" nogil:
@@ -85,7 +85,7 @@ cdef enum:
     FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
 
 
-# Block kinds (Block.kind_rc & 0xff). 0 is a free block.
+# Block kinds (blk_kind(b), heap/layout.pxd). 0 is a free block.
 cdef enum:
     K_FREE = 0
     K_STR = 1
@@ -202,6 +202,10 @@ ctypedef struct Key:
     uint64_t len
 
 
+# named accessors of the layout: blk_kind, blk_rc, free links, TableHdr, ListBody
+include "heap/layout.pxd"
+
+
 cdef class LockState:
     cdef uint64_t owner         # Python thread ident of the holder in this process
     cdef long tid               # its kernel thread id, to tell a dead holder from a new thread
@@ -234,7 +238,6 @@ cdef class Segment:
     cdef uint64_t nfree, capfree
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
-    cdef uint64_t _pending_items
     cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
     cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
     # an open block (heap/txn.pxi): the operation's savepoint, records of
@@ -278,7 +281,7 @@ cdef inline bint nt_attach(Segment seg) noexcept nogil:
     if (w & (ALIGN - 1)) or not seg_inb(seg, w, need):
         return False
     b = <Block *>(seg.base + w)
-    if (b.kind_rc & 0xff) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
+    if blk_kind(b) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
         return False
     a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
     if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
@@ -338,7 +341,7 @@ cdef inline Block *checked_block(Segment seg, uint64_t off, int kind) except NUL
         return seg_bad_block(seg, off, kind)
     b = <Block *>(seg.base + off)
     size = <uint64_t>b.size16 * ALIGN
-    if (b.kind_rc & 0xff) != <uint32_t>kind or size < MIN_BLOCK or size > seg.lim - off:
+    if blk_kind(b) != <uint32_t>kind or size < MIN_BLOCK or size > seg.lim - off:
         return seg_bad_block(seg, off, kind)
     return b
 
@@ -350,7 +353,7 @@ cdef inline Block *view_block(Segment seg, uint64_t off, uint32_t gen, int kind)
     if seg.base == NULL or off < HEADER_SIZE or off > seg.lim - MIN_BLOCK or (off & (ALIGN - 1)):
         return seg_bad_view(seg, off, gen, kind)
     b = <Block *>(seg.base + off)
-    if b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind:
+    if b.gen != gen or blk_kind(b) != <uint32_t>kind:
         return seg_bad_view(seg, off, gen, kind)
     return checked_block(seg, off, kind)
 

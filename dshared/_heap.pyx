@@ -34,10 +34,37 @@ change to reachable memory and after the write (seqlock). Readers take no lock: 
 was even and unchanged, and retry otherwise (falling back to the lock after
 MAX_RETRIES). Freed memory stays mapped and every offset or length read from
 the segment passes a checked accessor (checked_block, view_block,
-table_view_at, inb(): _heap.pxd and heap/*.pxd) before use, so a reader racing a writer
-sees stale bytes at worst, never a fault. No Python code runs while the lock
+table_view_at, seg_inb(): _heap.pxd and heap/*.pxd) before use, so a reader
+racing a writer sees stale bytes at worst, never a fault. No Python code runs while the lock
 is held: keys and values are converted to C buffers first, and the cyclic GC
 (which could run finalizers) is switched off for the duration of a write.
+
+Where things are. Segment (_heap.pxd) is a final object that holds state;
+every operation on a segment is a function that takes it first, prefixed by
+its topic and defined in the file of that topic, which this module includes
+in order (docs/design.md has one section per file):
+
+    heap/hooks.pxi     process-wide state, the log queue, the test hooks
+    heap/names.pxi     segment names, temporary files of a creation, unlink
+    heap/segment.pxi   Segment's Python methods: thin calls of the functions
+    heap/mapping.pxi   seg_*   map, header, reserve, shrink, fork, close, raisers
+    heap/lock.pxi      lock_*  acquire (repair after a death), release
+    heap/repair.pxi    rep_*   undo a dead writer's journal, rebuild the bins
+    heap/journal.pxi   jr_*    undo records, journal blocks, the undo
+    heap/write.pxi     wr_*    write_begin, publish, commit, deferred frees, write_end
+    heap/punch.pxi     punch_* pages of free runs handed back to the system
+    heap/alloc.pxi     blk_*   bins, alloc, free
+    heap/refs.pxi      blk_*   reference counts, release of what a block owns
+    heap/table.pxi     tbl_*   dict tables
+    heap/items.pxi     lst_*   list items
+    heap/collect.pxi   gc_*    collect()
+    heap/check.pxi     chk_*   check()
+    heap/stats.pxi     st_*    stats()
+    heap/notify.pxi    nt_*    change notifications
+    heap/txn.pxi       txn_*   transaction(), lock() and snapshot() blocks
+
+The layout, the inline readers (heap/access.pxd, heap/keys.pxd) and the
+declarations _codec calls (heap/api.pxd) are in _heap.pxd and what it includes.
 """
 
 from cpython.exc cimport PyErr_CheckSignals
@@ -120,6 +147,7 @@ MAX_SIZE = MAX_CAPACITY
 include "heap/hooks.pxi"
 include "heap/names.pxi"
 include "heap/segment.pxi"
+include "heap/mapping.pxi"
 include "heap/lock.pxi"
 include "heap/repair.pxi"
 include "heap/journal.pxi"

@@ -1,4 +1,5 @@
-# The allocator: bins, alloc, free (segregated fit, coalescing) (included by _heap.pyx at module level).
+# The allocator: bins, alloc, free (segregated fit, coalescing) (included by
+# _heap.pyx at module level).
 
 
 cdef int blk_bin(Segment seg, uint64_t size16) noexcept nogil:
@@ -11,7 +12,7 @@ cdef bint blk_free_link_ok(Segment seg, uint64_t off) noexcept nogil:
     """A free-list link: 0, or a free block inside the heap."""
     return off == 0 or (off >= HEADER_SIZE and off <= seg.hdr.top - MIN_BLOCK
                         and (off & (ALIGN - 1)) == 0
-                        and ((<Block *>(seg.base + off)).kind_rc & 0xff) == K_FREE)
+                        and blk_kind(<Block *>(seg.base + off)) == K_FREE)
 
 
 cdef bint blk_tiles_ok(Segment seg, uint64_t off) noexcept nogil:
@@ -77,28 +78,14 @@ cdef void blk_set_prev16(Segment seg, uint64_t off, uint64_t prev16) noexcept no
         (<Block *>(seg.base + off)).prev16 = <uint32_t>prev16
 
 
-cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
-    """A block for `payload` bytes, with refcount 0; 0 if there is no room
-    (seg.err says why). Must hold the lock."""
+cdef inline uint64_t blk_find_fit(Segment seg, uint64_t size16) noexcept nogil:
+    """A free block of size16 units at least, still in its bin, or 0: the
+    exact small bin first, then the first non-empty larger bin; in a
+    power-of-two bin, walk the list for a fitting block (bounded). A bin
+    whose list does not check out is emptied (and the heap marked corrupt)."""
     cdef Header *h = seg.hdr
-    cdef uint64_t need, size16, off = 0, have16, rest16, mask
-    cdef int i, w, rc
-    cdef Block *b
-    cdef uint64_t n, hf = 0, he = 0
-    cdef bint was_punched
-    if payload > seg.cap or fail_alloc_now():
-        seg.err = 12
-        return 0
-    need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
-    if need < MIN_BLOCK:
-        need = MIN_BLOCK
-    size16 = need // ALIGN
-    if size16 >= (<uint64_t>1) << 32:
-        seg.err = 12
-        return 0
-    i = blk_bin(seg, size16)
-    # exact small bin first, then the first non-empty larger bin; in a
-    # power-of-two bin, walk the list for a fitting block (bounded)
+    cdef uint64_t off = 0, mask, n
+    cdef int i = blk_bin(seg, size16), w
     while i < NBINS and off == 0:
         w = i >> 6
         mask = h.binmap[w] & ~(((<uint64_t>1) << (i & 63)) - 1)
@@ -117,10 +104,33 @@ cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
                 break
             if (<Block *>(seg.base + off)).size16 >= size16:
                 break
-            off = ds_ld64(seg.base + off + 16)
+            off = free_next(seg.base + off)
             n += 1
         if off == 0:
             i += 1
+    return off
+
+
+cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
+    """A block for `payload` bytes, with refcount 0; 0 if there is no room
+    (seg.err says why). Must hold the lock."""
+    cdef Header *h = seg.hdr
+    cdef uint64_t need, size16, off, have16, rest16
+    cdef int rc
+    cdef Block *b
+    cdef uint64_t hf = 0, he = 0
+    cdef bint was_punched
+    if payload > seg.cap or fail_alloc_now():
+        seg.err = 12
+        return 0
+    need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
+    if need < MIN_BLOCK:
+        need = MIN_BLOCK
+    size16 = need // ALIGN
+    if size16 >= (<uint64_t>1) << 32:
+        seg.err = 12
+        return 0
+    off = blk_find_fit(seg, size16)
     if off:
         b = <Block *>(seg.base + off)
         have16 = b.size16
@@ -190,7 +200,7 @@ cdef void blk_free(Segment seg, uint64_t off) noexcept nogil:
     b = <Block *>(seg.base + off)
     size16 = b.size16
     up = off + size16 * ALIGN
-    if up < h.top and ((<Block *>(seg.base + up)).kind_rc & 0xff) == K_FREE and not blk_tiles_ok(seg, up):
+    if up < h.top and blk_kind(<Block *>(seg.base + up)) == K_FREE and not blk_tiles_ok(seg, up):
         blk_heap_corrupt(seg)
         return
     b.gen += 1                      # a view of this block is stale from now on
@@ -204,7 +214,7 @@ cdef void blk_free(Segment seg, uint64_t off) noexcept nogil:
     # merge with the block above
     if up < h.top:
         n = <Block *>(seg.base + up)
-        if (n.kind_rc & 0xff) == K_FREE:
+        if blk_kind(n) == K_FREE:
             if n.kind_rc & PUNCHED:
                 up_p = True
                 punch_range(seg, up, &uhf, &uhe)
@@ -218,7 +228,7 @@ cdef void blk_free(Segment seg, uint64_t off) noexcept nogil:
     if b.prev16 and <uint64_t>b.prev16 * ALIGN <= off - HEADER_SIZE:
         below = off - <uint64_t>b.prev16 * ALIGN
         n = <Block *>(seg.base + below)
-        if (n.kind_rc & 0xff) == K_FREE and <uint64_t>n.size16 == b.prev16:
+        if blk_kind(n) == K_FREE and <uint64_t>n.size16 == b.prev16:
             if n.kind_rc & PUNCHED:
                 below_p = True
                 punch_range(seg, below, &bhf, &bhe)

@@ -136,9 +136,13 @@ cdef int tbl_clear(Segment seg, uint64_t d) except -1
 # -- heap/items.pxi
 cdef int lst_splice(Segment seg, uint64_t l, uint64_t start, uint64_t ndel, const Cell *cells, uint64_t nins) except -1
 cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n, const Cell *removed, uint64_t nremoved) except -1
-cdef Cell *lst_new_items(Segment seg, uint64_t l, uint64_t n, bint grow) except NULL
-cdef void lst_publish_items(Segment seg, uint64_t l, uint64_t n) noexcept
-cdef bint lst_try_new_items(Segment seg, uint64_t l, uint64_t n) noexcept
+cdef void lst_append_in_place(Segment seg, uint64_t l, Cell *items, uint64_t length,
+                              const Cell *cells, uint64_t nins) noexcept
+cdef void lst_truncate(Segment seg, uint64_t l, Cell *items, uint64_t start, uint64_t ndel,
+                       uint64_t cap) noexcept
+cdef uint64_t lst_items_block(Segment seg, uint64_t newcap) noexcept nogil
+cdef Cell *lst_new_items(Segment seg, uint64_t n, bint grow, uint64_t *nit) except NULL
+cdef void lst_publish_items(Segment seg, uint64_t l, uint64_t nit, uint64_t n) noexcept
 
 # -- heap/collect.pxi
 cdef bint gc_valid_ref(Segment seg, uint64_t off) noexcept nogil

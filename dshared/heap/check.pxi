@@ -1,13 +1,31 @@
-# check(): the tiling, the free lists, every reachable block and its references (included by _heap.pyx at module level).
+# check(): the tiling, the free lists, every reachable block and its
+# references (included by _heap.pyx at module level).
 
 
 cdef chk_check(Segment seg, list problems, list garbage, list probes):
-    cdef Header *h = seg.hdr
+    """Check the whole segment (under the lock): the header, the tiling and
+    the counters, the free lists, references and refcounts, then every
+    reachable value as a read reads it."""
     cdef list blocks = []
-    cdef Block *b
-    cdef uint64_t used = 0, nfree = 0, nlisted, off, nxt, prv, n, i
-    cdef int k, kind
-    cdef bint was_free = False
+    chk_header(seg, problems)
+    gc_tiling(seg, blocks)
+    free_set = chk_tiling(seg, blocks, problems)
+    chk_free_lists(seg, free_set, problems)
+    alloc_set = set(blocks) - free_set
+    seen = chk_references(seg, blocks, free_set, alloc_set, problems, garbage, probes)
+    # the values, read as reads read them (a clean check means a full walk raises nothing)
+    containers = []
+    for off in seen:
+        if off in alloc_set:
+            kind = blk_kind(<Block *>(seg.base + <uint64_t>off))
+            if kind == K_DICT or kind == K_LIST:
+                containers.append((off, kind))
+    from dshared._codec import _check_values
+    _check_values(seg, sorted(containers), problems)
+
+
+cdef chk_header(Segment seg, list problems):
+    cdef Header *h = seg.hdr
     if h.seq & 1:
         problems.append("write sequence %d is odd: a write did not finish" % h.seq)
     if h.flags & FLAG_POISONED:
@@ -18,11 +36,20 @@ cdef chk_check(Segment seg, list problems, list garbage, list probes):
                                                                  h.root, h.names, h.jcount))
     if h.top > h.reserved:
         problems.append("heap top %d is above the reserved %d bytes" % (h.top, h.reserved))
-    gc_tiling(seg, blocks)
+
+
+cdef set chk_tiling(Segment seg, list blocks, list problems):
+    """The free blocks among `blocks` (the tiling); the kinds, the merging
+    of free neighbours and the header's counters checked."""
+    cdef Header *h = seg.hdr
+    cdef Block *b
+    cdef uint64_t used = 0, off
+    cdef int kind
+    cdef bint was_free = False
     free_set = set()
     for off in blocks:
         b = <Block *>(seg.base + off)
-        kind = b.kind_rc & 0xff
+        kind = blk_kind(b)
         if kind == K_FREE:
             if was_free:
                 problems.append("free blocks at %d and below it were not merged" % off)
@@ -37,12 +64,19 @@ cdef chk_check(Segment seg, list problems, list garbage, list probes):
         problems.append("header counts %d used bytes, the blocks hold %d" % (h.used, used))
     if <uint64_t>(len(blocks) - len(free_set)) != h.nblocks:
         problems.append("header counts %d blocks, the heap has %d" % (h.nblocks, len(blocks) - len(free_set)))
-    # free lists
+    return free_set
+
+
+cdef chk_free_lists(Segment seg, set free_set, list problems):
+    """Every free block in the one bin of its size, once, linked both ways."""
+    cdef Header *h = seg.hdr
+    cdef Block *b
+    cdef uint64_t off, prv
+    cdef int k
     listed = set()
     for k in range(NBINS):
         off = h.bins[k]
         prv = 0
-        n = 0
         if bool(off) != bool(h.binmap[k >> 6] & ((<uint64_t>1) << (k & 63))):
             problems.append("bin %d: bitmap disagrees with its list" % k)
         while off:
@@ -56,33 +90,37 @@ cdef chk_check(Segment seg, list problems, list garbage, list probes):
             b = <Block *>(seg.base + off)
             if blk_bin(seg, b.size16) != k:
                 problems.append("free block at %d of %d bytes is in bin %d" % (off, b.size16 * 16, k))
-            if ds_ld64(seg.base + off + 24) != prv:
+            if free_prev(seg.base + off) != prv:
                 problems.append("free block at %d has a wrong back link" % off)
             prv = off
-            off = ds_ld64(seg.base + off + 16)
+            off = free_next(seg.base + off)
     if listed != free_set:
         problems.append("%d free blocks are in no free list" % len(free_set - listed))
-    # reachability and refcounts, without touching the heap
+
+
+cdef dict chk_ref_counts(Segment seg, set alloc_set, list problems, set seen, list todo):
+    """The references from outside the heap's blocks: the header's roots
+    (also put in seen and todo), an open block's journal chain (in seen) and
+    its pending frees and releases."""
+    cdef Header *h = seg.hdr
+    cdef uint64_t off, n, i
     counts = {}
-    seen = set()
-    todo = []
     for off in _root_offsets(seg):
         counts[off] = counts.get(off, 0) + 1
         if off not in seen:
             seen.add(off)
             todo.append(off)
-    alloc_set = set(blocks) - free_set
     for off in (h.root, h.names):
-        if off in alloc_set and ((<Block *>(seg.base + <uint64_t>off)).kind_rc & 0xff) != K_DICT:
+        if off in alloc_set and blk_kind(<Block *>(seg.base + <uint64_t>off)) != K_DICT:
             problems.append("the root at %d is a %s block, not a dict"
-                            % (off, _kind_name((<Block *>(seg.base + <uint64_t>off)).kind_rc & 0xff)))
+                            % (off, _kind_name(blk_kind(<Block *>(seg.base + <uint64_t>off)))))
     off = h.jblocks
     n = 0
     while off and n < 64:
         # an open block's journal blocks (this thread's own transaction)
         counts[off] = counts.get(off, 0) + 1
         seen.add(off)
-        if off not in alloc_set or ((<Block *>(seg.base + <uint64_t>off)).kind_rc & 0xff) != K_JOURNAL:
+        if off not in alloc_set or blk_kind(<Block *>(seg.base + <uint64_t>off)) != K_JOURNAL:
             problems.append("the journal chain reaches %d, which is not a journal block" % off)
             break
         off = ds_ld64(seg.base + <uint64_t>off + BLOCK_HDR)
@@ -95,6 +133,19 @@ cdef chk_check(Segment seg, list problems, list garbage, list probes):
             counts[(<Segment>owner).pfree[i]] = counts.get((<Segment>owner).pfree[i], 0) + 1
         for i in range((<Segment>owner).nrel):
             counts[(<Segment>owner).prel[i]] = counts.get((<Segment>owner).prel[i], 0) + 1
+    return counts
+
+
+cdef set chk_references(Segment seg, list blocks, set free_set, set alloc_set, list problems,
+                        list garbage, list probes):
+    """Reachability and refcounts, without touching the heap: the blocks
+    reachable from the roots (returned), each block's refcount against the
+    references to it, leaks and unreachable cycles (garbage)."""
+    cdef Block *b
+    cdef uint64_t off
+    seen = set()
+    todo = []
+    counts = chk_ref_counts(seg, alloc_set, problems, seen, todo)
     children = {}
     while todo:
         off = todo.pop()
@@ -120,39 +171,26 @@ cdef chk_check(Segment seg, list problems, list garbage, list probes):
         if off in free_set:
             continue
         b = <Block *>(seg.base + off)
-        if (b.kind_rc >> 8) != RC_MAX and (b.kind_rc >> 8) != counts.get(off, 0):
+        if blk_rc(b) != RC_MAX and blk_rc(b) != counts.get(off, 0):
             problems.append("%s block at %d has refcount %d, %d references"
-                            % (_kind_name(b.kind_rc & 0xff), off, b.kind_rc >> 8, counts.get(off, 0)))
+                            % (_kind_name(blk_kind(b)), off, blk_rc(b), counts.get(off, 0)))
         elif off not in seen:
             if counts.get(off, 0) == 0:
                 problems.append("leak: %s block at %d (%d bytes) is unreachable and unreferenced"
-                                % (_kind_name(b.kind_rc & 0xff), off, b.size16 * 16))
+                                % (_kind_name(blk_kind(b)), off, b.size16 * 16))
             else:
                 garbage[0] += <uint64_t>b.size16 * ALIGN     # an unreachable cycle
-    # the values, read as reads read them (a clean check means a full walk raises nothing)
-    containers = []
-    for off in seen:
-        if off in alloc_set:
-            kind = (<Block *>(seg.base + <uint64_t>off)).kind_rc & 0xff
-            if kind == K_DICT or kind == K_LIST:
-                containers.append((off, kind))
-    from dshared._codec import _check_values
-    _check_values(seg, sorted(containers), problems)
+    return seen
 
 
 cdef list chk_children(Segment seg, uint64_t off, list problems, list probes=None):
     """The blocks that block `off` references, each value checked; a
     table's longest probe goes to `probes` when given."""
     cdef Block *b = <Block *>(seg.base + off)
-    cdef int kind = b.kind_rc & 0xff
+    cdef int kind = blk_kind(b)
     cdef uint64_t size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
     cdef char *p = seg.base + off + BLOCK_HDR
-    cdef uint64_t n, i, nslots, cap, nent, count, sub, ln
-    cdef Cell *cells
-    cdef Entry *ents
-    cdef int32_t *index
-    cdef int32_t ix
-    cdef int64_t plen, longest = 0
+    cdef uint64_t n, sub, ln
     out = []
     if kind == K_STR or kind == K_BYTES or kind == K_BIGINT or kind == K_KTUPLE:
         ln = ds_ld64(p)
@@ -177,7 +215,7 @@ cdef list chk_children(Segment seg, uint64_t off, list problems, list probes=Non
             out.append(sub)
         if kind == K_LIST and sub:
             ln = ds_ld64(p + 8)
-            if not gc_valid_ref(seg, sub) or ((<Block *>(seg.base + sub)).kind_rc & 0xff) != K_ITEMS:
+            if not gc_valid_ref(seg, sub) or blk_kind(<Block *>(seg.base + sub)) != K_ITEMS:
                 problems.append("list at %d points at %d, not an items block" % (off, sub))
             elif ln > ds_ld64(seg.base + sub + BLOCK_HDR) or ds_ld64(seg.base + sub + BLOCK_HDR) > (
                     (<uint64_t>(<Block *>(seg.base + sub)).size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE):
@@ -187,60 +225,71 @@ cdef list chk_children(Segment seg, uint64_t off, list problems, list probes=Non
         elif kind == K_LIST and ds_ld64(p + 8):
             problems.append("list at %d has items but no items block" % off)
         elif kind == K_DICT and sub and (not gc_valid_ref(seg, sub) or
-                                         ((<Block *>(seg.base + sub)).kind_rc & 0xff) != K_TABLE):
+                                         blk_kind(<Block *>(seg.base + sub)) != K_TABLE):
             problems.append("dict at %d points at %d, not a table" % (off, sub))
     elif kind == K_TABLE:
-        nslots = ds_ld64(p)
-        cap = ds_ld64(p + 8)
-        nent = ds_ld64(p + 16)
-        count = ds_ld64(p + 24)
-        if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
-                or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap or count > nent):
-            problems.append("table at %d has inconsistent sizes" % off)
-            return out
-        index = <int32_t *>(p + 32)
-        ents = <Entry *>(p + 32 + 4 * nslots)
-        live = 0
-        slots = {}
-        empty = 0
-        for i in range(nslots):
-            if index[i] == IX_EMPTY:
-                empty += 1
-            ix = index[i]
-            if ix >= 0:
-                if <uint64_t>ix >= nent or ix in slots:
-                    problems.append("table at %d: slot %d points at entry %d" % (off, i, ix))
-                slots[ix] = i
-            elif ix != IX_EMPTY and ix != IX_DUMMY:
-                problems.append("table at %d: slot %d holds %d" % (off, i, ix))
-        for i in range(nent):
-            if ents[i].key.b[0] == T_EMPTY:
-                continue
-            live += 1
-            if ents[i].key.b[0] == T_PACKED:
-                kl = ents[i].key.b[1] & 0x7f
-                if (kl > INLINE_MAX or kl + (ents[i].key.b[3] & 0x7f) > PACKED_MAX
-                        or (ents[i].key.b[2] != T_SSTR and ents[i].key.b[2] != T_SBYTES)):
-                    problems.append("table at %d: packed entry %d has bad lengths" % (off, i))
-            if i not in slots:
-                problems.append("table at %d: entry %d is in no slot" % (off, i))
-            else:
-                plen = st_probe_length(seg, index, nslots, ents[i].hash, slots[i])
-                if plen < 0:
-                    problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
-                elif plen > longest:
-                    longest = plen
-            if ents[i].key.b[0] != T_PACKED:
-                chk_cells(seg, &ents[i].key, 1, off, problems, out)
-                chk_cells(seg, &ents[i].value, 1, off, problems, out)
-        if live != count:
-            problems.append("table at %d counts %d entries, holds %d" % (off, count, live))
-        if empty == 0 or nslots - empty > cap:
-            problems.append("table at %d has %d empty slots for %d entries of capacity %d: "
-                            "probes may not end" % (off, empty, nent, cap))
-        if probes is not None:
-            probes.append((off, nslots, longest))
+        chk_table(seg, off, p, size, problems, probes, out)
     return out
+
+
+cdef chk_table(Segment seg, uint64_t off, char *p, uint64_t size, list problems, list probes, list out):
+    """Check table block `off` (payload p of size bytes): sizes, slots,
+    entries, each entry found by its own probe; its references go to out."""
+    cdef uint64_t i, nslots, cap, nent, count
+    cdef Entry *ents
+    cdef int32_t *index
+    cdef int32_t ix
+    cdef int64_t plen, longest = 0
+    nslots = ds_ld64(p)
+    cap = ds_ld64(p + 8)
+    nent = ds_ld64(p + 16)
+    count = ds_ld64(p + 24)
+    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
+            or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap or count > nent):
+        problems.append("table at %d has inconsistent sizes" % off)
+        return
+    index = <int32_t *>(p + 32)
+    ents = <Entry *>(p + 32 + 4 * nslots)
+    live = 0
+    slots = {}
+    empty = 0
+    for i in range(nslots):
+        if index[i] == IX_EMPTY:
+            empty += 1
+        ix = index[i]
+        if ix >= 0:
+            if <uint64_t>ix >= nent or ix in slots:
+                problems.append("table at %d: slot %d points at entry %d" % (off, i, ix))
+            slots[ix] = i
+        elif ix != IX_EMPTY and ix != IX_DUMMY:
+            problems.append("table at %d: slot %d holds %d" % (off, i, ix))
+    for i in range(nent):
+        if ents[i].key.b[0] == T_EMPTY:
+            continue
+        live += 1
+        if ents[i].key.b[0] == T_PACKED:
+            kl = ents[i].key.b[1] & 0x7f
+            if (kl > INLINE_MAX or kl + (ents[i].key.b[3] & 0x7f) > PACKED_MAX
+                    or (ents[i].key.b[2] != T_SSTR and ents[i].key.b[2] != T_SBYTES)):
+                problems.append("table at %d: packed entry %d has bad lengths" % (off, i))
+        if i not in slots:
+            problems.append("table at %d: entry %d is in no slot" % (off, i))
+        else:
+            plen = st_probe_length(seg, index, nslots, ents[i].hash, slots[i])
+            if plen < 0:
+                problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
+            elif plen > longest:
+                longest = plen
+        if ents[i].key.b[0] != T_PACKED:
+            chk_cells(seg, &ents[i].key, 1, off, problems, out)
+            chk_cells(seg, &ents[i].value, 1, off, problems, out)
+    if live != count:
+        problems.append("table at %d counts %d entries, holds %d" % (off, count, live))
+    if empty == 0 or nslots - empty > cap:
+        problems.append("table at %d has %d empty slots for %d entries of capacity %d: "
+                        "probes may not end" % (off, empty, nent, cap))
+    if probes is not None:
+        probes.append((off, nslots, longest))
 
 
 cdef chk_cells(Segment seg, Cell *cells, uint64_t n, uint64_t owner, list problems, list out):
@@ -255,15 +304,13 @@ cdef chk_cells(Segment seg, Cell *cells, uint64_t n, uint64_t owner, list proble
         elif tag >= T_FIRST_REF:
             off = ds_ld64(&cells[i].b[8])
             out.append(off)
-            if gc_valid_ref(seg, off) and ((<Block *>(seg.base + off)).kind_rc & 0xff) != <uint32_t>tag_kind(tag):
+            if gc_valid_ref(seg, off) and blk_kind(<Block *>(seg.base + off)) != <uint32_t>tag_kind(tag):
                 problems.append("block at %d holds a cell of tag %d that points at a %s block"
-                                % (owner, tag, _kind_name((<Block *>(seg.base + off)).kind_rc & 0xff)))
+                                % (owner, tag, _kind_name(blk_kind(<Block *>(seg.base + off)))))
             elif (tag == T_DICT or tag == T_LIST) and gc_valid_ref(seg, off) and (
                     ds_ld32(&cells[i].b[4]) != (<Block *>(seg.base + off)).gen):
                 problems.append("block at %d refers to the container at %d with a stale generation"
                                 % (owner, off))
-
-# -- statistics -----------------------------------------------------------------
 
 
 def probe_bound(nslots):

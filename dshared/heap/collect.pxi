@@ -1,4 +1,5 @@
-# collect(): mark from the roots, free unreachable cycles (included by _heap.pyx at module level).
+# collect(): mark from the roots, free unreachable cycles (included by
+# _heap.pyx at module level).
 
 
 cdef bint gc_valid_ref(Segment seg, uint64_t off) noexcept nogil:
@@ -10,7 +11,7 @@ cdef bint gc_valid_ref(Segment seg, uint64_t off) noexcept nogil:
         top = seg.hdr.reserved
     if (off & (ALIGN - 1)) or off < HEADER_SIZE or off >= top or top - off < BLOCK_HDR:
         return False
-    kind = (<Block *>(seg.base + off)).kind_rc & 0xff
+    kind = blk_kind(<Block *>(seg.base + off))
     return kind != K_FREE and kind <= K_LAST
 
 
@@ -45,15 +46,15 @@ cdef uint64_t gc_mark(Segment seg, list blocks) except? 0:
     cdef Block *b
     for off in blocks:
         b = <Block *>(seg.base + off)
-        if (b.kind_rc & 0xff) != K_FREE:
+        if blk_kind(b) != K_FREE:
             b.kind_rc &= 0xff
     try:
         for off in _root_offsets(seg):
             if gc_valid_ref(seg, off):
                 b = <Block *>(seg.base + off)
-                if (b.kind_rc >> 8) == 0:
+                if blk_rc(b) == 0:
                     blk_push(seg, off, &work, &nw, &capw)
-                if (b.kind_rc >> 8) < RC_MAX:
+                if blk_rc(b) < RC_MAX:
                     b.kind_rc += 0x100
         while nw:
             nw -= 1
@@ -66,9 +67,9 @@ cdef uint64_t gc_mark(Segment seg, list blocks) except? 0:
                 if not gc_valid_ref(seg, c):
                     continue
                 b = <Block *>(seg.base + c)
-                if (b.kind_rc >> 8) == 0:
+                if blk_rc(b) == 0:
                     blk_push(seg, c, &work, &nw, &capw)
-                if (b.kind_rc >> 8) < RC_MAX:
+                if blk_rc(b) < RC_MAX:
                     b.kind_rc += 0x100
     finally:
         c_free(work)
@@ -87,7 +88,7 @@ cdef uint64_t gc_collect(Segment seg) except? 0:
     gc_mark(seg, blocks)
     for off in blocks:
         b = <Block *>(seg.base + <uint64_t>off)
-        if (b.kind_rc & 0xff) != K_FREE and (b.kind_rc >> 8) == 0:
+        if blk_kind(b) != K_FREE and blk_rc(b) == 0:
             garbage.append(off)
     for off in garbage:
         blk_free(seg, <uint64_t>off)

@@ -1,4 +1,5 @@
-# Process-wide state, the log queue and the test hooks (included by _heap.pyx at module level).
+# Process-wide state, the log queue and the test hooks (included by _heap.pyx
+# at module level).
 
 
 # ---------------------------------------------------------------------------
@@ -16,7 +17,7 @@ def _after_fork_in_child():
     _log_events.clear()             # the parent's to report, not ours
     _log_pending = False
     for seg in list(_live):
-        (<Segment>seg)._own_file_description()
+        seg_own_file_description((<Segment>seg))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

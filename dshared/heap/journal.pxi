@@ -1,4 +1,6 @@
-# The undo journal: records (jr_store), journal blocks of an open block, undo (included by _heap.pyx at module level).
+# The undo journal: in-place stores of a write (jr_store), undone if it does
+# not finish; the journal blocks of an open block; the undo (included by
+# _heap.pyx at module level).
 
 
 cdef void jr_undo(Segment seg) noexcept nogil:
@@ -81,7 +83,7 @@ cdef char *jr_block(Segment seg, uint64_t b) noexcept nogil:
     cdef uint64_t cap
     if not seg_inb(seg, b, BLOCK_HDR + JBLOCK_HDR) or (b & (ALIGN - 1)):
         return NULL
-    if ((<Block *>(seg.base + b)).kind_rc & 0xff) != K_JOURNAL:
+    if blk_kind(<Block *>(seg.base + b)) != K_JOURNAL:
         return NULL
     p = seg.base + b + BLOCK_HDR
     cap = ds_ld64(p + 16)

@@ -1,4 +1,5 @@
-# The segment lock: acquire (with the repair after a holder's death), release (included by _heap.pyx at module level).
+# The segment lock: acquire (with the repair after a holder's death), release
+# (included by _heap.pyx at module level).
 
 
 cdef class LockState:

@@ -1,4 +1,5 @@
-# Segment names, temporary files of a creation, unlink (included by _heap.pyx at module level).
+# Segment names, temporary files of a creation, unlink (included by _heap.pyx
+# at module level).
 
 
 def validate_name(name):

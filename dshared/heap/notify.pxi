@@ -106,7 +106,7 @@ cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
     if not seg_inb(seg, off, BLOCK_HDR):
         return True
     b = <Block *>(seg.base + off)
-    return b.gen != gen or (b.kind_rc & 0xff) != <uint32_t>kind
+    return b.gen != gen or blk_kind(b) != <uint32_t>kind
 
 
 cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogil:

@@ -1,9 +1,10 @@
-# Reference counts: incref, decref, release of a block and what it owns (included by _heap.pyx at module level).
+# Reference counts: incref, decref, release of a block and what it owns
+# (included by _heap.pyx at module level).
 
 
 cdef void blk_incref(Segment seg, uint64_t off) noexcept nogil:
     cdef Block *b = <Block *>(seg.base + off)
-    if (b.kind_rc >> 8) < RC_MAX:
+    if blk_rc(b) < RC_MAX:
         b.kind_rc += 0x100
         if seg.txrec:
             jr_rec_incref(seg, off)
@@ -23,7 +24,7 @@ cdef void blk_release(Segment seg, uint64_t off) noexcept:
     while True:
         if blk_decref_one(seg, off):
             # unreachable now: queue the blocks it references, then free it
-            if ((<Block *>(seg.base + off)).kind_rc & 0xff) in (K_DICT, K_LIST):
+            if blk_kind(<Block *>(seg.base + off)) in (K_DICT, K_LIST):
                 nt_container(seg, off)     # its waiters return (see _nt_wait)
             n = blk_push_children(seg, off, &stack, &n, &cap)
             blk_free(seg, off)
@@ -42,11 +43,11 @@ cdef bint blk_decref_one(Segment seg, uint64_t off) noexcept nogil:
     if not seg_inb(seg, off, BLOCK_HDR) or (off & (ALIGN - 1)):
         return False
     b = <Block *>(seg.base + off)
-    if (b.kind_rc & 0xff) == K_FREE or (b.kind_rc & 0xff) > K_LAST:
+    if blk_kind(b) == K_FREE or blk_kind(b) > K_LAST:
         return False
-    if (b.kind_rc >> 8) == RC_MAX:
+    if blk_rc(b) == RC_MAX:
         return False                # saturated: left to collect()
-    if (b.kind_rc >> 8) <= 1:
+    if blk_rc(b) <= 1:
         b.kind_rc &= 0xff
         return True
     b.kind_rc -= 0x100
@@ -57,7 +58,7 @@ cdef uint64_t blk_push_children(Segment seg, uint64_t off, uint64_t **stack, uin
     """Push the blocks that block `off` references (owned cells, and the
     table/items block of a container) onto the stack."""
     cdef Block *b = <Block *>(seg.base + off)
-    cdef int kind = b.kind_rc & 0xff
+    cdef int kind = blk_kind(b)
     cdef uint64_t size = <uint64_t>b.size16 * ALIGN, i, cnt, sub
     cdef char *p = seg.base + off + BLOCK_HDR
     cdef Cell *cells = NULL

@@ -1,4 +1,5 @@
-# Repair after a death: undo the journal, rebuild the allocator (included by _heap.pyx at module level).
+# Repair after a death: undo the journal, rebuild the allocator (included by
+# _heap.pyx at module level).
 
 
 cdef rep_after_death(Segment seg):
@@ -68,7 +69,7 @@ cdef int rep_rebuild_allocator(Segment seg) except -1:
         size16 = b.size16
         if size16 * ALIGN < MIN_BLOCK or size16 * ALIGN > top - off:
             raise CorruptSegmentError("segment %r: block at %d has a bad size" % (seg.name, off))
-        kind = b.kind_rc & 0xff
+        kind = blk_kind(b)
         if kind == K_FREE or kind == K_DEAD:
             if run == 0:
                 run = off

@@ -1,4 +1,5 @@
-# stats(): usage, free lists and probe lengths (included by _heap.pyx at module level).
+# stats(): usage, free lists and probe lengths (included by _heap.pyx at
+# module level).
 
 
 cdef int64_t st_probe_length(Segment seg, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
@@ -31,7 +32,7 @@ cdef st_probe_stats(Segment seg):
     gc_tiling(seg, blocks)
     for off in blocks:
         b = <Block *>(seg.base + off)
-        if (b.kind_rc & 0xff) != K_TABLE:
+        if blk_kind(b) != K_TABLE:
             continue
         size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
         p = seg.base + off + BLOCK_HDR

@@ -1,4 +1,9 @@
-# Dict tables: create, fill, grow, insert, overwrite, remove, clear (included by _heap.pyx at module level).
+# Dict tables: create, fill, grow, insert, overwrite, remove, clear
+# (included by _heap.pyx at module level).
+#
+# TABLE payload: nslots, capacity, nentries (dense, incl. deleted), count
+# (live), then int32 index[nslots], then Entry entries[capacity]. The
+# readers (table_view, table_lookup) are inline in _heap.pxd and heap/access.pxd.
 
 
 cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
@@ -12,7 +17,7 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
         return
     b = <Block *>(seg.base + t)
     size = <uint64_t>b.size16 * ALIGN
-    if (b.kind_rc & 0xff) != K_TABLE or size < BLOCK_HDR + 32 or size > seg.lim - t:
+    if blk_kind(b) != K_TABLE or size < BLOCK_HDR + 32 or size > seg.lim - t:
         return
     p = seg.base + t + BLOCK_HDR
     nslots = ds_ld64(p)
@@ -39,16 +44,10 @@ cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil:
     """A table block with room for n entries (at least 1), empty; 0 if no room."""
     cdef uint64_t capacity = n if n > 1 else 1
     cdef uint64_t nslots = table_slots(capacity), t
-    cdef char *p
     t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
     if t == 0:
         return 0
-    p = seg.base + t + BLOCK_HDR
-    ds_st64(p, nslots)
-    ds_st64(p + 8, capacity)
-    ds_st64(p + 16, 0)
-    ds_st64(p + 24, 0)
-    memset(p + 32, 0xff, 4 * nslots)    # IX_EMPTY
+    table_init(seg.base, t, nslots, capacity)
     (<Block *>(seg.base + t)).kind_rc = K_TABLE | (1 << 8)
     return t
 
@@ -121,7 +120,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
 
 cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
     # DICT payload: table, version; LIST payload: items, len, version
-    cdef bint is_list = ((<Block *>(seg.base + c)).kind_rc & 0xff) == K_LIST
+    cdef bint is_list = blk_kind(<Block *>(seg.base + c)) == K_LIST
     cdef char *p = seg.base + c + BLOCK_HDR + (16 if is_list else 8)
     jr_store(seg, p, ds_ld64(p) + 1)
     nt_container(seg, c)
@@ -346,9 +345,3 @@ cdef int tbl_clear(Segment seg, uint64_t d) except -1:
     nt_all(seg)                    # every key's waiters
     wr_defer_release_block(seg, t)     # the table, and through it every entry
     return 0
-
-# -- lists -------------------------------------------------------------------------
-#
-# LIST payload: items (ITEMS block or 0), len, version. ITEMS payload: cap, cells.
-
-# (the readers list_len, list_cells: heap/access.pxd)

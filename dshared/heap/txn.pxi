@@ -108,7 +108,7 @@ cdef int txn_rollback(Segment seg, tuple sp) except -1:
     while i > im:
         i -= 1
         b = <Block *>(seg.base + seg.txi[i])
-        if (b.kind_rc >> 8) > 0 and (b.kind_rc >> 8) < RC_MAX:
+        if blk_rc(b) > 0 and blk_rc(b) < RC_MAX:
             b.kind_rc -= 0x100
     seg.ntxi = im
     i = seg.ntxa
@@ -116,7 +116,7 @@ cdef int txn_rollback(Segment seg, tuple sp) except -1:
         i -= 1
         off = seg.txa[2 * i]
         b = <Block *>(seg.base + off)
-        if b.gen == <uint32_t>seg.txa[2 * i + 1] and (b.kind_rc & 0xff) != K_FREE and (b.kind_rc & 0xff) <= K_LAST:
+        if b.gen == <uint32_t>seg.txa[2 * i + 1] and blk_kind(b) != K_FREE and blk_kind(b) <= K_LAST:
             blk_free(seg, off)
     seg.ntxa = am
     seg.nfree = fm

@@ -1,4 +1,5 @@
-# The write section: write_begin, publish, commit, deferred frees and releases, write_end (included by _heap.pyx at module level).
+# The write section: write_begin, publish, commit, deferred frees and
+# releases, write_end (included by _heap.pyx at module level).
 
 
 cdef int wr_begin(Segment seg) except -1:
@@ -198,8 +199,6 @@ cdef void wr_end(Segment seg) noexcept:
         if DSHARED_DEBUG >= 2 and seg.debug_check_due and seg.base != NULL:
             wr_debug_check(seg)
 
-# -- the journal: in-place stores of a write, undone if it does not finish --
-
 
 cdef void wr_defer_free(Segment seg, uint64_t off) noexcept:
     """Free a block (its contents moved) once the write commits."""
@@ -250,7 +249,7 @@ cdef void wr_op_failed_in_block(Segment seg) noexcept:
     j = seg.amark
     for i in range(seg.amark, seg.ntxa):
         b = <Block *>(seg.base + seg.txa[2 * i])
-        if b.gen == <uint32_t>seg.txa[2 * i + 1] and (b.kind_rc & 0xff) != K_FREE and (b.kind_rc & 0xff) <= K_LAST:
+        if b.gen == <uint32_t>seg.txa[2 * i + 1] and blk_kind(b) != K_FREE and blk_kind(b) <= K_LAST:
             seg.txa[2 * j] = seg.txa[2 * i]
             seg.txa[2 * j + 1] = seg.txa[2 * i + 1]
             j += 1
