@@ -12,6 +12,8 @@ from dshared._collections import SharedDict
 DEFAULT_SIZE: Final[int]
 MIN_SIZE: Final[int]
 MAX_SIZE: Final[int]
+# the C functions of heap/*.pxi that _codec calls (capsules, heap/api.pxd)
+__pyx_capi__: Final[dict[str, Any]]
 
 def probe_bound(nslots: int) -> int: ...
 
