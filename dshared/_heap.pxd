@@ -80,7 +80,7 @@ cdef enum:
     JOURNAL_MAX = 64            # undo entries: no single write needs more than ~40
     JBLOCK_MIN = 256            # entries of the first journal block of a transaction (then doubling)
     JBLOCK_HDR = 24             # a journal block's payload: next (older), first entry index, capacity
-    MANY_OVERWRITES = 8         # dict_insert_many journals at most this many overwrites (4 entries each)
+    MANY_OVERWRITES = 8         # tbl_insert_many journals at most this many overwrites (4 entries each)
     FLAG_POISONED = 1
     FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
 
@@ -221,7 +221,7 @@ cdef class Segment:
     cdef char *base
     cdef Header *hdr
     cdef uint64_t cap
-    cdef uint64_t lim           # every offset read from the segment ends below this (see read_limit)
+    cdef uint64_t lim           # every offset read from the segment ends below this (see seg_read_limit)
     cdef int fd
     cdef readonly str name
     cdef readonly bint created
@@ -231,8 +231,8 @@ cdef class Segment:
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
     cdef bint debug_check_due   # DSHARED_DEBUG >= 2: a write committed, check() when it ends
-    cdef bint odd               # this write has made the sequence odd (see publish)
-    cdef long readers           # read sections of this handle in flight (see _shrink_reserve)
+    cdef bint odd               # this write has made the sequence odd (see wr_publish)
+    cdef long readers           # read sections of this handle in flight (see seg_shrink_reserve)
     cdef int faulted            # set by the fault handler (include/dshared_fault.h): the mapping faulted
     cdef uint64_t *pfree        # blocks to free on commit
     cdef uint64_t nfree, capfree

@@ -2,7 +2,7 @@
 # the probe, the lookup and the checked readers of entries and items. Inline,
 # so that _codec's reads (d[k], k in d, lst[i], iteration) run them without a
 # call into _heap; an error goes to an out-of-line raiser of the Segment
-# (bad_block, raise_corrupt). Offsets are those of blocks already checked by
+# (seg_bad_block, seg_raise_corrupt). Offsets are those of blocks already checked by
 # checked_block / view_block.
 
 

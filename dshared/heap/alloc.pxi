@@ -41,10 +41,10 @@ cdef void blk_bin_push(Segment seg, uint64_t off, uint64_t size16) noexcept nogi
     if not blk_free_link_ok(seg, head):
         blk_heap_corrupt(seg)
         head = 0
-    ds_st64(p + 16, head)          # next
-    ds_st64(p + 24, 0)             # prev
+    free_set_next(p, head)
+    free_set_prev(p, 0)
     if head:
-        ds_st64(seg.base + head + 24, off)
+        free_set_prev(seg.base + head, off)
     h.bins[i] = off
     h.binmap[i >> 6] |= (<uint64_t>1) << (i & 63)
 
@@ -53,7 +53,7 @@ cdef void blk_bin_remove(Segment seg, uint64_t off, uint64_t size16) noexcept no
     cdef Header *h = seg.hdr
     cdef int i = blk_bin(seg, size16)
     cdef char *p = seg.base + off
-    cdef uint64_t nxt = ds_ld64(p + 16), prv = ds_ld64(p + 24)
+    cdef uint64_t nxt = free_next(p), prv = free_prev(p)
     if not blk_free_link_ok(seg, nxt) or not blk_free_link_ok(seg, prv):
         # a broken list: drop it (its blocks leak until a repair rebuilds it)
         blk_heap_corrupt(seg)
@@ -61,11 +61,11 @@ cdef void blk_bin_remove(Segment seg, uint64_t off, uint64_t size16) noexcept no
         h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
         return
     if prv:
-        ds_st64(seg.base + prv + 16, nxt)
+        free_set_next(seg.base + prv, nxt)
     else:
         h.bins[i] = nxt
     if nxt:
-        ds_st64(seg.base + nxt + 24, prv)
+        free_set_prev(seg.base + nxt, prv)
     if h.bins[i] == 0:
         h.binmap[i >> 6] &= ~((<uint64_t>1) << (i & 63))
 

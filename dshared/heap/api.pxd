@@ -31,7 +31,7 @@ cdef inline void wr_publish(Segment seg) noexcept nogil:
     sequence odd (once per write). Everything a write does before this,
     under the lock (lookups, allocations, filling new blocks), leaves the
     reachable state as it was, so lock-free readers are not restarted for
-    it. jstore and jrebuild call this; every other store of a write goes
+    it. jr_store and jr_rebuild call this; every other store of a write goes
     to a block that nothing reachable refers to (yet, or any more: frees
     change a block's generation first, and a read through a view checks
     it again at its end, see view_gen_ok)."""
@@ -126,6 +126,7 @@ cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *c
 cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil
 cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1
 cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
+cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil
 cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil
 cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
 cdef int tbl_set_pair(Segment seg, uint64_t d, int64_t ix, const Cell *pair) except -1

@@ -357,3 +357,26 @@ def _kind_name(int kind):
     return {K_FREE: "free", K_STR: "str", K_BYTES: "bytes", K_BIGINT: "int", K_TUPLE: "tuple",
             K_DICT: "dict", K_LIST: "list", K_TABLE: "table", K_ITEMS: "items",
             K_KTUPLE: "key", K_JOURNAL: "journal"}.get(kind, "?")
+
+
+cdef chk_report(Segment seg):
+    """Segment.check(): the CheckReport of a walk under the lock."""
+    problems = []
+    garbage = [0]
+    probes = []                 # (table, nslots, longest probe) of every table walked
+    lock_acquire(seg, -1)
+    was = gc_off()                  # no finalizer runs under the lock
+    try:
+        chk_check(seg, problems, garbage, probes)
+        _nt_check(seg, problems)
+    except CorruptSegmentError as e:
+        problems.append(str(e))
+    finally:
+        gc_restore(was)
+        lock_release(seg)
+    if ds_fault_flag(&seg.faulted):
+        problems.insert(0, "segment %r was truncated or damaged by another process" % seg.name)
+    warnings = ["table at %d: a key is found after %d probes, beyond the bound of %d for %d slots "
+                "(many keys share a hash)" % (t, m, probe_bound(ns), ns)
+                for t, ns, m in probes if m > probe_bound(ns)]
+    return CheckReport(problems, garbage[0], warnings, max([m for t, ns, m in probes], default=0))

@@ -81,7 +81,7 @@ cdef _emit_logs(Segment seg):
 #   DSHARED_TEST_NO_LOCK=1     writers and lock() take no mutex
 #   DSHARED_TEST_NO_REPAIR=1   a dead holder's lock is made usable without repair
 #   DSHARED_TEST_NO_BOUNDS=1   a checked accessor whose check fails goes on with the
-#                              unchecked pointer (bad_block / bad_view return it)
+#                              unchecked pointer (seg_bad_block / seg_bad_view return it)
 #   DSHARED_TEST_NO_ROLLBACK=1 transaction() and lock() blocks behave as before they
 #                              were atomic: each operation commits on its own, an
 #                              exception keeps what was written

@@ -4,7 +4,7 @@
 
 
 cdef void jr_undo(Segment seg) noexcept nogil:
-    """Restore the journaled words, newest first (see _undo_to)."""
+    """Restore the journaled words, newest first (see jr_undo_to)."""
     jr_undo_to(seg, 0)
 
 
@@ -14,7 +14,7 @@ cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil:
     is finished by the repair: restoring a word twice is harmless).
     Records from JOURNAL_MAX on live in the journal blocks chained from
     the header (newest first), each checked before it is read. A record
-    with the low bit set (see jrebuild) rebuilds a table's index from its
+    with the low bit set (see jr_rebuild) rebuilds a table's index from its
     entries, once the records after it have restored the entry count."""
     cdef Header *h = seg.hdr
     cdef uint64_t n = h.jcount, off, b = h.jblocks, first = 0, cap = 0, steps = 0
@@ -95,7 +95,7 @@ cdef char *jr_block(Segment seg, uint64_t b) noexcept nogil:
 
 cdef uint64_t *jr_slot(Segment seg, uint64_t n) noexcept nogil:
     """Where record n (>= JOURNAL_MAX) of an open block goes: in the
-    journal block that holds it (reserved by _op_begin_in_block), or NULL
+    journal block that holds it (reserved by wr_op_begin_in_block), or NULL
     (none does, or the chain does not check out)."""
     cdef uint64_t b = seg.hdr.jblocks, first, steps = 0
     cdef char *p
@@ -157,7 +157,7 @@ cdef void jr_rebuild(Segment seg, uint64_t t) noexcept:
     else:
         e = jr_slot(seg, n)
         if e == NULL:
-            blk_heap_corrupt(seg)    # (as in jstore)
+            blk_heap_corrupt(seg)    # (as in jr_store)
             return
     wr_publish(seg)
     e[0] = t | 1

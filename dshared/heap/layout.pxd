@@ -12,16 +12,18 @@ cdef inline uint32_t blk_rc(const Block *b) noexcept nogil:
 
 
 # A free block's payload: the two links of its bin's list (next, prev), at
-# the block's address + BLOCK_HDR.
-ctypedef struct FreeLinks:
-    uint64_t next
-    uint64_t prev
-
+# the block's address + BLOCK_HDR (blk: seg.base + offset).
 cdef inline uint64_t free_next(const char *blk) noexcept nogil:
     return ds_ld64(blk + BLOCK_HDR)
 
 cdef inline uint64_t free_prev(const char *blk) noexcept nogil:
     return ds_ld64(blk + BLOCK_HDR + 8)
+
+cdef inline void free_set_next(char *blk, uint64_t v) noexcept nogil:
+    ds_st64(blk + BLOCK_HDR, v)
+
+cdef inline void free_set_prev(char *blk, uint64_t v) noexcept nogil:
+    ds_st64(blk + BLOCK_HDR + 8, v)
 
 
 # A TABLE block's payload: this header, then int32 index[nslots], then
@@ -37,6 +39,12 @@ cdef enum:
 
 cdef inline TableHdr *table_hdr(char *base, uint64_t t) noexcept nogil:
     return <TableHdr *>(base + t + BLOCK_HDR)
+
+cdef inline int32_t *table_index(char *base, uint64_t t) noexcept nogil:
+    return <int32_t *>(base + t + BLOCK_HDR + TABLE_HDR)
+
+cdef inline Entry *table_entries(char *base, uint64_t t) noexcept nogil:
+    return <Entry *>(base + t + BLOCK_HDR + TABLE_HDR + 4 * table_hdr(base, t).nslots)
 
 cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t capacity) noexcept nogil:
     """A fresh table's header and index (every slot empty); no entries yet."""

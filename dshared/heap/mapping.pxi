@@ -19,7 +19,7 @@ cdef seg_map(Segment seg, uint64_t cap):
     seg.base = <char *>m
     seg.hdr = <Header *>m
     seg.cap = cap
-    seg.lim = HEADER_SIZE          # nothing to read until the header is known (read_limit)
+    seg.lim = HEADER_SIZE          # nothing to read until the header is known (seg_read_limit)
 
 
 cdef seg_init_header(Segment seg, uint64_t reserved):
@@ -128,7 +128,7 @@ cdef seg_own_file_description(Segment seg):
     """In a forked child: the inherited descriptor shares the parent's
     file description, and so its flock. Open the segment anew, so that
     this process holds a shared lock of its own and the parent's page
-    return (see _shrink_reserve) sees it. Where that cannot be done, page
+    return (see seg_shrink_reserve) sees it. Where that cannot be done, page
     return is switched off for the segment for good."""
     cdef int fd
     if seg.fd < 0 or seg.hdr == NULL:

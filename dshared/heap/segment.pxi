@@ -321,25 +321,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         """Verify the whole heap under the lock: header, block tiling, free
         lists, every table, every value, reachability and refcounts. Returns a
         CheckReport (.ok, .problems); never raises on bad bytes."""
-        problems = []
-        garbage = [0]
-        probes = []                 # (table, nslots, longest probe) of every table walked
-        lock_acquire(self, -1)
-        was = gc_off()                  # no finalizer runs under the lock
-        try:
-            chk_check(self, problems, garbage, probes)
-            _nt_check(self, problems)
-        except CorruptSegmentError as e:
-            problems.append(str(e))
-        finally:
-            gc_restore(was)
-            lock_release(self)
-        if ds_fault_flag(&self.faulted):
-            problems.insert(0, "segment %r was truncated or damaged by another process" % self.name)
-        warnings = ["table at %d: a key is found after %d probes, beyond the bound of %d for %d slots "
-                    "(many keys share a hash)" % (t, m, probe_bound(ns), ns)
-                    for t, ns, m in probes if m > probe_bound(ns)]
-        return CheckReport(problems, garbage[0], warnings, max([m for t, ns, m in probes], default=0))
+        return chk_report(self)
 
     def _backed(self):
         """Bytes of memory the system holds for the segment's file (its
@@ -356,52 +338,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
         slot to find the hardest key), `mean_probe`, `probe_histogram` (keys by
         probe length: 0, 1, 2-3, 4-7, ..., keyed by the lower end) and
         `long_chains` (tables whose longest probe exceeds probe_bound())."""
-        seg_check_open(self)
-        cdef Header *h = self.hdr
-        cdef uint64_t off, n, nbytes, largest = self.cap - h.top, steps
-        cdef int k
-        seg_read_limit(self)               # the free lists reach up to today's top
-        free_lists = {}
-        for k in range(NBINS):
-            off = h.bins[k]
-            n = nbytes = steps = 0
-            while off and steps < (self.cap >> 5) and seg_inb(self, off, MIN_BLOCK):
-                size = <uint64_t>(<Block *>(self.base + off)).size16 * ALIGN
-                n += 1
-                nbytes += size
-                if size > largest:
-                    largest = size
-                off = ds_ld64(self.base + off + 16)
-                steps += 1
-            if n:
-                # keyed by the largest block size the class holds
-                free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
-        if ds_fault_flag(&self.faulted):
-            seg_raise_faulted(self)
-        out = {
-            "capacity": self.cap,
-            "used": h.used,
-            "free": self.cap - HEADER_SIZE - h.used,
-            "largest_free": largest,
-            "top": h.top,
-            "reserved": h.reserved,
-            "backed": self._backed(),
-            "blocks": h.nblocks,
-            "repairs": h.repairs,
-            "rollbacks": h.rollbacks,
-            "collections": h.collections,
-            "seq": h.seq,
-            "free_lists": free_lists,
-        }
-        if probes:
-            lock_acquire(self, -1)
-            try:
-                out.update(st_probe_stats(self))
-            finally:
-                lock_release(self)
-        if ds_fault_flag(&self.faulted):
-            seg_raise_faulted(self)
-        return out
+        return st_stats(self, probes)
 
 
 def _reattach(name):

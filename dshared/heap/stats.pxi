@@ -70,3 +70,53 @@ cdef st_probe_stats(Segment seg):
         "probe_histogram": dict(sorted(hist.items())),
         "long_chains": over,
     }
+
+
+cdef dict st_stats(Segment seg, bint probes):
+    """Segment.stats()."""
+    seg_check_open(seg)
+    cdef Header *h = seg.hdr
+    cdef uint64_t off, n, nbytes, largest = seg.cap - h.top, steps
+    cdef int k
+    seg_read_limit(seg)               # the free lists reach up to today's top
+    free_lists = {}
+    for k in range(NBINS):
+        off = h.bins[k]
+        n = nbytes = steps = 0
+        while off and steps < (seg.cap >> 5) and seg_inb(seg, off, MIN_BLOCK):
+            size = <uint64_t>(<Block *>(seg.base + off)).size16 * ALIGN
+            n += 1
+            nbytes += size
+            if size > largest:
+                largest = size
+            off = ds_ld64(seg.base + off + 16)
+            steps += 1
+        if n:
+            # keyed by the largest block size the class holds
+            free_lists[(k + 1) * ALIGN - ALIGN if k < SMALL_BINS else (ALIGN << (k - 58)) - ALIGN] = (n, nbytes)
+    if ds_fault_flag(&seg.faulted):
+        seg_raise_faulted(seg)
+    out = {
+        "capacity": seg.cap,
+        "used": h.used,
+        "free": seg.cap - HEADER_SIZE - h.used,
+        "largest_free": largest,
+        "top": h.top,
+        "reserved": h.reserved,
+        "backed": seg._backed(),
+        "blocks": h.nblocks,
+        "repairs": h.repairs,
+        "rollbacks": h.rollbacks,
+        "collections": h.collections,
+        "seq": h.seq,
+        "free_lists": free_lists,
+    }
+    if probes:
+        lock_acquire(seg, -1)
+        try:
+            out.update(st_probe_stats(seg))
+        finally:
+            lock_release(seg)
+    if ds_fault_flag(&seg.faulted):
+        seg_raise_faulted(seg)
+    return out

@@ -81,14 +81,11 @@ cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *c
 cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     """Make room for n more entries, building a bigger table if needed and
     publishing it with one journaled store; on failure nothing changed."""
-    cdef uint64_t t = tbl_of(seg, d), nt, count, i, j
-    cdef char *p = NULL
-    cdef char *q
-    cdef Entry *old
-    cdef Entry *new
+    cdef uint64_t t = tbl_of(seg, d), nt, count
+    cdef TableHdr *th
     if t:
-        p = seg.base + t + BLOCK_HDR
-        if ds_ld64(p + 16) + n <= ds_ld64(p + 8):
+        th = table_hdr(seg.base, t)
+        if th.nentries + n <= th.capacity:
             return 0
         count = tbl_live_count(seg, t)
     else:
@@ -100,22 +97,29 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
     crash_point()
     if t:
-        old = <Entry *>(p + 32 + 4 * ds_ld64(p))
-        q = seg.base + nt + BLOCK_HDR
-        new = <Entry *>(q + 32 + 4 * ds_ld64(q))
-        j = 0
-        for i in range(ds_ld64(p + 16)):
-            if old[i].key.b[0] != T_EMPTY:
-                new[j] = old[i]
-                tbl_place(seg, nt, old[i].hash, <int32_t>j)
-                j += 1
-        ds_st64(q + 16, j)
-        ds_st64(q + 24, j)
+        tbl_copy_live(seg, t, nt)
     jr_store(seg, seg.base + d + BLOCK_HDR, nt)
     tbl_bump_version(seg, d)
     if t:
         wr_defer_free(seg, t)          # its entries moved to the new table
     return 0
+
+
+cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
+    """Copy the live entries of table t, in order, into the fresh table nt
+    (not yet published: plain stores) and place them in its index."""
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef TableHdr *nh = table_hdr(seg.base, nt)
+    cdef Entry *old = table_entries(seg.base, t)
+    cdef Entry *new = table_entries(seg.base, nt)
+    cdef uint64_t i, j = 0
+    for i in range(th.nentries):
+        if old[i].key.b[0] != T_EMPTY:
+            new[j] = old[i]
+            tbl_place(seg, nt, old[i].hash, <int32_t>j)
+            j += 1
+    nh.nentries = j
+    nh.count = j
 
 
 cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
@@ -165,30 +169,18 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
     with the old entries and the new pairs, then publishing it with one
     journaled store: however many pairs, the journal stays small. On
     failure nothing changed."""
-    cdef uint64_t t = tbl_of(seg, d), nt, count = 0, i, j = 0
-    cdef char *p = NULL
-    cdef char *q
-    cdef Entry *old
+    cdef uint64_t t = tbl_of(seg, d), nt, count = 0, i
     cdef Entry *ents
     cdef int64_t ix
     if t:
-        p = seg.base + t + BLOCK_HDR
         count = tbl_live_count(seg, t)
     nt = tbl_new(seg, count + n)
     if nt == 0:
         blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
     crash_point()
-    q = seg.base + nt + BLOCK_HDR
-    ents = <Entry *>(q + 32 + 4 * ds_ld64(q))
+    ents = table_entries(seg.base, nt)
     if t:
-        old = <Entry *>(p + 32 + 4 * ds_ld64(p))
-        for i in range(ds_ld64(p + 16)):
-            if old[i].key.b[0] != T_EMPTY:
-                ents[j] = old[i]
-                tbl_place(seg, nt, old[i].hash, <int32_t>j)
-                j += 1
-    ds_st64(q + 16, j)
-    ds_st64(q + 24, j)
+        tbl_copy_live(seg, t, nt)
     for i in range(n):
         ix = table_find(seg, nt, &keys[i])
         if ix >= 0:
@@ -204,7 +196,7 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
 
 
 cdef uint64_t tbl_live_count(Segment seg, uint64_t t) except? 0:
-    """The count of table t (checked by dict_table), once it is shown to
+    """The count of table t (checked by tbl_of), once it is shown to
     match its live entries: a new table is sized from it and then gets
     every live entry copied in."""
     cdef char *p = seg.base + t + BLOCK_HDR
@@ -224,7 +216,7 @@ cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *c
     place: the caller reserved room for the new keys, and at most
     MANY_OVERWRITES of the keys are in the dict already (each overwrite
     is journaled). New entries and their index slots are not journaled
-    one by one: one jrebuild record and the journaled counts undo them
+    one by one: one jr_rebuild record and the journaled counts undo them
     all, so a batch costs O(n), not a new table."""
     cdef uint64_t t = tbl_of(seg, d), i, orig
     cdef char *p = seg.base + t + BLOCK_HDR

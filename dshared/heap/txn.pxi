@@ -1,7 +1,7 @@
 # Blocks: transaction(), lock() and snapshot() (included by _heap.pyx at module level).
 #
 # One journal, one publish path. Outside a block every operation is its own
-# unit: write_begin, journaled stores (jstore), commit() (the commit point:
+# unit: write_begin, journaled stores (jr_store), commit() (the commit point:
 # the journal count drops to 0), deferred frees, write_end. Inside a block
 # (transaction() or lock(), counted in LockState.bdepth, shared by the
 # handles of one segment file in this process):

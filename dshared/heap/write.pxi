@@ -31,7 +31,7 @@ cdef int wr_begin(Segment seg) except -1:
 
 
 cdef int wr_op_begin_in_block(Segment seg) except -1:
-    """write_begin of an operation inside a transaction() or lock()
+    """wr_begin of an operation inside a transaction() or lock()
     block: its savepoint (where an exception in it rolls back to), and
     room in the journal for all its records (a journal block allocated
     now, before the operation changes anything: SegmentFullError here
