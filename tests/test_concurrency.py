@@ -1985,8 +1985,11 @@ def _publish_race_reader(name, seconds, out_path):
         json.dump({"bad": bad, "stats": stats}, f)
 
 
-def _publish_race_done(ev, progress):
-    iterations, cycle_reads, stale = progress
+def _publish_race_done(ev, progress_view):
+    try:
+        iterations, cycle_reads, stale = progress_view
+    except dshared.StaleReferenceError:
+        return False                    # the reader replaced its progress list meanwhile
     return (ev["rollbacks"] >= 3 and ev["collected"] >= 3 and ev["cycles"] >= 100
             and iterations >= 100 and cycle_reads >= 100 and stale >= 1)
 

@@ -52,6 +52,14 @@ cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil:
     return t
 
 
+cdef inline void tbl_slot_store(Segment seg, int32_t *index, uint64_t i, int32_t v) noexcept:
+    """Set index slot i to v, journaled. Index slots are 4 bytes and the
+    journal records 8: the aligned 8 bytes around the slot are recorded."""
+    cdef uint64_t pair = ds_ld64(&index[i & ~(<uint64_t>1)])
+    memcpy((<char *>&pair) + 4 * (i & 1), &v, 4)     # not through an int32 alias
+    jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+
+
 cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
     """Put entry ix into the first free slot of its probe sequence."""
     cdef char *p = seg.base + t + BLOCK_HDR
@@ -137,11 +145,9 @@ cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, cons
     cdef uint64_t t = tbl_of(seg, d)
     cdef char *p = seg.base + t + BLOCK_HDR
     cdef uint64_t ix = ds_ld64(p + 16)
-    cdef uint64_t nslots = ds_ld64(p), i
+    cdef uint64_t nslots = ds_ld64(p)
     cdef int32_t *index = <int32_t *>(p + 32)
     cdef Entry *e = <Entry *>(p + 32 + 4 * nslots) + ix
-    cdef uint64_t pair
-    cdef int32_t ix32
     cdef Probe pr
     e.hash = k.hash
     e.value = value[0]
@@ -151,12 +157,7 @@ cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, cons
     while index[pr.i] >= 0:
         if not probe_next(&pr):
             raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, seg.name))
-    i = pr.i
-    # index slots are 4 bytes: journal the aligned 8 bytes around the slot
-    pair = ds_ld64(&index[i & ~(<uint64_t>1)])
-    ix32 = <int32_t>ix
-    memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)     # not through an int32 alias
-    jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+    tbl_slot_store(seg, index, pr.i, <int32_t>ix)
     jr_store(seg, p + 16, ix + 1)
     jr_store(seg, p + 24, ds_ld64(p + 24) + 1)
     tbl_bump_version(seg, d)
@@ -292,9 +293,7 @@ cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     cdef char *p = seg.base + t + BLOCK_HDR
     cdef int32_t *index = <int32_t *>(p + 32)
     cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
-    cdef uint64_t i, pair
     cdef Probe pr
-    cdef int32_t ix32
     cdef Cell key = e.key, value = e.value, empty
     memset(&empty, 0, CELL_SIZE)
     if ds_ld64(p + 24) == 1:
@@ -307,12 +306,8 @@ cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     probe_start(&pr, e.hash, ds_ld64(p))
     while index[pr.i] != ix and probe_next(&pr):
         pass
-    i = pr.i
-    if index[i] == ix:
-        pair = ds_ld64(&index[i & ~(<uint64_t>1)])
-        ix32 = IX_DUMMY
-        memcpy((<char *>&pair) + 4 * (i & 1), &ix32, 4)
-        jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+    if index[pr.i] == ix:
+        tbl_slot_store(seg, index, pr.i, IX_DUMMY)
     jr_store_cell(seg, &e.key, &empty)
     jr_store_cell(seg, &e.value, &empty)
     if key.b[0] == T_PACKED:
