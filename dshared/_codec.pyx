@@ -32,12 +32,15 @@ one `include` per topic, in this order:
     codec/decode.pxi    cells to Python values, views, deep copies
     codec/read.pxi      the read section: read_section, read_retry, damage
     codec/node.pxi      Node (the base view type) and the functions that make views
-    codec/dictnode.pxi  DictNode, its readers and writes, DictIter
-    codec/listnode.pxi  ListNode, its readers and writes, ListIter
+    codec/dictnode.pxi  DictNode, its readers, DictIter
+    codec/dictwrite.pxi the dict writes that plan: d[k] = v, setdefault, update
+    codec/listnode.pxi  ListNode, its readers, ListIter
+    codec/listedit.pxi  the list writes (splice, slices), the identities sort() matches
     codec/check.pxi     check(): every value read as a walk reads it
     codec/cache.pxi     cache mode: the C part of SharedCache
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
@@ -114,6 +117,8 @@ include "codec/decode.pxi"
 include "codec/read.pxi"
 include "codec/node.pxi"
 include "codec/dictnode.pxi"
+include "codec/dictwrite.pxi"
 include "codec/listnode.pxi"
+include "codec/listedit.pxi"
 include "codec/check.pxi"
 include "codec/cache.pxi"

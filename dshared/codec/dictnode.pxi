@@ -24,25 +24,32 @@ cdef struct DArg:
     int mode                    # IterMode
 
 
+cdef struct StoreArg:           # DictNode.store's arguments, through write_or_collect
+    PyObject *k
+    PyObject *v
+    int mode                    # StoreMode
+
+
+cdef inline int64_t dict_lookup(Node node, DArg *a, TableView *tv) except -2:
+    """The lookup of d[k], d.get(k) and k in d: the view checked, its table
+    read once into tv, a.key looked up; a.ix is the entry or -1."""
+    view_block(node.seg, node.off, node.gen, K_DICT)
+    table_view(node.seg, node.off, tv)
+    a.ix = table_lookup(node.seg, tv, a.key)
+    return a.ix
+
+
 cdef object _rd_get(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
-    cdef Segment seg = node.seg
     cdef TableView tv
-    view_block(seg, node.off, node.gen, K_DICT)
-    table_view(seg, node.off, &tv)
-    a.ix = table_lookup(seg, &tv, a.key)
-    if a.ix < 0:
+    if dict_lookup(node, a, &tv) < 0:
         return None
-    return entry_value(seg, &tv.ents[a.ix], False)
+    return entry_value(node.seg, &tv.ents[a.ix], False)
 
 
 cdef object _rd_contains(Node node, void *arg):
-    cdef DArg *a = <DArg *>arg
-    cdef Segment seg = node.seg
     cdef TableView tv
-    view_block(seg, node.off, node.gen, K_DICT)
-    table_view(seg, node.off, &tv)
-    a.ix = table_lookup(seg, &tv, a.key)
+    dict_lookup(node, <DArg *>arg, &tv)
     return None
 
 
@@ -52,11 +59,6 @@ cdef object _rd_len(Node node, void *arg):
     view_block(seg, node.off, node.gen, K_DICT)
     table_view(seg, node.off, &tv)
     return <int64_t>tv.count
-
-
-cdef object _rd_list_len(Node node, void *arg):
-    node.check(K_LIST)
-    return list_len(node.seg, node.off)
 
 
 cdef object _rd_entry(Node node, void *arg):
@@ -188,106 +190,15 @@ cdef class DictNode(Node):
     cdef object store(self, object k, object v, int mode):
         """d[k] = v (ST_SET); setdefault (ST_SETDEFAULT): store only if absent and
         return the value now in d."""
-        try:
-            return self._store(k, v, mode)
-        except SegmentFullError as e:
-            err = e
-        if self.seg._collect_for_retry():
-            try:
-                return self._store(k, v, mode)
-            except SegmentFullError as e:
-                err = e
-        raise refreshed(self.seg, err)
+        cdef StoreArg a
+        a.k = <PyObject *>k
+        a.v = <PyObject *>v
+        a.mode = mode
+        return write_or_collect(self, _wr_store, &a)
 
     cdef object _store(self, object k, object v, int mode):
-        cdef Key key
-        cdef Segment seg = self.seg
-        cdef Cell cv, ck, old
-        cdef Plan plan = None
-        cdef Plan kplan = None
-        cdef int64_t ix, vi = 0, ki = 0
-        cdef bint fast_k, fast_v, packed = False
-        cdef Cell pair[2]
-        cdef TableView tv
-        cdef const char *vdata = NULL
-        cdef uint64_t vlen = 0, vblock = 0
-        cdef bint vascii = False
-        cdef int vkind = 0
-        owner = make_key(seg, k, &key)
-        memset(&ck, 0, CELL_SIZE)
-        fast_k = False
-        if key.ctag == T_STR or key.ctag == T_BYTES:
-            if key.len <= INLINE_MAX:
-                cell_inline(&ck, T_SSTR if key.ctag == T_STR else T_SBYTES, key.data, key.len,
-                            key.ctag == T_STR and PyUnicode_IS_ASCII(k))
-                fast_k = True
-        elif key.ctag != T_BIGINT and key.ctag != T_KTUPLE:
-            fast_k = encode_scalar(k, &ck)
-        fast_v = encode_scalar(v, &cv)
-        if fast_k and (PyUnicode_Check(v) or PyBytes_Check(v)):
-            packed = pack_pair(pair, k, &key, v)
-        if packed:
-            fast_v = True
-        elif not fast_v and (PyUnicode_Check(v) or PyBytes_Check(v)):
-            # one str or bytes block: written directly, no plan
-            if PyUnicode_Check(v):
-                vowner = str_utf8(v, &vdata, &vlen, &vascii)
-                vkind = K_STR
-            else:
-                vowner = v
-                vdata = PyBytes_AS_STRING(v)
-                vlen = PyBytes_GET_SIZE(v)
-                vkind = K_BYTES
-        elif not fast_v:
-            plan = Plan(seg)
-            vi = plan.add_root(v)
-        if not fast_k and not packed:
-            # the key's own block: stored only if the key is new
-            kplan = Plan(seg)
-            ki = kplan.add_key(k)
-        seg.write_begin()
-        try:
-            view_block(seg, self.off, self.gen, K_DICT)
-            table_view(seg, self.off, &tv)          # the table, checked once
-            ix = table_lookup(seg, &tv, &key)
-            if ix >= 0 and mode == ST_SETDEFAULT:
-                r = entry_value(seg, &tv.ents[ix], False)
-                seg.commit()
-                return r
-            if plan is not None:
-                plan.materialize()
-                cv = plan.cell(vi)[0]
-            elif vkind:
-                vblock = new_bytes_block(seg, vkind, vdata, vlen, 1 if vascii else 0)
-                cell_set(&cv, T_STR if vkind == K_STR else T_BYTES, vblock)
-            if not packed:
-                pair[0] = ck
-                pair[1] = cv
-            if ix >= 0:
-                seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
-                nt_key(seg, self.off, key.hash)
-            else:
-                try:
-                    if kplan is not None:
-                        kplan.materialize()
-                        ck = kplan.cell(ki)[0]
-                    seg.dict_reserve(self.off, 1)
-                except BaseException:
-                    if kplan is not None:
-                        kplan.rollback()
-                    if plan is not None:
-                        plan.rollback()
-                    if vblock:
-                        seg.free(vblock)
-                    raise
-                if not packed:
-                    pair[0] = ck
-                seg.dict_insert(self.off, &key, &pair[0], &pair[1])
-            r = (v if packed else decode(seg, &cv, 0)) if mode == ST_SETDEFAULT else None
-            seg.commit()
-            return r
-        finally:
-            seg.write_end()
+        """store() without the retry after collect() (the cache's claims)."""
+        return dict_store(self, k, v, mode)
 
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""
@@ -366,80 +277,7 @@ cdef class DictNode(Node):
 
     def _update_pairs(self, list pairs):
         """Store [(k, v), ...] in one atomic step."""
-        try:
-            return self._update_once(pairs)
-        except SegmentFullError as e:
-            err = e
-        if self.seg._collect_for_retry():
-            try:
-                return self._update_once(pairs)
-            except SegmentFullError as e:
-                err = e
-        raise refreshed(self.seg, err)
-
-    def _update_once(self, list pairs):
-        cdef Segment seg = self.seg
-        cdef Plan plan = Plan(seg)
-        cdef Key *keys
-        cdef int64_t n = len(pairs), i, ix, missing
-        cdef Cell *cells = NULL
-        cdef Cell pair[2]
-        if n == 0:
-            return
-        owners = []
-        roots = []
-        keys = <Key *>malloc_or_raise(n * sizeof(Key))
-        try:
-            for i in range(n):
-                k, v = pairs[i]
-                owners.append(make_key(seg, k, &keys[i]))
-                roots.append(plan.add_pair(k, &keys[i], v))
-            seg.write_begin()
-            try:
-                self.check(K_DICT)
-                plan.materialize()
-                # room only for the keys that are new: overwrites need none
-                missing = count_missing(seg, self.off, keys, n)
-                if n > 4:
-                    # many pairs: in place, after growing the table (by 1.25
-                    # at least, so batches cost O(batch) amortized); with
-                    # many overwrites, one new table published once
-                    cells = <Cell *>malloc_or_raise(2 * n * CELL_SIZE)
-                    for i in range(n):
-                        cells[2 * i] = plan.cell(roots[i])[0]
-                        cells[2 * i + 1] = plan.cell(<int64_t>roots[i] + 1)[0]
-                    try:
-                        if n - missing <= MANY_OVERWRITES:
-                            if missing:
-                                seg.dict_reserve(self.off, missing)
-                            seg.dict_insert_many(self.off, keys, cells, n)
-                        else:
-                            seg.dict_update_fresh(self.off, keys, cells, n)
-                    except BaseException:
-                        plan.rollback()
-                        raise
-                else:
-                    try:
-                        if missing:
-                            seg.dict_reserve(self.off, missing)
-                    except BaseException:
-                        plan.rollback()
-                        raise
-                    for i in range(n):
-                        ix = dict_find(seg, self.off, &keys[i])
-                        if ix >= 0:
-                            pair[0] = plan.cell(roots[i])[0]
-                            pair[1] = plan.cell(<int64_t>roots[i] + 1)[0]
-                            seg.dict_set_pair(self.off, ix, pair)
-                        else:
-                            seg.dict_insert(self.off, &keys[i], plan.cell(roots[i]),
-                                            plan.cell(<int64_t>roots[i] + 1))
-                seg.commit()
-            finally:
-                seg.write_end()
-                free(cells)
-        finally:
-            free(keys)
+        write_or_collect(self, _wr_update, <void *>pairs)
 
     def incr(self, k, delta=1, default=0):
         """Atomically add delta to d[k] (default if absent) and return the new value."""
@@ -467,40 +305,6 @@ cdef class DictNode(Node):
         finally:
             seg.lock_release()
         return new
-
-
-cdef enum:
-    PF_INDEX = 16               # bulk lookups: prefetch the index slot of the key this far ahead,
-    PF_ENTRY = 8                # and the entry it points to for the key this far ahead
-
-
-cdef inline void prefetch_lookup(const TableView *tv, const Key *keys, int64_t i, int64_t n) noexcept nogil:
-    """Bulk lookups in a big table miss the cache twice per key (index slot,
-    then entry), in hash order: fetch both ahead, so that the misses of
-    successive keys overlap instead of queueing. Only addresses inside the
-    table are touched; a prefetch never faults."""
-    cdef uint64_t mask = tv.nslots - 1
-    cdef int32_t ix
-    if tv.off == 0:
-        return
-    if i + PF_INDEX < n:
-        ds_prefetch(&tv.index[keys[i + PF_INDEX].hash & mask], 4)
-    if i + PF_ENTRY < n:
-        ix = tv.index[keys[i + PF_ENTRY].hash & mask]
-        if ix >= 0 and <uint64_t>ix < tv.nentries:
-            ds_prefetch(&tv.ents[ix], sizeof(Entry))
-
-
-cdef int64_t count_missing(Segment seg, uint64_t d, const Key *keys, int64_t n) except -1:
-    """How many of keys[0:n] dict d lacks (lock held: the table is read once)."""
-    cdef TableView tv
-    cdef int64_t i, missing = 0
-    table_view(seg, d, &tv)
-    for i in range(n):
-        prefetch_lookup(&tv, keys, i, n)
-        if table_lookup(seg, &tv, &keys[i]) < 0:
-            missing += 1
-    return missing
 
 
 cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF

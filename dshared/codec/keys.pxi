@@ -113,11 +113,6 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
     owns key.data, to be kept alive while the key is used. With `lookup`, a
     hashable key of a type dshared never stores gives a key no entry matches
     (so d[k] is a KeyError, as in dict) instead of UnsupportedTypeError."""
-    cdef int overflow = 0
-    cdef int64_t v
-    cdef double f
-    cdef bint ascii
-    cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
     if seg.base == NULL:
         seg.check_open()            # raises: the hash seed lives in the segment
     if PyUnicode_CheckExact(k) and PyUnicode_IS_ASCII(k):
@@ -128,6 +123,30 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
         key.cval = 0
         key.hash = key_hash(seg, T_STR, key.data, key.len)
         return k
+    owner = key_canon(k, key, lookup)
+    if key.ctag == T_EMPTY:
+        key.hash = 0                # matches nothing
+        return None
+    if key.ctag == T_BYTES or key.ctag == T_BIGINT or key.ctag == T_KTUPLE:
+        key.data = PyBytes_AS_STRING(owner)
+        key.len = PyBytes_GET_SIZE(owner)
+    if key.ctag == T_INT or key.ctag == T_FLOAT:
+        key.hash = key_hash_u64(seg, key.ctag, key.cval)
+    else:
+        key.hash = key_hash(seg, key.ctag, key.data, key.len)
+    return owner
+
+
+cdef object key_canon(object k, Key *key, bint lookup):
+    """make_key for every key but an exact ASCII str: the canonical tag, and
+    the value (key.cval) or the object whose bytes are the canonical form
+    (returned; a str gives its data here). T_EMPTY: a key that matches
+    nothing (`lookup` and a type dshared never stores)."""
+    cdef int overflow = 0
+    cdef int64_t v
+    cdef double f
+    cdef bint ascii
+    cdef uint8_t whole[DS_WHOLE_DOUBLE_MAX]
     owner = None
     key.data = NULL
     key.len = 0
@@ -172,24 +191,15 @@ cdef object make_key(Segment seg, object k, Key *key, bint lookup=False):
             if not lookup:
                 raise
             key.ctag = T_EMPTY
-            key.hash = 0
             return None
         owner = bytes(buf)
         key.ctag = T_KTUPLE
     else:
         err = _unhashable(k)
         if lookup and isinstance(err, UnsupportedTypeError):
-            key.ctag = T_EMPTY          # matches nothing
-            key.hash = 0
+            key.ctag = T_EMPTY
             return None
         raise err
-    if key.ctag == T_BYTES or key.ctag == T_BIGINT or key.ctag == T_KTUPLE:
-        key.data = PyBytes_AS_STRING(owner)
-        key.len = PyBytes_GET_SIZE(owner)
-    if key.ctag == T_INT or key.ctag == T_FLOAT:
-        key.hash = key_hash_u64(seg, key.ctag, key.cval)
-    else:
-        key.hash = key_hash(seg, key.ctag, key.data, key.len)
     return owner
 
 

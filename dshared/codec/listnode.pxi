@@ -23,6 +23,22 @@ cdef struct LArg:
     Py_ssize_t start, stop, step    # a slice, unpacked before the read section
 
 
+cdef struct EditArg:            # ListNode.edit's arguments, through write_or_collect
+    int op
+    int64_t i
+    PyObject *sl                # the slice of OP_SET_SLICE, OP_DEL_SLICE
+    PyObject *values            # list, or None
+
+
+cdef enum:
+    ID_SIZE = 20
+
+
+cdef object _rd_list_len(Node node, void *arg):
+    node.check(K_LIST)
+    return list_len(node.seg, node.off)
+
+
 cdef object _rd_list_get(Node node, void *arg):
     """Item a.i (negative counts from the end); a.n = -1 if out of range."""
     cdef LArg *a = <LArg *>arg
@@ -59,7 +75,7 @@ cdef object _rd_list_snapshot(Node node, void *arg):
     node.check(K_LIST)
     n = list_len(seg, node.off)
     cells = list_cells(seg, node.off, n)
-    return (ds_ld64(seg.base + node.off + BLOCK_HDR + 16), [decode(seg, &cells[i], 0) for i in range(n)])
+    return (list_version(seg, node.off), [decode(seg, &cells[i], 0) for i in range(n)])
 
 
 cdef class ListNode(Node):
@@ -133,109 +149,12 @@ cdef class ListNode(Node):
     cdef object edit(self, int op, int64_t i, object sl, list values):
         """Every list mutation: plan values outside the lock, then under it
         resolve indices against the current length, allocate, splice."""
-        try:
-            return self._edit(op, i, sl, values)
-        except SegmentFullError as e:
-            err = e
-        if self.seg._collect_for_retry():
-            try:
-                return self._edit(op, i, sl, values)
-            except SegmentFullError as e:
-                err = e
-        raise refreshed(self.seg, err)
-
-    cdef object _edit(self, int op, int64_t i, object sl, list values):
-        cdef Segment seg = self.seg
-        cdef Plan plan = None
-        cdef int64_t n, start = 0, ndel = 0, nins = 0, k, j, w
-        cdef Py_ssize_t pstart = 0, pstop = 0, pstep = 1, count = 0
-        cdef Cell *cells = NULL
-        cdef Cell *old
-        cdef Cell *out = NULL
-        cdef Cell *gone = NULL
-        cdef list roots = None
-        result = None
-        if values:
-            plan = Plan(seg)
-            roots = [plan.add_root(v) for v in values]
-            nins = len(values)
-        seg.write_begin()
-        try:
-            self.check(K_LIST)
-            n = list_len(seg, self.off)
-            if op == OP_SET or op == OP_DEL or op == OP_POP:
-                if op == OP_POP and n == 0:
-                    raise IndexError("pop from empty list")
-                if i < 0:
-                    i += n
-                if i < 0 or i >= n:
-                    raise IndexError("pop index out of range" if op == OP_POP
-                                     else "list assignment index out of range")
-                start = i
-                ndel = 1
-                if op == OP_POP:
-                    result = deep_decode(seg, &list_cells(seg, self.off, n)[i])
-            elif op == OP_INSERT:
-                start = min(max(i + n if i < 0 else i, 0), n)
-            elif op == OP_APPEND:
-                start = n
-            elif op == OP_CLEAR:
-                ndel = n
-            else:
-                PySlice_Unpack(sl, &pstart, &pstop, &pstep)
-                count = PySlice_AdjustIndices(n, &pstart, &pstop, pstep)
-                if pstep == 1:
-                    start = pstart
-                    ndel = count
-                elif op == OP_SET_SLICE and count != nins:
-                    raise ValueError("attempt to assign sequence of size %d to extended slice of size %d"
-                                     % (nins, count))
-            if plan is not None:
-                plan.materialize()
-                cells = <Cell *>malloc_or_raise(CELL_SIZE * nins)
-                for k in range(nins):
-                    cells[k] = plan.cell(roots[k])[0]
-            try:
-                if pstep == 1:
-                    if ndel or nins:
-                        seg.list_splice(self.off, start, ndel, cells, nins)
-                elif count:
-                    # an extended slice: build the whole new item array
-                    old = list_cells(seg, self.off, n)
-                    out = <Cell *>malloc_or_raise(CELL_SIZE * n)
-                    gone = <Cell *>malloc_or_raise(CELL_SIZE * count)
-                    for k in range(count):
-                        gone[k] = old[pstart + k * pstep]
-                    if op == OP_SET_SLICE:
-                        memcpy(out, old, CELL_SIZE * n)
-                        for k in range(count):
-                            out[pstart + k * pstep] = cells[k]
-                        seg.list_rebuild(self.off, out, n, gone, count)
-                    else:
-                        w = 0
-                        j = 0
-                        for k in range(n):
-                            # is k one of pstart, pstart + pstep, ...?
-                            if j < count and k == (pstart + j * pstep if pstep > 0
-                                                   else pstart + (count - 1 - j) * pstep):
-                                j += 1
-                            else:
-                                out[w] = old[k]
-                                w += 1
-                        seg.list_rebuild(self.off, out, w, gone, count)
-            except BaseException:
-                if plan is not None:
-                    plan.rollback()
-                raise
-            seg.commit()
-            if _sorting:
-                note_sorted_write(self)
-        finally:
-            free(cells)
-            free(out)
-            free(gone)
-            seg.write_end()
-        return result
+        cdef EditArg a
+        a.op = op
+        a.i = i
+        a.sl = <PyObject *>sl
+        a.values = <PyObject *>values
+        return write_or_collect(self, _wr_edit, &a)
 
     cdef int _permute(self, object version, object order) except -1:
         """Give the list the items old[order[k]] (reverse when order is None),
@@ -247,7 +166,7 @@ cdef class ListNode(Node):
         seg.write_begin()
         try:
             self.check(K_LIST)
-            if version is not None and ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != <uint64_t>version:
+            if version is not None and list_version(seg, self.off) != <uint64_t>version:
                 seg.commit()
                 return 0
             n = list_len(seg, self.off)
@@ -281,7 +200,7 @@ cdef class ListNode(Node):
         seg.write_begin()
         try:
             self.check(K_LIST)
-            if ds_ld64(seg.base + self.off + BLOCK_HDR + 16) != version:
+            if list_version(seg, self.off) != version:
                 seg.commit()
                 return False
             seg.list_splice(self.off, i, 1, NULL, 0)
@@ -434,53 +353,6 @@ cdef int64_t _index(object i) except? -1:
     if overflow:
         raise IndexError("cannot fit '%s' into an index-sized integer" % type(i).__name__)
     return v
-
-
-cpdef bint is_plain(object k):
-    """Whether k is None, a bool, int, float, str or bytes, or a tuple of
-    such: comparing two of them runs no Python code."""
-    cdef object t = type(k)
-    if t is tuple:
-        for x in <tuple>k:
-            if not is_plain(x):
-                return False
-        return True
-    return t is int or t is str or t is float or t is bytes or t is bool or k is None
-
-
-cdef dict _sorting = {}    # (id(LockState), list offset) -> counters of sorts running on it
-
-
-cdef int note_sorted_write(ListNode node) except -1:
-    """This process wrote to a list: count it for the sorts running on it."""
-    watchers = _sorting.get((id(node.seg.lk), node.off))
-    if watchers is not None:
-        for c in watchers:
-            c[0] += 1
-    return 0
-
-
-cdef enum:
-    ID_SIZE = 20
-
-
-cdef int cell_id_into(Segment seg, const Cell *c, uint8_t *buf) except -1:
-    """The identity of a list item: its cell, plus, for a cell that refers to
-    a block, that block's generation (which changes on every allocation), so
-    that an identity is never reused for another value."""
-    cdef uint8_t tag = c.b[0]
-    cdef uint32_t gen = 0
-    memcpy(buf, c.b, 16)
-    if T_FIRST_REF <= tag <= T_LAST and tag != T_DICT and tag != T_LIST:
-        gen = (<Block *>seg.ptr(ds_ld64(&c.b[8]), BLOCK_HDR)).gen
-    memcpy(&buf[16], &gen, 4)
-    return 0
-
-
-cdef bytes cell_id(Segment seg, const Cell *c):
-    cdef uint8_t buf[ID_SIZE]
-    cell_id_into(seg, c, buf)
-    return PyBytes_FromStringAndSize(<char *>buf, ID_SIZE)
 
 
 cdef int64_t _ssize_arg(object i) except? -1:

@@ -56,6 +56,7 @@ cdef enum PlanState:
     PLAN_MATERIALIZED = 1
 
 
+@cython.final
 cdef class Plan:
     """Everything one write stores, laid out before the lock is taken."""
     cdef Segment seg
@@ -211,7 +212,7 @@ cdef class Plan:
         """Encode v into cell ci; containers get a block and a frame on the stack."""
         cdef Cell *c = &self.cells[ci].cell
         cdef const char *data
-        cdef uint64_t n, nslots
+        cdef uint64_t n
         cdef bint ascii
         cdef int64_t bi
         cdef Node node
@@ -233,43 +234,11 @@ cdef class Plan:
             bi = self.bytes_block(K_BIGINT, b, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0)
             self.ref_block(ci, T_BIGINT, bi)
         elif PyTuple_Check(v):
-            if tdepth >= MAX_TUPLE_DEPTH:
-                raise UnsupportedTypeError("tuples nested deeper than %d levels at %s; use lists"
-                                           % (MAX_TUPLE_DEPTH, self.path()))
-            # a subclass is stored as tuple(v) sees it (through its __iter__)
-            items = v if type(v) is tuple else tuple(as_list(v))
-            n = PyTuple_GET_SIZE(items)
-            bi = self.new_block(K_TUPLE, 8 + CELL_SIZE * n)
-            self.blocks[bi].first = self.new_cells(n)
-            self.blocks[bi].n = n
-            self.ref_block(ci, T_TUPLE, bi)
-            self.stack.append([v, items, bi, 0, tdepth + 1])
+            bi = self.plan_tuple(v, ci, tdepth)
         elif PyList_Check(v):
-            # a subclass is stored as list(v) sees it (through its __iter__)
-            items = list(v) if type(v) is list else as_list(v)
-            n = len(<list>items)
-            bi = self.new_block(K_LIST, 24)
-            self.ref_block(ci, T_LIST, bi)
-            if n:
-                self.blocks[bi].n = n
-                self.blocks[bi].first = self.new_cells(n)
-                self.new_block(K_ITEMS, 8 + CELL_SIZE * n)
-                self.blocks[bi + 1].rc = 1
-            self.stack.append([v, items, bi, 0, 0])
+            bi = self.plan_list(v, ci)
         elif PyDict_Check(v):
-            items = mapping_items(v)
-            n = len(items)
-            bi = self.new_block(K_DICT, 16)
-            self.ref_block(ci, T_DICT, bi)
-            if n:
-                self.blocks[bi].n = n
-                self.blocks[bi].first = self.new_cells(2 * n)
-                # exactly n entries: a dict built whole is often never grown
-                self.new_block(K_TABLE, table_bytes(n))
-                self.blocks[bi + 1].rc = 1
-                self.blocks[bi + 1].n = table_slots(n)
-                self.blocks[bi + 1].len = n     # capacity
-            self.stack.append([v, items, bi, 0, 0])
+            bi = self.plan_dict(v, ci)
         elif isinstance(v, Node):
             node = <Node>v
             # another handle of the same segment file shares its LockState
@@ -288,6 +257,59 @@ cdef class Plan:
         self.memo[id(v)] = bi
         self.keep.append(v)
         return 0
+
+    cdef int64_t plan_tuple(self, object v, int64_t ci, int tdepth) except -1:
+        """A tuple's block (its cells inline); its items are encoded by walk()."""
+        cdef uint64_t n
+        cdef int64_t bi
+        if tdepth >= MAX_TUPLE_DEPTH:
+            raise UnsupportedTypeError("tuples nested deeper than %d levels at %s; use lists"
+                                       % (MAX_TUPLE_DEPTH, self.path()))
+        # a subclass is stored as tuple(v) sees it (through its __iter__)
+        items = v if type(v) is tuple else tuple(as_list(v))
+        n = PyTuple_GET_SIZE(items)
+        bi = self.new_block(K_TUPLE, 8 + CELL_SIZE * n)
+        self.blocks[bi].first = self.new_cells(n)
+        self.blocks[bi].n = n
+        self.ref_block(ci, T_TUPLE, bi)
+        self.stack.append([v, items, bi, 0, tdepth + 1])
+        return bi
+
+    cdef int64_t plan_list(self, object v, int64_t ci) except -1:
+        """A list's block and, unless it is empty, its items block next to it."""
+        cdef uint64_t n
+        cdef int64_t bi
+        # a subclass is stored as list(v) sees it (through its __iter__)
+        items = list(v) if type(v) is list else as_list(v)
+        n = len(<list>items)
+        bi = self.new_block(K_LIST, 24)
+        self.ref_block(ci, T_LIST, bi)
+        if n:
+            self.blocks[bi].n = n
+            self.blocks[bi].first = self.new_cells(n)
+            self.new_block(K_ITEMS, 8 + CELL_SIZE * n)
+            self.blocks[bi + 1].rc = 1
+        self.stack.append([v, items, bi, 0, 0])
+        return bi
+
+    cdef int64_t plan_dict(self, object v, int64_t ci) except -1:
+        """A dict's block and, unless it is empty, its table next to it."""
+        cdef uint64_t n
+        cdef int64_t bi
+        items = mapping_items(v)
+        n = len(items)
+        bi = self.new_block(K_DICT, 16)
+        self.ref_block(ci, T_DICT, bi)
+        if n:
+            self.blocks[bi].n = n
+            self.blocks[bi].first = self.new_cells(2 * n)
+            # exactly n entries: a dict built whole is often never grown
+            self.new_block(K_TABLE, table_bytes(n))
+            self.blocks[bi + 1].rc = 1
+            self.blocks[bi + 1].n = table_slots(n)
+            self.blocks[bi + 1].len = n     # capacity
+        self.stack.append([v, items, bi, 0, 0])
+        return bi
 
     cdef str path(self):
         """Where the value being encoded sits, as in ['users'][3]['tags']."""

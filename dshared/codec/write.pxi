@@ -31,3 +31,24 @@ cdef void *malloc_or_raise(size_t n) except NULL:
     if p == NULL:
         raise MemoryError()
     return p
+
+
+# A write that finds the segment full runs collect() (garbage: cycles, and
+# what a crashed writer left) and tries once more; what its caller sees then
+# is a SegmentFullError that counts the bytes in use after both tries.
+ctypedef object (*WriteFn)(Node node, void *arg)
+
+
+cdef object write_or_collect(Node node, WriteFn fn, void *arg):
+    """fn(node, arg), one whole write; if the segment is full, once more after
+    collect(); if it is still full, the SegmentFullError, refreshed."""
+    try:
+        return fn(node, arg)
+    except SegmentFullError as e:
+        err = e
+    if node.seg._collect_for_retry():
+        try:
+            return fn(node, arg)
+        except SegmentFullError as e:
+            err = e
+    raise refreshed(node.seg, err)
