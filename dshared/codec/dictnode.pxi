@@ -30,26 +30,28 @@ cdef struct StoreArg:           # DictNode.store's arguments, through write_or_c
     int mode                    # StoreMode
 
 
-cdef inline int64_t dict_lookup(Node node, DArg *a, TableView *tv) except -2:
-    """The lookup of d[k], d.get(k) and k in d: the view checked, its table
-    read once into tv, a.key looked up; a.ix is the entry or -1."""
-    view_block(node.seg, node.off, node.gen, K_DICT)
-    table_view(node.seg, node.off, tv)
-    a.ix = table_lookup(node.seg, tv, a.key)
+cdef inline int64_t dict_lookup(Segment seg, Node node, DArg *a, TableView *tv) except -2:
+    """The lookup of d[k], d.get(k) and k in d (seg is node.seg): the view
+    checked, its table read once into tv, a.key looked up; a.ix is the
+    entry or -1."""
+    view_block(seg, node.off, node.gen, K_DICT)
+    table_view(seg, node.off, tv)
+    a.ix = table_lookup(seg, tv, a.key)
     return a.ix
 
 
 cdef object _rd_get(Node node, void *arg):
     cdef DArg *a = <DArg *>arg
+    cdef Segment seg = node.seg
     cdef TableView tv
-    if dict_lookup(node, a, &tv) < 0:
+    if dict_lookup(seg, node, a, &tv) < 0:
         return None
-    return entry_value(node.seg, &tv.ents[a.ix], False)
+    return entry_value(seg, &tv.ents[a.ix], False)
 
 
 cdef object _rd_contains(Node node, void *arg):
     cdef TableView tv
-    dict_lookup(node, <DArg *>arg, &tv)
+    dict_lookup(node.seg, node, <DArg *>arg, &tv)
     return None
 
 
@@ -194,11 +196,15 @@ cdef class DictNode(Node):
         a.k = <PyObject *>k
         a.v = <PyObject *>v
         a.mode = mode
-        return write_or_collect(self, _wr_store, &a)
+        return write_or_collect(self, dict_store, &a)
 
     cdef object _store(self, object k, object v, int mode):
         """store() without the retry after collect() (the cache's claims)."""
-        return dict_store(self, k, v, mode)
+        cdef StoreArg a
+        a.k = <PyObject *>k
+        a.v = <PyObject *>v
+        a.mode = mode
+        return dict_store(self, &a)
 
     def setdefault(self, k, default=None):
         """d.setdefault(k[, default]): d[k], storing default first if k is absent (atomic)."""

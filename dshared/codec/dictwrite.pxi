@@ -16,11 +16,6 @@ cdef struct StoreVal:
     uint64_t block              # the block, once allocated under the lock
 
 
-cdef object _wr_store(Node node, void *arg):
-    cdef StoreArg *a = <StoreArg *>arg
-    return dict_store(<DictNode>node, <object>a.k, <object>a.v, a.mode)
-
-
 cdef inline bint key_cell(object k, const Key *key, Cell *c) except -1:
     """The cell of key k if it needs no block (a short str or bytes, or a
     scalar); False if it does (its block is stored only if the key is new)."""
@@ -36,9 +31,13 @@ cdef inline bint key_cell(object k, const Key *key, Cell *c) except -1:
     return False
 
 
-cdef object dict_store(DictNode node, object k, object v, int mode):
-    """One try of DictNode.store: the key and the value made ready outside
-    the lock (cells, a direct block or plans), then dict_store_locked."""
+cdef object dict_store(Node node, void *arg):
+    """One try of DictNode.store (arg: a StoreArg): the key and the value
+    made ready outside the lock (cells, a direct block or plans), then
+    dict_store_locked."""
+    cdef StoreArg *a = <StoreArg *>arg
+    cdef object k = <object>a.k
+    cdef object v = <object>a.v
     cdef Key key
     cdef Segment seg = node.seg
     cdef Cell cv
@@ -49,7 +48,12 @@ cdef object dict_store(DictNode node, object k, object v, int mode):
     cdef int64_t vi = 0, ki = 0
     cdef bint fast_k, fast_v
     owner = make_key(seg, k, &key)
-    memset(&sv, 0, sizeof(StoreVal))
+    sv.packed = False
+    sv.kind = 0
+    sv.data = NULL
+    sv.len = 0
+    sv.ascii = False
+    sv.block = 0
     fast_k = key_cell(k, &key, &pair[0])
     fast_v = encode_scalar(v, &cv)
     if fast_k and (PyUnicode_Check(v) or PyBytes_Check(v)):
@@ -72,15 +76,14 @@ cdef object dict_store(DictNode node, object k, object v, int mode):
         if not fast_k:
             kplan = Plan(seg)
             ki = kplan.add_key(k)
-    return dict_store_locked(node, v, &key, pair, &sv, plan, vi, kplan, ki, mode)
+    return dict_store_locked(seg, <DictNode>node, v, &key, pair, &sv, plan, vi, kplan, ki, a.mode)
 
 
-cdef object dict_store_locked(DictNode node, object v, const Key *key, Cell *pair, StoreVal *sv,
-                              Plan plan, int64_t vi, Plan kplan, int64_t ki, int mode):
-    """Under the lock: look the key up once; with ST_SETDEFAULT and the key
-    present, return its value; else write the value's blocks and overwrite
-    the entry's value or insert the pair."""
-    cdef Segment seg = node.seg
+cdef object dict_store_locked(Segment seg, DictNode node, object v, const Key *key, Cell *pair,
+                              StoreVal *sv, Plan plan, int64_t vi, Plan kplan, int64_t ki, int mode):
+    """Under the lock (seg is node.seg): look the key up once; with
+    ST_SETDEFAULT and the key present, return its value; else write the
+    value's blocks and overwrite the entry's value or insert the pair."""
     cdef TableView tv
     cdef int64_t ix
     seg.write_begin()
@@ -102,7 +105,7 @@ cdef object dict_store_locked(DictNode node, object v, const Key *key, Cell *pai
             seg._entry_set(&tv.ents[ix], pair, True)   # the key already there stays
             nt_key(seg, node.off, key.hash)
         else:
-            dict_store_new(node, key, pair, sv, plan, kplan, ki)
+            dict_store_new(seg, node, key, pair, sv, plan, kplan, ki)
         r = (v if sv.packed else decode(seg, &pair[1], 0)) if mode == ST_SETDEFAULT else None
         seg.commit()
         return r
@@ -110,11 +113,11 @@ cdef object dict_store_locked(DictNode node, object v, const Key *key, Cell *pai
         seg.write_end()
 
 
-cdef int dict_store_new(DictNode node, const Key *key, Cell *pair, StoreVal *sv, Plan plan,
+cdef int dict_store_new(Segment seg, DictNode node, const Key *key, Cell *pair, StoreVal *sv, Plan plan,
                         Plan kplan, int64_t ki) except -1:
-    """Insert a new key (lock held): its block, room in the table, the pair.
-    If there is no room, free what the value allocated and raise."""
-    cdef Segment seg = node.seg
+    """Insert a new key (lock held, seg is node.seg): its block, room in the
+    table, the pair. If there is no room, free what the value allocated and
+    raise."""
     try:
         if kplan is not None:
             kplan.materialize()
