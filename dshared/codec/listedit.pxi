@@ -138,11 +138,9 @@ cdef int edit_extended(ListNode node, bint assign, int64_t n, const Cell *cells,
         free(gone)
 
 
-# -- sort() and remove(): Python code (keys, comparisons, __eq__) runs on a
-# snapshot outside the lock; the results are kept per item identity (the
-# cell, plus the generation of the block it refers to: an identity is never
-# reused), so that under the lock a changed list is matched against what
-# is known without calling Python code.
+# -- what sort() and remove() match under the lock (see the note above
+# ListNode._sort_begin): plain values, the sorts running in this process,
+# and the identity of an item.
 
 cpdef bint is_plain(object k):
     """Whether k is None, a bool, int, float, str or bytes, or a tuple of
