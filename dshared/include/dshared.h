@@ -41,6 +41,18 @@ static inline void ds_prefetch(const void *p, size_t n) {
 
 static inline int ds_bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
+/* Whether the double f is a whole number in int64's range (-2**63 <= f <
+ * 2**63), and then that number in *out: the canonical form of such a float
+ * key is the int (1.0 == 1). NaN is not. The one place this bound is written. */
+static inline int ds_double_int64(double f, int64_t *out)
+{
+    if (f >= -9223372036854775808.0 && f < 9223372036854775808.0 && f == (double)(int64_t)f) {
+        *out = (int64_t)f;
+        return 1;
+    }
+    return 0;
+}
+
 /* The bytes a big int key is stored and compared as (little-endian two's
  * complement, bit_length // 8 + 1 bytes: Python's int.to_bytes(v, (v.bit_length()
  * + 8) // 8, "little", signed=True)), for the value of a whole, finite double
