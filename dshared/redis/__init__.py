@@ -213,7 +213,7 @@ class _NearCache:
                 r = c.reader.gets()
                 if r is False:
                     try:
-                        data = c.sock.recv(262144)
+                        data = c.sock.recv(65536)
                     except socket.timeout:
                         now = time.monotonic()
                         if now - last > 1.5:
