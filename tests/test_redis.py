@@ -484,3 +484,41 @@ def test_lists_of_the_two_backends_compare_by_items(rseg, make_segment):
     assert (a == b, a != b, a < b, a <= b, a > b, b > a) == (False, True, True, True, False, True)
     s["l"][2] = 3
     assert a == b and b == a and a == [1, 2, 3] and not (a < b)
+
+
+def test_popped_values_keep_aliases_and_cycles(rseg):
+    """pop/popitem/list pop return plain copies with the shape they had: a
+    container reached twice is one object, a cycle a cycle (not a view of a
+    freed container)."""
+    r = rseg.col()
+    r["x"] = [[], []]
+    r["x"][1] = r["x"][0]
+    r["c"] = {"n": 1}
+    r["c"]["me"] = r["c"]
+    r["l"] = [{"k": [1]}]
+    r["l"][0]["again"] = r["l"][0]["k"]
+    x = r.pop("x")
+    assert type(x[0]) is list and x[0] is x[1]
+    c = r.pop("c")
+    assert type(c) is dict and c["me"] is c and c["n"] == 1
+    v = r["l"].pop()
+    assert type(v["k"]) is list and v["k"] is v["again"] and v["k"] == [1]
+    k, w = r.popitem()
+    assert k == "l" and w == []
+    rseg.collect()
+    assert rseg.check().ok and rseg.stats()["containers"] == 1
+
+
+def test_a_view_through_another_handle_is_stored_as_a_reference(rseg, redis_url):
+    """A view read through a second handle of the same segment (another URL
+    for the same server) is stored as a reference, not copied."""
+    from dshared.redis import RedisSegment
+    other = RedisSegment(rseg.name, create=False, server=redis_url + "?near_cache=0")
+    try:
+        r = rseg.col()
+        r["a"] = {"x": 1}
+        r["b"] = other.col()["a"]
+        r["b"]["x"] = 2
+        assert r["a"]["x"] == 2 and r["a"]._identity() == r["b"]._identity()
+    finally:
+        other.close()

@@ -447,7 +447,9 @@ class RedisSegment:
         if e is not None:
             return e
         if isinstance(v, (RedisDict, RedisList)):
-            if v._seg is self or (v._seg._prefix == self._prefix and v._seg._url == self._url):
+            # the same segment through another handle (another URL naming the same server, other
+            # options): the same creation id
+            if v._seg is self or (v._seg._prefix == self._prefix and v._seg._cid == self._cid):
                 return (b"D" if isinstance(v, RedisDict) else b"L") + v._id
             v = v.to_python()
         elif not isinstance(v, (dict, list)):
@@ -485,9 +487,13 @@ class RedisSegment:
             return RedisList._make(self, raw[1:])
         return dec_scalar(raw)
 
-    def _undump(self, r):
+    def _undump(self, r, memo=None):
         """A value popped by the script: a plain copy of a container (it may
-        have been freed), else the value."""
+        have been freed), else the value. The script expands each container
+        once, depth first in field order, and gives a container met again (an
+        alias, a cycle) as its bare reference: the same plain object here."""
+        if memo is None:
+            memo = {}
         if isinstance(r, list):
             ref, fields = r
             h = {}
@@ -499,15 +505,25 @@ class RedisSegment:
                 else:
                     items.append((f, v))
             if ref[:1] == b"D":
+                d = memo[ref] = {}
                 out = []
                 for f, v in items:
                     o = h.get(b"\0o" + f, b"0")
                     seq, _, orig = o.partition(b"|")
-                    out.append((int(seq), dec_scalar(orig or f), self._undump(v)))
+                    out.append((int(seq), dec_scalar(orig or f), self._undump(v, memo)))
                 out.sort(key=lambda t: t[0])
-                return {k: v for _, k, v in out}
+                for _, k, v in out:
+                    d[k] = v
+                return d
+            lst = memo[ref] = []
             base = int(h.get(b"\0b", b"0"))
-            return [self._undump(v) for _, v in sorted((int(f) - base, v) for f, v in items)]
+            vals = [(int(f) - base, self._undump(v, memo)) for f, v in items]
+            vals.sort(key=lambda t: t[0])
+            lst.extend(v for _, v in vals)
+            return lst
+        got = memo.get(r)
+        if got is not None:
+            return got
         return self._decode(r)
 
     # -- properties
