@@ -522,3 +522,38 @@ def test_a_view_through_another_handle_is_stored_as_a_reference(rseg, redis_url)
         assert r["a"]["x"] == 2 and r["a"]._identity() == r["b"]._identity()
     finally:
         other.close()
+
+
+def test_update_that_drops_and_stores_a_container_again_keeps_it(rseg):
+    """update() with one key several times: a container replaced, then
+    stored again in the same call, must not be freed in between."""
+    r = rseg.col()
+    lst = [1]
+    r.update([("k", lst), ("k", None), ("k", lst)])
+    assert r["k"] == [1]
+    r["k"].append(2)
+    assert r["k"] == [1, 2] and rseg.check().ok
+
+
+def test_unsupported_value_inside_a_cycle_is_reported(rseg):
+    """A plain value with a cycle and something dshared cannot store raises
+    UnsupportedTypeError naming where (it recursed without end)."""
+    v = [1]
+    v.append(v)
+    v.append({"k": {1}})
+    with pytest.raises(dshared.UnsupportedTypeError, match="set"):
+        rseg.col()["x"] = v
+    assert "x" not in rseg.col() and rseg.stats()["containers"] == 1
+
+
+def test_what_waits_to_be_freed_is_not_reported_as_garbage(rseg):
+    """Containers held only by a container queued to be freed are freed by
+    the bounded steps: check() does not count them as garbage (collect()'s)."""
+    r = rseg.col()
+    r["big"] = [{"i": i} for i in range(600)]
+    del r["big"]
+    assert rseg.stats()["pending_free"] > 0
+    rep = rseg.check()
+    assert rep.ok and rep.garbage == 0, rep
+    rseg.drain()
+    assert rseg.stats()["containers"] == 1

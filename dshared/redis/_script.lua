@@ -242,7 +242,10 @@ local function dump(v, seen)
 end
 
 -- ---------------------------------------------------------------- dict
-local function dput(k, f, v, okey)
+-- (olds: when given, a replaced reference is appended there for the caller
+-- to release after all its stores: a batch may drop a container and store
+-- it again, which must not free it in between)
+local function dput(k, f, v, okey, olds)
   local old = redis.call('HGET', k, f)
   hset(k, f, v)
   if not old then
@@ -255,7 +258,9 @@ local function dput(k, f, v, okey)
     hincr(k, '\0c', 1)
   end
   if isref(v) then incref(v) end
-  if old and isref(old) then decref(old) end
+  if old and isref(old) then
+    if olds then olds[#olds + 1] = old else decref(old) end
+  end
   return old
 end
 
@@ -290,16 +295,19 @@ elseif op == 'dupd' then
   local n = tonumber(ARGV[ai + 1])
   validate(ai + 3, ai + 2 + 3 * n, 3)
   make_new()
+  local olds = {}
   for i = 0, n - 1 do
     local j = ai + 2 + 3 * i
-    dput(k, ARGV[j], ARGV[j + 1], ARGV[j + 2])
+    dput(k, ARGV[j], ARGV[j + 1], ARGV[j + 2], olds)
   end
+  for _, v in ipairs(olds) do decref(v) end
   r = 1
 elseif op == 'dpop' then
   local k = container(ARGV[ai], 'd')
+  local cur = redis.call('HGET', k, ARGV[ai + 1])
+  if not cur then return false end
+  r = dump(cur, {})                   -- as it is while still in the dict (it may hold the dict)
   local old = ddel(k, ARGV[ai + 1])
-  if not old then return false end
-  r = dump(old, {})
   if isref(old) then decref(old) end
 elseif op == 'dpopitem' then
   local k = container(ARGV[ai], 'd')
@@ -315,8 +323,8 @@ elseif op == 'dpopitem' then
     end
   end
   if not bf then return false end
+  r = {bf, bo, dump(redis.call('HGET', k, bf), {})}
   local old = ddel(k, bf)
-  r = {bf, bo, dump(old, {})}
   if isref(old) then decref(old) end
 elseif op == 'dclear' then
   local k = container(ARGV[ai], 'd')
@@ -435,6 +443,7 @@ elseif op == 'lpop' then
   if i < 0 then i = i + n end
   if i < 0 or i >= n then fail('DSHINDEX pop index out of range') end
   local old = redis.call('HGET', k, tostring(b + i))
+  r = {dump(old, {})}                 -- as it is while still in the list
   if i < n / 2 then
     for j = i, 1, -1 do
       hset(k, tostring(b + j), redis.call('HGET', k, tostring(b + j - 1)))
@@ -449,7 +458,6 @@ elseif op == 'lpop' then
   end
   hset(k, '\0n', n - 1)
   hincr(k, '\0v', 1)
-  r = {dump(old, {})}
   if isref(old) then decref(old) end
 elseif op == 'lrepl' then
   -- ARGV: id, expected version ('' any), new items...
@@ -627,10 +635,15 @@ elseif op == 'check' then
       problems[#problems + 1] = id .. ': refcount ' .. tostring(h['\0r']) .. ' but ' .. (refs[id] or 0) .. ' references'
     end
   end
-  -- reachability
+  -- reachability: from the roots, and from the containers queued to be
+  -- freed (what they alone hold is freed by the bounded steps, not garbage
+  -- for collect())
   local marked = {}
   local stack = {}
   for _, id in ipairs(redis.call('HVALS', ROOTS)) do marked[id] = true; stack[#stack + 1] = id end
+  for id, _ in pairs(queued) do
+    if not marked[id] then marked[id] = true; stack[#stack + 1] = id end
+  end
   while #stack > 0 do
     local id = table.remove(stack)
     local d = data[id]
