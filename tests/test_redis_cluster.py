@@ -59,6 +59,14 @@ def test_behaviour_on_a_cluster(cluster, shm_name, master):
         B.test_random_operations_match_python(root, 200)
         with seg.lock():
             root["locked"] = 1
+        try:                                  # the journal and its rollback stay in the segment's slot
+            with seg.transaction():
+                root["tx"] = {"x": [1, 2]}
+                del root["locked"]
+                raise KeyError("undo")
+        except KeyError:
+            pass
+        assert "tx" not in root and root["locked"] == 1
         root["c"] = {"a": []}
         root["c"]["a"].append(root["c"])
         del root["c"]

@@ -213,7 +213,7 @@ class _NearCache:
                 r = c.reader.gets()
                 if r is False:
                     try:
-                        data = c.sock.recv(262144)
+                        data = c.sock.recv(65536)
                     except socket.timeout:
                         now = time.monotonic()
                         if now - last > 1.5:
@@ -271,23 +271,53 @@ def _client_fork_gen():
 
 # ------------------------------------------------------------------ lock
 
+# Test hooks (tests only): no_rollback, an exception leaving a
+# transaction() undoes nothing and a dead holder's journal is dropped, not
+# replayed; undo_budget, journal records undone per script call; on_undo_step,
+# called after each such call (a test kills the process there).
+_hooks = {"no_rollback": os.environ.get("DSHARED_TEST_NO_ROLLBACK") == "1", "undo_budget": 2000,
+          "on_undo_step": None}
+
+_BLOCK_LOCK, _BLOCK_TXN, _BLOCK_SNAPSHOT = 0, 1, 2
+
+
 class _RedisLock:
-    """The context manager returned by RedisSegment.lock()."""
+    """The context manager returned by RedisSegment.lock(), transaction()
+    and snapshot(): holds the lease for the block; a transaction() also
+    remembers its savepoint (the journal's length when it began) and rolls
+    back to it when an exception leaves the block."""
 
-    __slots__ = ("seg", "timeout")
+    __slots__ = ("seg", "timeout", "kind", "marks")
 
-    def __init__(self, seg, timeout):
+    def __init__(self, seg, timeout, kind=_BLOCK_LOCK):
         self.seg = seg
         self.timeout = timeout
+        self.kind = kind
+        self.marks = []
 
     def __enter__(self):
-        if not self.seg.acquire(self.timeout):
+        seg = self.seg
+        if not seg.acquire(self.timeout):
             raise LockTimeout("the lock of segment %r was not acquired within %s s"
-                              % (self.seg.name, self.timeout))
+                              % (seg.name, self.timeout))
+        if self.kind == _BLOCK_TXN:
+            try:
+                # the outermost block starts with an empty journal
+                self.marks.append(0 if seg._tls.depth == 1 else seg._client.call(b"LLEN", seg._prefix + b"jnl"))
+            except BaseException:
+                seg.release()
+                raise
         return self
 
-    def __exit__(self, *exc):
-        self.seg.release()
+    def __exit__(self, et, ev, tb):
+        seg = self.seg
+        try:
+            if self.kind == _BLOCK_TXN:
+                mark = self.marks.pop()
+                if et is not None and not _hooks["no_rollback"]:
+                    seg._undo(mark, b"1")
+        finally:
+            seg.release(_quiet=et is not None)
 
 
 # ------------------------------------------------------------------ segment
@@ -382,6 +412,12 @@ class RedisSegment:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.01)
                     continue
+                if msg == "DSHRECOVER":         # a holder died inside a block: roll it back
+                    if self.acquire(self._cfg.lease_ms / 1000.0 * 3):
+                        self.release(_quiet=True)
+                    continue
+                if msg.startswith("DSHBLOCK "):
+                    raise RuntimeError(msg[9:].split(" script:")[0])
                 raise _error(msg)
             return r
 
@@ -411,7 +447,9 @@ class RedisSegment:
         if e is not None:
             return e
         if isinstance(v, (RedisDict, RedisList)):
-            if v._seg is self or (v._seg._prefix == self._prefix and v._seg._url == self._url):
+            # the same segment through another handle (another URL naming the same server, other
+            # options): the same creation id
+            if v._seg is self or (v._seg._prefix == self._prefix and v._seg._cid == self._cid):
                 return (b"D" if isinstance(v, RedisDict) else b"L") + v._id
             v = v.to_python()
         elif not isinstance(v, (dict, list)):
@@ -449,9 +487,13 @@ class RedisSegment:
             return RedisList._make(self, raw[1:])
         return dec_scalar(raw)
 
-    def _undump(self, r):
+    def _undump(self, r, memo=None):
         """A value popped by the script: a plain copy of a container (it may
-        have been freed), else the value."""
+        have been freed), else the value. The script expands each container
+        once, depth first in field order, and gives a container met again (an
+        alias, a cycle) as its bare reference: the same plain object here."""
+        if memo is None:
+            memo = {}
         if isinstance(r, list):
             ref, fields = r
             h = {}
@@ -463,15 +505,25 @@ class RedisSegment:
                 else:
                     items.append((f, v))
             if ref[:1] == b"D":
+                d = memo[ref] = {}
                 out = []
                 for f, v in items:
                     o = h.get(b"\0o" + f, b"0")
                     seq, _, orig = o.partition(b"|")
-                    out.append((int(seq), dec_scalar(orig or f), self._undump(v)))
+                    out.append((int(seq), dec_scalar(orig or f), self._undump(v, memo)))
                 out.sort(key=lambda t: t[0])
-                return {k: v for _, k, v in out}
+                for _, k, v in out:
+                    d[k] = v
+                return d
+            lst = memo[ref] = []
             base = int(h.get(b"\0b", b"0"))
-            return [self._undump(v) for _, v in sorted((int(f) - base, v) for f, v in items)]
+            vals = [(int(f) - base, self._undump(v, memo)) for f, v in items]
+            vals.sort(key=lambda t: t[0])
+            lst.extend(v for _, v in vals)
+            return lst
+        got = memo.get(r)
+        if got is not None:
+            return got
         return self._decode(r)
 
     # -- properties
@@ -552,8 +604,8 @@ class RedisSegment:
         try:
             delay = 0.0002
             while True:
-                t = self._run(b"lock", (self._cfg.lease_ms,), write=False)
-                if t is not None:
+                r = self._run(b"lock", (self._cfg.lease_ms,), write=False)
+                if r is not None:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     self._local.release()
@@ -563,14 +615,54 @@ class RedisSegment:
         except BaseException:
             self._local.release()
             raise
+        t, left = r
         st.token = b"%d" % t
         st.depth = 1
         self._held = st.token
         self._lease_lost = False
         self._start_renewer()
+        if self._nc is not None:
+            # entries read before the lease may wait for an invalidation
+            # still in flight: the block reads what the server has now
+            self._nc.drop_all()
+        if left:
+            try:
+                self._repair(left)
+            except BaseException:
+                self.release(_quiet=True)
+                raise
         return True
 
-    def release(self):
+    def _repair(self, records):
+        """A holder died (its lease expired) inside a lock() or transaction()
+        block: undo its whole block from the journal it left."""
+        import logging
+        if _hooks["no_rollback"]:
+            self._client.call(b"DEL", self._prefix + b"jnl")
+            return
+        self._undo(0, b"2")
+        logging.getLogger("dshared").warning(
+            "segment %r on %s: a holder of its lock died inside a lock() or transaction() block: the whole "
+            "block was rolled back (%d journal records undone)", self._name, self._cfg.safe_url(), records)
+
+    def _undo(self, mark, count):
+        """Undo the journal newest first down to mark, in bounded script
+        calls (a script blocks the server while it runs)."""
+        try:
+            while True:
+                left = self._run(b"undo", (mark, _hooks["undo_budget"], count), write=False)
+                if _hooks["on_undo_step"] is not None:
+                    _hooks["on_undo_step"]()
+                if not left:
+                    return
+        finally:
+            if self._nc is not None:
+                self._nc.drop_all()
+
+    def release(self, _quiet=False):
+        """Give the lock back (the outermost release commits the block:
+        LeaseExpiredError if the lease had expired, as the block's writes
+        are then rolled back by the next locker)."""
         st = self._tls
         d = getattr(st, "depth", 0)
         if not d:
@@ -582,16 +674,20 @@ class RedisSegment:
         st.token = None
         self._held = None
         try:
-            self._unlock(tok)
+            r = self._unlock(tok)
         finally:
             self._local.release()
+        if r == 0 and not _quiet:
+            raise LeaseExpiredError("the lock lease of segment %r expired before the block ended: what the block "
+                                    "wrote is rolled back by the next locker" % self._name)
 
     def _unlock(self, tok):
         c = self._client
         r = c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
         if isinstance(r, Exception) and str(r).startswith("NOSCRIPT"):
             c.call(b"SCRIPT", b"LOAD", _LUA)
-            c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
+            r = c.call(b"EVALSHA", _SHA, 1, self._meta, self._prefix, b"unlock", tok, self._cid, 0)
+        return r
 
     def _start_renewer(self):
         with self._renew_mu:
@@ -640,13 +736,34 @@ class RedisSegment:
     def lock(self, timeout=None):
         """A context manager holding the segment's lock: while it is held,
         no other client's write is applied (writes wait), and every write of
-        the holder carries the lease's fencing token."""
-        return _RedisLock(self, timeout)
+        the holder carries the lease's fencing token. A holder that dies
+        inside the block is rolled back to the block's start by the next
+        locker, once its lease expires; on an exception, what the block
+        wrote stays (transaction() rolls it back)."""
+        return _RedisLock(self, timeout, _BLOCK_LOCK)
 
     def transaction(self, timeout=None):
-        """On Redis, the operations under lock() are one step for other
-        writers but are not undone on an exception: see the docs."""
-        raise NotImplementedError("transaction() is not available on the Redis backend yet; use lock()")
+        """A context manager for an all-or-nothing block: lock(), and an
+        exception leaving the block rolls back everything it wrote (then
+        propagates). Each write of the block first records what it changes
+        in a journal on the server; the lease's release deletes the journal
+        (the commit point); a holder that dies inside the block is rolled
+        back by the next locker once its lease expires. A nested
+        transaction() is a savepoint. Other clients' reads may see the
+        block's writes before it ends (read uncommitted); snapshot() reads
+        see only committed states."""
+        return _RedisLock(self, timeout, _BLOCK_TXN)
+
+    def snapshot(self, timeout=None):
+        """A context manager within which this handle's reads see one
+        committed state: it holds the lease (other clients' writes wait) and
+        reads what the server has, so keep it short."""
+        return _RedisLock(self, timeout, _BLOCK_SNAPSHOT)
+
+    def in_transaction(self):
+        """True when this thread holds the segment's lock (a lock(),
+        transaction() or snapshot() block is open)."""
+        return getattr(self._tls, "depth", 0) > 0
 
     def stats(self, probes=False):
         """Counters: containers, pending_free (queued to be freed in
@@ -655,6 +772,7 @@ class RedisSegment:
         conn = self._client
         n = conn.call(b"HLEN", self._prefix + b"ids")
         q = conn.call(b"LLEN", self._prefix + b"free")
+        rb, rp = conn.call(b"HMGET", self._meta, b"rollbacks", b"repairs")
         info = conn.call(b"INFO", b"memory")
         used = 0
         if isinstance(info, bytes):
@@ -663,6 +781,7 @@ class RedisSegment:
                     used = int(line.split(b":")[1])
         return {"backend": "redis", "server": self._cfg.safe_url(), "containers": n, "pending_free": q,
                 "server_used_memory": used, "collections": len(self.collections()),
+                "rollbacks": int(rb or 0), "repairs": int(rp or 0),
                 "near_cache": self._nc.stats() if self._nc is not None else None}
 
     def check(self):

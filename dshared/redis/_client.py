@@ -109,7 +109,7 @@ class Conn:
     """One connection: call() sends a command and returns its reply (an
     error reply is returned as a hiredis.ReplyError instance, not raised)."""
 
-    __slots__ = ("cfg", "sock", "reader", "pack", "gen", "broken")
+    __slots__ = ("cfg", "sock", "reader", "pack", "gen", "broken", "buf")
 
     def __init__(self, cfg, sock, reader, pack):
         self.cfg = cfg
@@ -118,16 +118,19 @@ class Conn:
         self.pack = pack
         self.gen = _fork_gen[0]
         self.broken = False
+        # replies are read into this buffer: a recv(n) of a large n allocates
+        # n bytes per call (past 128 KiB an mmap and munmap: 2x a round trip)
+        self.buf = bytearray(65536)
 
     def call(self, *args):
         try:
             self.sock.sendall(self.pack(args))
             r = self.reader.gets()
             while r is False:
-                data = self.sock.recv(262144)
-                if not data:
+                n = self.sock.recv_into(self.buf)
+                if not n:
                     raise ConnectionResetError("connection closed by the server")
-                self.reader.feed(data)
+                self.reader.feed(self.buf, 0, n)
                 r = self.reader.gets()
         except Exception as e:
             self.close()

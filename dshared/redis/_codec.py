@@ -152,24 +152,26 @@ _PLAIN = (type(None), bool, int, float, str, bytes)
 
 def bad_path(v, path=""):
     """(type name, path) of the first value dshared cannot store inside v,
-    or None."""
-    if isinstance(v, _PLAIN) or getattr(v, "_dshared_view", False):
-        return None
-    if isinstance(v, dict):
-        for k, x in v.items():
-            r = bad_path(x, "%s[%r]" % (path, k))
-            if r:
-                return r
-        return None
-    if isinstance(v, (list, tuple)):
-        for i, x in enumerate(v):
-            r = bad_path(x, "%s[%d]" % (path, i))
-            if r:
-                return r
-        return None
-    if type(v).__name__ in ("SharedDict", "SharedList"):
-        return None
-    return type(v).__name__, path
+    or None. Iterative, each container once: a value may hold cycles."""
+    seen = set()
+    stack = [(v, path)]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, _PLAIN) or getattr(v, "_dshared_view", False):
+            continue
+        if type(v).__name__ in ("SharedDict", "SharedList"):
+            continue
+        if isinstance(v, (dict, list, tuple)):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            kids = (list(v.items()) if isinstance(v, dict) else
+                    [("%d" % i, x) for i, x in enumerate(v)])
+            for k, x in reversed(kids):
+                stack.append((x, "%s[%r]" % (path, k) if isinstance(v, dict) else "%s[%s]" % (path, k)))
+            continue
+        return type(v).__name__, path
+    return None
 
 
 def unsupported(v):

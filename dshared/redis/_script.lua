@@ -24,6 +24,10 @@ local REG = P .. 'ids'
 local FREE = P .. 'free'
 local LOCK = P .. 'lock'
 local ROOTS = P .. 'roots'
+local JNL = P .. 'jnl'
+-- the journal while this call writes inside a lock() or transaction() block
+-- (the caller holds the lease): every change is preceded by its undo record
+local J = nil
 
 local function fail(s) error({err = s}) end
 
@@ -34,19 +38,50 @@ end
 
 local function hdr(f) return string.byte(f, 1) == 0 end
 
+-- ---------------------------------------------------------------- journal
+-- An undo record (cmsgpack): {'h', key, field[, old value]} a hash field
+-- changed (absent before: no old value); {'c', key} a container created;
+-- {'q'} an id pushed on the free queue. Undone newest first by op 'undo'.
+local function jrec(k, f)
+  local old = redis.call('HGET', k, f)
+  if old then
+    redis.call('RPUSH', J, cmsgpack.pack({'h', k, f, old}))
+  else
+    redis.call('RPUSH', J, cmsgpack.pack({'h', k, f}))
+  end
+end
+
+local function hset(k, f, v)
+  if J then jrec(k, f) end
+  redis.call('HSET', k, f, v)
+end
+
+local function hdel(k, f)
+  if J then jrec(k, f) end
+  redis.call('HDEL', k, f)
+end
+
+local function hincr(k, f, d)
+  if J then jrec(k, f) end
+  return redis.call('HINCRBY', k, f, d)
+end
+
 -- ---------------------------------------------------------------- freeing
 local function decref(v)
   local id = string.sub(v, 2)
   local k = P .. id
-  local r = redis.call('HINCRBY', k, '\0r', -1)
+  local r = hincr(k, '\0r', -1)
   if r <= 0 and redis.call('HEXISTS', k, '\0p') == 0 and redis.call('HEXISTS', k, '\0t') == 1 then
-    redis.call('HDEL', k, '\0t')          -- views of it are stale from now on
+    hdel(k, '\0t')                        -- views of it are stale from now on
+    if J then redis.call('RPUSH', J, cmsgpack.pack({'q'})) end
     redis.call('RPUSH', FREE, id)
   end
 end
 
 -- free queued containers, about `budget` fields per call (a script blocks the server)
+-- (not while a block's journal exists: its rollback may need them again)
 local function drain(budget)
+  if J or redis.call('EXISTS', JNL) == 1 then return end
   while budget > 0 do
     local id = redis.call('LINDEX', FREE, 0)
     if not id then return end
@@ -82,7 +117,7 @@ local have = redis.call('HGET', M, 'cid')
 if op == 'unlink' then
   local reg = redis.call('HKEYS', REG)
   for _, id in ipairs(reg) do redis.call('DEL', P .. id) end
-  redis.call('DEL', REG, FREE, LOCK, ROOTS, M)
+  redis.call('DEL', REG, FREE, LOCK, ROOTS, JNL, M)
   return #reg
 end
 
@@ -113,8 +148,16 @@ if WRITES[op] then
       if tok ~= '0' then fail('DSHLEASE the lock lease expired and was taken by another holder') end
       return redis.error_reply('DSHLOCKED')
     end
+    if op ~= 'collect' then
+      J = JNL
+    elseif redis.call('EXISTS', JNL) == 1 then
+      fail('DSHBLOCK collect() cannot run in a block that has written (what the block replaced must stay until it ends)')
+    end
   elseif tok ~= '0' then
     fail('DSHLEASE the lock lease expired before this write')
+  elseif redis.call('EXISTS', JNL) == 1 then
+    -- a holder died inside a block: the next locker rolls it back first
+    return redis.error_reply('DSHRECOVER')
   end
 end
 
@@ -156,25 +199,26 @@ local function make_new()
     local id, at, nf = n[1], n[2], n[3]
     local k = P .. id
     if redis.call('EXISTS', k) == 1 then fail('DSHID container id collision') end
+    if J then redis.call('RPUSH', J, cmsgpack.pack({'c', k})) end
     local args = {}
     for i = at, at + 2 * nf - 1 do
       args[#args + 1] = ARGV[i]
       if #args >= 1000 then redis.call('HSET', k, unpack(args)); args = {} end
     end
     if #args > 0 then redis.call('HSET', k, unpack(args)) end
-    redis.call('HSET', REG, id, redis.call('HGET', k, '\0t'))
+    hset(REG, id, redis.call('HGET', k, '\0t'))
   end
   for _, n in ipairs(news) do
     local id, at, nf = n[1], n[2], n[3]
     for i = at + 1, at + 2 * nf - 1, 2 do
       if not hdr(ARGV[i - 1]) and isref(ARGV[i]) then
-        redis.call('HINCRBY', P .. string.sub(ARGV[i], 2), '\0r', 1)
+        hincr(P .. string.sub(ARGV[i], 2), '\0r', 1)
       end
     end
   end
 end
 
-local function incref(v) redis.call('HINCRBY', P .. string.sub(v, 2), '\0r', 1) end
+local function incref(v) hincr(P .. string.sub(v, 2), '\0r', 1) end
 
 local function container(id, want)
   local k = P .. id
@@ -198,28 +242,34 @@ local function dump(v, seen)
 end
 
 -- ---------------------------------------------------------------- dict
-local function dput(k, f, v, okey)
+-- (olds: when given, a replaced reference is appended there for the caller
+-- to release after all its stores: a batch may drop a container and store
+-- it again, which must not free it in between)
+local function dput(k, f, v, okey, olds)
   local old = redis.call('HGET', k, f)
-  redis.call('HSET', k, f, v)
+  hset(k, f, v)
   if not old then
-    local s = redis.call('HINCRBY', k, '\0s', 1)
+    local s = hincr(k, '\0s', 1)
     if okey == '' then
-      redis.call('HSET', k, '\0o' .. f, s)
+      hset(k, '\0o' .. f, s)
     else
-      redis.call('HSET', k, '\0o' .. f, s .. '|' .. okey)
+      hset(k, '\0o' .. f, s .. '|' .. okey)
     end
-    redis.call('HINCRBY', k, '\0c', 1)
+    hincr(k, '\0c', 1)
   end
   if isref(v) then incref(v) end
-  if old and isref(old) then decref(old) end
+  if old and isref(old) then
+    if olds then olds[#olds + 1] = old else decref(old) end
+  end
   return old
 end
 
 local function ddel(k, f)
   local old = redis.call('HGET', k, f)
   if not old then return false end
-  redis.call('HDEL', k, f, '\0o' .. f)
-  redis.call('HINCRBY', k, '\0c', -1)
+  hdel(k, f)
+  hdel(k, '\0o' .. f)
+  hincr(k, '\0c', -1)
   return old
 end
 
@@ -245,16 +295,19 @@ elseif op == 'dupd' then
   local n = tonumber(ARGV[ai + 1])
   validate(ai + 3, ai + 2 + 3 * n, 3)
   make_new()
+  local olds = {}
   for i = 0, n - 1 do
     local j = ai + 2 + 3 * i
-    dput(k, ARGV[j], ARGV[j + 1], ARGV[j + 2])
+    dput(k, ARGV[j], ARGV[j + 1], ARGV[j + 2], olds)
   end
+  for _, v in ipairs(olds) do decref(v) end
   r = 1
 elseif op == 'dpop' then
   local k = container(ARGV[ai], 'd')
+  local cur = redis.call('HGET', k, ARGV[ai + 1])
+  if not cur then return false end
+  r = dump(cur, {})                   -- as it is while still in the dict (it may hold the dict)
   local old = ddel(k, ARGV[ai + 1])
-  if not old then return false end
-  r = dump(old, {})
   if isref(old) then decref(old) end
 elseif op == 'dpopitem' then
   local k = container(ARGV[ai], 'd')
@@ -270,8 +323,8 @@ elseif op == 'dpopitem' then
     end
   end
   if not bf then return false end
+  r = {bf, bo, dump(redis.call('HGET', k, bf), {})}
   local old = ddel(k, bf)
-  r = {bf, bo, dump(old, {})}
   if isref(old) then decref(old) end
 elseif op == 'dclear' then
   local k = container(ARGV[ai], 'd')
@@ -279,11 +332,12 @@ elseif op == 'dclear' then
   local olds = {}
   for i = 1, #all, 2 do
     if not hdr(all[i]) then
-      redis.call('HDEL', k, all[i], '\0o' .. all[i])
+      hdel(k, all[i])
+      hdel(k, '\0o' .. all[i])
       if isref(all[i + 1]) then olds[#olds + 1] = all[i + 1] end
     end
   end
-  redis.call('HSET', k, '\0c', 0)
+  hset(k, '\0c', 0)
   for _, v in ipairs(olds) do decref(v) end
   r = 1
 elseif op == 'dincr' then
@@ -294,6 +348,7 @@ elseif op == 'dincr' then
   if kind == 'i' and (cur == false or string.match(cur, '^-?%d+$')) then
     if not cur then dput(k, f, default, okey) end
     -- the new value goes back as its digits (a Lua number is a double)
+    if J then jrec(k, f) end
     local ok = pcall(redis.call, 'HINCRBY', k, f, delta)
     if ok then return redis.call('HGET', k, f) end
     return 'DSHCAS'
@@ -330,8 +385,8 @@ elseif op == 'lset' then
   local f = tostring(b + i)
   local old = redis.call('HGET', k, f)
   local v = ARGV[ai + 2]
-  redis.call('HSET', k, f, v)
-  redis.call('HINCRBY', k, '\0v', 1)
+  hset(k, f, v)
+  hincr(k, '\0v', 1)
   if isref(v) then incref(v) end
   if isref(old) then decref(old) end
   r = 1
@@ -344,12 +399,12 @@ elseif op == 'lext' then
   local b = tonumber(redis.call('HGET', k, '\0b'))
   for j = ai + 1, last do
     local v = ARGV[j]
-    redis.call('HSET', k, tostring(b + n), v)
+    hset(k, tostring(b + n), v)
     n = n + 1
     if isref(v) then incref(v) end
   end
-  redis.call('HSET', k, '\0n', n)
-  redis.call('HINCRBY', k, '\0v', 1)
+  hset(k, '\0n', n)
+  hincr(k, '\0v', 1)
   r = 1
 elseif op == 'lins' then
   local k = container(ARGV[ai], 'l')
@@ -363,18 +418,18 @@ elseif op == 'lins' then
   local v = ARGV[ai + 2]
   if i < n / 2 then
     for j = 0, i - 1 do
-      redis.call('HSET', k, tostring(b + j - 1), redis.call('HGET', k, tostring(b + j)))
+      hset(k, tostring(b + j - 1), redis.call('HGET', k, tostring(b + j)))
     end
     b = b - 1
-    redis.call('HSET', k, '\0b', b)
+    hset(k, '\0b', b)
   else
     for j = n - 1, i, -1 do
-      redis.call('HSET', k, tostring(b + j + 1), redis.call('HGET', k, tostring(b + j)))
+      hset(k, tostring(b + j + 1), redis.call('HGET', k, tostring(b + j)))
     end
   end
-  redis.call('HSET', k, tostring(b + i), v)
-  redis.call('HSET', k, '\0n', n + 1)
-  redis.call('HINCRBY', k, '\0v', 1)
+  hset(k, tostring(b + i), v)
+  hset(k, '\0n', n + 1)
+  hincr(k, '\0v', 1)
   if isref(v) then incref(v) end
   r = 1
 elseif op == 'lpop' then
@@ -388,21 +443,21 @@ elseif op == 'lpop' then
   if i < 0 then i = i + n end
   if i < 0 or i >= n then fail('DSHINDEX pop index out of range') end
   local old = redis.call('HGET', k, tostring(b + i))
+  r = {dump(old, {})}                 -- as it is while still in the list
   if i < n / 2 then
     for j = i, 1, -1 do
-      redis.call('HSET', k, tostring(b + j), redis.call('HGET', k, tostring(b + j - 1)))
+      hset(k, tostring(b + j), redis.call('HGET', k, tostring(b + j - 1)))
     end
-    redis.call('HDEL', k, tostring(b))
-    redis.call('HSET', k, '\0b', b + 1)
+    hdel(k, tostring(b))
+    hset(k, '\0b', b + 1)
   else
     for j = i, n - 2 do
-      redis.call('HSET', k, tostring(b + j), redis.call('HGET', k, tostring(b + j + 1)))
+      hset(k, tostring(b + j), redis.call('HGET', k, tostring(b + j + 1)))
     end
-    redis.call('HDEL', k, tostring(b + n - 1))
+    hdel(k, tostring(b + n - 1))
   end
-  redis.call('HSET', k, '\0n', n - 1)
-  redis.call('HINCRBY', k, '\0v', 1)
-  r = {dump(old, {})}
+  hset(k, '\0n', n - 1)
+  hincr(k, '\0v', 1)
   if isref(old) then decref(old) end
 elseif op == 'lrepl' then
   -- ARGV: id, expected version ('' any), new items...
@@ -418,16 +473,17 @@ elseif op == 'lrepl' then
     local f = tostring(b + j)
     local v = redis.call('HGET', k, f)
     if v and isref(v) then olds[#olds + 1] = v end
-    redis.call('HDEL', k, f)
+    hdel(k, f)
   end
   local m = 0
   for j = ai + 2, last do
-    redis.call('HSET', k, tostring(m), ARGV[j])
+    hset(k, tostring(m), ARGV[j])
     if isref(ARGV[j]) then incref(ARGV[j]) end
     m = m + 1
   end
-  redis.call('HSET', k, '\0n', m, '\0b', 0)
-  redis.call('HINCRBY', k, '\0v', 1)
+  hset(k, '\0n', m)
+  hset(k, '\0b', 0)
+  hincr(k, '\0v', 1)
   for _, v in ipairs(olds) do decref(v) end
   r = 1
 
@@ -437,24 +493,53 @@ elseif op == 'col' then
   local id = redis.call('HGET', ROOTS, ARGV[ai])
   if id then return id end
   id = ARGV[ai + 1]
+  if J then redis.call('RPUSH', J, cmsgpack.pack({'c', P .. id})) end
   redis.call('HSET', P .. id, '\0t', 'd', '\0r', 1, '\0p', 1, '\0s', 0, '\0c', 0)
-  redis.call('HSET', REG, id, 'd')
-  redis.call('HSET', ROOTS, ARGV[ai], id)
+  hset(REG, id, 'd')
+  hset(ROOTS, ARGV[ai], id)
   return id
 elseif op == 'lock' then
   -- ARGV: lease ms; the fencing token is a counter that only grows
+  -- returns {token, records of a dead holder's block to roll back first}
   if redis.call('EXISTS', LOCK) == 1 then return false end
   local t = redis.call('HINCRBY', M, 'fence', 1)
   redis.call('SET', LOCK, t, 'PX', ARGV[ai])
-  return t
+  return {t, redis.call('LLEN', JNL)}
 elseif op == 'renew' then
   if redis.call('GET', LOCK) ~= tok then return 0 end
   redis.call('PEXPIRE', LOCK, ARGV[ai])
   return 1
 elseif op == 'unlock' then
+  -- the commit point of the block: its journal goes with the lease
   if redis.call('GET', LOCK) ~= tok then return 0 end
-  redis.call('DEL', LOCK)
+  redis.call('DEL', LOCK, JNL)
+  if redis.call('LLEN', FREE) > 0 then drain(BUDGET) end
   return 1
+elseif op == 'undo' then
+  -- ARGV: mark, budget, count ('1': a rollback, '2': a dead holder's block).
+  -- Undoes journal records newest first down to mark, at most budget of
+  -- them; returns how many stay above mark (the caller calls again).
+  if redis.call('GET', LOCK) ~= tok then fail('DSHLEASE the lock lease expired before the rollback') end
+  local mark, budget = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  local n = redis.call('LLEN', JNL)
+  while n > mark and budget > 0 do
+    local rec = cmsgpack.unpack(redis.call('RPOP', JNL))
+    local kind = rec[1]
+    if kind == 'h' then
+      if rec[4] then redis.call('HSET', rec[2], rec[3], rec[4]) else redis.call('HDEL', rec[2], rec[3]) end
+    elseif kind == 'c' then
+      redis.call('DEL', rec[2])
+    elseif kind == 'q' then
+      redis.call('RPOP', FREE)
+    end
+    n = n - 1
+    budget = budget - 1
+  end
+  if n <= mark and ARGV[ai + 2] ~= '0' then
+    redis.call('HINCRBY', M, 'rollbacks', 1)
+    if ARGV[ai + 2] == '2' then redis.call('HINCRBY', M, 'repairs', 1) end
+  end
+  return n - mark
 elseif op == 'drain' then
   drain(tonumber(ARGV[ai]))
   return redis.call('LLEN', FREE)
@@ -550,10 +635,15 @@ elseif op == 'check' then
       problems[#problems + 1] = id .. ': refcount ' .. tostring(h['\0r']) .. ' but ' .. (refs[id] or 0) .. ' references'
     end
   end
-  -- reachability
+  -- reachability: from the roots, and from the containers queued to be
+  -- freed (what they alone hold is freed by the bounded steps, not garbage
+  -- for collect())
   local marked = {}
   local stack = {}
   for _, id in ipairs(redis.call('HVALS', ROOTS)) do marked[id] = true; stack[#stack + 1] = id end
+  for id, _ in pairs(queued) do
+    if not marked[id] then marked[id] = true; stack[#stack + 1] = id end
+  end
   while #stack > 0 do
     local id = table.remove(stack)
     local d = data[id]
