@@ -435,9 +435,11 @@ def _crash_child(name, ops, n, kind, no_rollback):
     os._exit(0)
 
 
-def drive_crash_points(prefix, seed, nblocks, kind, no_rollback):
-    """For nblocks random blocks: calibrate (count the crash points the
-    block passes), then crash a child at each point 1..N+1 and verify."""
+def drive_crash_points(prefix, seed, nblocks, kind, no_rollback, min_points=0):
+    """For nblocks random blocks (more while fewer than min_points crash
+    points were hit: random blocks may be short): calibrate (count the crash
+    points the block passes), then crash a child at each point 1..N+1 and
+    verify."""
     rng = random.Random(seed)
     out = {"points": 0, "before": 0, "after": 0, "bad": [], "rollbacks": 0, "logged": 0}
     records = []
@@ -445,7 +447,8 @@ def drive_crash_points(prefix, seed, nblocks, kind, no_rollback):
     handler.emit = lambda rec: records.append(rec.getMessage())
     logging.getLogger("dshared").addHandler(handler)
     with Children() as ch:
-        for b in range(nblocks):
+        b = 0
+        while b < nblocks or out["points"] < min_points:
             ops = rand_block(rng, rng.randint(2, 20))
             name = "%s-%d" % (prefix, b)
             seg = fresh(name)
@@ -483,6 +486,7 @@ def drive_crash_points(prefix, seed, nblocks, kind, no_rollback):
                 out["points"] += 1
                 seg.close()
                 unlink_quietly(name)
+            b += 1
     logging.getLogger("dshared").removeHandler(handler)
     return out
 
@@ -490,7 +494,7 @@ def drive_crash_points(prefix, seed, nblocks, kind, no_rollback):
 @pytest.mark.parametrize("kind", ["transaction", "lock"])
 def test_crash_points_inside_blocks(shm_name, kind):
     seed = test_seed()
-    r = run_driver("test_transactions", "drive_crash_points", shm_name, seed, 2, kind, False, timeout=300)
+    r = run_driver("test_transactions", "drive_crash_points", shm_name, seed, 2, kind, False, 40, timeout=300)
     print("crash points hit: %(points)d (before %(before)d, after %(after)d), rollbacks %(rollbacks)d, "
           "logged %(logged)d" % r)
     assert not r["bad"], r["bad"][:5]
@@ -510,7 +514,7 @@ def test_meta_crash_points_without_rollback_fail(shm_name):
 @pytest.mark.slow
 def test_crash_points_inside_blocks_many(shm_name):
     seed = test_seed()
-    r = run_driver("test_transactions", "drive_crash_points", shm_name, seed, 20, "transaction", False,
+    r = run_driver("test_transactions", "drive_crash_points", shm_name, seed, 20, "transaction", False, 400,
                    timeout=3000)
     print("crash points hit: %(points)d (before %(before)d, after %(after)d)" % r)
     assert not r["bad"], r["bad"][:5]
