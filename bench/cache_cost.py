@@ -1,5 +1,6 @@
 """Instructions per cache hit, by function: dshared's c.get and @memoize
-against functools.lru_cache (issue 16: the hit target of 1.2x lru_cache).
+against functools.lru_cache (issue 16: the hit target of 1.2x lru_cache);
+then per miss that stores and evicts, @memoize against a full lru_cache.
 
     python3 bench/cache_cost.py [CHECKOUT]
 
@@ -31,20 +32,35 @@ def memo(k):
 keys = ["key%d" % i for i in range(100)]
 for k in keys:
     lru(k); memo(k); c[k] = V
-f = {"lru_cache": lru, "c.get": c.get, "memoize": memo}[sys.argv[1]]
+@functools.lru_cache(maxsize=1000)
+def lru_b(k):
+    return V
+@dshared.memoize("mb", max_entries=1000, segment=seg)
+def memo_b(k):
+    return V
+f = {"lru_cache": lru, "c.get": c.get, "memoize": memo, "lru_cache miss": lru_b, "memoize miss": memo_b}[sys.argv[1]]
 def run(f, k, n):
     for _ in range(n):
         f(k)
+def run_miss(f, it, n):
+    for _ in range(n):
+        f(next(it))             # a new key: miss, store, evict (the cache is full)
 n = int(sys.argv[2])
-run(f, keys[5], 100)
+if sys.argv[1].endswith("miss"):
+    run, k = run_miss, iter(range(10 ** 9))
+    run(f, k, 1100)
+else:
+    k = keys[5]
+    run(f, k, 100)
 os.getppid()            # callgrind dumps here: the setup
-run(f, keys[5], n)
-os.getppid()            # and here: n hits
-run(f, keys[5], 2 * n)
-os.getppid()            # and here: 2n hits
+run(f, k, n)
+os.getppid()            # and here: n calls
+run(f, k, 2 * n)
+os.getppid()            # and here: 2n calls
 """
 N = 20000
 CONTENDERS = ("lru_cache", "c.get", "memoize")
+MISSES = ("lru_cache miss", "memoize miss")
 
 
 def _annotate(out):
@@ -87,13 +103,14 @@ def per_hit(path, which):
 
 def main():
     path = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
-    res = {w: per_hit(path, w) for w in CONTENDERS}
-    base = res["lru_cache"][0]
-    for w in CONTENDERS:
-        tot, fns = res[w]
-        print("%-10s %6.0f instructions per hit (%.2fx lru_cache)" % (w, tot, tot / base))
-        for v, fn in fns[:25]:
-            print("    %7.1f  %s" % (v, fn))
+    for group, what in ((CONTENDERS, "hit"), (MISSES, "miss (store and evict)")):
+        res = {w: per_hit(path, w) for w in group}
+        base = res[group[0]][0]
+        for w in group:
+            tot, fns = res[w]
+            print("%-15s %6.0f instructions per %s (%.2fx %s)" % (w, tot, what, tot / base, group[0]))
+            for v, fn in fns[:25]:
+                print("    %7.1f  %s" % (v, fn))
 
 
 if __name__ == "__main__":
