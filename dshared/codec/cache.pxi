@@ -385,6 +385,26 @@ cdef object _rd_cache_contains(Node node, void *arg):
 cdef object _MISS = object()
 
 
+cdef inline object cache_lookup(CacheCore self, object k, object default, bint count):
+    """c.get(k, default), the hit path inline (c.get and a memoized call)."""
+    cdef Key key
+    cdef CArg a
+    self.ready()
+    owner = self.hit_key(k, &key)
+    a.key = &key
+    a.core = <PyObject *>self
+    a.voff = 0
+    r = read_section(self.data, _rd_cache_get, &a)
+    if a.status != 1:
+        return self._missed(&key, &a, default, count)
+    self.memo_value(&a, r)
+    if count:
+        self._hits += 1
+        if self._hits + self._misses >= FLUSH_EVERY:
+            self.flush()
+    return r
+
+
 cdef inline uint64_t *core_state(CacheCore core) except NULL:
     """CacheCore.state() for the hit path (inline)."""
     cdef Segment seg = core.seg
@@ -519,7 +539,7 @@ cdef class CacheCore:
         """c.get(k[, default]): the cached value as a plain copy, or default (a
         str or bytes value may be the very object an earlier get returned:
         equal and immutable, as a copy)."""
-        return self._lookup(k, default, True)
+        return cache_lookup(self, k, default, True)
 
     def _peek(self, k, default=None):
         """get() that counts neither a hit nor a miss."""
@@ -527,28 +547,17 @@ cdef class CacheCore:
         return self._lookup(k, default, False)
 
     cdef object _lookup(self, object k, object default, bint count):
-        cdef Key key
-        cdef CArg a
-        self.ready()
-        owner = self.hit_key(k, &key)
-        a.key = &key
-        a.core = <PyObject *>self
-        a.voff = 0
-        r = read_section(self.data, _rd_cache_get, &a)
-        if a.status == 1:
-            self.memo_value(&a, r)
-            if count:
-                self._hits += 1
-                if self._hits + self._misses >= FLUSH_EVERY:
-                    self.flush()
-            return r
+        return cache_lookup(self, k, default, count)
+
+    cdef object _missed(self, Key *key, CArg *a, object default, bint count):
+        """cache_lookup's end when k was not found or had expired."""
         if count:
             self._misses += 1
             sk_add(self.state(), key.hash)      # plain stores: a lost increment only blurs a count
             if self._hits + self._misses >= FLUSH_EVERY:
                 self.flush()
         if a.status == 2:
-            self._drop_expired(&key)
+            self._drop_expired(key)
         return default
 
     def __getitem__(self, k):
@@ -1162,20 +1171,24 @@ cdef class MemoCore:
 cdef PyObject *memo_vectorcall(PyObject *callable, PyObject **args, size_t nargsf,
                                PyObject *kwnames) except NULL:
     """A call of a memoized function. One str or int argument: the hit path
-    here, in C; anything else through memo_one or memo_call."""
-    cdef MemoCore m = <MemoCore>callable
-    cdef CacheCore c = m._cache
+    here, in C (borrowed references only); anything else through memo_one or
+    memo_slow."""
+    cdef PyObject *a0
+    cdef PyObject *c
+    cdef void *t
     if PyVectorcall_NARGS(nargsf) != 1 or kwnames != NULL:
-        r = memo_slow(m, args, PyVectorcall_NARGS(nargsf), kwnames)
+        r = memo_slow(<MemoCore>callable, args, PyVectorcall_NARGS(nargsf), kwnames)
     else:
-        a = <object>args[0]
-        if c is not None and not m._typed and (type(a) is str or type(a) is int):
+        a0 = args[0]
+        c = <PyObject *>(<MemoCore>callable)._cache
+        t = <void *>Py_TYPE(<object>a0)
+        if c != <PyObject *>None and not (<MemoCore>callable)._typed and (t == <void *>str or t == <void *>int):
             # a str or int argument is its own key, and a valid one
-            r = c._lookup(a, _MISS, True)
+            r = cache_lookup(<CacheCore>c, <object>a0, _MISS, True)
             if r is _MISS:
-                r = memo_compute(m, c, a, (a,), {})
+                r = memo_compute(<MemoCore>callable, <CacheCore>c, <object>a0, (<object>a0,), {})
         else:
-            r = memo_one(m, a)
+            r = memo_one(<MemoCore>callable, <object>a0)
     Py_INCREF(r)
     return <PyObject *>r
 
