@@ -13,7 +13,7 @@ from collections.abc import MutableMapping
 
 import weakref
 
-from dshared._codec import CACHE_REGISTRY, CacheCore, MemoCore, _key_error, cache_state_bytes
+from dshared._codec import CACHE_REGISTRY, CacheCore, MemoCore, _forget_marker, _key_error, cache_state_bytes
 from dshared._errors import SegmentFullError, UnsupportedTypeError
 
 __all__ = ["SharedCache", "CacheInfo", "cache_for", "memoize"]
@@ -55,6 +55,7 @@ def _after_fork():
     # a forked child starts with its parent's uncounted reads: not its own
     global _me
     _me = None
+    _forget_marker()
     for c in list(_caches.values()):
         c._forget_counts()
 

@@ -425,6 +425,7 @@ cdef class CacheCore:
     cdef uint32_t sgen
     cdef uint64_t slen
     cdef uint64_t _hits, _misses      # this process's, not yet added to the state
+    cdef public DictNode _pending     # key -> the process computing it (set by SharedCache)
     cdef VSlot vmemo[VMEMO]
     cdef KSlot kmemo[KMEMO]
     cdef readonly object name
@@ -617,6 +618,10 @@ cdef class CacheCore:
             seg.write_end()
 
     def _claim(self, DictNode pending, k, int64_t marker, int64_t expect=0):
+        """See claim_c."""
+        return self.claim_c(pending, k, marker, expect)
+
+    cdef tuple claim_c(self, DictNode pending, object k, int64_t marker, int64_t expect):
         """One step of get_or_set, under the lock: (1, value) if k is cached;
         else claim k for this process in `pending` (its marker) if nobody
         holds it, or if its holder's marker is `expect` (a dead holder):
@@ -653,6 +658,9 @@ cdef class CacheCore:
 
     def _release(self, DictNode pending, k, int64_t marker):
         """Drop this process's claim on k (if it still holds it)."""
+        self.release_c(pending, k, marker)
+
+    cdef int release_c(self, DictNode pending, object k, int64_t marker) except -1:
         cdef Segment seg = self.seg
         cdef Key key
         cdef int64_t ix, held = -1
@@ -672,6 +680,7 @@ cdef class CacheCore:
             seg.commit()
         finally:
             seg.write_end()
+        return 0
 
     def _local_counts(self):
         self.ready()
@@ -883,6 +892,9 @@ cdef class CacheCore:
 
     def _set_release(self, k, v, ttl, DictNode pending, int64_t marker):
         """set(), then drop this process's get_or_set claim on k, in one lock hold."""
+        return self.set_release_c(k, v, ttl, pending, marker)
+
+    cdef object set_release_c(self, object k, object v, object ttl, DictNode pending, int64_t marker):
         cdef int64_t exp = 0, ttl_us
         cdef uint64_t *st = self.state()
         self.ready()
@@ -997,7 +1009,7 @@ cdef class CacheCore:
         finally:
             try:
                 if pending is not None:
-                    self._release(pending, k, marker)
+                    self.release_c(pending, k, marker)
             finally:
                 seg.lock_release()
 
@@ -1234,13 +1246,29 @@ cdef object memo_call(MemoCore m, tuple args, dict kwargs):
     return m._call(args, kwargs)
 
 
+cdef int64_t _memo_me = 0     # this process's marker (_cache._marker()), 0 until asked for
+
+
+def _forget_marker():
+    """In a forked child: another process, another marker."""
+    global _memo_me
+    _memo_me = 0
+
+
+cdef inline int64_t memo_marker(MemoCore m) except? -1:
+    global _memo_me
+    if _memo_me == 0:
+        _memo_me = m._marker()
+    return _memo_me
+
+
 cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict kwargs):
     """A memoized call that missed: claim the key, compute, store and drop the
     claim; when another process holds the claim, wait in Python (_miss)."""
-    pending = c._pending
-    me = m._marker()
+    cdef DictNode pending = c._pending
+    cdef int64_t me = memo_marker(m)
     try:
-        state, got = c._claim(pending, key, me, 0)
+        state, got = c.claim_c(pending, key, me, 0)
     except SegmentFullError:
         return m._miss(key, args, kwargs)
     if state == 1:
@@ -1250,9 +1278,9 @@ cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict k
     done = False
     try:
         value = m.__wrapped__(*args, **kwargs) if kwargs else m.__wrapped__(*args)
-        c._set_release(key, value, None, pending, me)
+        c.set_release_c(key, value, None, pending, me)
         done = True
     finally:
         if not done:
-            c._release(pending, key, me)
+            c.release_c(pending, key, me)
     return value
