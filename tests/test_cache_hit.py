@@ -91,6 +91,16 @@ def test_key_memo_equal_and_colliding_keys(segment, hooks, check):
     assert c.get("clé") == 1 and c.get(("t", 1)) == 2 and c.get(("t", 2)) is None
 
 
+def test_large_values_not_kept(segment):
+    """A value over 64 KiB is copied on every hit (64 kept ones would hold much memory)."""
+    c = segment.cache("big")
+    c["small"] = "s" * 1000
+    c["big"] = "b" * 100000
+    assert c.get("small") is c.get("small")
+    a, b = c.get("big"), c.get("big")
+    assert a == b == "b" * 100000 and a is not b
+
+
 def test_value_memo_ttl_and_wrapped(segment):
     """A memoized value with an expiry is still not returned after it."""
     c = segment.cache("vt")

@@ -49,8 +49,8 @@ cdef extern from "Python.h":
 
 # Per-process memos of a CacheCore (the hit path's shortcuts; each is checked
 # against the segment on every use, so a stale slot only costs a miss of it):
-#   vmemo  the str or bytes object last decoded from a value block, under the
-#          block's offset and generation (a generation changes on every
+#   vmemo  the str or bytes object last decoded from a value block of at most
+#          VMEMO_MAX_BLOCK bytes, under the block's offset and generation (a generation changes on every
 #          allocation, and a str or bytes block is never written after it was
 #          made), so a hit on a hot key returns that object instead of a copy:
 #          equal and immutable, as a copy would be.
@@ -91,6 +91,7 @@ cdef enum:
     REF_MAX = 3                 # reads counted per entry between two passes of the hand
     VICTIM_SAMPLES = 4          # unread entries the hand weighs for each eviction
     VMEMO = 64                  # slots of a CacheCore's value memo (a power of two)
+    VMEMO_MAX_BLOCK = 65536     # larger values are not kept (64 of them would hold much memory)
     KMEMO = 64                  # slots of its key-hash memo (a power of two)
 
 cdef uint64_t CACHE_MAGIC = 0x3145484341435344      # "DSCACHE1"
@@ -350,8 +351,9 @@ cdef object _rd_cache_get(Node node, void *arg):
                 r = <object>vs.obj
             else:
                 r = decode(seg, c, 0)
-                a.voff = voff
-                a.vgen = blk.gen
+                if <uint64_t>blk.size16 * ALIGN <= VMEMO_MAX_BLOCK:
+                    a.voff = voff           # kept by memo_value once the read is validated
+                    a.vgen = blk.gen
         else:
             r = deep_decode(seg, c)
     st = core_state(core)
