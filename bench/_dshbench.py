@@ -19,7 +19,9 @@ import uuid
 import dshared
 
 SHM_DIR = "/dev/shm"
-PREFIX = "dshb-"          # every /dev/shm object or directory we create starts with (or contains) this
+# every /dev/shm object or directory we create starts with (or contains) this; a run beside
+# another one on the same host gives its own (the leftover check removes what starts with it)
+PREFIX = os.environ.get("DSHARED_BENCH_PREFIX", "dshb-")
 SEED = 20240611
 KIB_VALUE_LEN = 1024
 

@@ -313,7 +313,48 @@ def plot(ratios, path):
     plt.close(fig)
 
 
+CACHE_BEGIN = "<!-- cache mode: begin -->"
+CACHE_END = "<!-- cache mode: end -->"
+CACHE_COST = os.path.join(HERE, "cache_cost.txt")
+
+
+def cache_section():
+    """The cache mode's figures: bench/cache_results.md (written by a full run
+    of bench/test_bench_cache.py, not by pytest-benchmark) and, where present,
+    bench/cache_cost.txt (the output of bench/cache_cost.py: instructions per
+    hit and per miss, by function)."""
+    path = os.path.join(HERE, "cache_results.md")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        body = f.read().split("\n", 1)[1].strip("\n")      # its own title left out
+    out = [CACHE_BEGIN, "## Cache mode (bench/test_bench_cache.py, bench/cache_results.md)", "", body]
+    if os.path.exists(CACHE_COST):
+        with open(CACHE_COST) as f:
+            out += ["", "Instructions per call (callgrind, `python3 bench/cache_cost.py`; self cost by "
+                    "function, the largest):", "", "```", f.read().strip("\n"), "```"]
+    out.append(CACHE_END)
+    return "\n".join(out)
+
+
+def splice(md, begin, end, section):
+    with open(md) as f:
+        text = f.read()
+    if begin in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(md, "w") as f:
+        f.write(text)
+
+
 def main(argv):
+    if len(argv) > 1 and argv[1] == "--cache":
+        # only the cache mode's section of results.md
+        md = os.path.join(HERE, "results.md")
+        splice(md, CACHE_BEGIN, CACHE_END, cache_section())
+        print("wrote the cache mode section of %s" % md)
+        return
     if len(argv) > 2 and argv[1] == "--notify":
         # only the notifications section of results.md, from the runs given
         by_group = {}
@@ -379,6 +420,8 @@ def main(argv):
         lines += ["## " + TITLES["m_backed_memory"], "", backed_section(by_group["m_backed_memory"]), ""]
     if "n_bulk" in by_group:
         lines += ["## " + TITLES["n_bulk"], "", bulk_section(by_group["n_bulk"]), ""]
+    if cache_section():
+        lines += [cache_section(), ""]
     notes = {}
     for b in data["benchmarks"]:
         note = b["extra_info"].get("contender_note")

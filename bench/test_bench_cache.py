@@ -5,10 +5,13 @@ redis-server started here on a free port). Hit and miss+store+evict costs
 Zipf(1.1) trace, plain and polluted by one-off scans, against LRU.
 
 Writes bench/cache_results.md (ratios to functools.lru_cache's hit, miss
-median or miss p99). One process: the figures are per-call costs, hits the
-best of 7 rounds taken in turn, misses the median and 99th percentile of
-single calls; run with `pytest bench/test_bench_cache.py --benchmark-enable`
-(without it, a short smoke run)."""
+median or miss p99, in the same process). Hits are the best of 7 rounds
+taken in turn, misses the median and 99th percentile of single calls; each
+is measured in one process and in 2 worker processes running the same
+workload at once on one shared cache (each worker against its own
+lru_cache). Run with `pytest bench/test_bench_cache.py --benchmark-enable`
+(without it, a short smoke run); bench/cache_cost.py gives the instructions
+per hit by function (callgrind)."""
 import collections
 import functools
 import os
@@ -26,6 +29,10 @@ import dshared
 VALUE = "v" * 200
 RESULTS = os.path.join(os.path.dirname(__file__), "cache_results.md")
 _rows = {}
+
+
+def _put(label, value, base=None, unit="ns"):
+    _rows[label] = (value, base, unit)
 
 
 def _per_op(fn, n):
@@ -136,7 +143,111 @@ def test_hit(seg, bench_cfg, redis_client):
     })
     dc.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    _rows.update(rows)
+    for label, v in rows.items():
+        _put("1 process: " + label, v, "1 process: functools.lru_cache hit")
+    _write(bench_cfg)
+
+
+def _worker_hits(segname, n, start, out):
+    """One of 2 workers: lru_cache, c.get and @memoize hits, in turn, best of 7."""
+    seg = dshared.Segment(segname)
+    keys = _keys(1000)
+
+    @functools.lru_cache(maxsize=None)
+    def lru(k):
+        return VALUE
+
+    @dshared.memoize("bench.w.hit", max_entries=100000, segment=seg)
+    def memo(k):
+        return VALUE
+    c = seg.cache("bench.w.hitc", max_entries=100000)
+    for k in keys:
+        lru(k)
+        memo(k)
+        c[k] = VALUE
+    k = keys[5]
+
+    def run(f):
+        def loop(n):
+            for _ in range(n):
+                f(k)
+        return loop
+    start.wait()
+    rows = _best_interleaved({"functools.lru_cache hit": (run(lru), n), "dshared c.get hit": (run(c.get), n),
+                              "dshared @memoize hit": (run(memo), n)})
+    out.put(rows)
+    c.flush()
+    seg.close()
+
+
+def _worker_misses(segname, w, n, bound, start, out):
+    """One of 2 workers: misses that store and evict (keys of its own, one
+    shared cache bounded to `bound`), median and p99 of single calls."""
+    seg = dshared.Segment(segname)
+
+    @functools.lru_cache(maxsize=bound)
+    def lru(k):
+        return VALUE
+
+    @dshared.memoize("bench.w.miss", max_entries=bound, segment=seg)
+    def memo(k):
+        return VALUE
+    counter = iter(range(w * 10 ** 9, (w + 1) * 10 ** 9))
+    for f in (lru, memo):
+        for _ in range(bound + 10):
+            f(next(counter))
+    start.wait()
+    res = {}
+    for label, f in (("functools.lru_cache miss+store+evict", lru), ("dshared @memoize miss+store+evict", memo)):
+        lat = []
+        pc = time.perf_counter
+        for _ in range(n):
+            k = next(counter)
+            t0 = pc()
+            f(k)
+            lat.append(pc() - t0)
+        lat.sort()
+        res[label + " (median)"] = lat[n // 2] * 1e9
+        res[label + " p99"] = lat[int(n * 0.99)] * 1e9
+    out.put(res)
+    seg.close()
+
+
+def _two_workers(target, args):
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    start = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=args(w) + (start, out)) for w in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        res = [out.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    return res
+
+
+def test_two_workers(seg, bench_cfg):
+    """The issue's setting: 2 worker processes at once, one shared cache;
+    each worker's figures against its own lru_cache."""
+    n = 2000 if bench_cfg.smoke else 200000
+    for w, rows in enumerate(_two_workers(_worker_hits, lambda w: (seg.name, n))):
+        for label, v in rows.items():
+            _put("2 workers, worker %d: %s" % (w, label), v, "2 workers, worker %d: functools.lru_cache hit" % w)
+    n = 2000 if bench_cfg.smoke else 50000
+    bound = 10000
+    for w, rows in enumerate(_two_workers(_worker_misses, lambda w: (seg.name, w, n, bound))):
+        for label, v in rows.items():
+            base = "functools.lru_cache miss+store+evict" + (" p99" if label.endswith("p99") else " (median)")
+            _put("2 workers, worker %d: %s" % (w, label), v, "2 workers, worker %d: %s" % (w, base))
+    st = seg.cache("bench.w.miss").stats()
+    assert st["entries"] <= bound
     _write(bench_cfg)
 
 
@@ -207,7 +318,9 @@ def test_miss_store_evict(seg, bench_cfg, redis_client):
     shutil.rmtree(tmp, ignore_errors=True)
     st = c.stats()
     assert st["entries"] <= bound
-    _rows.update(out)
+    for label, v in out.items():
+        base = "functools.lru_cache miss+store+evict" + (" p99" if label.endswith("p99") else " (median)")
+        _put("1 process: " + label, v, "1 process: " + base)
     _write(bench_cfg)
 
 
@@ -220,7 +333,7 @@ def test_bytes_per_entry(seg, bench_cfg):
     used = seg.stats()["used"] - before
     # the value's own bytes: a str block of 200 ASCII chars (header and length included)
     own = 16 + 16 + 200 + 16     # block header, length word, data, key block (13 chars: inline)
-    _rows["dshared bytes per entry above the value (200-char str)"] = used / n - (16 + 16 + 208)
+    _put("dshared bytes per entry above the value (200-char str)", used / n - (16 + 16 + 208), unit="B")
     _write(bench_cfg)
 
 
@@ -245,8 +358,45 @@ def _zipf_trace(nkeys, length, pollution, bound, seed=1):
     return tr.tolist()
 
 
+GET_OR_SET = """
+if redis.call('GET', KEYS[1]) then return 1 end
+redis.call('SET', KEYS[1], '1')
+return 0
+"""
+
+
+def _redis_lru_ratio(client, tr, bound):
+    """Hit ratio of redis with maxmemory-policy allkeys-lru, maxmemory set to
+    what `bound` entries of this trace's kind take (measured: filled, then
+    flushed), on the trace: one get-or-set script call per request, pipelined."""
+    client.config_set("maxmemory", 0)
+    client.flushall()
+    base = client.info("memory")["used_memory"]
+    pipe = client.pipeline(transaction=False)
+    for i in range(bound):
+        pipe.set(str(10 ** 9 + i), "1")
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    per_entry = (client.info("memory")["used_memory"] - base) / bound
+    client.flushall()
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"] + per_entry * bound))
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    sha = client.script_load(GET_OR_SET)
+    hits = 0
+    for i in range(0, len(tr), 2000):
+        pipe = client.pipeline(transaction=False)
+        for k in tr[i:i + 2000]:
+            pipe.evalsha(sha, 1, str(k))
+        hits += sum(pipe.execute())
+    size = client.dbsize()
+    client.config_set("maxmemory", "2gb")
+    client.flushall()
+    return hits / len(tr), size
+
+
 @pytest.mark.parametrize("pollution", [None, "scans", "one-offs"])
-def test_hit_ratio(seg, bench_cfg, pollution):
+def test_hit_ratio(seg, bench_cfg, pollution, redis_client):
     import cachetools
     if bench_cfg.smoke:
         nkeys, bound, length = 100000, 10000, 300000
@@ -283,9 +433,12 @@ def test_hit_ratio(seg, bench_cfg, pollution):
     mine = h / len(tr)
     tag = "Zipf(1.1) %d keys, bound %d, %d requests%s" % (
         nkeys, bound, len(tr), ", polluted by " + pollution if pollution else "")
-    _rows["hit ratio %s: LRU (= lru_cache)" % tag] = lru
-    _rows["hit ratio %s: cachetools LRU" % tag] = ctr
-    _rows["hit ratio %s: dshared" % tag] = mine
+    rr, rsize = _redis_lru_ratio(redis_client, tr, bound)
+    _put("hit ratio %s: LRU (= lru_cache)" % tag, lru, unit="ratio")
+    _put("hit ratio %s: cachetools LRU" % tag, ctr, unit="ratio")
+    _put("hit ratio %s: redis allkeys-lru (maxmemory of %d entries; %d held at the end)"
+         % (tag, bound, rsize), rr, unit="ratio")
+    _put("hit ratio %s: dshared" % tag, mine, unit="ratio")
     _write(bench_cfg)
     assert mine >= lru - 0.01
 
@@ -294,20 +447,18 @@ def _write(cfg):
     """bench/cache_results.md, from a full run only (a smoke run's figures are not results)."""
     if cfg.smoke:
         return
-    lru_hit = _rows.get("functools.lru_cache hit")
-    lru_miss = _rows.get("functools.lru_cache miss+store+evict (median)")
     lines = ["# Cache mode benchmarks (bench/test_bench_cache.py)", "",
+             "Ratios are to functools.lru_cache in the same process and run (its hit, or its miss path: "
+             "call, miss, store and eviction in a full lru_cache; median to median, p99 to p99). "
+             "Instructions per hit by function: `python3 bench/cache_cost.py`.", "",
              "| figure | value | vs functools.lru_cache |", "| --- | --- | --- |"]
-    for k, v in _rows.items():
-        if k.startswith("hit ratio"):
+    for k, (v, base, unit) in _rows.items():
+        if unit == "ratio":
             lines.append("| %s | %.4f | |" % (k, v))
-            continue
-        if "bytes" in k:
+        elif unit == "B":
             lines.append("| %s | %.0f B | |" % (k, v))
-            continue
-        base = lru_hit if k.endswith(" hit") else _rows.get(
-            "functools.lru_cache miss+store+evict" + (" p99" if k.endswith("p99") else " (median)"))
-        ratio = "%.2fx" % (v / base) if base else ""
-        lines.append("| %s | %.0f ns | %s |" % (k, v, ratio))
+        else:
+            b = _rows.get(base, (None,))[0] if base else None
+            lines.append("| %s | %.0f ns | %s |" % (k, v, "%.2fx" % (v / b) if b else ""))
     with open(RESULTS, "w") as f:
         f.write("\n".join(lines) + "\n")

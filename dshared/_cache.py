@@ -13,7 +13,7 @@ from collections.abc import MutableMapping
 
 import weakref
 
-from dshared._codec import CACHE_REGISTRY, CacheCore, MemoCore, cache_state_bytes
+from dshared._codec import CACHE_REGISTRY, CacheCore, MemoCore, _forget_marker, _key_error, cache_state_bytes
 from dshared._errors import SegmentFullError, UnsupportedTypeError
 
 __all__ = ["SharedCache", "CacheInfo", "cache_for", "memoize"]
@@ -55,6 +55,7 @@ def _after_fork():
     # a forked child starts with its parent's uncounted reads: not its own
     global _me
     _me = None
+    _forget_marker()
     for c in list(_caches.values()):
         c._forget_counts()
 
@@ -271,7 +272,16 @@ class _Memoized(MemoCore):
                             % (self.__qualname__, _culprit(c, args, kwargs), e)) from None
         if r is not _MISS:
             return r
+        self._check_key(key, args, kwargs)
         return self._miss(key, args, kwargs)
+
+    def _check_key(self, key, args, kwargs):
+        """A lookup matches no key of a type dshared does not store; storing it
+        would raise: TypeError naming the argument."""
+        e = _key_error(self._cache, key)
+        if e is not None:
+            raise TypeError("%s(): argument %s cannot be a cache key: %s"
+                            % (self.__qualname__, _culprit(self._cache, args, kwargs), e)) from None
 
     _marker = staticmethod(_marker)
 
@@ -305,14 +315,10 @@ _KWMARK = "\x00kw"
 def _culprit(cache, args, kwargs):
     """Which argument cannot be a key: its position or name."""
     for i, a in enumerate(args):
-        try:
-            cache.get((a,))
-        except (TypeError, UnsupportedTypeError):
+        if _key_error(cache, (a,)) is not None:
             return "%d (%s)" % (i, type(a).__name__)
     for k, v in kwargs.items():
-        try:
-            cache.get((v,))
-        except (TypeError, UnsupportedTypeError):
+        if _key_error(cache, (v,)) is not None:
             return "%r (%s)" % (k, type(v).__name__)
     return "?"
 

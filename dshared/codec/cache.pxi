@@ -36,6 +36,37 @@ cdef extern from "<time.h>" nogil:
     enum: CLOCK_REALTIME
 
 
+cdef extern from "Python.h":
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    Py_hash_t PyObject_Hash(object o) except -1
+    ctypedef struct PyASCIIObject:
+        Py_hash_t hash
+    unsigned long Py_TPFLAGS_HAVE_VECTORCALL
+    ctypedef struct PyTypeObject_vc "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+
+
+# Per-process memos of a CacheCore (the hit path's shortcuts; each is checked
+# against the segment on every use, so a stale slot only costs a miss of it):
+#   vmemo  the str or bytes object last decoded from a value block of at most
+#          VMEMO_MAX_BLOCK bytes, under the block's offset and generation (a generation changes on every
+#          allocation, and a str or bytes block is never written after it was
+#          made), so a hit on a hot key returns that object instead of a copy:
+#          equal and immutable, as a copy would be.
+#   kmemo  an ASCII str key's hash (the segment's seeded hash), under the key
+#          object itself (held): a hit with the same key object, or an equal
+#          one, skips hashing it.
+cdef struct VSlot:
+    uint64_t off
+    uint32_t gen
+    PyObject *obj
+
+cdef struct KSlot:
+    PyObject *obj
+    uint64_t hash
+
+
 cdef enum:
     S_MAGIC = 0
     S_MAXE = 1
@@ -59,6 +90,9 @@ cdef enum:
     FLUSH_EVERY = 1024
     REF_MAX = 3                 # reads counted per entry between two passes of the hand
     VICTIM_SAMPLES = 4          # unread entries the hand weighs for each eviction
+    VMEMO = 64                  # slots of a CacheCore's value memo (a power of two)
+    VMEMO_MAX_BLOCK = 65536     # larger values are not kept (64 of them would hold much memory)
+    KMEMO = 64                  # slots of its key-hash memo (a power of two)
 
 cdef uint64_t CACHE_MAGIC = 0x3145484341435344      # "DSCACHE1"
 cdef uint64_t SK_SEEDS[4]
@@ -74,10 +108,13 @@ cdef bint _hook_plain_counters = False
 cdef bint _hook_no_evict = False
 cdef bint _hook_no_expiry = False
 cdef bint _hook_no_claim = False
+cdef bint _hook_no_memo_check = False
 
 
-def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None):
-    global _hook_plain_counters, _hook_no_evict, _hook_no_expiry, _hook_no_claim
+def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None, no_memo_check=None):
+    global _hook_plain_counters, _hook_no_evict, _hook_no_expiry, _hook_no_claim, _hook_no_memo_check
+    if no_memo_check is not None:
+        _hook_no_memo_check = bool(no_memo_check)
     if no_claim is not None:
         _hook_no_claim = bool(no_claim)
     if plain_counters is not None:
@@ -115,6 +152,17 @@ cdef inline int64_t now_us() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
     return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+
+
+def _key_error(CacheCore c, k):
+    """The exception storing k as a key would raise (None: k can be a key)."""
+    cdef Key key
+    c.ready()
+    try:
+        make_key(c.seg, k, &key)
+    except (TypeError, UnsupportedTypeError) as e:
+        return e
+    return None
 
 
 def _now_us():
@@ -260,6 +308,8 @@ cdef struct CArg:
     PyObject *core
     int status                  # 0 absent, 1 hit, 2 expired
     int64_t ix
+    uint64_t voff               # a str or bytes value decoded (not from the memo): its block
+    uint32_t vgen
 
 
 cdef object _rd_cache_get(Node node, void *arg):
@@ -272,6 +322,9 @@ cdef object _rd_cache_get(Node node, void *arg):
     cdef int64_t exp
     cdef uint64_t *st
     cdef uint8_t *rb
+    cdef uint64_t voff
+    cdef Block *blk
+    cdef VSlot *vs
     view_block(seg, node.off, node.gen, K_DICT)
     table_view(seg, node.off, &tv)
     a.ix = table_lookup(seg, &tv, a.key)
@@ -279,6 +332,7 @@ cdef object _rd_cache_get(Node node, void *arg):
         a.status = 0
         return None
     e = &tv.ents[a.ix]
+    a.voff = 0
     if e.key.b[0] == T_PACKED:
         r = entry_value(seg, e, False)
     else:
@@ -289,8 +343,20 @@ cdef object _rd_cache_get(Node node, void *arg):
                 a.status = 2
                 return None
             c = wrapped_inner(seg, c)
-        r = deep_decode(seg, c)
-    st = core.state()
+        if c.b[0] == T_STR or c.b[0] == T_BYTES:
+            voff = ds_ld64(&c.b[8])
+            blk = checked_block(seg, voff, K_STR if c.b[0] == T_STR else K_BYTES)
+            vs = &core.vmemo[(voff >> 4) & (VMEMO - 1)]
+            if vs.off == voff and (vs.gen == blk.gen or _hook_no_memo_check) and vs.obj != NULL:
+                r = <object>vs.obj
+            else:
+                r = decode(seg, c, 0)
+                if <uint64_t>blk.size16 * ALIGN <= VMEMO_MAX_BLOCK:
+                    a.voff = voff           # kept by memo_value once the read is validated
+                    a.vgen = blk.gen
+        else:
+            r = deep_decode(seg, c)
+    st = core_state(core)
     rb = ref_byte(st, e.hash)
     if rb[0] < REF_MAX:
         rb[0] = rb[0] + 1       # a plain store: the hand reads it as "used since it passed"
@@ -321,6 +387,38 @@ cdef object _rd_cache_contains(Node node, void *arg):
 cdef object _MISS = object()
 
 
+cdef inline object cache_lookup(CacheCore self, object k, object default, bint count):
+    """c.get(k, default), the hit path inline (c.get and a memoized call)."""
+    cdef Key key
+    cdef CArg a
+    self.ready()
+    owner = self.hit_key(k, &key)
+    a.key = &key
+    a.core = <PyObject *>self
+    a.voff = 0
+    r = read_section(self.data, _rd_cache_get, &a)
+    if a.status != 1:
+        return self._missed(&key, &a, default, count)
+    self.memo_value(&a, r)
+    if count:
+        self._hits += 1
+        if self._hits + self._misses >= FLUSH_EVERY:
+            self.flush()
+    return r
+
+
+cdef inline uint64_t *core_state(CacheCore core) except NULL:
+    """CacheCore.state() for the hit path (inline)."""
+    cdef Segment seg = core.seg
+    cdef Block *b
+    if seg is None:
+        core.ready()
+    b = checked_block(seg, core.soff, K_BYTES)
+    if b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen:
+        return core.state()         # raises
+    return <uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8)
+
+
 cdef class CacheCore:
     """The C part of SharedCache: lookups without the lock, and the writes."""
     cdef Segment seg
@@ -329,8 +427,63 @@ cdef class CacheCore:
     cdef uint32_t sgen
     cdef uint64_t slen
     cdef uint64_t _hits, _misses      # this process's, not yet added to the state
+    cdef public DictNode _pending     # key -> the process computing it (set by SharedCache)
+    cdef VSlot vmemo[VMEMO]
+    cdef KSlot kmemo[KMEMO]
     cdef readonly object name
     cdef object __weakref__
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(VMEMO):
+            Py_XDECREF(self.vmemo[i].obj)
+            self.vmemo[i].obj = NULL
+        for i in range(KMEMO):
+            Py_XDECREF(self.kmemo[i].obj)
+            self.kmemo[i].obj = NULL
+
+    cdef inline object hit_key(self, object k, Key *key):
+        """make_key for a lookup, an ASCII str key's hash taken from kmemo."""
+        cdef Segment seg = self.seg
+        cdef KSlot *ks
+        cdef PyObject *o
+        cdef Py_ssize_t n
+        cdef Py_hash_t h
+        if not (PyUnicode_CheckExact(k) and PyUnicode_IS_ASCII(k)) or seg.base == NULL:
+            return make_key(seg, k, key, True)
+        n = PyUnicode_GET_LENGTH(k)
+        h = (<PyASCIIObject *><PyObject *>k).hash           # a str's hash, computed once
+        if h == -1:
+            h = PyObject_Hash(k)
+        ks = &self.kmemo[<size_t>h & (KMEMO - 1)]
+        o = ks.obj
+        key.ctag = T_STR
+        key.data = <const char *>PyUnicode_DATA(k)
+        key.len = n
+        key.cval = 0
+        if o != <PyObject *>k and not (o != NULL and (_hook_no_memo_check or (
+                PyUnicode_GET_LENGTH(<object>o) == n and PyUnicode_IS_ASCII(<object>o) and
+                memcmp(PyUnicode_DATA(<object>o), key.data, n) == 0))):
+            ks.hash = key_hash(seg, T_STR, key.data, n)
+            Py_INCREF(k)
+            ks.obj = <PyObject *>k
+            Py_XDECREF(o)
+        key.hash = ks.hash
+        return k
+
+    cdef inline void memo_value(self, CArg *a, object r) noexcept:
+        """After a validated read decoded a str or bytes block: keep the object."""
+        cdef VSlot *vs
+        cdef PyObject *o
+        if a.voff == 0 or self.seg.wdepth != 0 or self.seg.lk.bdepth != 0:
+            return          # inside this thread's own write, a value may yet be rolled back
+        vs = &self.vmemo[(a.voff >> 4) & (VMEMO - 1)]
+        o = vs.obj
+        Py_INCREF(r)
+        vs.obj = <PyObject *>r
+        vs.off = a.voff
+        vs.gen = a.vgen
+        Py_XDECREF(o)
 
     cdef inline int ready(self) except -1:
         if self.seg is None:
@@ -386,8 +539,10 @@ cdef class CacheCore:
     # -- reads
 
     def get(self, k, default=None):
-        """c.get(k[, default]): a plain copy of the cached value, or default."""
-        return self._lookup(k, default, True)
+        """c.get(k[, default]): the cached value as a plain copy, or default (a
+        str or bytes value may be the very object an earlier get returned:
+        equal and immutable, as a copy)."""
+        return cache_lookup(self, k, default, True)
 
     def _peek(self, k, default=None):
         """get() that counts neither a hit nor a miss."""
@@ -395,26 +550,17 @@ cdef class CacheCore:
         return self._lookup(k, default, False)
 
     cdef object _lookup(self, object k, object default, bint count):
-        cdef Key key
-        cdef CArg a
-        self.ready()
-        owner = make_key(self.seg, k, &key, True)
-        a.key = &key
-        a.core = <PyObject *>self
-        r = read_section(self.data, _rd_cache_get, &a)
-        if a.status == 1:
-            if count:
-                self._hits += 1
-                if self._hits + self._misses >= FLUSH_EVERY:
-                    self.flush()
-            return r
+        return cache_lookup(self, k, default, count)
+
+    cdef object _missed(self, Key *key, CArg *a, object default, bint count):
+        """cache_lookup's end when k was not found or had expired."""
         if count:
             self._misses += 1
             sk_add(self.state(), key.hash)      # plain stores: a lost increment only blurs a count
             if self._hits + self._misses >= FLUSH_EVERY:
                 self.flush()
         if a.status == 2:
-            self._drop_expired(&key)
+            self._drop_expired(key)
         return default
 
     def __getitem__(self, k):
@@ -474,6 +620,10 @@ cdef class CacheCore:
             wr_end(seg)
 
     def _claim(self, DictNode pending, k, int64_t marker, int64_t expect=0):
+        """See claim_c."""
+        return self.claim_c(pending, k, marker, expect)
+
+    cdef tuple claim_c(self, DictNode pending, object k, int64_t marker, int64_t expect):
         """One step of get_or_set, under the lock: (1, value) if k is cached;
         else claim k for this process in `pending` (its marker) if nobody
         holds it, or if its holder's marker is `expect` (a dead holder):
@@ -510,6 +660,9 @@ cdef class CacheCore:
 
     def _release(self, DictNode pending, k, int64_t marker):
         """Drop this process's claim on k (if it still holds it)."""
+        self.release_c(pending, k, marker)
+
+    cdef int release_c(self, DictNode pending, object k, int64_t marker) except -1:
         cdef Segment seg = self.seg
         cdef Key key
         cdef int64_t ix, held = -1
@@ -529,6 +682,7 @@ cdef class CacheCore:
             wr_commit(seg)
         finally:
             wr_end(seg)
+        return 0
 
     def _local_counts(self):
         self.ready()
@@ -740,6 +894,9 @@ cdef class CacheCore:
 
     def _set_release(self, k, v, ttl, DictNode pending, int64_t marker):
         """set(), then drop this process's get_or_set claim on k, in one lock hold."""
+        return self.set_release_c(k, v, ttl, pending, marker)
+
+    cdef object set_release_c(self, object k, object v, object ttl, DictNode pending, int64_t marker):
         cdef int64_t exp = 0, ttl_us
         cdef uint64_t *st = self.state()
         self.ready()
@@ -854,7 +1011,7 @@ cdef class CacheCore:
         finally:
             try:
                 if pending is not None:
-                    self._release(pending, k, marker)
+                    self.release_c(pending, k, marker)
             finally:
                 lock_release(seg)
 
@@ -1002,37 +1159,118 @@ cdef class CacheCore:
         return list(self.data)
 
 
+ctypedef PyObject *(*memo_vc_t)(PyObject *, PyObject **, size_t, PyObject *) except NULL
+
+
 cdef class MemoCore:
-    """The C part of a memoized function (dshared._cache._Memoized): the hit path."""
-    cdef public object _cache       # the SharedCache, None until first use (and after a fork)
+    """The C part of a memoized function (dshared._cache._Memoized): the hit
+    path. Calls come through vectorcall (memo_vectorcall): a one-argument call
+    builds no argument tuple and no keyword dict."""
+    cdef void *_vc                  # the vectorcall function (read by CPython at tp_vectorcall_offset)
+    cdef public CacheCore _cache    # the SharedCache, None until first use (and after a fork)
     cdef public bint _typed
 
+    def __cinit__(self, *args, **kwargs):
+        cdef PyTypeObject_vc *t = <PyTypeObject_vc *>Py_TYPE(self)
+        self._vc = <void *><memo_vc_t>memo_vectorcall
+        if not (t.tp_flags & Py_TPFLAGS_HAVE_VECTORCALL):
+            # CPython 3.11 passes the flag on to no Python subclass: set on each
+            t.tp_vectorcall_offset = <Py_ssize_t>(<char *>&self._vc - <char *><PyObject *>self)
+            t.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+
     def __call__(self, *args, **kwargs):
-        cdef CacheCore c = self._cache
-        if c is None or kwargs or self._typed or PyTuple_GET_SIZE(args) != 1:
-            return self._call(args, kwargs)
-        a = <object>PyTuple_GET_ITEM(args, 0)
-        t = type(a)
-        if t is str or t is int:       # as functools.lru_cache: f(1) and f(True) are two calls
-            key = a
+        return memo_call(self, args, kwargs)
+
+
+cdef PyObject *memo_vectorcall(PyObject *callable, PyObject **args, size_t nargsf,
+                               PyObject *kwnames) except NULL:
+    """A call of a memoized function. One str or int argument: the hit path
+    here, in C (borrowed references only); anything else through memo_one or
+    memo_slow."""
+    cdef PyObject *a0
+    cdef PyObject *c
+    cdef void *t
+    if PyVectorcall_NARGS(nargsf) != 1 or kwnames != NULL:
+        r = memo_slow(<MemoCore>callable, args, PyVectorcall_NARGS(nargsf), kwnames)
+    else:
+        a0 = args[0]
+        c = <PyObject *>(<MemoCore>callable)._cache
+        t = <void *>Py_TYPE(<object>a0)
+        if c != <PyObject *>None and not (<MemoCore>callable)._typed and (t == <void *>str or t == <void *>int):
+            # a str or int argument is its own key, and a valid one
+            r = cache_lookup(<CacheCore>c, <object>a0, _MISS, True)
+            if r is _MISS:
+                r = memo_compute(<MemoCore>callable, <CacheCore>c, <object>a0, (<object>a0,), {})
         else:
-            key = (a,)
-        try:
-            r = c._lookup(key, _MISS, True)
-        except (TypeError, UnsupportedTypeError):
-            return self._call(args, kwargs)
-        if r is not _MISS:
-            return r
-        return memo_compute(self, c, key, args, kwargs)
+            r = memo_one(<MemoCore>callable, <object>a0)
+    Py_INCREF(r)
+    return <PyObject *>r
+
+
+cdef object memo_slow(MemoCore m, PyObject **args, Py_ssize_t n, PyObject *kwnames):
+    """The arguments as a tuple and a dict, for memo_call."""
+    cdef Py_ssize_t i, nk
+    cdef tuple targs = PyTuple_New(n)
+    cdef dict kw = {}
+    for i in range(n):
+        a = <object>args[i]
+        Py_INCREF(a)
+        PyTuple_SET_ITEM(targs, i, a)
+    if kwnames != NULL:
+        nk = PyTuple_GET_SIZE(<object>kwnames)
+        for i in range(nk):
+            kw[<object>PyTuple_GET_ITEM(<object>kwnames, i)] = <object>args[n + i]
+    return memo_call(m, targs, kw)
+
+
+cdef object memo_one(MemoCore m, object a):
+    """f(a): a str or int is its own key (as in functools.lru_cache, f(1) and
+    f(True) are two calls); anything else the key (a,)."""
+    cdef CacheCore c = m._cache
+    if c is None or m._typed:
+        return m._call((a,), {})
+    t = type(a)
+    key = a if (t is str or t is int) else (a,)
+    try:
+        r = c._lookup(key, _MISS, True)
+    except (TypeError, UnsupportedTypeError):
+        return m._call((a,), {})
+    if r is not _MISS:
+        return r
+    if key is not a:
+        m._check_key(key, (a,), {})     # a tuple that no stored key matches may not be a key
+    return memo_compute(m, c, key, (a,), {})
+
+
+cdef object memo_call(MemoCore m, tuple args, dict kwargs):
+    if PyTuple_GET_SIZE(args) == 1 and not kwargs:
+        return memo_one(m, <object>PyTuple_GET_ITEM(args, 0))
+    return m._call(args, kwargs)
+
+
+cdef int64_t _memo_me = 0     # this process's marker (_cache._marker()), 0 until asked for
+
+
+def _forget_marker():
+    """In a forked child: another process, another marker."""
+    global _memo_me
+    _memo_me = 0
+
+
+cdef inline int64_t memo_marker(MemoCore m) except? -1:
+    global _memo_me
+    if _memo_me == 0:
+        _memo_me = m._marker()
+    return _memo_me
 
 
 cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict kwargs):
     """A memoized call that missed: claim the key, compute, store and drop the
     claim; when another process holds the claim, wait in Python (_miss)."""
-    pending = c._pending
-    me = m._marker()
+    cdef DictNode pending = c._pending
+    cdef int64_t me = memo_marker(m)
     try:
-        state, got = c._claim(pending, key, me, 0)
+        state, got = c.claim_c(pending, key, me, 0)
     except SegmentFullError:
         return m._miss(key, args, kwargs)
     if state == 1:
@@ -1041,10 +1279,10 @@ cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict k
         return m._miss(key, args, kwargs)
     done = False
     try:
-        value = m.__wrapped__(*args, **kwargs)
-        c._set_release(key, value, None, pending, me)
+        value = m.__wrapped__(*args, **kwargs) if kwargs else m.__wrapped__(*args)
+        c.set_release_c(key, value, None, pending, me)
         done = True
     finally:
         if not done:
-            c._release(pending, key, me)
+            c.release_c(pending, key, me)
     return value

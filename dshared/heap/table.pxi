@@ -100,7 +100,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         count = 0
     # grow by 1.25, and to at least 5 entries: a dict grown one key at a
     # time must not rebuild its table on each of its first inserts
-    nt = tbl_new(seg, max(count + count // 4 + n, 5))
+    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5))
     if nt == 0:
         blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
     crash_point()
