@@ -19,9 +19,10 @@ import uuid
 import dshared
 
 SHM_DIR = "/dev/shm"
-# every /dev/shm object or directory we create starts with (or contains) this; a run beside
-# another one on the same host gives its own (the leftover check removes what starts with it)
-PREFIX = os.environ.get("DSHARED_BENCH_PREFIX", "dshb-")
+# every /dev/shm object or directory this run creates contains this: "dshb-" and a token of
+# the run, kept in the environment so that the run's child processes use the same one. The
+# leftover check removes only names with it, never another run's segments on the same host.
+PREFIX = os.environ.setdefault("DSHARED_BENCH_PREFIX", "dshb-%s-" % uuid.uuid4().hex[:6])
 SEED = 20240611
 KIB_VALUE_LEN = 1024
 

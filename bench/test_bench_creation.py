@@ -111,7 +111,7 @@ def test_creation_race(benchmark, bench_cfg):
     root = os.path.dirname(os.path.dirname(os.path.abspath(dshared.__file__)))
     env = dict(os.environ, PYTHONPATH=root)
     env = {k: v for k, v in env.items() if not k.startswith("DSHARED_TEST_") or k == "DSHARED_TEST_SEED"}
-    prefix = "dshb-create-%d" % os.getpid()
+    prefix = "%screate-%d" % (os.environ["DSHARED_BENCH_PREFIX"], os.getpid())   # set by _dshbench
     out = {}
 
     def experiment():
