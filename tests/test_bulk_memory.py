@@ -1,0 +1,65 @@
+"""Bulk operations and the memory the system backs: costs that must not grow
+per entry (counted, never timed)."""
+import os
+
+import pytest
+
+import dshared
+from dshared import _heap
+
+SHM = "/dev/shm/"
+
+
+def backed_bytes(name):
+    return os.stat(SHM + name).st_blocks * 512
+
+
+@pytest.fixture
+def punching():
+    _heap.punch_counters(reset=True, no_punch=False)
+    _heap.punch_budget_checks(reset=True)
+    yield
+    _heap.punch_counters(reset=True, no_punch=False)
+
+
+@pytest.mark.parametrize("order", ["forward", "backward"])
+def test_freeing_a_run_of_values_measures_the_budget_rarely(make_segment, shm_name, punching, order):
+    """Values freed one after another (a list cleared, a run of keys deleted)
+    grow one free run: the free-space budget (an fstat) is measured again only
+    once the run has grown by 16 KiB, not at every free (it was one fstat per
+    value: clear() of a list of 100,000 str took 507 ns per item instead of 49)."""
+    n = 20_000
+    seg = make_segment(64 << 20)
+    root = seg.col()
+    root["l"] = ["v%015d" % i for i in range(n)]        # one 48-byte block per value, in order
+    root["after"] = b"a" * 100                         # the run stays below the top
+    lst = root["l"]
+    _heap.punch_budget_checks(reset=True)
+    if order == "forward":
+        lst.clear()
+    else:
+        for _ in range(n):
+            lst.pop()
+    checks = _heap.punch_budget_checks()
+    assert 1 <= checks <= n * 48 // (16 << 10) + 8, checks
+    # and the pages still go back once the budget is passed
+    assert seg.check().ok
+
+
+def test_a_cleared_list_hands_its_pages_back(make_segment, shm_name, punching):
+    """Measuring the budget less often still hands back the pages of a long
+    run of freed values beyond the budget (2 MiB or used / 8)."""
+    n = 200_000
+    seg = make_segment(128 << 20)
+    root = seg.col()
+    root["l"] = ["v%015d" % i for i in range(n)]
+    root["after"] = b"a" * 100
+    before = backed_bytes(shm_name)
+    root["l"].clear()
+    after = backed_bytes(shm_name)
+    st = seg.stats()
+    # ~9.6 MB of str blocks freed: all but the 2 MiB budget (and 16 KiB pieces) go back
+    assert before - after >= n * 48 - (2 << 20) - (1 << 20), (before, after)
+    assert after <= st["used"] + st["reserved"] - st["top"] + (3 << 20) + 65536, (after, st)
+    assert _heap.punch_counters()[0] >= 1
+    assert seg.check().ok
