@@ -628,6 +628,30 @@ cpdef list mapping_items(object m):
     return [(k, m[k]) for k in keys]
 
 
+cpdef list update_pairs(object other):
+    """The (key, value) pairs of an iterable of pairs as dict.update reads
+    them (PySequence_Fast: a list or tuple as is, anything else through its
+    iterator), with dict.update's errors. A 2-tuple is kept as it is."""
+    cdef list pairs = []
+    cdef Py_ssize_t i = 0, n
+    for item in other:
+        if type(item) is not tuple and type(item) is not list:
+            try:
+                item = list(iter(item))
+            except TypeError:
+                raise TypeError("cannot convert dictionary update sequence element #%d to a "
+                                "sequence" % i) from None
+        n = len(item)
+        if n != 2:
+            raise ValueError("dictionary update sequence element #%d has length %d; 2 is required"
+                             % (i, n))
+        if type(item) is not tuple:
+            item = (item[0], item[1])
+        pairs.append(item)
+        i += 1
+    return pairs
+
+
 # Where a Plan is: its blocks laid out only, or allocated and filled (then
 # rollback() frees them again).
 cdef enum PlanState:
