@@ -1978,7 +1978,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
     cdef int dict_reserve(self, uint64_t d, uint64_t n) except -1:
         """Make room for n more entries, building a bigger table if needed and
         publishing it with one journaled store; on failure nothing changed."""
-        cdef uint64_t t = self.dict_table(d), nt, count, i, j
+        cdef uint64_t t = self.dict_table(d), nt, count, i, j, nold, mask
         cdef char *p = NULL
         cdef char *q
         cdef Entry *old
@@ -2001,7 +2001,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
             q = self.base + nt + BLOCK_HDR
             new = <Entry *>(q + 32 + 4 * ds_ld64(q))
             j = 0
-            for i in range(ds_ld64(p + 16)):
+            nold = ds_ld64(p + 16)
+            mask = ds_ld64(q) - 1
+            for i in range(nold):
+                if i + 16 < nold:
+                    # the new index is written in hash order: its misses overlap
+                    ds_prefetch(q + 32 + 4 * (old[i + 16].hash & mask), 4)
                 if old[i].key.b[0] != T_EMPTY:
                     new[j] = old[i]
                     self._table_place(nt, old[i].hash, <int32_t>j)
