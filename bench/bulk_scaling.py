@@ -45,6 +45,13 @@ OPS = [
 ]
 
 
+def _name(tag):
+    # not the benchmark suite's "dshb-" prefix: a suite run beside this one
+    # removes the "dshb-" objects it finds left over
+    import uuid
+    return "dsbulk-%s%d-%s" % (tag, os.getpid(), uuid.uuid4().hex[:10])
+
+
 def _data(n):
     return ["k%07d" % i for i in range(n)], ["v%015d" % i for i in range(n)]
 
@@ -117,15 +124,13 @@ def child_dict(n):
 
 def child_dshared(n):
     import dshared
-    sys.path.insert(0, HERE)
-    import _dshbench as B
     keys, vals = _data(n)
     fig = {}
     mem = {}
     names = []
 
     def segment():
-        name = B.unique_name("bulk-")
+        name = _name("")
         names.append(name)
         seg = dshared.Segment(name, max(64 << 20, n * 400), create=True)
         return seg, dshared.Segment(name)          # two handles open, as an application has
@@ -213,8 +218,6 @@ def child_lmdb(n):
     import tempfile
 
     import lmdb
-    sys.path.insert(0, HERE)
-    import _dshbench as B
     keys, vals = _data(n)
     bk = [k.encode() for k in keys]
     bv = [v.encode() for v in vals]
@@ -223,7 +226,7 @@ def child_lmdb(n):
     paths = []
 
     def env():
-        p = tempfile.mkdtemp(prefix=B.unique_name("lmdbbulk-"), dir=B.SHM_DIR)
+        p = tempfile.mkdtemp(prefix=_name("lmdb-"), dir="/dev/shm")
         paths.append(p)
         return lmdb.open(p, map_size=1 << 40, sync=False, metasync=False, readahead=False), p
 
