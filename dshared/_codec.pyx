@@ -32,7 +32,7 @@ from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from dshared._heap cimport *
@@ -659,6 +659,20 @@ cdef enum PlanState:
     PLAN_MATERIALIZED = 1
 
 
+cdef struct MemoSlot:
+    uint64_t addr               # the object's address (0: an empty slot)
+    int64_t bi                  # the plan block made for it
+
+
+cdef inline uint64_t memo_slot0(uint64_t addr, uint64_t mask) noexcept nogil:
+    """Objects made one after another lie close together, and so do their
+    slots (the misses of a big list's items stay in few lines); the higher
+    bits folded in spread objects at a large common stride (page-aligned
+    big objects)."""
+    cdef uint64_t a = addr >> 3
+    return (a ^ (a >> 9) ^ (a >> 21)) & mask
+
+
 cdef class Plan:
     """Everything one write stores, laid out before the lock is taken."""
     cdef Segment seg
@@ -666,7 +680,12 @@ cdef class Plan:
     cdef PCell *cells
     cdef uint64_t nblocks, capblocks, ncells, capcells
     cdef list keep
-    cdef dict memo
+    # objects already planned -> their block (an object reached twice is
+    # stored once): a C table keyed by address (the objects are kept alive
+    # in `keep`); a Python dict keyed by id() made an int per object and
+    # left the cache past ~100k values (10% of a big extend())
+    cdef MemoSlot *memo
+    cdef uint64_t mcap, mcount
     cdef dict kmemo
     cdef list stack
     cdef PlanState state
@@ -674,12 +693,54 @@ cdef class Plan:
     def __cinit__(self, Segment seg):
         self.seg = seg
         self.keep = []
-        self.memo = {}
         self.kmemo = {}
 
     def __dealloc__(self):
         free(self.blocks)
         free(self.cells)
+        free(self.memo)
+
+    cdef int64_t memo_get(self, object o) noexcept:
+        """The block planned for object o, or -1."""
+        cdef uint64_t addr = <uint64_t><PyObject *>o, mask, i
+        if self.mcap == 0:
+            return -1
+        mask = self.mcap - 1
+        i = memo_slot0(addr, mask)
+        while self.memo[i].addr != 0:
+            if self.memo[i].addr == addr:
+                return self.memo[i].bi
+            i = (i + 1) & mask
+        return -1
+
+    cdef int memo_put(self, object o, int64_t bi) except -1:
+        """Remember that object o (kept alive by the caller) is block bi."""
+        cdef uint64_t addr = <uint64_t><PyObject *>o, mask, i, j, ncap
+        cdef MemoSlot *g
+        if (self.mcount + 1) * 2 > self.mcap:
+            ncap = self.mcap * 2 if self.mcap else 64
+            g = <MemoSlot *>calloc(ncap, sizeof(MemoSlot))
+            if g == NULL:
+                raise MemoryError()
+            mask = ncap - 1
+            for j in range(self.mcap):
+                if self.memo[j].addr != 0:
+                    i = memo_slot0(self.memo[j].addr, mask)
+                    while g[i].addr != 0:
+                        i = (i + 1) & mask
+                    g[i] = self.memo[j]
+            free(self.memo)
+            self.memo = g
+            self.mcap = ncap
+        mask = self.mcap - 1
+        i = memo_slot0(addr, mask)
+        while self.memo[i].addr != 0 and self.memo[i].addr != addr:
+            i = (i + 1) & mask
+        if self.memo[i].addr == 0:
+            self.mcount += 1
+        self.memo[i].addr = addr
+        self.memo[i].bi = bi
+        return 0
 
     cdef int64_t new_block(self, int kind, uint64_t payload) except -1:
         cdef PBlock *g
@@ -779,11 +840,11 @@ cdef class Plan:
             if key.len <= INLINE_MAX:
                 cell_inline(c, T_SSTR, key.data, key.len, PyUnicode_IS_ASCII(k))
                 return 0
-            bi = self.memo.get(id(k), -1)
+            bi = self.memo_get(k)
             if bi < 0:
                 bi = self.bytes_block(K_STR, owner, key.data, key.len, 1 if PyUnicode_IS_ASCII(k) else 0)
-                self.memo[id(k)] = bi
                 self.keep.append(k)
+                self.memo_put(k, bi)
             self.ref_block(ci, T_STR, bi)
         elif key.ctag == T_BYTES:
             if key.len <= INLINE_MAX:
@@ -820,7 +881,7 @@ cdef class Plan:
         cdef Node node
         if encode_scalar(v, c):
             return 0
-        bi = self.memo.get(id(v), -1)
+        bi = self.memo_get(v)
         if bi >= 0:
             self.ref_block(ci, block_tag(self.blocks[bi].kind), bi)
             return 0
@@ -888,8 +949,8 @@ cdef class Plan:
             raise UnsupportedTypeError("dshared cannot store a value of type %s (at %s); supported: None, "
                                        "bool, int, float, str, bytes, tuple, list, dict"
                                        % (type(v).__name__, self.path() or "the top level"))
-        self.memo[id(v)] = bi
         self.keep.append(v)
+        self.memo_put(v, bi)
         return 0
 
     cdef str path(self):

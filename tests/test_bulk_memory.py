@@ -63,3 +63,36 @@ def test_a_cleared_list_hands_its_pages_back(make_segment, shm_name, punching):
     assert after <= st["used"] + st["reserved"] - st["top"] + (3 << 20) + 65536, (after, st)
     assert _heap.punch_counters()[0] >= 1
     assert seg.check().ok
+
+
+@pytest.mark.parametrize("how", ["assign", "extend"])
+def test_objects_reached_twice_in_a_big_write_are_stored_once(make_segment, how):
+    """The write plan's memo (objects already planned, a C table that grows
+    with the write) still stores an object reached twice once, across its
+    growths: 20,000 distinct str values, each placed twice, take the blocks
+    of 20,000 (plus a 16-byte cell per place)."""
+    n = 20_000
+    seg = make_segment(64 << 20)
+    root = seg.col()
+    vals = ["v%015d" % i for i in range(n)]
+    root["once"] = []
+    root["twice"] = []
+    base = seg.stats()["used"]
+    if how == "assign":
+        root["once"] = vals
+    else:
+        root["once"].extend(vals)
+    once = seg.stats()["used"] - base
+    base = seg.stats()["used"]
+    doubled = [v for pair in zip(vals, vals) for v in pair]
+    if how == "assign":
+        root["twice"] = doubled
+    else:
+        root["twice"].extend(doubled)
+    twice = seg.stats()["used"] - base
+    # the second list holds n more cells (16 bytes each, plus the list's
+    # growth room) but no more str blocks (48 bytes each) than the first
+    assert twice <= once + n * 24, (once, twice)
+    got = root["twice"]
+    assert got[0] == got[1] == vals[0] and got[-1] == vals[-1] and len(got) == 2 * n
+    assert seg.check().ok
