@@ -96,3 +96,34 @@ def test_objects_reached_twice_in_a_big_write_are_stored_once(make_segment, how)
     got = root["twice"]
     assert got[0] == got[1] == vals[0] and got[-1] == vals[-1] and len(got) == 2 * n
     assert seg.check().ok
+
+
+def test_lookups_in_entry_order_stay_exact(segment):
+    """d[k] tries the entry after the one it last found before probing (keys
+    read in entry order: dict(d), `for k in d: d[k]`). That guess must only
+    ever return the key's own value: not a deleted entry's, not a
+    neighbour's, not after the table was rebuilt."""
+    root = segment.col()
+    d = root.setdefault("d", {})
+    d.update(("k%04d" % i, i) for i in range(2000))
+    assert dict(d) == {"k%04d" % i: i for i in range(2000)}
+    # the guess points at k0011 after d["k0010"]; k0011 is deleted (its entry
+    # keeps its hash): the lookup must miss, get() must give the default
+    assert d["k0010"] == 10
+    del d["k0011"]
+    with pytest.raises(KeyError):
+        d["k0011"]
+    assert d["k0010"] == 10
+    assert d.get("k0011", "absent") == "absent"
+    # a neighbour's value is never returned for another key
+    assert d["k0012"] == 12 and d["k0014"] == 14 and d["k0013"] == 13
+    # the same key again, then a key before it, then the table rebuilt (grown)
+    assert d["k0013"] == 13 and d["k0005"] == 5
+    d.update(("n%05d" % i, -i) for i in range(5000))
+    assert [d[k] for k in list(d)[:50]] == [i for i in range(51) if i != 11]
+    assert d["n00000"] == 0 and d["n04999"] == -4999 and d.get("k0011") is None
+    # an overwrite through another view: the new value, not a stale one
+    assert d["k0100"] == 100
+    root["d"]["k0101"] = "new"
+    assert d["k0101"] == "new"
+    assert segment.check().ok
