@@ -239,3 +239,27 @@ def test_n_bulk(benchmark, bulk_n, op, name):
             dshared.unlink(name)
         if lm is not None:
             lm.close()
+
+
+# -- (n) at every size, one process per size: bulk_scaling.py ----------------------------
+
+def test_bulk_scaling_smoke(tmp_path):
+    """bench/bulk_scaling.py (issue 14's table, run by hand) keeps working:
+    each contender's child at 1,000 keys, and the report of its figures."""
+    import json
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bulk_scaling.py")
+    out = tmp_path / "bulk.json"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(dshared.__file__))))
+    p = subprocess.run([sys.executable, script, "--sizes", "1000", "--out", str(out)], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(out.read_text())
+    figs = {r["contender"]: r["fig"] for r in data["rows"]}
+    assert set(figs) == {"dict", "dshared", "lmdb_raw"}
+    for op in ("populate", "update_one", "update_chunked", "to_python", "copy", "items_loop", "dict_of",
+               "list_extend", "list_clear"):
+        assert figs["dshared"][op]["cpu_ns"] > 0, op
+    assert figs["dshared"]["mem"]["one_by_one"]["backed"] >= figs["dshared"]["mem"]["one_by_one"]["used"] > 0
+    assert "| inserts one by one, per key | dshared |" in p.stdout

@@ -27,6 +27,7 @@ one `include` per topic, in this order:
 
     codec/keys.pxi      hashing, canonical keys, make_key, parse_canon
     codec/cells.pxi     cells: scalars and short strings inline, packed pairs
+    codec/args.pxi      a write's arguments read as list.extend and dict.update read them
     codec/plan.pxi      the Plan: layout outside the lock, fill under it
     codec/write.pxi     what every write shares: the retry after collect()
     codec/decode.pxi    cells to Python values, views, deep copies
@@ -52,7 +53,7 @@ from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport floor, isfinite
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 # _heap's C-level interface, by name (one way: _heap never cimports this module)
@@ -67,7 +68,7 @@ from dshared._heap cimport (
     DS_WHOLE_DOUBLE_MAX, ds_hash, ds_hash_u64, ds_ld32, ds_ld64, ds_prefetch, ds_st64,
     ds_whole_double_bytes, ds_nt_bucket_c, ds_nt_bucket_k,
     # the inline checked accessors and readers (heap/keys.pxd, heap/access.pxd)
-    block_bytes, checked_block, view_block, tag_kind, table_bytes, table_slots, table_view,
+    block_bytes, checked_block, key_matches, view_block, tag_kind, table_bytes, table_slots, table_view,
     table_lookup, dict_entry, dict_find, dict_len, dict_next, dict_prev, dict_version,
     list_cells, list_len, nt_key,
     # the read section's sequence checks
@@ -120,6 +121,7 @@ cdef enum:
 
 include "codec/keys.pxi"
 include "codec/cells.pxi"
+include "codec/args.pxi"
 include "codec/plan.pxi"
 include "codec/write.pxi"
 include "codec/decode.pxi"

@@ -119,20 +119,7 @@ class SharedDict(_codec.DictNode, MutableMapping):
         elif isinstance(other, dict) or hasattr(other, "keys"):
             pairs = _codec.mapping_items(other)
         else:
-            pairs = []
-            for i, item in enumerate(other):
-                # as PySequence_Fast: a list or tuple as is, else what its iterator gives
-                if type(item) is not list and type(item) is not tuple:
-                    try:
-                        item = list(iter(item))
-                    except TypeError:
-                        raise TypeError("cannot convert dictionary update sequence element #%d to a "
-                                        "sequence" % i) from None
-                n = len(item)
-                if n != 2:
-                    raise ValueError("dictionary update sequence element #%d has length %d; 2 is required"
-                                     % (i, n))
-                pairs.append((item[0], item[1]))
+            pairs = _codec.update_pairs(other)  # in C: a Python loop cost ~100 ns per pair
         pairs.extend(kwds.items())
         self._update_pairs(pairs)
 

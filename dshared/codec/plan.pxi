@@ -19,41 +19,25 @@ cdef struct PCell:
     uint64_t hash               # dict entries: the key's hash (on the key cell)
 
 
-cpdef list as_list(object values):
-    """The items of an iterable as list.extend takes them: through iter(),
-    consulting __length_hint__ (whose errors propagate) only as a hint, so a
-    huge hint allocates nothing."""
-    if type(values) is list or type(values) is tuple:
-        return list(values)
-    it = iter(values)
-    length_hint(values)
-    return [x for x in it]
-
-
-cpdef list mapping_items(object m):
-    """The (key, value) pairs of a mapping as dict(m) and dict.update(m) take
-    them: a dict, or a dict subclass that keeps dict's __iter__, is read
-    directly (its own keys() and __getitem__ are not called, as CPython's
-    dict_merge); anything else through list(m.keys()) and m[k] (so an
-    OrderedDict gives its own order)."""
-    if type(m) is dict or (PyDict_Check(m) and type(m).__iter__ is dict.__iter__):
-        return list(dict.items(m))
-    keys = m.keys()
-    if type(keys) is not list:
-        try:
-            it = iter(keys)
-        except TypeError:
-            raise TypeError("%s.keys() returned a non-iterable (type %s)"
-                            % (type(m).__name__, type(keys).__name__)) from None
-        keys = list(it)
-    return [(k, m[k]) for k in keys]
-
-
 # Where a Plan is: its blocks laid out only, or allocated and filled (then
 # rollback() frees them again).
 cdef enum PlanState:
     PLAN_PLANNED = 0
     PLAN_MATERIALIZED = 1
+
+
+cdef struct MemoSlot:
+    uint64_t addr               # the object's address (0: an empty slot)
+    int64_t bi                  # the plan block made for it
+
+
+cdef inline uint64_t memo_slot0(uint64_t addr, uint64_t mask) noexcept nogil:
+    """Objects made one after another lie close together, and so do their
+    slots (the misses of a big list's items stay in few lines); the higher
+    bits folded in spread objects at a large common stride (page-aligned
+    big objects)."""
+    cdef uint64_t a = addr >> 3
+    return (a ^ (a >> 9) ^ (a >> 21)) & mask
 
 
 @cython.final
@@ -64,7 +48,12 @@ cdef class Plan:
     cdef PCell *cells
     cdef uint64_t nblocks, capblocks, ncells, capcells
     cdef list keep
-    cdef dict memo
+    # objects already planned -> their block (an object reached twice is
+    # stored once): a C table keyed by address (the objects are kept alive
+    # in `keep`); a Python dict keyed by id() made an int per object and
+    # left the cache past ~100k values (10% of a big extend())
+    cdef MemoSlot *memo
+    cdef uint64_t mcap, mcount
     cdef dict kmemo
     cdef list stack
     cdef PlanState state
@@ -72,12 +61,56 @@ cdef class Plan:
     def __cinit__(self, Segment seg):
         self.seg = seg
         self.keep = []
-        self.memo = {}
         self.kmemo = {}
 
     def __dealloc__(self):
         free(self.blocks)
         free(self.cells)
+        free(self.memo)
+
+    cdef int64_t memo_get(self, object o) noexcept:
+        """The block planned for object o, or -1."""
+        cdef uint64_t addr = <uint64_t><PyObject *>o, mask, i
+        if self.mcap == 0:
+            return -1
+        mask = self.mcap - 1
+        i = memo_slot0(addr, mask)
+        while self.memo[i].addr != 0:
+            if self.memo[i].addr == addr:
+                return self.memo[i].bi
+            i = (i + 1) & mask
+        return -1
+
+    cdef int memo_put(self, object o, int64_t bi) except -1:
+        """Remember that object o (kept alive by the caller) is block bi."""
+        cdef uint64_t addr = <uint64_t><PyObject *>o, mask, i
+        if (self.mcount + 1) * 2 > self.mcap:
+            self.memo_grow()
+        mask = self.mcap - 1
+        i = memo_slot0(addr, mask)
+        while self.memo[i].addr != 0 and self.memo[i].addr != addr:
+            i = (i + 1) & mask
+        if self.memo[i].addr == 0:
+            self.mcount += 1
+        self.memo[i].addr = addr
+        self.memo[i].bi = bi
+        return 0
+
+    cdef int memo_grow(self) except -1:
+        cdef uint64_t ncap = self.mcap * 2 if self.mcap else 64, mask = ncap - 1, i, j
+        cdef MemoSlot *g = <MemoSlot *>calloc(ncap, sizeof(MemoSlot))
+        if g == NULL:
+            raise MemoryError()
+        for j in range(self.mcap):
+            if self.memo[j].addr != 0:
+                i = memo_slot0(self.memo[j].addr, mask)
+                while g[i].addr != 0:
+                    i = (i + 1) & mask
+                g[i] = self.memo[j]
+        free(self.memo)
+        self.memo = g
+        self.mcap = ncap
+        return 0
 
     cdef int64_t new_block(self, int kind, uint64_t payload) except -1:
         cdef PBlock *g
@@ -177,11 +210,11 @@ cdef class Plan:
             if key.len <= INLINE_MAX:
                 cell_inline(c, T_SSTR, key.data, key.len, PyUnicode_IS_ASCII(k))
                 return 0
-            bi = self.memo.get(id(k), -1)
+            bi = self.memo_get(k)
             if bi < 0:
                 bi = self.bytes_block(K_STR, owner, key.data, key.len, 1 if PyUnicode_IS_ASCII(k) else 0)
-                self.memo[id(k)] = bi
                 self.keep.append(k)
+                self.memo_put(k, bi)
             self.ref_block(ci, T_STR, bi)
         elif key.ctag == T_BYTES:
             if key.len <= INLINE_MAX:
@@ -218,7 +251,7 @@ cdef class Plan:
         cdef Node node
         if encode_scalar(v, c):
             return 0
-        bi = self.memo.get(id(v), -1)
+        bi = self.memo_get(v)
         if bi >= 0:
             self.ref_block(ci, block_tag(self.blocks[bi].kind), bi)
             return 0
@@ -254,8 +287,8 @@ cdef class Plan:
             raise UnsupportedTypeError("dshared cannot store a value of type %s (at %s); supported: None, "
                                        "bool, int, float, str, bytes, tuple, list, dict"
                                        % (type(v).__name__, self.path() or "the top level"))
-        self.memo[id(v)] = bi
         self.keep.append(v)
+        self.memo_put(v, bi)
         return 0
 
     cdef int64_t plan_tuple(self, object v, int64_t ci, int tdepth) except -1:

@@ -120,8 +120,12 @@ cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
     cdef TableHdr *nh = table_hdr(seg.base, nt)
     cdef Entry *old = table_entries(seg.base, t)
     cdef Entry *new = table_entries(seg.base, nt)
-    cdef uint64_t i, j = 0
-    for i in range(th.nentries):
+    cdef int32_t *index = table_index(seg.base, nt)
+    cdef uint64_t i, j = 0, n = th.nentries, mask = nh.nslots - 1
+    for i in range(n):
+        if i + 16 < n:
+            # the new index is written in hash order: its misses overlap
+            ds_prefetch(&index[old[i + 16].hash & mask], 4)
         if old[i].key.b[0] != T_EMPTY:
             new[j] = old[i]
             tbl_place(seg, nt, old[i].hash, <int32_t>j)

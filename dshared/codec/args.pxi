@@ -1,0 +1,57 @@
+# A write's arguments read as Python's own list and dict read them: the items
+# of an iterable for extend(), the pairs of a mapping or of an iterable of
+# pairs for update() (included by _codec.pyx at module level).
+
+
+cpdef list as_list(object values):
+    """The items of an iterable as list.extend takes them: through iter(),
+    consulting __length_hint__ (whose errors propagate) only as a hint, so a
+    huge hint allocates nothing."""
+    if type(values) is list or type(values) is tuple:
+        return list(values)
+    it = iter(values)
+    length_hint(values)
+    return [x for x in it]
+
+
+cpdef list mapping_items(object m):
+    """The (key, value) pairs of a mapping as dict(m) and dict.update(m) take
+    them: a dict, or a dict subclass that keeps dict's __iter__, is read
+    directly (its own keys() and __getitem__ are not called, as CPython's
+    dict_merge); anything else through list(m.keys()) and m[k] (so an
+    OrderedDict gives its own order)."""
+    if type(m) is dict or (PyDict_Check(m) and type(m).__iter__ is dict.__iter__):
+        return list(dict.items(m))
+    keys = m.keys()
+    if type(keys) is not list:
+        try:
+            it = iter(keys)
+        except TypeError:
+            raise TypeError("%s.keys() returned a non-iterable (type %s)"
+                            % (type(m).__name__, type(keys).__name__)) from None
+        keys = list(it)
+    return [(k, m[k]) for k in keys]
+
+
+cpdef list update_pairs(object other):
+    """The (key, value) pairs of an iterable of pairs as dict.update reads
+    them (PySequence_Fast: a list or tuple as is, anything else through its
+    iterator), with dict.update's errors. A 2-tuple is kept as it is."""
+    cdef list pairs = []
+    cdef Py_ssize_t i = 0, n
+    for item in other:
+        if type(item) is not tuple and type(item) is not list:
+            try:
+                item = list(iter(item))
+            except TypeError:
+                raise TypeError("cannot convert dictionary update sequence element #%d to a "
+                                "sequence" % i) from None
+        n = len(item)
+        if n != 2:
+            raise ValueError("dictionary update sequence element #%d has length %d; 2 is required"
+                             % (i, n))
+        if type(item) is not tuple:
+            item = (item[0], item[1])
+        pairs.append(item)
+        i += 1
+    return pairs
