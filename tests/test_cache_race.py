@@ -72,6 +72,38 @@ def test_reread_cell_crashes(segment, hooks):
     assert segment.check().ok
 
 
+# -- the segment closed in the middle of a hit (code run inside a read: a
+# finalizer that the read's allocations set off, another thread)
+
+def _close_mid_read(seg_name):
+    import faulthandler
+    import dshared
+    faulthandler.disable()          # on a crash: no traceback dump
+    seg = dshared.Segment(seg_name)
+    c = seg.cache("race")
+    refused = []
+
+    def close():
+        try:
+            seg.close()
+        except RuntimeError as e:
+            refused.append(e)
+    _codec._cache_hooks(mid_read=close)
+    assert c.get("k") == "old"
+    assert len(refused) == 1 and not seg.closed
+    seg.close()
+    assert seg.closed
+
+
+def test_close_during_hit(segment, hooks):
+    """Closing the handle while one of its reads runs is refused (before,
+    the read went on through the unmapped memory: SIGSEGV)."""
+    c = segment.cache("race")
+    assert c.set("k", "old", ttl=3600)
+    pid = fork_call(_close_mid_read, segment.name)
+    assert wait_pid(pid, 30) == 0
+
+
 # -- the same race between real processes (no hook)
 
 def _rewriter(seg_name):
