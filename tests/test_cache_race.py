@@ -104,6 +104,38 @@ def test_close_during_hit(segment, hooks):
     assert wait_pid(pid, 30) == 0
 
 
+# -- the state block's sketch width changed under an attached cache
+
+def _widened_state(seg_name):
+    import os
+    import dshared
+    seg = dshared.Segment(seg_name)
+    c = seg.cache("race")
+    assert c.get("k") == "old"
+    # the sketch and the reference bytes are indexed by a hash cut to S_LOGW
+    # bits: 40 would put them terabytes past the block
+    path = "/dev/shm/" + seg_name.lstrip("/")
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.index(b"DSCACHE1")
+        f.seek(at + 8 * 12)
+        f.write((40).to_bytes(8, "little"))
+    for op in (lambda: c.get("k"), lambda: c.get("absent"), lambda: c.set("k2", "v")):
+        with pytest.raises(dshared.CorruptSegmentError):
+            op()
+    seg.close()
+
+
+def test_state_width_changed(segment):
+    """A cache whose state block's width word changed after it was attached
+    raises CorruptSegmentError (before: it indexed its sketch with the new
+    width, far outside the block: SIGSEGV)."""
+    c = segment.cache("race")
+    assert c.set("k", "old")
+    pid = fork_call(_widened_state, segment.name)
+    assert wait_pid(pid, 30) == 0
+
+
 # -- the same race between real processes (no hook)
 
 def _rewriter(seg_name):

@@ -444,7 +444,8 @@ cdef inline uint64_t *core_state(CacheCore core) except NULL:
     if seg is None:
         core.ready()
     b = checked_block(seg, core.soff, K_BYTES)
-    if b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen:
+    if (b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen
+            or (<uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8))[S_LOGW] != core.logw):
         return core.state()         # raises
     return <uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8)
 
@@ -456,6 +457,7 @@ cdef class CacheCore:
     cdef uint64_t soff
     cdef uint32_t sgen
     cdef uint64_t slen
+    cdef uint64_t logw                # the state's S_LOGW, checked at attach (it never changes)
     cdef uint64_t _hits, _misses      # this process's, not yet added to the state
     cdef public DictNode _pending     # key -> the process computing it (set by SharedCache)
     cdef VSlot vmemo[VMEMO]
@@ -551,8 +553,9 @@ cdef class CacheCore:
             self.soff = off
             self.sgen = (<Block *>(seg.base + off)).gen
             self.slen = n
-            if n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]) or (<uint64_t *>p)[S_LOGW] > 30:
+            if (<uint64_t *>p)[S_LOGW] > 30 or n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]):
                 raise CorruptSegmentError("cache %r: bad state block" % (name,))
+            self.logw = (<uint64_t *>p)[S_LOGW]
         finally:
             lock_release(seg)
 
@@ -560,11 +563,16 @@ cdef class CacheCore:
         """The state words, checked (the block is never freed while the cache exists)."""
         cdef Segment seg = self.seg
         cdef Block *b
+        cdef uint64_t *st
         self.ready()
         b = checked_block(seg, self.soff, K_BYTES)
         if b.gen != self.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + self.slen:
             raise StaleReferenceError("cache %r was removed from segment %r" % (self.name, seg.name))
-        return <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
+        st = <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
+        if st[S_LOGW] != self.logw:
+            # the sketch's and the reference bytes' indexes are taken from it
+            raise CorruptSegmentError("cache %r: its state block's width changed" % (self.name,))
+        return st
 
     # -- reads
 
