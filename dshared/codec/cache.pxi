@@ -109,10 +109,21 @@ cdef bint _hook_no_evict = False
 cdef bint _hook_no_expiry = False
 cdef bint _hook_no_claim = False
 cdef bint _hook_no_memo_check = False
+cdef bint _hook_reread_cell = False     # the hit path reads the value cell again after checking it
+cdef object _hook_mid_read = None       # called once in a hit, between the expiry check and the value
 
 
-def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None, no_memo_check=None):
+def _cache_hooks(plain_counters=None, no_evict=None, no_expiry=None, no_claim=None, no_memo_check=None,
+                 reread_cell=None, mid_read=None):
+    """Test hooks. mid_read: a callable run once inside the next hit on a
+    value with an expiry (no lock is held there), after the expiry was read:
+    it plays a write of another process landing in the middle of that read."""
     global _hook_plain_counters, _hook_no_evict, _hook_no_expiry, _hook_no_claim, _hook_no_memo_check
+    global _hook_reread_cell, _hook_mid_read
+    if reread_cell is not None:
+        _hook_reread_cell = bool(reread_cell)
+    if mid_read is not None:
+        _hook_mid_read = mid_read if callable(mid_read) else None
     if no_memo_check is not None:
         _hook_no_memo_check = bool(no_memo_check)
     if no_claim is not None:
@@ -312,13 +323,21 @@ cdef struct CArg:
     uint32_t vgen
 
 
+cdef int hook_mid_read() except -1:
+    global _hook_mid_read
+    f = _hook_mid_read
+    _hook_mid_read = None
+    f()
+    return 0
+
+
 cdef object _rd_cache_get(Node node, void *arg):
     cdef CArg *a = <CArg *>arg
     cdef Segment seg = node.seg
     cdef CacheCore core = <CacheCore>a.core
     cdef TableView tv
-    cdef Entry *e
-    cdef const Cell *c
+    cdef Entry e                # the entry, copied once (see below)
+    cdef Cell c                 # the value's cell, copied once
     cdef int64_t exp
     cdef uint64_t *st
     cdef uint8_t *rb
@@ -331,18 +350,29 @@ cdef object _rd_cache_get(Node node, void *arg):
     if a.ix < 0:
         a.status = 0
         return None
-    e = &tv.ents[a.ix]
+    # No lock is held: another process may rewrite this entry in place at
+    # any moment (an update of the key stores the new cells over the old).
+    # Every decision and every offset followed below comes from one local
+    # copy, so an offset is followed only after it was checked: reading the
+    # cell again after checking it may read another value's bytes (an
+    # inline string's or an int's) as an offset, outside the mapping.
+    memcpy(&e, &tv.ents[a.ix], sizeof(Entry))
     a.voff = 0
     if e.key.b[0] == T_PACKED:
-        r = entry_value(seg, e, False)
+        r = entry_value(seg, &e, False)
     else:
-        c = &e.value
+        c = e.value
         if c.b[0] == T_TUPLE:
-            exp = wrapped_expiry(seg, c)
+            exp = wrapped_expiry(seg, &c)
             if exp and exp <= now_us() and not _hook_no_expiry:
                 a.status = 2
                 return None
-            c = wrapped_inner(seg, c)
+            if _hook_mid_read is not None:
+                hook_mid_read()
+            if _hook_reread_cell:
+                c = wrapped_inner(seg, &tv.ents[a.ix].value)[0]
+            else:
+                c = wrapped_inner(seg, &c)[0]      # inside the tuple block wrapped_expiry checked
         if c.b[0] == T_STR or c.b[0] == T_BYTES:
             voff = ds_ld64(&c.b[8])
             blk = checked_block(seg, voff, K_STR if c.b[0] == T_STR else K_BYTES)
@@ -350,12 +380,12 @@ cdef object _rd_cache_get(Node node, void *arg):
             if vs.off == voff and (vs.gen == blk.gen or _hook_no_memo_check) and vs.obj != NULL:
                 r = <object>vs.obj
             else:
-                r = decode(seg, c, 0)
+                r = decode(seg, &c, 0)
                 if <uint64_t>blk.size16 * ALIGN <= VMEMO_MAX_BLOCK:
                     a.voff = voff           # kept by memo_value once the read is validated
                     a.vgen = blk.gen
         else:
-            r = deep_decode(seg, c)
+            r = deep_decode(seg, &c)
     st = core_state(core)
     rb = ref_byte(st, e.hash)
     if rb[0] < REF_MAX:
@@ -414,7 +444,8 @@ cdef inline uint64_t *core_state(CacheCore core) except NULL:
     if seg is None:
         core.ready()
     b = checked_block(seg, core.soff, K_BYTES)
-    if b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen:
+    if (b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen
+            or (<uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8))[S_LOGW] != core.logw):
         return core.state()         # raises
     return <uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8)
 
@@ -426,6 +457,7 @@ cdef class CacheCore:
     cdef uint64_t soff
     cdef uint32_t sgen
     cdef uint64_t slen
+    cdef uint64_t logw                # the state's S_LOGW, checked at attach (it never changes)
     cdef uint64_t _hits, _misses      # this process's, not yet added to the state
     cdef public DictNode _pending     # key -> the process computing it (set by SharedCache)
     cdef VSlot vmemo[VMEMO]
@@ -521,8 +553,9 @@ cdef class CacheCore:
             self.soff = off
             self.sgen = (<Block *>(seg.base + off)).gen
             self.slen = n
-            if n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]) or (<uint64_t *>p)[S_LOGW] > 30:
+            if (<uint64_t *>p)[S_LOGW] > 30 or n < 8 * S_WORDS + 5 * ((<uint64_t>1) << (<uint64_t *>p)[S_LOGW]):
                 raise CorruptSegmentError("cache %r: bad state block" % (name,))
+            self.logw = (<uint64_t *>p)[S_LOGW]
         finally:
             lock_release(seg)
 
@@ -530,11 +563,16 @@ cdef class CacheCore:
         """The state words, checked (the block is never freed while the cache exists)."""
         cdef Segment seg = self.seg
         cdef Block *b
+        cdef uint64_t *st
         self.ready()
         b = checked_block(seg, self.soff, K_BYTES)
         if b.gen != self.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + self.slen:
             raise StaleReferenceError("cache %r was removed from segment %r" % (self.name, seg.name))
-        return <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
+        st = <uint64_t *>(seg.base + self.soff + BLOCK_HDR + 8)
+        if st[S_LOGW] != self.logw:
+            # the sketch's and the reference bytes' indexes are taken from it
+            raise CorruptSegmentError("cache %r: its state block's width changed" % (self.name,))
+        return st
 
     # -- reads
 

@@ -81,10 +81,12 @@ cdef uint32_t KEY_TAGS = ((1 << T_NONE) | (1 << T_FALSE) | (1 << T_TRUE) | (1 <<
 cdef object entry_key(Segment seg, const Entry *e):
     """The key of a dict entry: every key a read returns is made here."""
     cdef uint8_t tag = e.key.b[0]
+    cdef uint8_t kmeta
     if tag == T_PACKED:
-        if (e.key.b[1] & 0x7f) > INLINE_MAX:
-            raise CorruptSegmentError("packed entry with a key of %d bytes" % (e.key.b[1] & 0x7f))
-        return packed_str(&e.key.b[4], e.key.b[1], False)
+        kmeta = e.key.b[1]          # read once (see entry_value)
+        if (kmeta & 0x7f) > INLINE_MAX:
+            raise CorruptSegmentError("packed entry with a key of %d bytes" % (kmeta & 0x7f))
+        return packed_str(&e.key.b[4], kmeta, False)
     if tag > 31 or not (KEY_TAGS & (<uint32_t>1 << tag)):
         raise CorruptSegmentError("a dict key cell holds tag %d, which no key has" % tag)
     return decode(seg, &e.key, 0)
@@ -92,12 +94,14 @@ cdef object entry_key(Segment seg, const Entry *e):
 
 cdef object entry_value(Segment seg, const Entry *e, bint deep):
     """The value of a dict entry (deep: dicts and lists as plain copies)."""
-    cdef uint8_t kl
+    cdef uint8_t kl, vmeta
     if e.key.b[0] == T_PACKED:
+        # each byte read once: a lock-free read may see the entry rewritten
         kl = e.key.b[1] & 0x7f
-        if kl > INLINE_MAX or kl + (e.key.b[3] & 0x7f) > PACKED_MAX:
+        vmeta = e.key.b[3]
+        if kl > INLINE_MAX or kl + (vmeta & 0x7f) > PACKED_MAX:
             raise CorruptSegmentError("packed entry with bad lengths")
-        return packed_str(&e.key.b[4 + kl], e.key.b[3], e.key.b[2] == T_SBYTES)
+        return packed_str(&e.key.b[4 + kl], vmeta, e.key.b[2] == T_SBYTES)
     if deep:
         return deep_decode(seg, &e.value)
     return decode(seg, &e.value, 0)

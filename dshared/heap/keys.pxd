@@ -59,9 +59,11 @@ cdef inline int key_matches(Segment seg, const Entry *e, const Key *k) except -1
         block_bytes(seg, ds_ld64(&e.key.b[8]), tag_kind(tag), &data, &n)
         if tag == T_KTUPLE:
             # [canonical length][canonical][typed]: compare the canonical part
-            if n < 8 or ds_ld64(data) > n - 8:
+            # the length read once: a lock-free read may see the block change
+            v = ds_ld64(data) if n >= 8 else 0
+            if n < 8 or v > n - 8:
                 return seg_raise_corrupt(seg, "malformed tuple key")
-            n = ds_ld64(data)
+            n = v
             data += 8
         return n == k.len and memcmp(data, k.data, n) == 0
     return 0

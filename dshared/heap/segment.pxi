@@ -171,7 +171,12 @@ One shared-memory segment: created (mode 0600, built under a temporary
         return self.readers
 
     def close(self):
-        """Unmap the segment. Views of it raise ValueError afterwards."""
+        """Unmap the segment. Views of it raise ValueError afterwards.
+        RuntimeError while a read of this handle is in progress in this
+        process (code run in the middle of a read: a finalizer, another
+        thread): the read goes on over the mapping."""
+        if self.readers > 0 and self.base != NULL:
+            raise RuntimeError("cannot close segment %r while a read of it is in progress" % self.name)
         if (self.lk is not None and self.lk.depth > 0 and self.lk.fork_gen == _fork_gen
                 and self.lk.owner == PyThread_get_thread_ident()):
             # (a lock taken before fork belongs to the parent, not to this child)
