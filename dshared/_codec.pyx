@@ -75,7 +75,7 @@ from dshared._heap cimport (
     # the segment's functions (heap/api.pxd): checks, lock, write phases, journal, blocks, tables, lists
     seg_bad_view, seg_check_open, seg_inb, seg_ptr, seg_raise_faulted,
     lock_acquire, lock_release,
-    wr_begin, wr_commit, wr_end, wr_settle, jr_store,
+    wr_begin, wr_commit, wr_end, wr_reserve, wr_settle, jr_store,
     blk_alloc, blk_decref_cell, blk_free, blk_incref, blk_push, blk_push_children, blk_raise_full,
     gc_valid_ref,
     table_init, tbl_clear, tbl_entry_set, tbl_fill, tbl_insert, tbl_insert_many, tbl_remove, tbl_reserve,

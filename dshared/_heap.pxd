@@ -238,6 +238,7 @@ cdef class Segment:
     cdef uint64_t nfree, capfree
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
+    cdef bint recfail           # a record could not be stored (realloc failed): commit() raises
     cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
     cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
     # an open block (heap/txn.pxi): the operation's savepoint, records of

@@ -366,6 +366,7 @@ cdef class Plan:
             pc = &self.cells[i]
             if pc.ref == REF_EXISTING:
                 view_block(seg, ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
+        wr_reserve(seg, 0, 0, self.nblocks, self.ncells)
         for i in range(self.nblocks):
             off = blk_alloc(seg, self.blocks[i].payload, self.blocks[i].kind)
             if off == 0:

@@ -86,6 +86,7 @@ cdef int wr_begin(Segment seg) except -1
 cdef int wr_commit(Segment seg) except -1
 cdef void wr_end(Segment seg) noexcept
 cdef void wr_defer_free(Segment seg, uint64_t off) noexcept
+cdef int wr_reserve(Segment seg, uint64_t nfree, uint64_t nrel, uint64_t nalloc, uint64_t nincref) except -1
 cdef void wr_defer_release(Segment seg, const Cell *c) noexcept
 cdef void wr_defer_release_block(Segment seg, uint64_t off) noexcept
 cdef void wr_run_deferred(Segment seg) noexcept

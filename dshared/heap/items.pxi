@@ -17,6 +17,7 @@ cdef int lst_splice(Segment seg, uint64_t l, uint64_t start, uint64_t ndel,
     cdef Cell *out
     if start > length or ndel > length - start:
         raise CorruptSegmentError("list splice out of range")
+    wr_reserve(seg, 1, ndel, 1, 0)
     if it:
         cap = ds_ld64(seg.base + it + BLOCK_HDR)
     if ndel == 0 and start == length and length + nins <= cap and (seg.lk.bdepth == 0 or nins <= 16):
@@ -88,7 +89,9 @@ cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n,
     """Give list l exactly the items `cells` (moved or fresh) in a new items
     block; release `removed` on commit. On failure nothing changed."""
     cdef uint64_t i, nit
-    cdef Cell *out = lst_new_items(seg, n, False, &nit)
+    cdef Cell *out
+    wr_reserve(seg, 1, nremoved, 1, 0)
+    out = lst_new_items(seg, n, False, &nit)
     memcpy(out, cells, CELL_SIZE * n)
     for i in range(nremoved):
         wr_defer_release(seg, &removed[i])
