@@ -226,7 +226,6 @@ cdef class Segment:
     cdef readonly str name
     cdef readonly bint created
     cdef LockState lk
-    cdef int err                # why the last allocation failed: 0, ENOMEM-like codes
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed

@@ -69,8 +69,9 @@ cdef void lst_truncate(Segment seg, uint64_t l, Cell *items, uint64_t start, uin
     list drops its items block."""
     cdef char *lp = seg.base + l + BLOCK_HDR
     cdef uint64_t i, nit = 0
+    cdef int why
     if start != 0 and start < cap // 4 and cap > 16:
-        nit = lst_items_block(seg, start + (start >> 1) + 4)
+        nit = lst_items_block(seg, start + (start >> 1) + 4, &why)    # none: truncated in place
     for i in range(ndel):
         wr_defer_release(seg, &items[start + i])
     if nit:
@@ -99,10 +100,10 @@ cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n,
     return 0
 
 
-cdef uint64_t lst_items_block(Segment seg, uint64_t newcap) noexcept nogil:
+cdef uint64_t lst_items_block(Segment seg, uint64_t newcap, int *why) noexcept nogil:
     """A fresh, zeroed items block of newcap cells with one reference, not yet
-    published; 0 when there is no room."""
-    cdef uint64_t nit = blk_alloc(seg, 8 + CELL_SIZE * newcap, K_ITEMS)
+    published; 0 when there is no room (*why: see blk_alloc)."""
+    cdef uint64_t nit = blk_alloc(seg, 8 + CELL_SIZE * newcap, K_ITEMS, why)
     cdef char *q
     if nit == 0:
         return 0
@@ -118,14 +119,15 @@ cdef Cell *lst_new_items(Segment seg, uint64_t n, bint grow, uint64_t *nit) exce
     `grow`), its offset in *nit; an empty list gets none (*nit = 0, and the
     cells returned are never written). SegmentFullError when there is no room."""
     cdef uint64_t newcap = n
+    cdef int why
     nit[0] = 0
     if n == 0:
         return <Cell *>(seg.base + HEADER_SIZE)         # nothing is written there
     if grow:
         newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
-    nit[0] = lst_items_block(seg, newcap)
+    nit[0] = lst_items_block(seg, newcap, &why)
     if nit[0] == 0:
-        blk_raise_full(seg, CELL_SIZE * newcap)
+        blk_raise_full(seg, CELL_SIZE * newcap, why)
     crash_point()
     return <Cell *>(seg.base + nit[0] + BLOCK_HDR + 8)
 

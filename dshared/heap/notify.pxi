@@ -62,6 +62,7 @@ cdef int nt_ensure(Segment seg) except -1:
     """Make sure the segment has a wait area (allocated on first use)."""
     cdef uint64_t off, a
     cdef char *p
+    cdef int why
     seg_check_open(seg)
     seg_read_limit(seg)
     if seg.nt_area != NULL or nt_attach(seg):
@@ -72,9 +73,9 @@ cdef int nt_ensure(Segment seg) except -1:
             if seg.hdr.waits != 0:
                 raise CorruptSegmentError("segment %r: its wait area (at %d) is damaged"
                                           % (seg.name, seg.hdr.waits))
-            off = blk_alloc(seg, NT_PAYLOAD, K_BYTES)
+            off = blk_alloc(seg, NT_PAYLOAD, K_BYTES, &why)
             if off == 0:
-                blk_raise_full(seg, NT_PAYLOAD)
+                blk_raise_full(seg, NT_PAYLOAD, why)
             p = seg.base + off + BLOCK_HDR
             memset(p, 0, NT_PAYLOAD)
             ds_st64(p, NT_PAYLOAD - 8)

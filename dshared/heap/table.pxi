@@ -40,11 +40,12 @@ cdef uint64_t tbl_of(Segment seg, uint64_t d) except? 0:
     return tv.off
 
 
-cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil:
-    """A table block with room for n entries (at least 1), empty; 0 if no room."""
+cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil:
+    """A table block with room for n entries (at least 1), empty; 0 if no
+    room (*why: see blk_alloc)."""
     cdef uint64_t capacity = n if n > 1 else 1
     cdef uint64_t nslots = table_slots(capacity), t
-    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
+    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE, why)
     if t == 0:
         return 0
     table_init(seg.base, t, nslots, capacity)
@@ -91,6 +92,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     publishing it with one journaled store; on failure nothing changed."""
     cdef uint64_t t = tbl_of(seg, d), nt, count
     cdef TableHdr *th
+    cdef int why
     if t:
         th = table_hdr(seg.base, t)
         if th.nentries + n <= th.capacity:
@@ -100,9 +102,9 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         count = 0
     # grow by 1.25, and to at least 5 entries: a dict grown one key at a
     # time must not rebuild its table on each of its first inserts
-    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5))
+    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5), &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
     crash_point()
     if t:
         tbl_copy_live(seg, t, nt)
@@ -173,11 +175,12 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
     cdef uint64_t t = tbl_of(seg, d), nt, count = 0, i
     cdef Entry *ents
     cdef int64_t ix
+    cdef int why
     if t:
         count = tbl_live_count(seg, t)
-    nt = tbl_new(seg, count + n)
+    nt = tbl_new(seg, count + n, &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
     crash_point()
     ents = table_entries(seg.base, nt)
     if t:

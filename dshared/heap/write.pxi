@@ -49,6 +49,7 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
     cdef Header *h = seg.hdr
     cdef uint64_t want, off
     cdef char *p
+    cdef int why
     cdef Segment owner = <Segment>seg.lk.bseg
     if owner is None or owner.hdr == NULL:
         wr_end(seg)
@@ -65,10 +66,10 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
         raise
     if h.jcount + JOURNAL_MAX > owner.jcap:
         want = owner.jcap if owner.jcap > JBLOCK_MIN else JBLOCK_MIN
-        off = blk_alloc(seg, JBLOCK_HDR + 16 * want, K_JOURNAL)
+        off = blk_alloc(seg, JBLOCK_HDR + 16 * want, K_JOURNAL, &why)
         if off == 0:
             try:
-                blk_raise_full(seg, JBLOCK_HDR + 16 * want)
+                blk_raise_full(seg, JBLOCK_HDR + 16 * want, why)
             finally:
                 wr_end(seg)
         if seg.txrec:
