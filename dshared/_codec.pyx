@@ -37,7 +37,9 @@ one `include` per topic, in this order:
     codec/listnode.pxi  ListNode, its readers, ListIter
     codec/listedit.pxi  the list writes (splice, slices), the identities sort() matches
     codec/check.pxi     check(): every value read as a walk reads it
-    codec/cache.pxi     cache mode: the C part of SharedCache
+    codec/cache.pxi     cache mode: its layout, hooks, sketch, footprints, lock-free reads
+    codec/cachecore.pxi cache mode: CacheCore, the cache's lookups and writes
+    codec/memo.pxi      cache mode: MemoCore, the C part of a memoized function
 """
 
 cimport cython
@@ -131,3 +133,5 @@ include "codec/listnode.pxi"
 include "codec/listedit.pxi"
 include "codec/check.pxi"
 include "codec/cache.pxi"
+include "codec/cachecore.pxi"
+include "codec/memo.pxi"
