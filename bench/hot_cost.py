@@ -44,6 +44,7 @@ OPS = {
     "d[k] = str32": ("for _ in range(R):\n for k in skeys: d[k] = 'w%031d' % 7", 1000, 20),
     "lst[i]": ("for _ in range(R):\n for i in range(1000): lst[i]", 1000, 20),
     "d['a']['b']": ("for _ in range(R):\n for i in range(1000): d['a']['b']", 1000, 20),
+    "del + insert": ("for _ in range(R):\n for k in skeys:\n  del d[k]\n  d[k] = 'w%031d' % 7", 1000, 10),
     "to_python() 10k": ("for _ in range(R):\n big.to_python()", 1, 2),
 }
 

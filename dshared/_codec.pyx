@@ -38,7 +38,9 @@ one `include` per topic, in this order:
     codec/listnode.pxi  ListNode, its readers, ListIter
     codec/listedit.pxi  the list writes (splice, slices), the identities sort() matches
     codec/check.pxi     check(): every value read as a walk reads it
-    codec/cache.pxi     cache mode: the C part of SharedCache
+    codec/cache.pxi     cache mode: its layout, hooks, sketch, footprints, lock-free reads
+    codec/cachecore.pxi cache mode: CacheCore, the cache's lookups and writes
+    codec/memo.pxi      cache mode: MemoCore, the C part of a memoized function
 """
 
 cimport cython
@@ -76,7 +78,7 @@ from dshared._heap cimport (
     # the segment's functions (heap/api.pxd): checks, lock, write phases, journal, blocks, tables, lists
     seg_bad_view, seg_check_open, seg_inb, seg_ptr, seg_raise_faulted,
     lock_acquire, lock_release,
-    wr_begin, wr_commit, wr_end, wr_settle, jr_store,
+    wr_begin, wr_commit, wr_end, wr_reserve, wr_settle, jr_store,
     blk_alloc, blk_decref_cell, blk_free, blk_incref, blk_push, blk_push_children, blk_raise_full,
     gc_valid_ref,
     table_init, tbl_clear, tbl_entry_set, tbl_fill, tbl_insert, tbl_insert_many, tbl_remove, tbl_reserve,
@@ -133,3 +135,5 @@ include "codec/listnode.pxi"
 include "codec/listedit.pxi"
 include "codec/check.pxi"
 include "codec/cache.pxi"
+include "codec/cachecore.pxi"
+include "codec/memo.pxi"

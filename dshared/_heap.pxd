@@ -226,7 +226,6 @@ cdef class Segment:
     cdef readonly str name
     cdef readonly bint created
     cdef LockState lk
-    cdef int err                # why the last allocation failed: 0, ENOMEM-like codes
     cdef int _gc_was
     cdef int wdepth             # write sections open in this thread
     cdef bint committed
@@ -238,6 +237,7 @@ cdef class Segment:
     cdef uint64_t nfree, capfree
     cdef uint64_t *prel         # references to release on commit
     cdef uint64_t nrel, caprel
+    cdef bint recfail           # a record could not be stored (realloc failed): commit() raises
     cdef char *nt_area          # the checked wait area (include/dshared_notify.h), NULL until known
     cdef ds_nt_pend nt          # buckets this write (or lock() block) changed: bumped, then woken
     # an open block (heap/txn.pxi): the operation's savepoint, records of

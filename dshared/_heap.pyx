@@ -72,7 +72,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport uintptr_t
 from libc.errno cimport EBUSY, EEXIST, EINTR, ENOENT, ETIMEDOUT, errno
 from libc.math cimport floor, isfinite
-from libc.stdlib cimport abort, free as c_free, malloc, realloc
+from libc.stdlib cimport free as c_free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strncmp, strncpy
 from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_RDWR, open as c_open
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink

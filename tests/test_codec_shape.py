@@ -1,6 +1,7 @@
 """The shape of the _codec sources (issue 13): dshared/_codec.pyx is a root
 that cimports _heap by name and includes one topic file per concern from
-dshared/codec/; no topic file is over 500 lines and no function over 80.
+dshared/codec/; no topic file (there or in dshared/heap/) is over 500 lines
+and no function over 80.
 The test reads the sources as text: no build needed."""
 import os
 import re
@@ -8,10 +9,12 @@ import re
 from _helpers import ROOT
 
 CODEC = os.path.join(ROOT, "dshared", "codec")
+HEAP = os.path.join(ROOT, "dshared", "heap")
 MAX_FILE = 500
 MAX_FUNCTION = 80
-# Cache mode (codec/cache.pxi) predates the split and is split on its own.
-NOT_YET = {"cache.pxi"}
+# CacheCore is one cdef class (Cython takes no include inside a class body):
+# its 740 lines, and its _set, wait for its methods to become functions.
+NOT_YET = {"codec/cachecore.pxi"}
 
 DEF = re.compile(r"^(\s*)(?:@\S+\s*$|(?:cdef|cpdef|def)\s[^=]*?\b(\w+)\s*\()")
 
@@ -68,10 +71,12 @@ def test_root_cimports_heap_by_name():
 def test_no_topic_file_or_function_too_long():
     long_files = []
     long_functions = []
-    for name in sorted(os.listdir(CODEC)):
-        if not name.endswith(".pxi") or name in NOT_YET:
+    sources = [("codec/" + n, os.path.join(CODEC, n)) for n in sorted(os.listdir(CODEC))]
+    sources += [("heap/" + n, os.path.join(HEAP, n)) for n in sorted(os.listdir(HEAP))]
+    for name, path in sources:
+        if not name.endswith((".pxi", ".pxd")) or name in NOT_YET:
             continue
-        with open(os.path.join(CODEC, name)) as f:
+        with open(path) as f:
             text = f.read()
         n = len(text.rstrip("\n").split("\n"))
         if n > MAX_FILE:

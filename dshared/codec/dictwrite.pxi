@@ -195,6 +195,7 @@ cdef object dict_update(DictNode node, list pairs):
         wr_begin(seg)
         try:
             node.check(K_DICT)
+            wr_reserve(seg, 2, 2 * n, 2, 0)     # its records' room, before anything changes
             plan.materialize()
             if n > 4:
                 dict_update_many(node, plan, roots, keys, n)

@@ -395,15 +395,17 @@ cdef class Plan:
         cdef PBlock *b
         cdef PCell *pc
         cdef Block *blk
+        cdef int why
         for i in range(self.ncells):
             pc = &self.cells[i]
             if pc.ref == REF_EXISTING:
                 view_block(seg, ds_ld64(&pc.cell.b[8]), pc.gen, K_DICT if pc.cell.b[0] == T_DICT else K_LIST)
+        wr_reserve(seg, 0, 0, self.nblocks, self.ncells)
         for i in range(self.nblocks):
-            off = blk_alloc(seg, self.blocks[i].payload, self.blocks[i].kind)
+            off = blk_alloc(seg, self.blocks[i].payload, self.blocks[i].kind, &why)
             if off == 0:
                 self.free_blocks(i)
-                blk_raise_full(seg, self.blocks[i].payload)
+                blk_raise_full(seg, self.blocks[i].payload, why)
             self.blocks[i].off = off
         for i in range(self.ncells):
             pc = &self.cells[i]

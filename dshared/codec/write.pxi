@@ -3,10 +3,11 @@
 cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t n, uint64_t flags) except? 0:
     """A fresh STR or BYTES block (refcount 1) holding data (lock held)."""
     cdef uint64_t hdr = 16 if kind == K_STR else 8
-    cdef uint64_t off = blk_alloc(seg, hdr + n, kind)
+    cdef int why
+    cdef uint64_t off = blk_alloc(seg, hdr + n, kind, &why)
     cdef char *p
     if off == 0:
-        blk_raise_full(seg, hdr + n)
+        blk_raise_full(seg, hdr + n, why)
     p = seg.base + off + BLOCK_HDR
     ds_st64(p, n)
     if kind == K_STR:

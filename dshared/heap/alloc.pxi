@@ -111,9 +111,10 @@ cdef inline uint64_t blk_find_fit(Segment seg, uint64_t size16) noexcept nogil:
     return off
 
 
-cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
-    """A block for `payload` bytes, with refcount 0; 0 if there is no room
-    (seg.err says why). Must hold the lock."""
+cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind, int *why) noexcept nogil:
+    """A block for `payload` bytes, with refcount 0; 0 if there is none,
+    and then *why says why (ALLOC_NO_ROOM, or the errno with which /dev/shm
+    could not back it), for blk_raise_full. Must hold the lock."""
     cdef Header *h = seg.hdr
     cdef uint64_t need, size16, off, have16, rest16
     cdef int rc
@@ -121,14 +122,14 @@ cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
     cdef uint64_t hf = 0, he = 0
     cdef bint was_punched
     if payload > seg.cap or fail_alloc_now():
-        seg.err = 12
+        why[0] = ALLOC_NO_ROOM
         return 0
     need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
     if need < MIN_BLOCK:
         need = MIN_BLOCK
     size16 = need // ALIGN
     if size16 >= (<uint64_t>1) << 32:
-        seg.err = 12
+        why[0] = ALLOC_NO_ROOM
         return 0
     off = blk_find_fit(seg, size16)
     if off:
@@ -140,7 +141,7 @@ cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
             # header will touch first (ENOSPC fails here, cleanly)
             rc = punch_reback(seg, off, have16, need, &hf, &he)
             if rc:
-                seg.err = rc
+                why[0] = rc
                 return 0
         blk_bin_remove(seg, off, have16)
         rest16 = have16 - size16
@@ -159,11 +160,12 @@ cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil:
     else:
         # from the top
         if need > seg.cap - h.top:
-            seg.err = 12
+            why[0] = ALLOC_NO_ROOM
             return 0
         if h.top + need > h.reserved:
-            seg.err = seg_reserve(seg, h.top + need)
-            if seg.err:
+            rc = seg_reserve(seg, h.top + need)
+            if rc:
+                why[0] = rc
                 return 0
         off = h.top
         b = <Block *>(seg.base + off)
@@ -256,5 +258,7 @@ cdef void blk_free(Segment seg, uint64_t off) noexcept nogil:
     blk_bin_push(seg, off, size16)
 
 
-cdef int blk_raise_full(Segment seg, uint64_t want) except -1:
-    raise seg.full_error(want, seg.err)
+cdef int blk_raise_full(Segment seg, uint64_t want, int why) except -1:
+    """The SegmentFullError(want=, free=) of a failed blk_alloc, from the
+    reason it returned (out of line: the cold path)."""
+    raise seg.full_error(want, why)

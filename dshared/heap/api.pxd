@@ -86,6 +86,7 @@ cdef int wr_begin(Segment seg) except -1
 cdef int wr_commit(Segment seg) except -1
 cdef void wr_end(Segment seg) noexcept
 cdef void wr_defer_free(Segment seg, uint64_t off) noexcept
+cdef int wr_reserve(Segment seg, uint64_t nfree, uint64_t nrel, uint64_t nalloc, uint64_t nincref) except -1
 cdef void wr_defer_release(Segment seg, const Cell *c) noexcept
 cdef void wr_defer_release_block(Segment seg, uint64_t off) noexcept
 cdef void wr_run_deferred(Segment seg) noexcept
@@ -103,9 +104,11 @@ cdef int blk_bin(Segment seg, uint64_t size16) noexcept nogil
 cdef void blk_bin_push(Segment seg, uint64_t off, uint64_t size16) noexcept nogil
 cdef void blk_bin_remove(Segment seg, uint64_t off, uint64_t size16) noexcept nogil
 cdef void blk_set_prev16(Segment seg, uint64_t off, uint64_t prev16) noexcept nogil
-cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind) noexcept nogil
+cdef enum:
+    ALLOC_NO_ROOM = 12          # blk_alloc's *why when the segment has no room (ENOMEM)
+cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind, int *why) noexcept nogil
 cdef void blk_free(Segment seg, uint64_t off) noexcept nogil
-cdef int blk_raise_full(Segment seg, uint64_t want) except -1
+cdef int blk_raise_full(Segment seg, uint64_t want, int why) except -1
 
 # -- heap/refs.pxi
 cdef bint blk_decref_one(Segment seg, uint64_t off) noexcept nogil
@@ -127,7 +130,7 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil
 cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1
 cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
 cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil
-cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil
+cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil
 cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1
 cdef int tbl_set_pair(Segment seg, uint64_t d, int64_t ix, const Cell *pair) except -1
 cdef void tbl_entry_set(Segment seg, Entry *e, const Cell *pair, bint journal) noexcept
@@ -141,7 +144,7 @@ cdef void lst_append_in_place(Segment seg, uint64_t l, Cell *items, uint64_t len
                               const Cell *cells, uint64_t nins) noexcept
 cdef void lst_truncate(Segment seg, uint64_t l, Cell *items, uint64_t start, uint64_t ndel,
                        uint64_t cap) noexcept
-cdef uint64_t lst_items_block(Segment seg, uint64_t newcap) noexcept nogil
+cdef uint64_t lst_items_block(Segment seg, uint64_t newcap, int *why) noexcept nogil
 cdef Cell *lst_new_items(Segment seg, uint64_t n, bint grow, uint64_t *nit) except NULL
 cdef void lst_publish_items(Segment seg, uint64_t l, uint64_t nit, uint64_t n) noexcept
 

@@ -78,6 +78,9 @@ cdef _emit_logs(Segment seg):
 #   DSHARED_TEST_CRASH_AT=n    _exit(77) at the n-th crash point passed (all lie
 #                              inside writes, with the lock held)
 #   DSHARED_TEST_FAIL_ALLOC=n  the n-th allocation fails as if the segment were full
+#   DSHARED_TEST_FAIL_REALLOC=n the n-th growth of a write's process-memory records
+#                              (deferred frees and releases, a block's allocation and
+#                              incref records) fails as if realloc returned NULL
 #   DSHARED_TEST_NO_LOCK=1     writers and lock() take no mutex
 #   DSHARED_TEST_NO_REPAIR=1   a dead holder's lock is made usable without repair
 #   DSHARED_TEST_NO_BOUNDS=1   a checked accessor whose check fails goes on with the
@@ -88,6 +91,7 @@ cdef _emit_logs(Segment seg):
 
 cdef long _hook_crash_at = 0
 cdef long _hook_fail_alloc = 0
+cdef long _hook_fail_realloc = 0
 cdef bint _hook_no_lock = False
 cdef bint _hook_no_repair = False
 cdef bint _hook_no_bounds = False
@@ -113,17 +117,27 @@ cdef bint fail_alloc_now() noexcept nogil:
     return False
 
 
+cdef bint fail_realloc_now() noexcept nogil:
+    global _hook_fail_realloc
+    if _hook_fail_realloc > 0:
+        _hook_fail_realloc -= 1
+        return _hook_fail_realloc == 0
+    return False
+
+
 def test_hooks(crash_at=None, fail_alloc=None, no_lock=None, no_repair=None, no_bounds=None,
-               no_rollback=None):
+               no_rollback=None, fail_realloc=None):
     """Switch the test hooks in this process (None leaves one as it is).
     Returns the number of crash points passed since the last call."""
     global _hook_crash_at, _hook_fail_alloc, _hook_no_lock, _hook_no_repair, _hook_no_bounds
-    global _hook_no_rollback
+    global _hook_no_rollback, _hook_fail_realloc
     global _crash_points_passed
     if crash_at is not None:
         _hook_crash_at = crash_at
     if fail_alloc is not None:
         _hook_fail_alloc = fail_alloc
+    if fail_realloc is not None:
+        _hook_fail_realloc = fail_realloc
     if no_lock is not None:
         _hook_no_lock = bool(no_lock)
     if no_repair is not None:
@@ -141,6 +155,7 @@ def _hooks_from_env():
     env = os.environ
     test_hooks(crash_at=int(env.get("DSHARED_TEST_CRASH_AT", 0) or 0),
                fail_alloc=int(env.get("DSHARED_TEST_FAIL_ALLOC", 0) or 0),
+               fail_realloc=int(env.get("DSHARED_TEST_FAIL_REALLOC", 0) or 0),
                no_lock=env.get("DSHARED_TEST_NO_LOCK", "") not in ("", "0"),
                no_repair=env.get("DSHARED_TEST_NO_REPAIR", "") not in ("", "0"),
                no_bounds=env.get("DSHARED_TEST_NO_BOUNDS", "") not in ("", "0"),

@@ -11,14 +11,15 @@ cdef int lst_splice(Segment seg, uint64_t l, uint64_t start, uint64_t ndel,
     spare room writes past the length and publishes the new length; any
     other change builds a new items block and publishes it. The removed
     cells are released on commit. On failure nothing changed."""
-    cdef char *lp = seg.base + l + BLOCK_HDR
-    cdef uint64_t length = ds_ld64(lp + 8), it = ds_ld64(lp), cap = 0, i, nit
+    cdef ListBody *lb = list_body(seg.base, l)
+    cdef uint64_t length = lb.length, it = lb.items, cap = 0, i, nit
     cdef Cell *items = list_cells(seg, l, length)
     cdef Cell *out
     if start > length or ndel > length - start:
         raise CorruptSegmentError("list splice out of range")
+    wr_reserve(seg, 1, ndel, 1, 0)
     if it:
-        cap = ds_ld64(seg.base + it + BLOCK_HDR)
+        cap = items_cap(seg.base, it)
     if ndel == 0 and start == length and length + nins <= cap and (seg.lk.bdepth == 0 or nins <= 16):
         lst_append_in_place(seg, l, items, length, cells, nins)
         return 0
@@ -55,7 +56,7 @@ cdef void lst_append_in_place(Segment seg, uint64_t l, Cell *items, uint64_t len
     else:
         memcpy(&items[length], cells, CELL_SIZE * nins)
     crash_point()
-    jr_store(seg, seg.base + l + BLOCK_HDR + 8, length + nins)
+    jr_store(seg, &list_body(seg.base, l).length, length + nins)
     tbl_bump_version(seg, l)
 
 
@@ -66,20 +67,21 @@ cdef void lst_truncate(Segment seg, uint64_t l, Cell *items, uint64_t start, uin
     otherwise the shorter length is published in place (no allocation, so
     it works in a full segment) and the cells past it are dead. An emptied
     list drops its items block."""
-    cdef char *lp = seg.base + l + BLOCK_HDR
+    cdef ListBody *lb = list_body(seg.base, l)
     cdef uint64_t i, nit = 0
+    cdef int why
     if start != 0 and start < cap // 4 and cap > 16:
-        nit = lst_items_block(seg, start + (start >> 1) + 4)
+        nit = lst_items_block(seg, start + (start >> 1) + 4, &why)    # none: truncated in place
     for i in range(ndel):
         wr_defer_release(seg, &items[start + i])
     if nit:
-        memcpy(<Cell *>(seg.base + nit + BLOCK_HDR + 8), items, CELL_SIZE * start)
+        memcpy(items_cells(seg.base, nit), items, CELL_SIZE * start)
         lst_publish_items(seg, l, nit, start)
         return
     if start == 0:
-        wr_defer_free(seg, ds_ld64(lp))
-        jr_store(seg, lp, 0)
-    jr_store(seg, lp + 8, start)
+        wr_defer_free(seg, lb.items)
+        jr_store(seg, &lb.items, 0)
+    jr_store(seg, &lb.length, start)
     tbl_bump_version(seg, l)
 
 
@@ -88,7 +90,9 @@ cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n,
     """Give list l exactly the items `cells` (moved or fresh) in a new items
     block; release `removed` on commit. On failure nothing changed."""
     cdef uint64_t i, nit
-    cdef Cell *out = lst_new_items(seg, n, False, &nit)
+    cdef Cell *out
+    wr_reserve(seg, 1, nremoved, 1, 0)
+    out = lst_new_items(seg, n, False, &nit)
     memcpy(out, cells, CELL_SIZE * n)
     for i in range(nremoved):
         wr_defer_release(seg, &removed[i])
@@ -96,10 +100,10 @@ cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n,
     return 0
 
 
-cdef uint64_t lst_items_block(Segment seg, uint64_t newcap) noexcept nogil:
+cdef uint64_t lst_items_block(Segment seg, uint64_t newcap, int *why) noexcept nogil:
     """A fresh, zeroed items block of newcap cells with one reference, not yet
-    published; 0 when there is no room."""
-    cdef uint64_t nit = blk_alloc(seg, 8 + CELL_SIZE * newcap, K_ITEMS)
+    published; 0 when there is no room (*why: see blk_alloc)."""
+    cdef uint64_t nit = blk_alloc(seg, 8 + CELL_SIZE * newcap, K_ITEMS, why)
     cdef char *q
     if nit == 0:
         return 0
@@ -115,24 +119,25 @@ cdef Cell *lst_new_items(Segment seg, uint64_t n, bint grow, uint64_t *nit) exce
     `grow`), its offset in *nit; an empty list gets none (*nit = 0, and the
     cells returned are never written). SegmentFullError when there is no room."""
     cdef uint64_t newcap = n
+    cdef int why
     nit[0] = 0
     if n == 0:
         return <Cell *>(seg.base + HEADER_SIZE)         # nothing is written there
     if grow:
         newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
-    nit[0] = lst_items_block(seg, newcap)
+    nit[0] = lst_items_block(seg, newcap, &why)
     if nit[0] == 0:
-        blk_raise_full(seg, CELL_SIZE * newcap)
+        blk_raise_full(seg, CELL_SIZE * newcap, why)
     crash_point()
-    return <Cell *>(seg.base + nit[0] + BLOCK_HDR + 8)
+    return items_cells(seg.base, nit[0])
 
 
 cdef void lst_publish_items(Segment seg, uint64_t l, uint64_t nit, uint64_t n) noexcept:
     """Make items block nit (0: none) with n items list l's, and free the old one on commit."""
-    cdef char *lp = seg.base + l + BLOCK_HDR
-    cdef uint64_t old = ds_ld64(lp)
-    jr_store(seg, lp, nit)
-    jr_store(seg, lp + 8, n)
+    cdef ListBody *lb = list_body(seg.base, l)
+    cdef uint64_t old = lb.items
+    jr_store(seg, &lb.items, nit)
+    jr_store(seg, &lb.length, n)
     tbl_bump_version(seg, l)
     if old:
         wr_defer_free(seg, old)        # its cells moved or were released

@@ -169,21 +169,17 @@ cdef void jr_rebuild(Segment seg, uint64_t t) noexcept:
 
 
 cdef void jr_rec_alloc(Segment seg, uint64_t off) noexcept nogil:
-    if seg.ntxa == seg.captxa:
-        seg.txa = <uint64_t *>realloc(seg.txa, (seg.captxa * 2 + 16) * 2 * sizeof(uint64_t))
-        if seg.txa == NULL:
-            abort()
-        seg.captxa = seg.captxa * 2 + 16
+    if seg.ntxa == seg.captxa and not wr_grow(&seg.txa, &seg.captxa, seg.ntxa + 1, 2):
+        seg.recfail = True           # (as in wr_defer_free)
+        return
     seg.txa[2 * seg.ntxa] = off
     seg.txa[2 * seg.ntxa + 1] = (<Block *>(seg.base + off)).gen
     seg.ntxa += 1
 
 
 cdef void jr_rec_incref(Segment seg, uint64_t off) noexcept nogil:
-    if seg.ntxi == seg.captxi:
-        seg.txi = <uint64_t *>realloc(seg.txi, (seg.captxi * 2 + 16) * sizeof(uint64_t))
-        if seg.txi == NULL:
-            abort()
-        seg.captxi = seg.captxi * 2 + 16
+    if seg.ntxi == seg.captxi and not wr_grow(&seg.txi, &seg.captxi, seg.ntxi + 1, 1):
+        seg.recfail = True           # (as in wr_defer_free)
+        return
     seg.txi[seg.ntxi] = off
     seg.ntxi += 1

@@ -61,3 +61,14 @@ ctypedef struct ListBody:
     uint64_t items
     uint64_t length
     uint64_t version
+
+cdef inline ListBody *list_body(char *base, uint64_t l) noexcept nogil:
+    return <ListBody *>(base + l + BLOCK_HDR)
+
+
+# An ITEMS block's payload: its capacity (uint64), then Cell cells[capacity].
+cdef inline uint64_t items_cap(char *base, uint64_t it) noexcept nogil:
+    return ds_ld64(base + it + BLOCK_HDR)
+
+cdef inline Cell *items_cells(char *base, uint64_t it) noexcept nogil:
+    return <Cell *>(base + it + BLOCK_HDR + 8)

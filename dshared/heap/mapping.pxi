@@ -24,6 +24,7 @@ cdef seg_map(Segment seg, uint64_t cap):
 
 cdef seg_init_header(Segment seg, uint64_t reserved):
     cdef Header *h = seg.hdr
+    cdef int why
     seed = os.urandom(16)
     memset(<char *>h, 0, HEADER_SIZE)
     h.reserved = reserved
@@ -39,8 +40,8 @@ cdef seg_init_header(Segment seg, uint64_t reserved):
     rc = ds_mutex_init(&h.mutex)
     if rc:
         raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), seg.name)
-    h.root = blk_alloc(seg, 16, K_DICT)
-    h.names = blk_alloc(seg, 16, K_DICT)
+    h.root = blk_alloc(seg, 16, K_DICT, &why)
+    h.names = blk_alloc(seg, 16, K_DICT, &why)
     if not h.root or not h.names:
         raise SegmentFullError("segment %r is too small for its root" % seg.name)
     blk_incref(seg, h.root)

@@ -62,6 +62,7 @@ cdef int nt_ensure(Segment seg) except -1:
     """Make sure the segment has a wait area (allocated on first use)."""
     cdef uint64_t off, a
     cdef char *p
+    cdef int why
     seg_check_open(seg)
     seg_read_limit(seg)
     if seg.nt_area != NULL or nt_attach(seg):
@@ -72,9 +73,9 @@ cdef int nt_ensure(Segment seg) except -1:
             if seg.hdr.waits != 0:
                 raise CorruptSegmentError("segment %r: its wait area (at %d) is damaged"
                                           % (seg.name, seg.hdr.waits))
-            off = blk_alloc(seg, NT_PAYLOAD, K_BYTES)
+            off = blk_alloc(seg, NT_PAYLOAD, K_BYTES, &why)
             if off == 0:
-                blk_raise_full(seg, NT_PAYLOAD)
+                blk_raise_full(seg, NT_PAYLOAD, why)
             p = seg.base + off + BLOCK_HDR
             memset(p, 0, NT_PAYLOAD)
             ds_st64(p, NT_PAYLOAD - 8)
@@ -147,6 +148,22 @@ cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogi
                 ds_nt_mark(areas[j], recs[j])
 
 
+cdef struct NtWait:
+    # per target: its word and version; per distinct word (nu of them): its
+    # address, version, wait area, bucket, registration, first target
+    Py_ssize_t n
+    unsigned nu
+    uint32_t **tw
+    uint32_t *tv
+    uint32_t **addrs
+    uint32_t *vals
+    int *recs
+    char **areas
+    unsigned *bks
+    Py_ssize_t *useg
+    bint unregistered               # a registration failed: poll every NT_POLL_MS
+
+
 def _nt_wait(list targets, timeout):
     """Wait until one of the targets changes: each target is (segment,
     container offset, generation, kind, bucket, version). Returns the
@@ -156,29 +173,30 @@ def _nt_wait(list targets, timeout):
     checked at least every NT_SLICE_MS (a signal to it ends the sleep at
     once); a container freed while a wait on one of its keys sleeps is
     noticed within a slice (a wait on the container itself is woken)."""
-    global _nt_no_waitv
-    cdef Py_ssize_t n = len(targets), i, j
-    cdef unsigned nu = 0
-    cdef Segment seg
-    cdef uint32_t pid = <uint32_t>getpid()
-    # per target: its word and version; per distinct word: its registration
-    cdef uint32_t **tw = NULL
-    cdef uint32_t *tv = NULL
-    cdef uint32_t **addrs = NULL
-    cdef uint32_t *vals = NULL
-    cdef int *recs = NULL
-    cdef char **areas = NULL
-    cdef unsigned *bks = NULL
-    cdef Py_ssize_t *useg = NULL
-    cdef long ms
-    cdef int rc
-    cdef bint unregistered = False, moved, counted = False
+    cdef NtWait w
+    cdef bint counted = False
     cdef double deadline = 0
-    cdef unsigned b
-    cdef uint32_t v
-    cdef uint32_t *w
-    if n == 0:
+    if len(targets) == 0:
         raise ValueError("nothing to wait for")
+    segs = _nt_wait_segments(targets)
+    cdef long slice_ms = NT_SLICE_MS if _threading.current_thread() is _threading.main_thread() else NT_SLICE_THREAD_MS
+    if timeout is not None:
+        deadline = _time.monotonic() + max(0.0, float(timeout))
+    _nt_wait_alloc(&w, len(targets))
+    try:
+        _nt_register(&w, targets, segs)
+        _nt_count(w.areas, w.recs, w.nu, True)
+        counted = True
+        return _nt_sleep(&w, targets, segs, timeout, deadline, slice_ms)
+    finally:
+        _nt_unregister(&w, segs, counted)
+        _nt_wait_free(&w)
+
+
+cdef list _nt_wait_segments(list targets):
+    """The segment of each target, checked open, with a wait area, and not
+    locked by this thread."""
+    cdef Segment seg
     segs = []
     for t in targets:
         if t[0] is None:
@@ -192,97 +210,135 @@ def _nt_wait(list targets, timeout):
         if seg.nt_area == NULL:
             nt_ensure(seg)
         segs.append(seg)
-    cdef long slice_ms = NT_SLICE_MS if _threading.current_thread() is _threading.main_thread() else NT_SLICE_THREAD_MS
-    if timeout is not None:
-        deadline = _time.monotonic() + max(0.0, float(timeout))
-    tw = <uint32_t **>malloc(n * sizeof(uint32_t *))
-    tv = <uint32_t *>malloc(n * sizeof(uint32_t))
-    addrs = <uint32_t **>malloc(n * sizeof(uint32_t *))
-    vals = <uint32_t *>malloc(n * sizeof(uint32_t))
-    recs = <int *>malloc(n * sizeof(int))
-    areas = <char **>malloc(n * sizeof(char *))
-    bks = <unsigned *>malloc(n * sizeof(unsigned))
-    useg = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
-    if not tw or not tv or not addrs or not vals or not recs or not areas or not bks or not useg:
-        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
-        c_free(useg)
+    return segs
+
+
+cdef int _nt_wait_alloc(NtWait *w, Py_ssize_t n) except -1:
+    memset(w, 0, sizeof(NtWait))
+    w.n = n
+    w.tw = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    w.tv = <uint32_t *>malloc(n * sizeof(uint32_t))
+    w.addrs = <uint32_t **>malloc(n * sizeof(uint32_t *))
+    w.vals = <uint32_t *>malloc(n * sizeof(uint32_t))
+    w.recs = <int *>malloc(n * sizeof(int))
+    w.areas = <char **>malloc(n * sizeof(char *))
+    w.bks = <unsigned *>malloc(n * sizeof(unsigned))
+    w.useg = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+    if (not w.tw or not w.tv or not w.addrs or not w.vals or not w.recs or not w.areas or not w.bks
+            or not w.useg):
+        _nt_wait_free(w)
         raise MemoryError()
-    try:
-        # one registration per distinct word
-        for i in range(n):
-            seg = <Segment>segs[i]
-            b = <unsigned>(targets[i][4] % DS_NT_BUCKETS)
-            v = <uint32_t>(targets[i][5] & 0xffffffff)
-            w = <uint32_t *>&ds_nt_bk(seg.nt_area, b).seq
-            tw[i] = w
-            tv[i] = v
-            for j in range(nu):
-                if addrs[j] == w and vals[j] == v:
-                    break
-            else:
-                addrs[nu] = w
-                vals[nu] = v
-                areas[nu] = seg.nt_area
-                bks[nu] = b
-                useg[nu] = i
-                recs[nu] = ds_nt_claim(seg.nt_area, b, pid)
-                if recs[nu] < 0:
-                    unregistered = True
-                nu += 1
-        _nt_count(areas, recs, nu, True)
-        counted = True
-        distinct = list({id(x): x for x in segs}.values())
-        while True:
-            for seg in distinct:
-                if seg.base == NULL:
-                    seg_check_open(seg)    # closed by another thread meanwhile: raises
-            moved = False
-            for i in range(n):
-                if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]:
-                    moved = True
-                    break
-            if moved:
-                return [i for i in range(n) if __atomic_load_n(tw[i], __ATOMIC_ACQUIRE) != tv[i]]
-            # nothing moved: a slice ended, or a neighbour woke us; a freed container ends the wait
-            changed = [i for i in range(n)
-                       if targets[i][1] and _nt_gone(<Segment>segs[i], targets[i][1], targets[i][2], targets[i][3])]
-            if changed:
-                return changed
-            ms = slice_ms
-            if unregistered or nu > DS_NT_WAITV_MAX or (nu > 1 and _nt_no_waitv):
-                ms = NT_POLL_MS
-            if timeout is not None:
-                left = deadline - _time.monotonic()
-                if left <= 0:
-                    return []
-                if left * 1000 < ms:
-                    ms = max(1, <long>(left * 1000))
-            with nogil:
-                # the words stay mapped unless another thread closes the segment:
-                # then the kernel answers EFAULT, and the loop above raises
-                if nu == 1 or _nt_no_waitv:
-                    rc = ds_nt_wait1(areas[0], bks[0], vals[0], ms)
-                else:
-                    rc = ds_nt_waitv_addrs(addrs, vals, nu if nu < DS_NT_WAITV_MAX else DS_NT_WAITV_MAX, ms)
-                    if rc == ENOSYS:
-                        _nt_no_waitv = True
-            PyErr_CheckSignals()
-    finally:
-        # a closed segment's counts stay (too high: harmless)
-        for j in range(nu):
-            if (<Segment>segs[useg[j]]).base == NULL:
-                areas[j] = NULL
-        if counted:
-            _nt_count(areas, recs, nu, False)
+    return 0
+
+
+cdef void _nt_wait_free(NtWait *w) noexcept:
+    c_free(w.tw); c_free(w.tv); c_free(w.addrs); c_free(w.vals); c_free(w.recs); c_free(w.areas)
+    c_free(w.bks); c_free(w.useg)
+    w.tw = w.addrs = NULL
+    w.tv = w.vals = NULL
+    w.recs = NULL
+    w.areas = NULL
+    w.bks = NULL
+    w.useg = NULL
+
+
+cdef int _nt_register(NtWait *w, list targets, list segs) except -1:
+    """One registration per distinct word (w.nu counts those made, so that
+    a failure part way is undone by _nt_unregister)."""
+    cdef Py_ssize_t i, j
+    cdef Segment seg
+    cdef uint32_t pid = <uint32_t>getpid()
+    cdef unsigned b
+    cdef uint32_t v
+    cdef uint32_t *word
+    for i in range(w.n):
+        seg = <Segment>segs[i]
+        b = <unsigned>(targets[i][4] % DS_NT_BUCKETS)
+        v = <uint32_t>(targets[i][5] & 0xffffffff)
+        word = <uint32_t *>&ds_nt_bk(seg.nt_area, b).seq
+        w.tw[i] = word
+        w.tv[i] = v
+        for j in range(w.nu):
+            if w.addrs[j] == word and w.vals[j] == v:
+                break
         else:
-            for j in range(nu):
-                if areas[j] != NULL:
-                    ds_nt_unmark(areas[j], recs[j])
-        for j in range(nu):
-            if areas[j] != NULL:
-                ds_nt_release(areas[j], recs[j], bks[j])
-        c_free(tw); c_free(tv); c_free(addrs); c_free(vals); c_free(recs); c_free(areas); c_free(bks)
-        c_free(useg)
+            j = w.nu
+            w.addrs[j] = word
+            w.vals[j] = v
+            w.areas[j] = seg.nt_area
+            w.bks[j] = b
+            w.useg[j] = i
+            w.recs[j] = ds_nt_claim(seg.nt_area, b, pid)
+            if w.recs[j] < 0:
+                w.unregistered = True
+            w.nu += 1
+    return 0
+
+
+cdef list _nt_sleep(NtWait *w, list targets, list segs, timeout, double deadline, long slice_ms):
+    """Sleep in slices until a word moves, a container is gone or the
+    deadline passes; returns the indices of _nt_wait."""
+    global _nt_no_waitv
+    cdef Py_ssize_t i, n = w.n
+    cdef unsigned nu = w.nu
+    cdef long ms
+    cdef int rc
+    cdef bint moved
+    cdef Segment seg
+    distinct = list({id(x): x for x in segs}.values())
+    while True:
+        for seg in distinct:
+            if seg.base == NULL:
+                seg_check_open(seg)    # closed by another thread meanwhile: raises
+        moved = False
+        for i in range(n):
+            if __atomic_load_n(w.tw[i], __ATOMIC_ACQUIRE) != w.tv[i]:
+                moved = True
+                break
+        if moved:
+            return [i for i in range(n) if __atomic_load_n(w.tw[i], __ATOMIC_ACQUIRE) != w.tv[i]]
+        # nothing moved: a slice ended, or a neighbour woke us; a freed container ends the wait
+        changed = [i for i in range(n)
+                   if targets[i][1] and _nt_gone(<Segment>segs[i], targets[i][1], targets[i][2], targets[i][3])]
+        if changed:
+            return changed
+        ms = slice_ms
+        if w.unregistered or nu > DS_NT_WAITV_MAX or (nu > 1 and _nt_no_waitv):
+            ms = NT_POLL_MS
+        if timeout is not None:
+            left = deadline - _time.monotonic()
+            if left <= 0:
+                return []
+            if left * 1000 < ms:
+                ms = max(1, <long>(left * 1000))
+        with nogil:
+            # the words stay mapped unless another thread closes the segment:
+            # then the kernel answers EFAULT, and the loop above raises
+            if nu == 1 or _nt_no_waitv:
+                rc = ds_nt_wait1(w.areas[0], w.bks[0], w.vals[0], ms)
+            else:
+                rc = ds_nt_waitv_addrs(w.addrs, w.vals, nu if nu < DS_NT_WAITV_MAX else DS_NT_WAITV_MAX, ms)
+                if rc == ENOSYS:
+                    _nt_no_waitv = True
+        PyErr_CheckSignals()
+
+
+cdef void _nt_unregister(NtWait *w, list segs, bint counted) noexcept:
+    """Undo _nt_register (and the counts, when `counted`); a closed
+    segment's counts stay (too high: harmless)."""
+    cdef Py_ssize_t j
+    for j in range(w.nu):
+        if (<Segment>segs[w.useg[j]]).base == NULL:
+            w.areas[j] = NULL
+    if counted:
+        _nt_count(w.areas, w.recs, w.nu, False)
+    else:
+        for j in range(w.nu):
+            if w.areas[j] != NULL:
+                ds_nt_unmark(w.areas[j], w.recs[j])
+    for j in range(w.nu):
+        if w.areas[j] != NULL:
+            ds_nt_release(w.areas[j], w.recs[j], w.bks[j])
 
 
 cdef _nt_check(Segment seg, list problems):

@@ -10,24 +10,24 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
     """Place every live entry of table t in a cleared index. A table that
     does not check out is left alone: the repair's walk then finds it."""
     cdef Block *b
-    cdef char *p
+    cdef TableHdr *th
     cdef uint64_t size, nslots, nentries, i
     cdef Entry *ents
     if not seg_inb(seg, t, MIN_BLOCK) or (t & (ALIGN - 1)):
         return
     b = <Block *>(seg.base + t)
     size = <uint64_t>b.size16 * ALIGN
-    if blk_kind(b) != K_TABLE or size < BLOCK_HDR + 32 or size > seg.lim - t:
+    if blk_kind(b) != K_TABLE or size < BLOCK_HDR + TABLE_HDR or size > seg.lim - t:
         return
-    p = seg.base + t + BLOCK_HDR
-    nslots = ds_ld64(p)
-    nentries = ds_ld64(p + 16)
+    th = table_hdr(seg.base, t)
+    nslots = th.nslots
+    nentries = th.nentries
     size -= BLOCK_HDR
     if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4
-            or nentries > ds_ld64(p + 8) or 32 + 4 * nslots + ENTRY_SIZE * nentries > size):
+            or nentries > th.capacity or TABLE_HDR + 4 * nslots + ENTRY_SIZE * nentries > size):
         return
-    memset(p + 32, 0xff, 4 * nslots)
-    ents = <Entry *>(p + 32 + 4 * nslots)
+    memset(table_index(seg.base, t), 0xff, 4 * nslots)
+    ents = table_entries(seg.base, t)
     for i in range(nentries):
         if ents[i].key.b[0] != T_EMPTY:
             tbl_place(seg, t, ents[i].hash, <int32_t>i)
@@ -40,11 +40,12 @@ cdef uint64_t tbl_of(Segment seg, uint64_t d) except? 0:
     return tv.off
 
 
-cdef uint64_t tbl_new(Segment seg, uint64_t n) noexcept nogil:
-    """A table block with room for n entries (at least 1), empty; 0 if no room."""
+cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil:
+    """A table block with room for n entries (at least 1), empty; 0 if no
+    room (*why: see blk_alloc)."""
     cdef uint64_t capacity = n if n > 1 else 1
     cdef uint64_t nslots = table_slots(capacity), t
-    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE)
+    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE, why)
     if t == 0:
         return 0
     table_init(seg.base, t, nslots, capacity)
@@ -62,10 +63,9 @@ cdef inline void tbl_slot_store(Segment seg, int32_t *index, uint64_t i, int32_t
 
 cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
     """Put entry ix into the first free slot of its probe sequence."""
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef int32_t *index = <int32_t *>(p + 32)
+    cdef int32_t *index = table_index(seg.base, t)
     cdef Probe pr
-    probe_start(&pr, hash, ds_ld64(p))
+    probe_start(&pr, hash, table_hdr(seg.base, t).nslots)
     while index[pr.i] >= 0 and probe_next(&pr):
         pass
     index[pr.i] = ix
@@ -73,16 +73,16 @@ cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept
 
 cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
     """Append n fresh entries (hash, key, value pairs of cells) to a new table."""
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
-    cdef uint64_t i, base_ix = ds_ld64(p + 16)
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef Entry *ents = table_entries(seg.base, t)
+    cdef uint64_t i, base_ix = th.nentries
     for i in range(n):
         ents[base_ix + i].hash = hashes[i]
         ents[base_ix + i].key = cells[2 * i]
         ents[base_ix + i].value = cells[2 * i + 1]
         tbl_place(seg, t, hashes[i], <int32_t>(base_ix + i))
-    ds_st64(p + 16, base_ix + n)
-    ds_st64(p + 24, ds_ld64(p + 24) + n)
+    th.nentries = base_ix + n
+    th.count = th.count + n
     return 0
 
 
@@ -91,6 +91,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     publishing it with one journaled store; on failure nothing changed."""
     cdef uint64_t t = tbl_of(seg, d), nt, count
     cdef TableHdr *th
+    cdef int why
     if t:
         th = table_hdr(seg.base, t)
         if th.nentries + n <= th.capacity:
@@ -100,9 +101,9 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         count = 0
     # grow by 1.25, and to at least 5 entries: a dict grown one key at a
     # time must not rebuild its table on each of its first inserts
-    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5))
+    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5), &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
     crash_point()
     if t:
         tbl_copy_live(seg, t, nt)
@@ -147,11 +148,11 @@ cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, cons
     is written past the live ones first; the index slot and the counts
     that make it visible are journaled."""
     cdef uint64_t t = tbl_of(seg, d)
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef uint64_t ix = ds_ld64(p + 16)
-    cdef uint64_t nslots = ds_ld64(p)
-    cdef int32_t *index = <int32_t *>(p + 32)
-    cdef Entry *e = <Entry *>(p + 32 + 4 * nslots) + ix
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef uint64_t ix = th.nentries
+    cdef uint64_t nslots = th.nslots
+    cdef int32_t *index = table_index(seg.base, t)
+    cdef Entry *e = table_entries(seg.base, t) + ix
     cdef Probe pr
     e.hash = k.hash
     e.value = value[0]
@@ -162,8 +163,8 @@ cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, cons
         if not probe_next(&pr):
             raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, seg.name))
     tbl_slot_store(seg, index, pr.i, <int32_t>ix)
-    jr_store(seg, p + 16, ix + 1)
-    jr_store(seg, p + 24, ds_ld64(p + 24) + 1)
+    jr_store(seg, &th.nentries, ix + 1)
+    jr_store(seg, &th.count, th.count + 1)
     tbl_bump_version(seg, d)
     nt_key(seg, d, k.hash)
     return 0
@@ -177,11 +178,12 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
     cdef uint64_t t = tbl_of(seg, d), nt, count = 0, i
     cdef Entry *ents
     cdef int64_t ix
+    cdef int why
     if t:
         count = tbl_live_count(seg, t)
-    nt = tbl_new(seg, count + n)
+    nt = tbl_new(seg, count + n, &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n))
+        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
     crash_point()
     ents = table_entries(seg.base, nt)
     if t:
@@ -204,10 +206,10 @@ cdef uint64_t tbl_live_count(Segment seg, uint64_t t) except? 0:
     """The count of table t (checked by tbl_of), once it is shown to
     match its live entries: a new table is sized from it and then gets
     every live entry copied in."""
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
-    cdef uint64_t i, live = 0, count = ds_ld64(p + 24)
-    for i in range(ds_ld64(p + 16)):
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef Entry *ents = table_entries(seg.base, t)
+    cdef uint64_t i, live = 0, count = th.count
+    for i in range(th.nentries):
         if ents[i].key.b[0] != T_EMPTY:
             live += 1
     if live != count:
@@ -224,23 +226,24 @@ cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *c
     one by one: one jr_rebuild record and the journaled counts undo them
     all, so a batch costs O(n), not a new table."""
     cdef uint64_t t = tbl_of(seg, d), i, orig
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef Entry *ents = <Entry *>(p + 32 + 4 * ds_ld64(p))
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef int32_t *index = table_index(seg.base, t)
+    cdef Entry *ents = table_entries(seg.base, t)
     cdef int64_t ix
-    orig = ds_ld64(p + 16)
+    orig = th.nentries
     jr_rebuild(seg, t)
-    jr_store(seg, p + 16, orig)
-    jr_store(seg, p + 24, ds_ld64(p + 24))
+    jr_store(seg, &th.nentries, orig)
+    jr_store(seg, &th.count, th.count)
     for i in range(n):
         if i + 16 < n:
             # the misses of successive keys overlap (see _codec.prefetch_lookup)
-            ds_prefetch(p + 32 + 4 * (keys[i + 16].hash & (ds_ld64(p) - 1)), 4)
+            ds_prefetch(&index[keys[i + 16].hash & (th.nslots - 1)], 4)
         ix = table_find(seg, t, &keys[i])
         if ix >= 0:
             # a key already there is journaled; one added by this batch is not
             tbl_entry_set(seg, &ents[ix], &cells[2 * i], <uint64_t>ix < orig)
         else:
-            if ds_ld64(p + 16) >= ds_ld64(p + 8):
+            if th.nentries >= th.capacity:
                 raise CorruptSegmentError("dict table at %d of segment %r is full" % (t, seg.name))
             tbl_fill(seg, t, &keys[i].hash, &cells[2 * i], 1)
         crash_point()
@@ -294,20 +297,20 @@ cdef void tbl_entry_set(Segment seg, Entry *e, const Cell *pair, bint journal) n
 cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     """Remove entry ix; its key and value are released on commit."""
     cdef uint64_t t = tbl_of(seg, d)
-    cdef char *p = seg.base + t + BLOCK_HDR
-    cdef int32_t *index = <int32_t *>(p + 32)
-    cdef Entry *e = <Entry *>(p + 32 + 4 * ds_ld64(p)) + ix
+    cdef TableHdr *th = table_hdr(seg.base, t)
+    cdef int32_t *index = table_index(seg.base, t)
+    cdef Entry *e = table_entries(seg.base, t) + ix
     cdef Probe pr
     cdef Cell key = e.key, value = e.value, empty
     memset(&empty, 0, CELL_SIZE)
-    if ds_ld64(p + 24) == 1:
+    if th.count == 1:
         # the last one: drop the whole table, so used bytes return to the baseline
         jr_store(seg, seg.base + d + BLOCK_HDR, 0)
         tbl_bump_version(seg, d)
         nt_key(seg, d, e.hash)
         wr_defer_release_block(seg, t)
         return 0
-    probe_start(&pr, e.hash, ds_ld64(p))
+    probe_start(&pr, e.hash, th.nslots)
     while index[pr.i] != ix and probe_next(&pr):
         pass
     if index[pr.i] == ix:
@@ -319,7 +322,7 @@ cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
         memset(&value, 0, CELL_SIZE)
     # the position is not reused: nentries only grows, so a table full of
     # deleted slots reaches its capacity and is rebuilt clean
-    jr_store(seg, p + 24, ds_ld64(p + 24) - 1)
+    jr_store(seg, &th.count, th.count - 1)
     tbl_bump_version(seg, d)
     nt_key(seg, d, e.hash)
     wr_defer_release(seg, &key)

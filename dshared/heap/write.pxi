@@ -1,6 +1,9 @@
 # The write section: write_begin, publish, commit, deferred frees and
 # releases, write_end (included by _heap.pyx at module level).
 
+cdef enum:
+    WR_HEADROOM = 32    # deferred-free and release records reserved when a write begins
+
 
 cdef int wr_begin(Segment seg) except -1:
     """Open a write: lock (reentrant), GC off. The sequence turns odd at
@@ -24,6 +27,13 @@ cdef int wr_begin(Segment seg) except -1:
         seg.committed = False
         wr_settle(seg)
         seg.odd = False
+        seg.recfail = False
+        if seg.capfree < WR_HEADROOM or seg.caprel < WR_HEADROOM:
+            try:
+                wr_reserve(seg, WR_HEADROOM, WR_HEADROOM, 0, 0)
+            except BaseException:
+                wr_end(seg)
+                raise
         crash_point()
         return 0
     seg.wdepth += 1
@@ -39,6 +49,7 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
     cdef Header *h = seg.hdr
     cdef uint64_t want, off
     cdef char *p
+    cdef int why
     cdef Segment owner = <Segment>seg.lk.bseg
     if owner is None or owner.hdr == NULL:
         wr_end(seg)
@@ -48,12 +59,17 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
         # for the operation, then hands its records to the block's handle
         seg.txrec = True
         seg.nfree = seg.nrel = seg.ntxa = seg.ntxi = 0
+    try:
+        wr_reserve(seg, WR_HEADROOM, WR_HEADROOM, WR_HEADROOM, WR_HEADROOM)
+    except BaseException:
+        wr_end(seg)
+        raise
     if h.jcount + JOURNAL_MAX > owner.jcap:
         want = owner.jcap if owner.jcap > JBLOCK_MIN else JBLOCK_MIN
-        off = blk_alloc(seg, JBLOCK_HDR + 16 * want, K_JOURNAL)
+        off = blk_alloc(seg, JBLOCK_HDR + 16 * want, K_JOURNAL, &why)
         if off == 0:
             try:
-                blk_raise_full(seg, JBLOCK_HDR + 16 * want)
+                blk_raise_full(seg, JBLOCK_HDR + 16 * want, why)
             finally:
                 wr_end(seg)
         if seg.txrec:
@@ -112,12 +128,16 @@ cdef int wr_commit(Segment seg) except -1:
         seg_raise_faulted(seg)        # the write met a fault: it is not committed
     if seg.wdepth != 1:
         return 0
+    wr_check_records(seg)
     if seg.hdr.flags & FLAG_POISONED:
         raise CorruptSegmentError("segment %r is corrupt: its allocator holds bytes that "
                                   "cannot be trusted" % seg.name)
     if seg.lk.bdepth and not _hook_no_rollback:
         # inside a transaction() or lock() block: the journal and what
         # is to be freed wait for the block's end (txn_commit)
+        if seg.lk.bseg is not seg:
+            # room in the block's handle for this handle's records
+            wr_reserve(<Segment>seg.lk.bseg, seg.nfree, seg.nrel, seg.ntxa, seg.ntxi)
         seg.committed = True
         wr_end_publication(seg)
         if seg.lk.bseg is not seg:
@@ -185,6 +205,7 @@ cdef void wr_end(Segment seg) noexcept:
                 jr_undo(seg)
                 seg.nfree = 0
                 seg.nrel = 0
+                seg.recfail = False
         wr_end_publication(seg)
         nt_bump(seg)               # change notifications (_notify.pxi)
         gc_restore(seg._gc_was)
@@ -200,13 +221,58 @@ cdef void wr_end(Segment seg) noexcept:
             wr_debug_check(seg)
 
 
+cdef bint wr_grow(uint64_t **arr, uint64_t *cap, uint64_t need, size_t width) noexcept nogil:
+    """Grow the process-memory array *arr (width words a record) to hold
+    at least `need` records; False if realloc fails (the array and its
+    records stay as they were). The test hook fail_realloc fails one."""
+    cdef uint64_t c = cap[0] * 2 + 16
+    cdef uint64_t *grown
+    if need <= cap[0]:
+        return True
+    if c < need:
+        c = need
+    if fail_realloc_now():
+        return False
+    grown = <uint64_t *>realloc(arr[0], c * width * sizeof(uint64_t))
+    if grown == NULL:
+        return False
+    arr[0] = grown
+    cap[0] = c
+    return True
+
+
+cdef int wr_reserve(Segment seg, uint64_t nfree, uint64_t nrel, uint64_t nalloc,
+                    uint64_t nincref) except -1:
+    """Room for that many more deferred frees and releases (and, while a
+    block records through this handle, allocation and incref records),
+    before the operation changes anything: MemoryError here leaves it
+    undone. The record functions then never need to grow."""
+    if (seg.nfree + nfree > seg.capfree and not wr_grow(&seg.pfree, &seg.capfree, seg.nfree + nfree, 1)
+            or seg.nrel + nrel > seg.caprel and not wr_grow(&seg.prel, &seg.caprel, seg.nrel + nrel, 1)):
+        raise MemoryError("segment %r: no process memory for the write's records" % seg.name)
+    if seg.txrec and (
+            seg.ntxa + nalloc > seg.captxa and not wr_grow(&seg.txa, &seg.captxa, seg.ntxa + nalloc, 2)
+            or seg.ntxi + nincref > seg.captxi and not wr_grow(&seg.txi, &seg.captxi, seg.ntxi + nincref, 1)):
+        raise MemoryError("segment %r: no process memory for the block's records" % seg.name)
+    return 0
+
+
+cdef int wr_check_records(Segment seg) except -1:
+    """Before the commit point: a record that could not be stored (realloc
+    failed where no wr_reserve made room) fails the write, which is then
+    undone, rather than commit with a free or release missing."""
+    if seg.recfail:
+        seg.recfail = False
+        raise MemoryError("segment %r: no process memory for the write's records; "
+                          "the write was undone" % seg.name)
+    return 0
+
+
 cdef void wr_defer_free(Segment seg, uint64_t off) noexcept:
     """Free a block (its contents moved) once the write commits."""
-    if seg.nfree == seg.capfree:
-        seg.pfree = <uint64_t *>realloc(seg.pfree, (seg.capfree * 2 + 16) * sizeof(uint64_t))
-        if seg.pfree == NULL:
-            abort()
-        seg.capfree = seg.capfree * 2 + 16
+    if seg.nfree == seg.capfree and not wr_grow(&seg.pfree, &seg.capfree, seg.nfree + 1, 1):
+        seg.recfail = True           # commit() raises MemoryError (wr_check_records)
+        return
     seg.pfree[seg.nfree] = off
     seg.nfree += 1
 
@@ -219,11 +285,9 @@ cdef void wr_defer_release(Segment seg, const Cell *c) noexcept:
 
 
 cdef void wr_defer_release_block(Segment seg, uint64_t off) noexcept:
-    if seg.nrel == seg.caprel:
-        seg.prel = <uint64_t *>realloc(seg.prel, (seg.caprel * 2 + 16) * sizeof(uint64_t))
-        if seg.prel == NULL:
-            abort()
-        seg.caprel = seg.caprel * 2 + 16
+    if seg.nrel == seg.caprel and not wr_grow(&seg.prel, &seg.caprel, seg.nrel + 1, 1):
+        seg.recfail = True           # (as in wr_defer_free)
+        return
     seg.prel[seg.nrel] = off
     seg.nrel += 1
 
@@ -243,6 +307,7 @@ cdef void wr_op_failed_in_block(Segment seg) noexcept:
     cdef uint64_t i, j
     cdef Block *b
     jr_undo_to(seg, seg.jmark)
+    seg.recfail = False
     seg.nfree = seg.fmark
     seg.nrel = seg.rmark
     seg.ntxi = seg.imark
