@@ -150,6 +150,40 @@ class Boom(Exception):
     pass
 
 
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+@pytest.mark.parametrize("writes", [10, 300])
+def test_another_handle_writing_inside_a_block_leaves_nothing_behind(shm_name, end, writes):
+    """A second handle of the segment in the same thread writes inside the
+    first one's block (it joins it): enough writes to chain journal blocks,
+    allocated past the first handle's read limit. When the block ends, they
+    are freed: check() finds no unreachable journal block, and a rolled
+    back block leaves `used` as it was."""
+    seg = fresh(shm_name)
+    other = dshared.Segment(shm_name)
+    try:
+        d, d2 = seg.col(), other.col()
+        used = seg.stats()["used"]
+        try:
+            with seg.transaction():
+                for i in range(writes):
+                    d2["h%d" % i] = ["x" * 40, i]
+                if end == "rollback":
+                    raise Boom()
+        except Boom:
+            pass
+        rep = seg.check()
+        assert rep.ok, rep
+        assert other.check().ok
+        if end == "rollback":
+            assert "h0" not in d and seg.stats()["used"] == used
+        else:
+            assert d["h%d" % (writes - 1)] == ["x" * 40, writes - 1]
+    finally:
+        other.close()
+        seg.close()
+        unlink_quietly(shm_name)
+
+
 def run_block(seg, ops, raise_at=None, kind="transaction"):
     """The block: ops in a transaction (or lock()); Boom before op raise_at."""
     d = seg.col()

@@ -134,6 +134,9 @@ cdef int txn_commit(Segment seg) except -1:
     cdef uint64_t b, nxt, steps = 0
     cdef char *p
     cdef int was = gc_off()
+    # another handle of this segment may have written inside the block (and
+    # grown the heap): journal blocks it chained lie past this handle's limit
+    seg_read_limit(seg)
     seg.txrec = False
     seg.lk.bseg = None
     ds_fence_release()
