@@ -22,7 +22,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 CONTENDERS = ["dict", "dshared", "lmdb_raw"]
 
@@ -372,7 +371,10 @@ def main():
     if os.environ.get("DSHARED_BENCH_10M") == "1" and 10_000_000 not in sizes:
         sizes.append(10_000_000)
     rows = []
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # the children import the dshared this interpreter imports (installed, or
+    # the checkout through the caller's PYTHONPATH): never the checkout as such,
+    # which has no built extensions when dshared is installed
+    env = dict(os.environ)
     for n in sizes:
         for c in a.contenders.split(","):
             t = time.time()

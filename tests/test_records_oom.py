@@ -5,7 +5,7 @@ MemoryError with nothing changed, the process goes on, check() stays ok.
 The test hook fail_realloc=n makes the n-th growth of those arrays fail as
 if realloc returned NULL. Each scenario runs in a child process, so that a
 process that dies (abort) fails the test rather than the test run."""
-from tests._helpers import run_python
+from _helpers import run_python
 
 CHILD = r'''
 import sys
