@@ -156,8 +156,10 @@ def measure(url, scale=1.0):
         # arrived (CLOCK_MONOTONIC is one clock for every process) and the
         # value it then reads
         trials = int(10000 * scale) or 100
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials)], env=env,
+        # the reader imports the dshared this interpreter has (installed, or the
+        # checkout through the caller's PYTHONPATH), from "/": never the checkout
+        # as such, which has no built extensions when dshared is installed
+        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials)], cwd="/",
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         lat = []
         stale = 0
