@@ -150,6 +150,33 @@ class Boom(Exception):
     pass
 
 
+@pytest.mark.parametrize("kind", ["lock", "transaction"])
+def test_release_where_a_blocks_exit_was_skipped_commits_the_block(shm_name, kind):
+    """CPython before 3.10 can skip a with block's __exit__ when an interrupt
+    lands just after the body (bpo-29988); the process then calls release().
+    That ends the block as __exit__ would: its journal blocks and the blocks
+    it left unreachable are freed, its writes stay, the lock is free."""
+    seg = fresh(shm_name)
+    try:
+        d = seg.col()
+        d["old"] = ["x" * 40] * 5
+        block = getattr(seg, kind)()
+        block.__enter__()
+        for i in range(200):                # past the header's journal records
+            d["k%d" % i] = i
+        d["old"] = ["y"]                    # the old list's release waits for the block's end
+        seg.release()                       # (the skipped __exit__)
+        with pytest.raises(RuntimeError):
+            seg.release()                   # not held any more
+        rep = seg.check()
+        assert rep.ok, rep
+        assert d["k199"] == 199 and d["old"] == ["y"]
+        assert not seg.in_transaction()
+    finally:
+        seg.close()
+        unlink_quietly(shm_name)
+
+
 @pytest.mark.parametrize("end", ["commit", "rollback"])
 @pytest.mark.parametrize("writes", [10, 300])
 def test_another_handle_writing_inside_a_block_leaves_nothing_behind(shm_name, end, writes):

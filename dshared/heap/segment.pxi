@@ -237,7 +237,15 @@ One shared-memory segment: created (mode 0600, built under a temporary
         return True
 
     def release(self):
-        lock_release(self)
+        """Release the lock taken by acquire(). Where the innermost hold is
+        a lock() or transaction() block's own (its __exit__ was skipped:
+        CPython before 3.10 can skip it when an interrupt lands just after
+        the block's last statement, bpo-29988), release() ends that block as
+        leaving it normally does: the block commits."""
+        if self.lk is not None and 0 < self.lk.depth <= self.lk.bdepth and lock_held(self):
+            txn_end(self, None, False)
+        else:
+            lock_release(self)
 
     def lock(self, timeout=None):
         """A context manager holding the segment lock: the block is one step
