@@ -226,21 +226,22 @@ def run_block(seg, ops, raise_at=None, kind="transaction"):
 
 # -- exceptions roll back to the exact before-state ----------------------------------------
 
-def _exception_rounds(seg, rng, rounds):
+def _exception_rounds(seg, rng, rounds, max_ops=20, size_stat="used"):
     """Run `rounds` random blocks, raising at every operation; returns the
-    list of mismatches (empty when every rollback was exact)."""
+    list of mismatches (empty when every rollback was exact: the state and
+    stats()[size_stat] as before the block)."""
     bad = []
     tried = 0
     for r in range(rounds):
-        ops = rand_block(rng, rng.randint(2, 20))
+        ops = rand_block(rng, rng.randint(2, max_ops))
         for at in range(len(ops) + 1):
-            before, used = state(seg), seg.stats()["used"]
+            before, used = state(seg), seg.stats()[size_stat]
             try:
                 run_block(seg, ops, at)
             except Boom:
                 pass
             tried += 1
-            if state(seg) != before or seg.stats()["used"] != used:
+            if state(seg) != before or seg.stats()[size_stat] != used:
                 bad.append((r, at, ops[:at + 1]))
         # then the block commits, and the model agrees
         model = dshared.to_python(seg.col())
