@@ -20,8 +20,8 @@ since each process maps it at another address)::
   bitmap of non-empty bins. Allocation takes the first fitting block (exact
   bin, then larger bins, then the top), splitting off the rest; freeing merges
   with free neighbours and gives a block that touches the top back to it.
-  Backing pages are reserved with posix_fallocate as top grows, so a full
-  /dev/shm is a clean SegmentFullError, never a SIGBUS.
+  Backing pages are reserved with fallocate (the file keeps its size) as top
+  grows, so a full /dev/shm is a clean SegmentFullError, never a SIGBUS.
 * Dicts follow CPython's compact dict: a DICT block points at a TABLE block
   holding a sparse int32 index and a dense, insertion-ordered entry array
   (hash, key cell, value cell); growing builds a new table and publishes it
@@ -91,9 +91,6 @@ from dshared._errors import CorruptSegmentError, LockTimeout, SegmentFullError, 
 cdef extern from "errno.h":
     int EOWNERDEAD
     int EDEADLK
-
-cdef extern from "fcntl.h" nogil:
-    int posix_fallocate(int fd, long offset, long length)
 
 cdef extern from "fcntl.h" nogil:
     int fallocate(int fd, int mode, long offset, long length)

@@ -464,9 +464,10 @@ def _handshake_waiter(name, i, nwriters, rounds, wait_timeout, res_key):
             continue
         t0 = time.monotonic()
         dshared.wait_any(keys, versions=vs, timeout=wait_timeout)
-        if time.monotonic() - t0 >= wait_timeout:
-            # it slept its whole timeout (a wait re-checks once at its end): had a
-            # writer's value arrived meanwhile, its wake-up was lost
+        if time.monotonic() - t0 >= 0.9 * wait_timeout:
+            # it slept (about: the last slice may end a little early) its whole
+            # timeout, and a wait re-checks once at its end: had a writer's value
+            # arrived meanwhile, its wake-up was lost (a wake comes in microseconds)
             if any(expect[j] <= rounds and d.get("w%d" % j) == expect[j] for j in range(nwriters)):
                 lost += 1
             if lost >= 1 or d.get("stop"):
@@ -476,13 +477,15 @@ def _handshake_waiter(name, i, nwriters, rounds, wait_timeout, res_key):
     seg.close()
 
 
-def _handshake_writer(name, j, nwaiters, rounds, wait_timeout, res_key):
+def _handshake_writer(name, j, nwaiters, rounds, wait_timeout, res_key, pause):
     watchdog(600)
     seg = dshared.Segment(name)
     _heap._nt_hooks(slice_ms=600_000)
     d = seg.col()
     lost = 0
     for r in range(1, rounds + 1):
+        if pause:
+            time.sleep(pause)       # the waiters are asleep when the value arrives
         d["w%d" % j] = r
         for i in range(nwaiters):
             k = "a%d_%d" % (i, j)
@@ -490,7 +493,7 @@ def _handshake_writer(name, j, nwaiters, rounds, wait_timeout, res_key):
             while d.get(k) != r:
                 t0 = time.monotonic()
                 d.wait(k, version=v, timeout=wait_timeout)
-                if time.monotonic() - t0 >= wait_timeout:
+                if time.monotonic() - t0 >= 0.9 * wait_timeout:
                     if d.get(k) == r:
                         lost += 1
                     if lost >= 1 or d.get("stop"):
@@ -540,7 +543,12 @@ def drive_handshake(name, nwaiters, nwriters, rounds, wait_timeout, noisy, no_wa
                 ch.add(fork_call(_noise, name, ks, "stop"))
         waiters = [fork_call(_handshake_waiter, name, i, nwriters, rounds, wait_timeout, "rw%d" % i)
                    for i in range(nwaiters)]
-        writers = [fork_call(_handshake_writer, name, j, nwaiters, rounds, wait_timeout, "rv%d" % j)
+        # without the wake (the meta-test) the writers pause before each round,
+        # so that the waiters are asleep when a value arrives: on a loaded
+        # machine a waiter can otherwise find every value there before it sleeps
+        pause = 0.02 if no_wake else 0
+        writers = [fork_call(_handshake_writer, name, j, nwaiters, rounds, wait_timeout, "rv%d" % j,
+                             pause)
                    for j in range(nwriters)]
         for p in waiters + writers:
             ch.add(p)

@@ -91,6 +91,7 @@ def _drive_truncation(name, size):
             time.sleep(0.1)
             os.truncate("/dev/shm/" + name, nbytes)
             codes = [ch.wait(pid, 40) for pid in pids]
+        size_after = os.stat("/dev/shm/" + name).st_size
         errors = []
         for op in ("walk", "write", "lock", "stats"):
             try:
@@ -107,7 +108,8 @@ def _drive_truncation(name, size):
             except dshared.CorruptSegmentError as e:
                 errors.append(str(e))
         seg.close()
-        return {"codes": codes, "errors": errors, "truncated_to": nbytes, "used": used}
+        return {"codes": codes, "errors": errors, "truncated_to": nbytes, "used": used,
+                "size_after": size_after}
     finally:
         dshared.unlink(name)
 
@@ -118,6 +120,9 @@ def test_truncated_file_gives_corrupt_segment_error_to_every_process(shm_name, s
     assert r["used"] > 4 * 65536 and r["truncated_to"] < r["used"]
     # no process died by a signal, and each one met the truncation
     assert r["codes"] == [0, 0, 0], r
+    # no writer grew the file back (a write caught between its fault and its
+    # check once did, and the creator then read zeros: a stale view, not the fault)
+    assert r["size_after"] == r["truncated_to"], r
     # the creator too: every operation raises, nothing crashes
     assert all(e and "truncated or damaged by another process" in e for e in r["errors"]), r
 
@@ -166,6 +171,7 @@ def _drive_faulting_writer(name):
             os.write(go_w, b"g")
             res["code"] = ch.wait(pid, 30)
             res["probe"] = os.read(out_r, 16).decode()
+        res["size_after"] = os.stat("/dev/shm/" + name).st_size
         seg.close()
         return res
     finally:
@@ -177,6 +183,9 @@ def test_writer_that_faults_raises_and_releases_the_lock(shm_name):
     assert r["write"] and "truncated" in r["write"], r
     assert r["read_after"] and "truncated" in r["read_after"], r   # poisoned for this process
     assert r["code"] == 0 and r["probe"] == "locked", r
+    # backing the write's new pages did not extend the file again: the lost
+    # pages would read as zeros in every other process, not as the fault
+    assert r["size_after"] == 65536, r
 
 
 def _waiter(name, go_fd, ready_fd, out_fd):

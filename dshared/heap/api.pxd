@@ -45,6 +45,7 @@ cdef seg_map(Segment seg, uint64_t cap)
 cdef seg_init_header(Segment seg, uint64_t reserved)
 cdef seg_check_header(Segment seg, uint64_t size)
 cdef int seg_reserve(Segment seg, uint64_t upto) noexcept nogil
+cdef int seg_back(int fd, uint64_t off, uint64_t n) noexcept nogil
 cdef seg_unmap_close(Segment seg)
 cdef seg_own_file_description(Segment seg)
 cdef void seg_shrink_reserve(Segment seg) noexcept nogil

@@ -97,10 +97,21 @@ cdef int seg_reserve(Segment seg, uint64_t upto) noexcept nogil:
         return 12  # ENOMEM
     # [0, have) is backed already, but for the holes of punched free
     # blocks, which must stay holes (see heap/punch.pxi)
-    rc = posix_fallocate(seg.fd, <long>have, <long>(want - have))
+    rc = seg_back(seg.fd, have, want - have)
     if rc == 0:
         seg.hdr.reserved = want
     return rc
+
+
+cdef int seg_back(int fd, uint64_t off, uint64_t n) noexcept nogil:
+    """Back [off, off + n) of the file with memory; 0 or an errno. The file
+    keeps its size (FALLOC_FL_KEEP_SIZE): a segment file another process
+    truncated stays truncated, so every attached process meets the fault
+    and CorruptSegmentError; a growing write never makes the lost pages
+    readable zeros again (posix_fallocate would extend the file)."""
+    if fallocate(fd, FALLOC_FL_KEEP_SIZE, <long>off, <long>n) != 0:
+        return errno
+    return 0
 
 
 cdef void seg_shrink_reserve(Segment seg) noexcept nogil:

@@ -117,7 +117,7 @@ One shared-memory segment: created (mode 0600, built under a temporary
             raise OSError(e, os.strerror(e), self.name)
         crash_point()
         first = min(cap, HEADER_SIZE + RESERVE_CHUNK)
-        rc = posix_fallocate(self.fd, 0, first)
+        rc = seg_back(self.fd, 0, first)
         if rc:
             raise OSError(rc, "cannot reserve memory for the segment: " + os.strerror(rc), self.name)
         crash_point()
