@@ -488,7 +488,7 @@ def test_readers_racing_table_replacement_never_fault(shm_name):
     freed blocks for strings; eight lock-free readers get, iterate and copy
     the dict. A racing reader may see stale bytes and retry, but must never
     fault nor return a value that was never stored."""
-    r = run_driver("test_concurrency", "_drive_table_race", shm_name, 8.0, timeout=50)
+    r = run_driver("test_concurrency", "_drive_table_race", shm_name, 4.0, timeout=50)
     print(r)
     assert r["dead"] == {}, "after %.2f s: %r" % (r["seconds"], r["dead"])
     assert r["problems"] == []
@@ -1541,7 +1541,7 @@ def test_thread_that_ends_holding_the_lock(shm_name):
 
 FT_PROCS = 2
 FT_THREADS = 4
-FT_SECONDS = 10.0
+FT_SECONDS = 5.0
 
 
 def _ft_thread(seg, name, p, t, seed, deadline, res):
