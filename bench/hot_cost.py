@@ -35,6 +35,15 @@ R = int(sys.argv[1])
 gc.collect()
 gc.disable()
 '''
+CACHE = r'''
+c = seg.cache("hot", max_entries=10000)
+@dshared.memoize("memo", max_entries=10000, segment=seg)
+def memo(k):
+    return "v" * 200
+for k in skeys:
+    c[k] = "v" * 200
+    memo(k)
+'''
 # name: (loop, operations per round, rounds R)
 OPS = {
     "d[k]": ("for _ in range(R):\n for k in keys: d[k]", 1000, 20),
@@ -46,6 +55,10 @@ OPS = {
     "d['a']['b']": ("for _ in range(R):\n for i in range(1000): d['a']['b']", 1000, 20),
     "del + insert": ("for _ in range(R):\n for k in skeys:\n  del d[k]\n  d[k] = 'w%031d' % 7", 1000, 10),
     "to_python() 10k": ("for _ in range(R):\n big.to_python()", 1, 2),
+    # cache mode: a hit of c.get, a store over a cached key, a memoized call's hit
+    "c.get(k) hit": (CACHE + "for _ in range(R):\n for k in skeys: c.get(k)", 1000, 20),
+    "c[k] = v": (CACHE + "for _ in range(R):\n for k in skeys: c[k] = 7", 1000, 10),
+    "memo(k) hit": (CACHE + "for _ in range(R):\n for k in skeys: memo(k)", 1000, 20),
 }
 
 

@@ -1,6 +1,6 @@
 """Cache mode: a bounded, shared cache (SharedCache) and @memoize.
 
-The lookups and the writes are in C (dshared/codec/cache.pxi, class CacheCore);
+The lookups and the writes are in C (class CacheCore, dshared/codec/cache*.pxi);
 this module names caches, waits for other processes' computations
 (get_or_set) and builds memoize's keys.
 """

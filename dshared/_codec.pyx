@@ -38,8 +38,10 @@ one `include` per topic, in this order:
     codec/listnode.pxi  ListNode, its readers, ListIter
     codec/listedit.pxi  the list writes (splice, slices), the identities sort() matches
     codec/check.pxi     check(): every value read as a walk reads it
-    codec/cache.pxi     cache mode: its layout, hooks, sketch, footprints, lock-free reads
-    codec/cachecore.pxi cache mode: CacheCore, the cache's lookups and writes
+    codec/cache.pxi     cache mode: its layout, hooks, sketch, footprints
+    codec/cachecore.pxi cache mode: CacheCore (state, thin methods) and the hit path
+    codec/cachestate.pxi cache mode: the state block, counters, clear, time to live
+    codec/cacheset.pxi  cache mode: set in steps, eviction and admission, pop, claims
     codec/memo.pxi      cache mode: MemoCore, the C part of a memoized function
 """
 
@@ -136,4 +138,6 @@ include "codec/listedit.pxi"
 include "codec/check.pxi"
 include "codec/cache.pxi"
 include "codec/cachecore.pxi"
+include "codec/cachestate.pxi"
+include "codec/cacheset.pxi"
 include "codec/memo.pxi"

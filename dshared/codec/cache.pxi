@@ -1,4 +1,6 @@
-# Cache mode: the C part of SharedCache (dshared/_cache.py). Included by _codec.pyx.
+# Cache mode: the C part of SharedCache (dshared/_cache.py), its layout,
+# hooks, sketch and footprints; CacheCore and its functions follow in
+# codec/cachecore.pxi, cachestate.pxi and cacheset.pxi. Included by _codec.pyx.
 #
 # A cache is two objects in the segment, registered in the top-level dict
 # CACHE_REGISTRY under the cache's name as {"d": data, "s": state, "p": pending}:
@@ -168,7 +170,7 @@ cdef inline int64_t now_us() noexcept nogil:
 def _key_error(CacheCore c, k):
     """The exception storing k as a key would raise (None: k can be a key)."""
     cdef Key key
-    c.ready()
+    cc_ready(c)
     try:
         make_key(c.seg, k, &key)
     except (TypeError, UnsupportedTypeError) as e:
@@ -323,128 +325,4 @@ cdef struct CArg:
     uint32_t vgen
 
 
-cdef int hook_mid_read() except -1:
-    global _hook_mid_read
-    f = _hook_mid_read
-    _hook_mid_read = None
-    f()
-    return 0
-
-
-cdef object _rd_cache_get(Node node, void *arg):
-    cdef CArg *a = <CArg *>arg
-    cdef Segment seg = node.seg
-    cdef CacheCore core = <CacheCore>a.core
-    cdef TableView tv
-    cdef Entry e                # the entry, copied once (see below)
-    cdef Cell c                 # the value's cell, copied once
-    cdef int64_t exp
-    cdef uint64_t *st
-    cdef uint8_t *rb
-    cdef uint64_t voff
-    cdef Block *blk
-    cdef VSlot *vs
-    view_block(seg, node.off, node.gen, K_DICT)
-    table_view(seg, node.off, &tv)
-    a.ix = table_lookup(seg, &tv, a.key)
-    if a.ix < 0:
-        a.status = 0
-        return None
-    # No lock is held: another process may rewrite this entry in place at
-    # any moment (an update of the key stores the new cells over the old).
-    # Every decision and every offset followed below comes from one local
-    # copy, so an offset is followed only after it was checked: reading the
-    # cell again after checking it may read another value's bytes (an
-    # inline string's or an int's) as an offset, outside the mapping.
-    memcpy(&e, &tv.ents[a.ix], sizeof(Entry))
-    a.voff = 0
-    if e.key.b[0] == T_PACKED:
-        r = entry_value(seg, &e, False)
-    else:
-        c = e.value
-        if c.b[0] == T_TUPLE:
-            exp = wrapped_expiry(seg, &c)
-            if exp and exp <= now_us() and not _hook_no_expiry:
-                a.status = 2
-                return None
-            if _hook_mid_read is not None:
-                hook_mid_read()
-            if _hook_reread_cell:
-                c = wrapped_inner(seg, &tv.ents[a.ix].value)[0]
-            else:
-                c = wrapped_inner(seg, &c)[0]      # inside the tuple block wrapped_expiry checked
-        if c.b[0] == T_STR or c.b[0] == T_BYTES:
-            voff = ds_ld64(&c.b[8])
-            blk = checked_block(seg, voff, K_STR if c.b[0] == T_STR else K_BYTES)
-            vs = &core.vmemo[(voff >> 4) & (VMEMO - 1)]
-            if vs.off == voff and (vs.gen == blk.gen or _hook_no_memo_check) and vs.obj != NULL:
-                r = <object>vs.obj
-            else:
-                r = decode(seg, &c, 0)
-                if <uint64_t>blk.size16 * ALIGN <= VMEMO_MAX_BLOCK:
-                    a.voff = voff           # kept by memo_value once the read is validated
-                    a.vgen = blk.gen
-        else:
-            r = deep_decode(seg, &c)
-    st = core_state(core)
-    rb = ref_byte(st, e.hash)
-    if rb[0] < REF_MAX:
-        rb[0] = rb[0] + 1       # a plain store: the hand reads it as "used since it passed"
-    a.status = 1
-    return r
-
-
-cdef object _rd_cache_contains(Node node, void *arg):
-    cdef CArg *a = <CArg *>arg
-    cdef Segment seg = node.seg
-    cdef TableView tv
-    cdef Entry *e
-    cdef int64_t exp
-    view_block(seg, node.off, node.gen, K_DICT)
-    table_view(seg, node.off, &tv)
-    a.ix = table_lookup(seg, &tv, a.key)
-    a.status = 0
-    if a.ix >= 0:
-        e = &tv.ents[a.ix]
-        a.status = 1
-        if e.key.b[0] != T_PACKED:
-            exp = wrapped_expiry(seg, &e.value)
-            if exp and exp <= now_us():
-                a.status = 2
-    return None
-
-
 cdef object _MISS = object()
-
-
-cdef inline object cache_lookup(CacheCore self, object k, object default, bint count):
-    """c.get(k, default), the hit path inline (c.get and a memoized call)."""
-    cdef Key key
-    cdef CArg a
-    self.ready()
-    owner = self.hit_key(k, &key)
-    a.key = &key
-    a.core = <PyObject *>self
-    a.voff = 0
-    r = read_section(self.data, _rd_cache_get, &a)
-    if a.status != 1:
-        return self._missed(&key, &a, default, count)
-    self.memo_value(&a, r)
-    if count:
-        self._hits += 1
-        if self._hits + self._misses >= FLUSH_EVERY:
-            self.flush()
-    return r
-
-
-cdef inline uint64_t *core_state(CacheCore core) except NULL:
-    """CacheCore.state() for the hit path (inline)."""
-    cdef Segment seg = core.seg
-    cdef Block *b
-    if seg is None:
-        core.ready()
-    b = checked_block(seg, core.soff, K_BYTES)
-    if (b.gen != core.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + core.slen
-            or (<uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8))[S_LOGW] != core.logw):
-        return core.state()         # raises
-    return <uint64_t *>(seg.base + core.soff + BLOCK_HDR + 8)

@@ -1,5 +1,5 @@
 # Cache mode: MemoCore, the C part of a memoized function (included by
-# _codec.pyx after codec/cachecore.pxi).
+# _codec.pyx after codec/cacheset.pxi).
 
 
 ctypedef PyObject *(*memo_vc_t)(PyObject *, PyObject **, size_t, PyObject *) except NULL
@@ -41,7 +41,7 @@ cdef PyObject *memo_vectorcall(PyObject *callable, PyObject **args, size_t nargs
         t = <void *>Py_TYPE(<object>a0)
         if c != <PyObject *>None and not (<MemoCore>callable)._typed and (t == <void *>str or t == <void *>int):
             # a str or int argument is its own key, and a valid one
-            r = cache_lookup(<CacheCore>c, <object>a0, _MISS, True)
+            r = cc_lookup(<CacheCore>c, <object>a0, _MISS, True)
             if r is _MISS:
                 r = memo_compute(<MemoCore>callable, <CacheCore>c, <object>a0, (<object>a0,), {})
         else:
@@ -75,7 +75,7 @@ cdef object memo_one(MemoCore m, object a):
     t = type(a)
     key = a if (t is str or t is int) else (a,)
     try:
-        r = c._lookup(key, _MISS, True)
+        r = cc_lookup(c, key, _MISS, True)
     except (TypeError, UnsupportedTypeError):
         return m._call((a,), {})
     if r is not _MISS:
@@ -113,7 +113,7 @@ cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict k
     cdef DictNode pending = c._pending
     cdef int64_t me = memo_marker(m)
     try:
-        state, got = c.claim_c(pending, key, me, 0)
+        state, got = cc_claim(c, pending, key, me, 0)
     except SegmentFullError:
         return m._miss(key, args, kwargs)
     if state == 1:
@@ -123,9 +123,9 @@ cdef object memo_compute(MemoCore m, CacheCore c, object key, tuple args, dict k
     done = False
     try:
         value = m.__wrapped__(*args, **kwargs) if kwargs else m.__wrapped__(*args)
-        c.set_release_c(key, value, None, pending, me)
+        cc_set_release(c, key, value, None, pending, me)
         done = True
     finally:
         if not done:
-            c.release_c(pending, key, me)
+            cc_release(c, pending, key, me)
     return value
