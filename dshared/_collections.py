@@ -173,12 +173,15 @@ class SharedDict(_codec.DictNode, MutableMapping):
 _SORT_OPTIMISTIC = 2     # sort(): rounds lost to other writers before keys are kept per item
 
 
-def _as_int(v):
-    """An int argument converted as list.sort converts `reverse`."""
+def _sort_reverse(v):
+    """`reverse` converted as the running Python's list.sort converts it: a
+    C int before Python 3.12, any truth value since."""
+    if sys.version_info >= (3, 12):
+        return bool(v)
     v = operator.index(v)
     if not -2 ** 31 <= v < 2 ** 31:
         raise OverflowError("Python int too large to convert to C int")
-    return v
+    return bool(v)
 
 
 class _ListOrder:
@@ -304,7 +307,7 @@ class SharedList(_codec.ListNode, _ListOrder, MutableSequence):
         last round's, from the start, are checked with a memcmp). Without a
         key function a plain item is its own key, so the first such round
         always ends the sort."""
-        reverse = bool(_as_int(reverse))
+        reverse = _sort_reverse(reverse)
         counter = self._sort_begin()
         try:
             for _ in range(_SORT_OPTIMISTIC):

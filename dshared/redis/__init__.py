@@ -22,7 +22,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Mutabl
 from hashlib import sha1
 
 from dshared import _codec as _shm_codec
-from dshared._collections import _ListOrder, _as_int as _as_c_int
+from dshared._collections import _ListOrder, _sort_reverse
 from dshared._errors import DsharedError, LockTimeout, StaleReferenceError, UnsupportedTypeError
 from dshared.redis._client import Client, Config, ServerConnectionError
 from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms, unsupported
@@ -1522,7 +1522,7 @@ class RedisList(_ListOrder, MutableSequence):
     def sort(self, *, key=None, reverse=False):
         """Stable sort in place: keys computed on a snapshot, the order
         published if the list did not change meanwhile (else again)."""
-        reverse = bool(_as_c_int(reverse))
+        reverse = _sort_reverse(reverse)
         dec = self._seg._decode
         counter = [0]
         mine = _sorting.__dict__
