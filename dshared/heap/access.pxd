@@ -144,13 +144,12 @@ cdef inline int64_t list_len(Segment seg, uint64_t l) except -1:
 
 cdef inline Cell *list_cells(Segment seg, uint64_t l, uint64_t n) except NULL:
     """The cells of list `l`, checked to hold at least n items."""
-    cdef ListBody *lb = list_body(seg.base, l)
-    cdef uint64_t it = lb.items
+    cdef uint64_t it = list_body(seg.base, l).items
     cdef Block *b
     cdef ItemsHdr *ih
     if it == 0:
         if n == 0:
-            return <Cell *>(lb + 1)     # never read
+            return <Cell *>(list_body(seg.base, l) + 1)     # never read
         seg_raise_corrupt(seg, "list at %d has no items block" % l)
         return NULL
     b = checked_block(seg, it, K_ITEMS)

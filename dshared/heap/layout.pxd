@@ -77,6 +77,9 @@ cdef extern from "dshared_layout.h" nogil:
         uint64_t off
         uint64_t old
 
+    # &DictBody.version or &ListBody.version of a container's payload
+    uint64_t *container_version "ds_container_version"(char *payload, bint is_list)
+
 
 cdef enum:
     FREE_KEEP = 64              # a free block's first bytes (Block, FreeBody) are never punched

@@ -137,11 +137,7 @@ cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
 
 cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
     """Bump the version of container c (DictBody or ListBody), journaled."""
-    cdef uint64_t *v
-    if blk_kind(<Block *>(seg.base + c)) == K_LIST:
-        v = &list_body(seg.base, c).version
-    else:
-        v = &dict_body(seg.base, c).version
+    cdef uint64_t *v = container_version(blk_payload(seg.base, c), blk_kind(<Block *>(seg.base + c)) == K_LIST)
     jr_store(seg, v, v[0] + 1)
     nt_container(seg, c)
 

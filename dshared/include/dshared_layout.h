@@ -73,6 +73,13 @@ typedef struct { uint64_t next, first, capacity; } ds_journal_hdr;
  * the index of the table there is rebuilt). */
 typedef struct { uint64_t off, old; } ds_jrec;
 
+/* The version word of a DICT (is_list 0) or LIST block's payload: the
+ * offset chosen without a branch. */
+static inline uint64_t *ds_container_version(char *payload, int is_list)
+{
+    return (uint64_t *)(payload + (is_list ? offsetof(ds_list_body, version) : offsetof(ds_dict_body, version)));
+}
+
 #define DS_LAYOUT_AT(type, field, at) \
     _Static_assert(offsetof(type, field) == (at), #type "." #field " is at " #at " in the segment format")
 #define DS_LAYOUT_SIZE(type, size) \
