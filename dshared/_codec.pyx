@@ -67,7 +67,11 @@ from dshared._heap cimport (
     K_BIGINT, K_BYTES, K_DICT, K_ITEMS, K_KTUPLE, K_LIST, K_STR, K_TABLE, K_TUPLE,
     T_BIGINT, T_BYTES, T_DICT, T_EMPTY, T_FALSE, T_FIRST_REF, T_FLOAT, T_INT, T_KTUPLE, T_LAST, T_LIST,
     T_NONE, T_PACKED, T_SBYTES, T_SSTR, T_STR, T_TRUE, T_TUPLE,
-    Block, Cell, Entry, Key, Segment, TableView,
+    Block, Cell, Entry, Key, Segment, TableView, RC_ONE,
+    # the payload structs and their accessors (heap/layout.pxd)
+    BytesHdr, DictBody, ItemsHdr, ListBody, StrHdr, TupleHdr,
+    blk_payload, bytes_data, bytes_hdr_size, cells_fit, items_cells_of, items_hdr, kind_rc_of, list_body,
+    str_data, str_hdr, tuple_cells, tuple_hdr,
     # include/dshared.h, include/dshared_notify.h
     DS_WHOLE_DOUBLE_MAX, ds_hash, ds_hash_u64, ds_ld32, ds_ld64, ds_prefetch, ds_st64,
     ds_whole_double_bytes, ds_nt_bucket_c, ds_nt_bucket_k,

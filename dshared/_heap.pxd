@@ -79,7 +79,6 @@ cdef enum:
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
     JOURNAL_MAX = 64            # undo entries: no single write needs more than ~40
     JBLOCK_MIN = 256            # entries of the first journal block of a transaction (then doubling)
-    JBLOCK_HDR = 24             # a journal block's payload: next (older), first entry index, capacity
     MANY_OVERWRITES = 8         # tbl_insert_many journals at most this many overwrites (4 entries each)
     FLAG_POISONED = 1
     FLAG_NO_SHRINK = 2          # a process could not take a file lock of its own: never punch pages
@@ -137,19 +136,9 @@ cdef enum:
     IX_DUMMY = -2
 
 
-ctypedef struct Cell:
-    uint8_t b[16]
-
-ctypedef struct Block:
-    uint32_t size16             # whole block, header included, in 16-byte units
-    uint32_t prev16             # the block just below, for coalescing; 0 at the bottom
-    uint32_t gen                # changes on every allocation: views detect reuse
-    uint32_t kind_rc            # kind in the low byte, shared refcount above
-
-ctypedef struct Entry:
-    uint64_t hash
-    Cell key
-    Cell value
+# the block layout: Cell, Block, Entry, the payload structs and their
+# accessors (include/dshared_layout.h, heap/layout.pxd)
+include "heap/layout.pxd"
 
 ctypedef struct Header:
     uint64_t magic
@@ -175,7 +164,7 @@ ctypedef struct Header:
     uint64_t binmap[2]
     uint64_t bins[128]
     uint64_t jcount             # undo journal of the write in flight: entries used
-    uint64_t jlog[128]          # (offset, old 8 bytes) pairs
+    JRec jlog[64]               # JOURNAL_MAX undo records (heap/layout.pxd)
     uint64_t waits              # the wait area of change notifications (a bytes block), 0 until first used
     uint64_t jblocks            # newest K_JOURNAL block: records JOURNAL_MAX.. of an open block
     uint64_t jkind              # 1: a transaction() is open, 2: a lock() block (for the repair's report)
@@ -200,10 +189,6 @@ ctypedef struct Key:
     uint64_t cval               # T_INT / T_FLOAT payload
     const char *data            # T_STR / T_BYTES / T_BIGINT / T_KTUPLE bytes
     uint64_t len
-
-
-# named accessors of the layout: blk_kind, blk_rc, free links, TableHdr, ListBody
-include "heap/layout.pxd"
 
 
 cdef class LockState:
@@ -274,7 +259,7 @@ cdef inline bint nt_attach(Segment seg) noexcept nogil:
     is the payload of a bytes block: length word, then from the next 64-byte
     boundary DS_NT_BYTES (include/dshared_notify.h)."""
     cdef uint64_t w = seg.hdr.waits, a
-    cdef uint64_t need = BLOCK_HDR + 8 + 64 + DS_NT_BYTES
+    cdef uint64_t need = BLOCK_HDR + sizeof(BytesHdr) + 64 + DS_NT_BYTES
     cdef Block *b
     if w == 0 or seg.base == NULL:
         return False
@@ -283,7 +268,7 @@ cdef inline bint nt_attach(Segment seg) noexcept nogil:
     b = <Block *>(seg.base + w)
     if blk_kind(b) != K_BYTES or <uint64_t>b.size16 * ALIGN < need:
         return False
-    a = (w + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+    a = (w + BLOCK_HDR + sizeof(BytesHdr) + 63) & ~(<uint64_t>63)
     if ds_nt_headp(seg.base + a).magic != DS_NT_MAGIC:
         return False
     seg.nt_area = seg.base + a
@@ -362,7 +347,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     """Read and check the table block at t (0: no table) into tv, once."""
     cdef Block *b
     cdef uint64_t size, nslots, capacity, nentries, count
-    cdef char *p
+    cdef TableHdr *th
     tv.off = t
     if t == 0:
         tv.nslots = tv.capacity = tv.nentries = tv.count = 0
@@ -371,16 +356,16 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
         return 0
     b = checked_block(seg, t, K_TABLE)
     size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
-    if size < 32:                   # the four header words below must lie inside the block
+    if size < sizeof(TableHdr):     # the header read below must lie inside the block
         seg_bad_block(seg, t, K_TABLE)
         return -1
-    p = seg.base + t + BLOCK_HDR
-    nslots = ds_ld64(p)
-    capacity = ds_ld64(p + 8)
-    nentries = ds_ld64(p + 16)
-    count = ds_ld64(p + 24)
+    th = table_hdr(seg.base, t)
+    nslots = th.nslots
+    capacity = th.capacity
+    nentries = th.nentries
+    count = th.count
     if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
-            or 32 + 4 * nslots + ENTRY_SIZE * capacity > size or nentries > capacity
+            or table_payload(nslots, capacity) > size or nentries > capacity
             or count > nentries):
         seg_bad_block(seg, t, K_TABLE)
         return -1
@@ -388,14 +373,14 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     tv.capacity = capacity
     tv.nentries = nentries
     tv.count = count
-    tv.index = <int32_t *>(p + 32)
-    tv.ents = <Entry *>(p + 32 + 4 * nslots)
+    tv.index = table_index_of(th)
+    tv.ents = table_entries_of(th, nslots)
     return 0
 
 
 cdef inline int table_view(Segment seg, uint64_t d, TableView *tv) except -1:
     """The table of dict block d (already checked), read once into tv."""
-    return table_view_at(seg, ds_ld64(seg.base + d + BLOCK_HDR), tv)
+    return table_view_at(seg, dict_body(seg.base, d).table, tv)
 
 
 cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
@@ -410,7 +395,7 @@ cdef inline uint64_t table_slots(uint64_t capacity) noexcept nogil:
 
 
 cdef inline uint64_t table_bytes(uint64_t capacity) noexcept nogil:
-    return 32 + 4 * table_slots(capacity) + ENTRY_SIZE * capacity
+    return table_payload(table_slots(capacity), capacity)
 
 
 # the key compare, the probe, the lookup and the readers of entries and

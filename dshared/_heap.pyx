@@ -6,7 +6,8 @@ since each process maps it at another address)::
 
     0            4096                                        top       capacity
     | Header     | block | block | free | block | ...        | untouched ... |
-                 ^ every block: Block header (16 B) + payload, 16-aligned
+                 ^ every block: Block header (16 B) + payload, 16-aligned;
+                   each kind's payload is a struct (heap/layout.pxd)
 
 * Header: magic, format version, layout descriptor (arch, libc, mutex size),
   capacity, hash seed, the robust process-shared mutex, the write sequence,
@@ -63,8 +64,10 @@ in order (docs/design.md has one section per file):
     heap/notify.pxi    nt_*    change notifications
     heap/txn.pxi       txn_*   transaction(), lock() and snapshot() blocks
 
-The layout, the inline readers (heap/access.pxd, heap/keys.pxd) and the
-declarations _codec calls (heap/api.pxd) are in _heap.pxd and what it includes.
+The layout (heap/layout.pxd: the structs of include/dshared_layout.h, whose
+offsets it asserts, and their accessors; no byte offsets elsewhere), the
+inline readers (heap/access.pxd, heap/keys.pxd) and the declarations _codec
+calls (heap/api.pxd) are in _heap.pxd and what it includes.
 """
 
 from cpython.exc cimport PyErr_CheckSignals

@@ -119,7 +119,8 @@ cdef object decode(Segment seg, const Cell *c, int depth):
     cdef const char *data
     cdef uint64_t ln, off, i
     cdef uint32_t gen
-    cdef char *p
+    cdef StrHdr *sh
+    cdef TupleHdr *th
     if tag == T_SSTR:
         n = c.b[1] & 0x7f
         if n > INLINE_MAX:
@@ -145,11 +146,11 @@ cdef object decode(Segment seg, const Cell *c, int depth):
     off = ds_ld64(&c.b[8])
     if tag == T_STR:
         blk = checked_block(seg, off, K_STR)
-        data = seg.base + off + BLOCK_HDR + 16
-        ln = ds_ld64(data - 16)
-        if ln > <uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 16:
+        sh = str_hdr(seg.base, off)
+        ln = sh.length
+        if ln > <uint64_t>blk.size16 * ALIGN - BLOCK_HDR - sizeof(StrHdr):
             raise CorruptSegmentError("str block at %d claims %d bytes" % (off, ln))
-        return stored_str(data, ln, ds_ld64(data - 8) & 1)
+        return stored_str(str_data(sh), ln, sh.flags & 1)
     if tag == T_BYTES:
         block_bytes(seg, off, K_BYTES, &data, &ln)
         return PyBytes_FromStringAndSize(data, ln)
@@ -167,13 +168,13 @@ cdef object decode(Segment seg, const Cell *c, int depth):
         if depth > MAX_TUPLE_DEPTH + 1:
             raise CorruptSegmentError("tuples nested too deep")
         blk = checked_block(seg, off, K_TUPLE)
-        p = seg.base + off + BLOCK_HDR
-        ln = ds_ld64(p)
-        if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
+        th = tuple_hdr(seg.base, off)
+        ln = th.n
+        if ln > cells_fit(blk.size16):
             raise CorruptSegmentError("tuple at %d claims %d items" % (off, ln))
         t = PyTuple_New(ln)
         for i in range(ln):
-            x = decode(seg, <Cell *>(p + 8 + CELL_SIZE * i), depth + 1)
+            x = decode(seg, &tuple_cells(th)[i], depth + 1)
             Py_INCREF(x)
             PyTuple_SET_ITEM(t, i, x)
         return t
@@ -303,7 +304,7 @@ cdef object _deep_cell(Segment seg, uint64_t off, int kind, dict memo, list todo
 cdef object _deep_value(Segment seg, const Cell *c, dict memo, list todo, int depth):
     cdef uint8_t tag = c.b[0]
     cdef uint64_t off, ln, i
-    cdef char *p
+    cdef TupleHdr *th
     if tag == T_DICT or tag == T_LIST:
         return _deep_cell(seg, ds_ld64(&c.b[8]), tag_kind(tag), memo, todo)
     if tag == T_TUPLE:
@@ -314,11 +315,11 @@ cdef object _deep_value(Segment seg, const Cell *c, dict memo, list todo, int de
         if r is not None:
             return r
         blk = checked_block(seg, off, K_TUPLE)
-        p = seg.base + off + BLOCK_HDR
-        ln = ds_ld64(p)
-        if ln > (<uint64_t>blk.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE:
+        th = tuple_hdr(seg.base, off)
+        ln = th.n
+        if ln > cells_fit(blk.size16):
             raise CorruptSegmentError("tuple at %d claims %d items" % (off, ln))
-        r = tuple([_deep_value(seg, <Cell *>(p + 8 + CELL_SIZE * i), memo, todo, depth + 1) for i in range(ln)])
+        r = tuple([_deep_value(seg, &tuple_cells(th)[i], memo, todo, depth + 1) for i in range(ln)])
         memo[off] = r
         return r
     return decode(seg, c, depth)

@@ -12,7 +12,7 @@ cdef struct EditRange:
 
 cdef inline uint64_t list_version(Segment seg, uint64_t l) noexcept nogil:
     """The version of list block l (already checked): bumped by every write."""
-    return ds_ld64(seg.base + l + BLOCK_HDR + 16)
+    return list_body(seg.base, l).version
 
 
 cdef object _wr_edit(Node node, void *arg):

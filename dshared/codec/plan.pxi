@@ -148,8 +148,7 @@ cdef class Plan:
         self.blocks[bi].rc += 1
 
     cdef int64_t bytes_block(self, int kind, object owner, const char *data, uint64_t n, uint64_t flags) except -1:
-        cdef uint64_t hdr = 16 if kind == K_STR else 8
-        cdef int64_t bi = self.new_block(kind, hdr + n)
+        cdef int64_t bi = self.new_block(kind, bytes_hdr_size(kind) + n)
         self.keep.append(owner)
         self.blocks[bi].data = data
         self.blocks[bi].len = n
@@ -301,7 +300,7 @@ cdef class Plan:
         # a subclass is stored as tuple(v) sees it (through its __iter__)
         items = v if type(v) is tuple else tuple(as_list(v))
         n = PyTuple_GET_SIZE(items)
-        bi = self.new_block(K_TUPLE, 8 + CELL_SIZE * n)
+        bi = self.new_block(K_TUPLE, sizeof(TupleHdr) + CELL_SIZE * n)
         self.blocks[bi].first = self.new_cells(n)
         self.blocks[bi].n = n
         self.ref_block(ci, T_TUPLE, bi)
@@ -315,12 +314,12 @@ cdef class Plan:
         # a subclass is stored as list(v) sees it (through its __iter__)
         items = list(v) if type(v) is list else as_list(v)
         n = len(<list>items)
-        bi = self.new_block(K_LIST, 24)
+        bi = self.new_block(K_LIST, sizeof(ListBody))
         self.ref_block(ci, T_LIST, bi)
         if n:
             self.blocks[bi].n = n
             self.blocks[bi].first = self.new_cells(n)
-            self.new_block(K_ITEMS, 8 + CELL_SIZE * n)
+            self.new_block(K_ITEMS, sizeof(ItemsHdr) + CELL_SIZE * n)
             self.blocks[bi + 1].rc = 1
         self.stack.append([v, items, bi, 0, 0])
         return bi
@@ -331,7 +330,7 @@ cdef class Plan:
         cdef int64_t bi
         items = mapping_items(v)
         n = len(items)
-        bi = self.new_block(K_DICT, 16)
+        bi = self.new_block(K_DICT, sizeof(DictBody))
         self.ref_block(ci, T_DICT, bi)
         if n:
             self.blocks[bi].n = n
@@ -442,38 +441,47 @@ cdef class Plan:
     cdef int fill(self, uint64_t i) except -1:
         cdef Segment seg = self.seg
         cdef PBlock *b = &self.blocks[i]
-        cdef char *p = seg.base + b.off + BLOCK_HDR
+        cdef char *p = blk_payload(seg.base, b.off)
         cdef uint64_t j, t
-        cdef char *q
+        cdef StrHdr *sh
+        cdef BytesHdr *bh
+        cdef TupleHdr *th
+        cdef ListBody *lb
+        cdef ItemsHdr *ih
+        cdef DictBody *db
         cdef uint64_t *hashes
         cdef Cell *cells
-        (<Block *>(seg.base + b.off)).kind_rc = <uint32_t>b.kind | (b.rc << 8)
+        (<Block *>(seg.base + b.off)).kind_rc = kind_rc_of(<uint32_t>b.kind, b.rc)
         if b.kind == K_STR:
-            ds_st64(p, b.len)
-            ds_st64(p + 8, b.flags)
-            memcpy(p + 16, b.data, b.len)
+            sh = <StrHdr *>p
+            sh.length = b.len
+            sh.flags = b.flags
+            memcpy(str_data(sh), b.data, b.len)
         elif b.kind == K_BYTES or b.kind == K_BIGINT or b.kind == K_KTUPLE:
-            ds_st64(p, b.len)
-            memcpy(p + 8, b.data, b.len)
+            bh = <BytesHdr *>p
+            bh.length = b.len
+            memcpy(bytes_data(bh), b.data, b.len)
         elif b.kind == K_TUPLE:
-            ds_st64(p, b.n)
+            th = <TupleHdr *>p
+            th.n = b.n
             for j in range(b.n):
-                memcpy(p + 8 + CELL_SIZE * j, &self.cells[b.first + j].cell, CELL_SIZE)
+                memcpy(&tuple_cells(th)[j], &self.cells[b.first + j].cell, CELL_SIZE)
         elif b.kind == K_LIST:
-            ds_st64(p, self.blocks[i + 1].off if b.n else 0)
-            ds_st64(p + 8, b.n)
-            ds_st64(p + 16, 0)
+            lb = <ListBody *>p
+            lb.items = self.blocks[i + 1].off if b.n else 0
+            lb.length = b.n
+            lb.version = 0
             if b.n:
-                t = self.blocks[i + 1].off + BLOCK_HDR
-                ds_st64(seg.base + t, b.n)
+                ih = items_hdr(seg.base, self.blocks[i + 1].off)
+                ih.capacity = b.n
                 for j in range(b.n):
-                    memcpy(seg.base + t + 8 + CELL_SIZE * j, &self.cells[b.first + j].cell, CELL_SIZE)
+                    memcpy(&items_cells_of(ih)[j], &self.cells[b.first + j].cell, CELL_SIZE)
         elif b.kind == K_DICT:
-            ds_st64(p, self.blocks[i + 1].off if b.n else 0)
-            ds_st64(p + 8, 0)
+            db = <DictBody *>p
+            db.table = self.blocks[i + 1].off if b.n else 0
+            db.version = 0
             if b.n:
                 t = self.blocks[i + 1].off
-                q = seg.base + t + BLOCK_HDR
                 table_init(seg.base, t, self.blocks[i + 1].n, self.blocks[i + 1].len)
                 hashes = <uint64_t *>malloc_or_raise(8 * b.n)
                 cells = <Cell *>malloc_or_raise(2 * CELL_SIZE * b.n)

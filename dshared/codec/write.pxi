@@ -2,18 +2,18 @@
 
 cdef uint64_t new_bytes_block(Segment seg, int kind, const char *data, uint64_t n, uint64_t flags) except? 0:
     """A fresh STR or BYTES block (refcount 1) holding data (lock held)."""
-    cdef uint64_t hdr = 16 if kind == K_STR else 8
+    cdef uint64_t hdr = bytes_hdr_size(kind)
     cdef int why
     cdef uint64_t off = blk_alloc(seg, hdr + n, kind, &why)
     cdef char *p
     if off == 0:
         blk_raise_full(seg, hdr + n, why)
-    p = seg.base + off + BLOCK_HDR
-    ds_st64(p, n)
+    p = blk_payload(seg.base, off)
+    (<BytesHdr *>p).length = n          # StrHdr starts with it too
     if kind == K_STR:
-        ds_st64(p + 8, flags)
+        (<StrHdr *>p).flags = flags
     memcpy(p + hdr, data, n)
-    (<Block *>(seg.base + off)).kind_rc = <uint32_t>kind | (1 << 8)
+    (<Block *>(seg.base + off)).kind_rc = <uint32_t>kind | RC_ONE
     return off
 
 

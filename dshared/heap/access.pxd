@@ -68,9 +68,7 @@ cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k)
     return -2
 
 
-# -- dicts. DICT payload: table offset, version. TABLE payload: nslots,
-# capacity, nentries (dense, deleted included), count (live), then int32
-# index[nslots], then Entry entries[capacity].
+# -- dicts: DictBody, and TableHdr, index, entries (heap/layout.pxd).
 
 cdef inline int64_t dict_find(Segment seg, uint64_t d, const Key *k) except -2:
     """Index of the entry with key `k` in dict block d, or -1."""
@@ -93,7 +91,7 @@ cdef inline int64_t dict_len(Segment seg, uint64_t d) except -1:
 
 
 cdef inline uint64_t dict_version(Segment seg, uint64_t d) noexcept nogil:
-    return ds_ld64(seg.base + d + BLOCK_HDR + 8)
+    return dict_body(seg.base, d).version
 
 
 cdef inline Entry *dict_entry(Segment seg, uint64_t d, int64_t i) except NULL:
@@ -132,14 +130,13 @@ cdef inline int64_t dict_prev(Segment seg, uint64_t d, int64_t i) except -2:
     return -1
 
 
-# -- lists. LIST payload: items (ITEMS block or 0), len, version. ITEMS
-# payload: cap, cells.
+# -- lists: ListBody, and ItemsHdr, cells (heap/layout.pxd).
 
 cdef inline int64_t list_len(Segment seg, uint64_t l) except -1:
     cdef uint64_t n
-    if (<Block *>(seg.base + l)).size16 * ALIGN < BLOCK_HDR + 24:
+    if (<Block *>(seg.base + l)).size16 * ALIGN < BLOCK_HDR + sizeof(ListBody):
         return seg_raise_corrupt(seg, "list block at %d is too small" % l)
-    n = ds_ld64(seg.base + l + BLOCK_HDR + 8)
+    n = list_body(seg.base, l).length
     if n > seg.lim // CELL_SIZE:
         return seg_raise_corrupt(seg, "list at %d claims %d items" % (l, n))
     return <int64_t>n
@@ -147,17 +144,17 @@ cdef inline int64_t list_len(Segment seg, uint64_t l) except -1:
 
 cdef inline Cell *list_cells(Segment seg, uint64_t l, uint64_t n) except NULL:
     """The cells of list `l`, checked to hold at least n items."""
-    cdef uint64_t it = ds_ld64(seg.base + l + BLOCK_HDR)
+    cdef uint64_t it = list_body(seg.base, l).items
     cdef Block *b
-    cdef char *p
+    cdef ItemsHdr *ih
     if it == 0:
         if n == 0:
-            return <Cell *>(seg.base + l + BLOCK_HDR + 24)     # never read
+            return <Cell *>(list_body(seg.base, l) + 1)     # never read
         seg_raise_corrupt(seg, "list at %d has no items block" % l)
         return NULL
     b = checked_block(seg, it, K_ITEMS)
-    p = seg.base + it + BLOCK_HDR
-    if ds_ld64(p) > (<uint64_t>b.size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE or n > ds_ld64(p):
+    ih = items_hdr(seg.base, it)
+    if ih.capacity > cells_fit(b.size16) or n > ih.capacity:
         seg_raise_corrupt(seg, "list items at %d are inconsistent" % it)
         return NULL
-    return <Cell *>(p + 8)
+    return items_cells_of(ih)

@@ -74,8 +74,8 @@ cdef void jr_undo(Segment seg) noexcept nogil
 cdef void jr_store(Segment seg, void *p, uint64_t v) noexcept
 cdef void jr_store_cell(Segment seg, Cell *dst, const Cell *src) noexcept
 cdef void jr_rebuild(Segment seg, uint64_t t) noexcept
-cdef char *jr_block(Segment seg, uint64_t b) noexcept nogil
-cdef uint64_t *jr_slot(Segment seg, uint64_t n) noexcept nogil
+cdef JournalHdr *jr_block(Segment seg, uint64_t b) noexcept nogil
+cdef JRec *jr_slot(Segment seg, uint64_t n) noexcept nogil
 cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil
 cdef void jr_rec_alloc(Segment seg, uint64_t off) noexcept nogil
 cdef void jr_rec_incref(Segment seg, uint64_t off) noexcept nogil

@@ -123,7 +123,7 @@ cdef dict chk_ref_counts(Segment seg, set alloc_set, list problems, set seen, li
         if off not in alloc_set or blk_kind(<Block *>(seg.base + <uint64_t>off)) != K_JOURNAL:
             problems.append("the journal chain reaches %d, which is not a journal block" % off)
             break
-        off = ds_ld64(seg.base + <uint64_t>off + BLOCK_HDR)
+        off = journal_hdr(seg.base, <uint64_t>off).next
         n += 1
     owner = seg.lk.bseg
     if seg.lk.bdepth and owner is not None:
@@ -189,67 +189,68 @@ cdef list chk_children(Segment seg, uint64_t off, list problems, list probes=Non
     cdef Block *b = <Block *>(seg.base + off)
     cdef int kind = blk_kind(b)
     cdef uint64_t size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
-    cdef char *p = seg.base + off + BLOCK_HDR
+    cdef char *p = blk_payload(seg.base, off)
     cdef uint64_t n, sub, ln
     out = []
     if kind == K_STR or kind == K_BYTES or kind == K_BIGINT or kind == K_KTUPLE:
-        ln = ds_ld64(p)
-        if ln > size - (16 if kind == K_STR else 8):
+        ln = (<BytesHdr *>p).length         # StrHdr starts with it too
+        if ln > size - bytes_hdr_size(kind):
             problems.append("%s block at %d claims %d bytes" % (_kind_name(kind), off, ln))
         elif kind == K_STR:
             try:
-                (p + 16)[:ln].decode("utf-8", "surrogatepass")
+                str_data(<StrHdr *>p)[:ln].decode("utf-8", "surrogatepass")
             except UnicodeDecodeError:
                 problems.append("str block at %d is not UTF-8" % off)
     elif kind == K_TUPLE:
-        n = ds_ld64(p)
-        if n > (size - 8) // CELL_SIZE:
+        n = (<TupleHdr *>p).n
+        if n > (size - sizeof(TupleHdr)) // CELL_SIZE:
             problems.append("tuple at %d claims %d items" % (off, n))
         else:
-            chk_cells(seg, <Cell *>(p + 8), n, off, problems, out)
-    elif kind == K_LIST and size < 24:
+            chk_cells(seg, tuple_cells(<TupleHdr *>p), n, off, problems, out)
+    elif kind == K_LIST and size < sizeof(ListBody):
         problems.append("list at %d: its block is too small" % off)
     elif kind == K_DICT or kind == K_LIST:
-        sub = ds_ld64(p)
+        # DictBody.table and ListBody.items: the first word of both
+        sub = (<DictBody *>p).table if kind == K_DICT else (<ListBody *>p).items
         if sub:
             out.append(sub)
         if kind == K_LIST and sub:
-            ln = ds_ld64(p + 8)
+            ln = (<ListBody *>p).length
             if not gc_valid_ref(seg, sub) or blk_kind(<Block *>(seg.base + sub)) != K_ITEMS:
                 problems.append("list at %d points at %d, not an items block" % (off, sub))
-            elif ln > ds_ld64(seg.base + sub + BLOCK_HDR) or ds_ld64(seg.base + sub + BLOCK_HDR) > (
-                    (<uint64_t>(<Block *>(seg.base + sub)).size16 * ALIGN - BLOCK_HDR - 8) // CELL_SIZE):
+            elif ln > items_cap(seg.base, sub) or items_cap(seg.base, sub) > cells_fit(
+                    (<Block *>(seg.base + sub)).size16):
                 problems.append("list at %d is longer than its items block" % off)
             else:
-                chk_cells(seg, <Cell *>(seg.base + sub + BLOCK_HDR + 8), ln, off, problems, out)
-        elif kind == K_LIST and ds_ld64(p + 8):
+                chk_cells(seg, items_cells(seg.base, sub), ln, off, problems, out)
+        elif kind == K_LIST and (<ListBody *>p).length:
             problems.append("list at %d has items but no items block" % off)
         elif kind == K_DICT and sub and (not gc_valid_ref(seg, sub) or
                                          blk_kind(<Block *>(seg.base + sub)) != K_TABLE):
             problems.append("dict at %d points at %d, not a table" % (off, sub))
     elif kind == K_TABLE:
-        chk_table(seg, off, p, size, problems, probes, out)
+        chk_table(seg, off, <TableHdr *>p, size, problems, probes, out)
     return out
 
 
-cdef chk_table(Segment seg, uint64_t off, char *p, uint64_t size, list problems, list probes, list out):
-    """Check table block `off` (payload p of size bytes): sizes, slots,
+cdef chk_table(Segment seg, uint64_t off, TableHdr *th, uint64_t size, list problems, list probes, list out):
+    """Check table block `off` (payload th of size bytes): sizes, slots,
     entries, each entry found by its own probe; its references go to out."""
     cdef uint64_t i, nslots, cap, nent, count
     cdef Entry *ents
     cdef int32_t *index
     cdef int32_t ix
     cdef int64_t plen, longest = 0
-    nslots = ds_ld64(p)
-    cap = ds_ld64(p + 8)
-    nent = ds_ld64(p + 16)
-    count = ds_ld64(p + 24)
+    nslots = th.nslots
+    cap = th.capacity
+    nent = th.nentries
+    count = th.count
     if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
-            or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap or count > nent):
+            or table_payload(nslots, cap) > size or nent > cap or count > nent):
         problems.append("table at %d has inconsistent sizes" % off)
         return
-    index = <int32_t *>(p + 32)
-    ents = <Entry *>(p + 32 + 4 * nslots)
+    index = table_index_of(th)
+    ents = table_entries_of(th, nslots)
     live = 0
     slots = {}
     empty = 0

@@ -47,7 +47,7 @@ cdef uint64_t gc_mark(Segment seg, list blocks) except? 0:
     for off in blocks:
         b = <Block *>(seg.base + off)
         if blk_kind(b) != K_FREE:
-            b.kind_rc &= 0xff
+            b.kind_rc &= KIND_MASK
     try:
         for off in _root_offsets(seg):
             if gc_valid_ref(seg, off):
@@ -55,7 +55,7 @@ cdef uint64_t gc_mark(Segment seg, list blocks) except? 0:
                 if blk_rc(b) == 0:
                     blk_push(seg, off, &work, &nw, &capw)
                 if blk_rc(b) < RC_MAX:
-                    b.kind_rc += 0x100
+                    b.kind_rc += RC_ONE
         while nw:
             nw -= 1
             off = work[nw]
@@ -70,7 +70,7 @@ cdef uint64_t gc_mark(Segment seg, list blocks) except? 0:
                 if blk_rc(b) == 0:
                     blk_push(seg, c, &work, &nw, &capw)
                 if blk_rc(b) < RC_MAX:
-                    b.kind_rc += 0x100
+                    b.kind_rc += RC_ONE
     finally:
         c_free(work)
         c_free(tmp)

@@ -163,3 +163,54 @@ def _hooks_from_env():
 
 
 _hooks_from_env()
+
+
+# ---------------------------------------------------------------------------
+# The block layout as compiled (tests/test_layout.py compares it with the
+# segment format): {struct: (sizeof, {field: offset})}, and the constants.
+
+cdef inline size_t _at(const void *field, const void *start) noexcept nogil:
+    return <size_t>(<const char *>field - <const char *>start)
+
+
+def _layout():
+    cdef Block b
+    cdef Cell c
+    cdef Entry e
+    cdef FreeBody fb
+    cdef StrHdr sh
+    cdef BytesHdr bh
+    cdef TupleHdr th
+    cdef DictBody db
+    cdef ListBody lb
+    cdef TableHdr tb
+    cdef ItemsHdr ih
+    cdef JournalHdr jh
+    cdef JRec jr
+    cdef Header h
+    return {
+        "Block": (sizeof(Block), {"size16": _at(&b.size16, &b), "prev16": _at(&b.prev16, &b),
+                                  "gen": _at(&b.gen, &b), "kind_rc": _at(&b.kind_rc, &b)}),
+        "Cell": (sizeof(Cell), {"b": _at(&c.b, &c)}),
+        "Entry": (sizeof(Entry), {"hash": _at(&e.hash, &e), "key": _at(&e.key, &e), "value": _at(&e.value, &e)}),
+        "FreeBody": (sizeof(FreeBody), {"next": _at(&fb.next, &fb), "prev": _at(&fb.prev, &fb),
+                                        "hole_from": _at(&fb.hole_from, &fb), "hole_end": _at(&fb.hole_end, &fb)}),
+        "StrHdr": (sizeof(StrHdr), {"length": _at(&sh.length, &sh), "flags": _at(&sh.flags, &sh)}),
+        "BytesHdr": (sizeof(BytesHdr), {"length": _at(&bh.length, &bh)}),
+        "TupleHdr": (sizeof(TupleHdr), {"n": _at(&th.n, &th)}),
+        "DictBody": (sizeof(DictBody), {"table": _at(&db.table, &db), "version": _at(&db.version, &db)}),
+        "ListBody": (sizeof(ListBody), {"items": _at(&lb.items, &lb), "length": _at(&lb.length, &lb),
+                                        "version": _at(&lb.version, &lb)}),
+        "TableHdr": (sizeof(TableHdr), {"nslots": _at(&tb.nslots, &tb), "capacity": _at(&tb.capacity, &tb),
+                                        "nentries": _at(&tb.nentries, &tb), "count": _at(&tb.count, &tb)}),
+        "ItemsHdr": (sizeof(ItemsHdr), {"capacity": _at(&ih.capacity, &ih)}),
+        "JournalHdr": (sizeof(JournalHdr), {"next": _at(&jh.next, &jh), "first": _at(&jh.first, &jh),
+                                            "capacity": _at(&jh.capacity, &jh)}),
+        "JRec": (sizeof(JRec), {"off": _at(&jr.off, &jr), "old": _at(&jr.old, &jr)}),
+        # the journal's fields of the segment header
+        "Header.journal": (sizeof(h.jlog), {"jcount": _at(&h.jcount, &h), "jlog": _at(&h.jlog, &h),
+                                            "waits": _at(&h.waits, &h)}),
+        "constants": (0, {"BLOCK_HDR": BLOCK_HDR, "CELL_SIZE": CELL_SIZE, "ENTRY_SIZE": ENTRY_SIZE,
+                          "JOURNAL_MAX": JOURNAL_MAX, "MIN_BLOCK": MIN_BLOCK,
+                          "FREE_KEEP": FREE_KEEP, "table_bytes(5)": table_bytes(5)}),
+    }

@@ -103,14 +103,14 @@ cdef int lst_rebuild(Segment seg, uint64_t l, const Cell *cells, uint64_t n,
 cdef uint64_t lst_items_block(Segment seg, uint64_t newcap, int *why) noexcept nogil:
     """A fresh, zeroed items block of newcap cells with one reference, not yet
     published; 0 when there is no room (*why: see blk_alloc)."""
-    cdef uint64_t nit = blk_alloc(seg, 8 + CELL_SIZE * newcap, K_ITEMS, why)
-    cdef char *q
+    cdef uint64_t nit = blk_alloc(seg, sizeof(ItemsHdr) + CELL_SIZE * newcap, K_ITEMS, why)
+    cdef ItemsHdr *ih
     if nit == 0:
         return 0
-    q = seg.base + nit + BLOCK_HDR
-    ds_st64(q, newcap)
-    memset(q + 8, 0, CELL_SIZE * newcap)
-    (<Block *>(seg.base + nit)).kind_rc = K_ITEMS | (1 << 8)
+    ih = items_hdr(seg.base, nit)
+    ih.capacity = newcap
+    memset(items_cells_of(ih), 0, CELL_SIZE * newcap)
+    (<Block *>(seg.base + nit)).kind_rc = K_ITEMS | RC_ONE
     return nit
 
 

@@ -18,11 +18,11 @@ cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil:
     entries, once the records after it have restored the entry count."""
     cdef Header *h = seg.hdr
     cdef uint64_t n = h.jcount, off, b = h.jblocks, first = 0, cap = 0, steps = 0
-    cdef uint64_t *e
+    cdef JRec *e
     cdef uint64_t *rb = NULL
     cdef uint64_t *grown
     cdef uint64_t nrb = 0, caprb = 0, i
-    cdef char *p = NULL
+    cdef JournalHdr *jb = NULL
     cdef bint found
     seg_read_limit(seg)
     if n > JOURNAL_MAX and b == 0:
@@ -31,25 +31,25 @@ cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil:
         if n > JOURNAL_MAX:
             found = False
             while b and steps < 64:
-                p = jr_block(seg, b)
-                if p == NULL:
+                jb = jr_block(seg, b)
+                if jb == NULL:
                     break
-                first = ds_ld64(p + 8)
-                cap = ds_ld64(p + 16)
+                first = jb.first
+                cap = jb.capacity
                 if first < n:
                     found = n - first <= cap
                     break
-                b = ds_ld64(p)
+                b = jb.next
                 steps += 1
             if not found:
                 # (bad bytes) the records above the header's cannot be read
                 n = JOURNAL_MAX if mark < JOURNAL_MAX else mark
                 h.jcount = n
                 continue
-            e = <uint64_t *>(p + JBLOCK_HDR + 16 * (n - 1 - first))
+            e = &journal_recs(jb)[n - 1 - first]
         else:
-            e = &h.jlog[2 * (n - 1)]
-        off = e[0]
+            e = &h.jlog[n - 1]
+        off = e.off
         if off & 1:
             tbl_rebuild_index(seg, off & ~(<uint64_t>1))
             if nrb == caprb:
@@ -61,7 +61,7 @@ cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil:
                 rb[nrb] = off & ~(<uint64_t>1)
                 nrb += 1
         elif off >= HEADER_SIZE and off <= seg.lim - 8:
-            ds_st64(seg.base + off, e[1])
+            ds_st64(seg.base + off, e.old)
         n -= 1
         ds_fence_release()
         h.jcount = n
@@ -75,40 +75,40 @@ cdef void jr_undo_to(Segment seg, uint64_t mark) noexcept nogil:
     c_free(rb)
 
 
-cdef char *jr_block(Segment seg, uint64_t b) noexcept nogil:
-    """The payload of journal block b (next, first record, capacity,
-    records), or NULL if b is not one that checks out: in bounds, a
-    K_JOURNAL block whose records fit in it (bad bytes may name anything)."""
-    cdef char *p
+cdef JournalHdr *jr_block(Segment seg, uint64_t b) noexcept nogil:
+    """The payload of journal block b (JournalHdr, then its records), or
+    NULL if b is not one that checks out: in bounds, a K_JOURNAL block
+    whose records fit in it (bad bytes may name anything)."""
+    cdef JournalHdr *jb
     cdef uint64_t cap
-    if not seg_inb(seg, b, BLOCK_HDR + JBLOCK_HDR) or (b & (ALIGN - 1)):
+    if not seg_inb(seg, b, BLOCK_HDR + sizeof(JournalHdr)) or (b & (ALIGN - 1)):
         return NULL
     if blk_kind(<Block *>(seg.base + b)) != K_JOURNAL:
         return NULL
-    p = seg.base + b + BLOCK_HDR
-    cap = ds_ld64(p + 16)
-    if (ds_ld64(p + 8) < JOURNAL_MAX or cap > (seg.lim - b - BLOCK_HDR - JBLOCK_HDR) // 16
-            or BLOCK_HDR + JBLOCK_HDR + 16 * cap > <uint64_t>(<Block *>(seg.base + b)).size16 * ALIGN):
+    jb = journal_hdr(seg.base, b)
+    cap = jb.capacity
+    if (jb.first < JOURNAL_MAX or cap > (seg.lim - b - BLOCK_HDR - sizeof(JournalHdr)) // sizeof(JRec)
+            or BLOCK_HDR + sizeof(JournalHdr) + sizeof(JRec) * cap > <uint64_t>(<Block *>(seg.base + b)).size16 * ALIGN):
         return NULL
-    return p
+    return jb
 
 
-cdef uint64_t *jr_slot(Segment seg, uint64_t n) noexcept nogil:
+cdef JRec *jr_slot(Segment seg, uint64_t n) noexcept nogil:
     """Where record n (>= JOURNAL_MAX) of an open block goes: in the
     journal block that holds it (reserved by wr_op_begin_in_block), or NULL
     (none does, or the chain does not check out)."""
     cdef uint64_t b = seg.hdr.jblocks, first, steps = 0
-    cdef char *p
+    cdef JournalHdr *jb
     while b and steps < 64:
-        p = jr_block(seg, b)
-        if p == NULL:
+        jb = jr_block(seg, b)
+        if jb == NULL:
             return NULL
-        first = ds_ld64(p + 8)
+        first = jb.first
         if n >= first:
-            if n - first < ds_ld64(p + 16):
-                return <uint64_t *>(p + JBLOCK_HDR + 16 * (n - first))
+            if n - first < jb.capacity:
+                return &journal_recs(jb)[n - first]
             return NULL
-        b = ds_ld64(p)
+        b = jb.next
         steps += 1
     return NULL
 
@@ -116,9 +116,9 @@ cdef uint64_t *jr_slot(Segment seg, uint64_t n) noexcept nogil:
 cdef void jr_store(Segment seg, void *p, uint64_t v) noexcept:
     cdef Header *h = seg.hdr
     cdef uint64_t n = h.jcount
-    cdef uint64_t *e
+    cdef JRec *e
     if n < JOURNAL_MAX:
-        e = &h.jlog[2 * n]
+        e = &h.jlog[n]
     else:
         # inside a block: room was reserved when the operation began
         # (every operation is built to need fewer than JOURNAL_MAX)
@@ -129,8 +129,8 @@ cdef void jr_store(Segment seg, void *p, uint64_t v) noexcept:
             blk_heap_corrupt(seg)
             return
     wr_publish(seg)
-    e[0] = <uint64_t>(<char *>p - seg.base)
-    e[1] = ds_ld64(p)
+    e.off = <uint64_t>(<char *>p - seg.base)
+    e.old = ds_ld64(p)
     ds_fence_release()
     h.jcount = n + 1
     ds_fence_release()
@@ -151,17 +151,17 @@ cdef void jr_rebuild(Segment seg, uint64_t t) noexcept:
     rebuilds the index from the entries below it)."""
     cdef Header *h = seg.hdr
     cdef uint64_t n = h.jcount
-    cdef uint64_t *e
+    cdef JRec *e
     if n < JOURNAL_MAX:
-        e = &h.jlog[2 * n]
+        e = &h.jlog[n]
     else:
         e = jr_slot(seg, n)
         if e == NULL:
             blk_heap_corrupt(seg)    # (as in jr_store)
             return
     wr_publish(seg)
-    e[0] = t | 1
-    e[1] = 0
+    e.off = t | 1
+    e.old = 0
     ds_fence_release()
     h.jcount = n + 1
     ds_fence_release()

@@ -8,9 +8,9 @@ cdef inline int block_bytes(Segment seg, uint64_t off, int kind, const char **da
     and length, checked to lie inside the block."""
     cdef Block *b = checked_block(seg, off, kind)
     cdef uint64_t size = <uint64_t>b.size16 * ALIGN
-    cdef char *p = seg.base + off + BLOCK_HDR
-    cdef uint64_t hdr = 16 if kind == K_STR else 8
-    cdef uint64_t length = ds_ld64(p)
+    cdef char *p = blk_payload(seg.base, off)
+    cdef uint64_t hdr = bytes_hdr_size(kind)
+    cdef uint64_t length = (<BytesHdr *>p).length       # StrHdr starts with it too
     if length > size - BLOCK_HDR - hdr:
         return seg_raise_corrupt(seg, "byte block at %d claims %d bytes" % (off, length))
     data[0] = p + hdr

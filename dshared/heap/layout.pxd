@@ -1,50 +1,176 @@
-# Named accessors of the block layout (included by _heap.pxd after the
-# structs): what a block header's kind_rc word holds, and the payloads of a
-# free block, a table and a list, instead of byte offsets at each use.
+# The block layout in types (included by _heap.pxd): the block header, the
+# cell and the dict entry, and the payload of each kind, declared from
+# include/dshared_layout.h (which asserts at compile time that each field
+# sits at its offset of the segment format), with the accessors the code
+# uses instead of byte offsets. A block at offset `off` starts at
+# base + off; its payload follows the Block header (blk_payload).
+
+cdef extern from "dshared_layout.h" nogil:
+    ctypedef struct Cell "ds_cell":
+        uint8_t b[16]
+
+    ctypedef struct Block "ds_block":
+        uint32_t size16         # whole block, header included, in 16-byte units
+        uint32_t prev16         # the block just below, for coalescing; 0 at the bottom
+        uint32_t gen            # changes on every allocation: views detect reuse
+        uint32_t kind_rc        # kind in the low byte, shared refcount above
+
+    ctypedef struct Entry "ds_entry":
+        uint64_t hash
+        Cell key
+        Cell value
+
+    # K_FREE: its bin's list links; a PUNCHED one (heap/punch.pxi) also the
+    # range [hole_from, hole_end) where its pages may be holes
+    ctypedef struct FreeBody "ds_free_body":
+        uint64_t next
+        uint64_t prev
+        uint64_t hole_from
+        uint64_t hole_end
+
+    # K_STR: length, flags (bit 0: ASCII), then the UTF-8 data (str_data)
+    ctypedef struct StrHdr "ds_str_hdr":
+        uint64_t length
+        uint64_t flags
+
+    # K_BYTES, K_BIGINT, K_KTUPLE: length, then the data (bytes_data)
+    ctypedef struct BytesHdr "ds_bytes_hdr":
+        uint64_t length
+
+    # K_TUPLE: n, then Cell cells[n] (tuple_cells)
+    ctypedef struct TupleHdr "ds_tuple_hdr":
+        uint64_t n
+
+    # K_DICT: its TABLE block (0: none yet), its version
+    ctypedef struct DictBody "ds_dict_body":
+        uint64_t table
+        uint64_t version
+
+    # K_LIST: its ITEMS block (0: none), its length, its version
+    ctypedef struct ListBody "ds_list_body":
+        uint64_t items
+        uint64_t length
+        uint64_t version
+
+    # K_TABLE: this header, then int32 index[nslots] (table_index), then
+    # Entry entries[capacity] (table_entries)
+    ctypedef struct TableHdr "ds_table_hdr":
+        uint64_t nslots
+        uint64_t capacity
+        uint64_t nentries       # dense entries used, deleted ones included
+        uint64_t count          # live entries
+
+    # K_ITEMS: its capacity, then Cell cells[capacity] (items_cells)
+    ctypedef struct ItemsHdr "ds_items_hdr":
+        uint64_t capacity
+
+    # K_JOURNAL: the next (older) journal block, the index of its first
+    # record, its capacity, then JRec records[capacity] (journal_recs)
+    ctypedef struct JournalHdr "ds_journal_hdr":
+        uint64_t next
+        uint64_t first
+        uint64_t capacity
+
+    # an undo record: the offset of 8 bytes and what they held (offset | 1:
+    # the index of the table there is rebuilt)
+    ctypedef struct JRec "ds_jrec":
+        uint64_t off
+        uint64_t old
+
+    # &DictBody.version or &ListBody.version of a container's payload
+    uint64_t *container_version "ds_container_version"(char *payload, bint is_list)
+
+
+cdef enum:
+    FREE_KEEP = 64              # a free block's first bytes (Block, FreeBody) are never punched
+
+
+cdef inline char *blk_payload(char *base, uint64_t off) noexcept nogil:
+    return base + off + BLOCK_HDR
+
 
 # Block.kind_rc: the kind in the low byte, the shared refcount above it
 # (free blocks: PUNCHED, heap/punch.pxi, in the bits above the kind).
+cdef enum:
+    KIND_MASK = 0xff
+    RC_ONE = 0x100              # a refcount of one in kind_rc
+
 cdef inline uint32_t blk_kind(const Block *b) noexcept nogil:
-    return b.kind_rc & 0xff
+    return b.kind_rc & KIND_MASK
 
 cdef inline uint32_t blk_rc(const Block *b) noexcept nogil:
     return b.kind_rc >> 8
 
+cdef inline uint32_t kind_rc_of(uint32_t kind, uint32_t rc) noexcept nogil:
+    return kind | (rc << 8)
 
-# A free block's payload: the two links of its bin's list (next, prev), at
-# the block's address + BLOCK_HDR (blk: seg.base + offset).
-cdef inline uint64_t free_next(const char *blk) noexcept nogil:
-    return ds_ld64(blk + BLOCK_HDR)
 
-cdef inline uint64_t free_prev(const char *blk) noexcept nogil:
-    return ds_ld64(blk + BLOCK_HDR + 8)
+# A free block's payload (blk: seg.base + offset).
+cdef inline FreeBody *free_body(char *blk) noexcept nogil:
+    return <FreeBody *>(blk + BLOCK_HDR)
+
+cdef inline uint64_t free_next(char *blk) noexcept nogil:
+    return free_body(blk).next
+
+cdef inline uint64_t free_prev(char *blk) noexcept nogil:
+    return free_body(blk).prev
 
 cdef inline void free_set_next(char *blk, uint64_t v) noexcept nogil:
-    ds_st64(blk + BLOCK_HDR, v)
+    free_body(blk).next = v
 
 cdef inline void free_set_prev(char *blk, uint64_t v) noexcept nogil:
-    ds_st64(blk + BLOCK_HDR + 8, v)
+    free_body(blk).prev = v
 
 
-# A TABLE block's payload: this header, then int32 index[nslots], then
-# Entry entries[capacity] (see table_view_at).
-ctypedef struct TableHdr:
-    uint64_t nslots
-    uint64_t capacity
-    uint64_t nentries           # dense entries used, deleted ones included
-    uint64_t count              # live entries
+# Byte blocks: STR (StrHdr) and BYTES, BIGINT, KTUPLE (BytesHdr); both
+# headers start with the length.
+cdef inline StrHdr *str_hdr(char *base, uint64_t off) noexcept nogil:
+    return <StrHdr *>(base + off + BLOCK_HDR)
 
-cdef enum:
-    TABLE_HDR = 32              # sizeof(TableHdr)
+cdef inline char *str_data(StrHdr *h) noexcept nogil:
+    return <char *>(h + 1)
+
+cdef inline BytesHdr *bytes_hdr(char *base, uint64_t off) noexcept nogil:
+    return <BytesHdr *>(base + off + BLOCK_HDR)
+
+cdef inline char *bytes_data(BytesHdr *h) noexcept nogil:
+    return <char *>(h + 1)
+
+cdef inline uint64_t bytes_hdr_size(int kind) noexcept nogil:
+    """Where a byte block's data starts in its payload."""
+    return sizeof(StrHdr) if kind == K_STR else sizeof(BytesHdr)
+
+
+cdef inline TupleHdr *tuple_hdr(char *base, uint64_t off) noexcept nogil:
+    return <TupleHdr *>(base + off + BLOCK_HDR)
+
+cdef inline Cell *tuple_cells(TupleHdr *h) noexcept nogil:
+    return <Cell *>(h + 1)
+
+
+cdef inline DictBody *dict_body(char *base, uint64_t d) noexcept nogil:
+    return <DictBody *>(base + d + BLOCK_HDR)
+
 
 cdef inline TableHdr *table_hdr(char *base, uint64_t t) noexcept nogil:
     return <TableHdr *>(base + t + BLOCK_HDR)
 
+cdef inline int32_t *table_index_of(TableHdr *th) noexcept nogil:
+    return <int32_t *>(th + 1)
+
+cdef inline Entry *table_entries_of(TableHdr *th, uint64_t nslots) noexcept nogil:
+    return <Entry *>(table_index_of(th) + nslots)
+
 cdef inline int32_t *table_index(char *base, uint64_t t) noexcept nogil:
-    return <int32_t *>(base + t + BLOCK_HDR + TABLE_HDR)
+    return table_index_of(table_hdr(base, t))
 
 cdef inline Entry *table_entries(char *base, uint64_t t) noexcept nogil:
-    return <Entry *>(base + t + BLOCK_HDR + TABLE_HDR + 4 * table_hdr(base, t).nslots)
+    cdef TableHdr *th = table_hdr(base, t)
+    return table_entries_of(th, th.nslots)
+
+cdef inline uint64_t table_payload(uint64_t nslots, uint64_t capacity) noexcept nogil:
+    """The payload bytes of a table of nslots index slots and capacity entries."""
+    return sizeof(TableHdr) + 4 * nslots + ENTRY_SIZE * capacity
 
 cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t capacity) noexcept nogil:
     """A fresh table's header and index (every slot empty); no entries yet."""
@@ -53,22 +179,33 @@ cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t ca
     th.capacity = capacity
     th.nentries = 0
     th.count = 0
-    memset(base + t + BLOCK_HDR + TABLE_HDR, 0xff, 4 * nslots)
+    memset(table_index_of(th), 0xff, 4 * nslots)
 
-
-# A LIST block's payload: its items block (0: none), its length, its version.
-ctypedef struct ListBody:
-    uint64_t items
-    uint64_t length
-    uint64_t version
 
 cdef inline ListBody *list_body(char *base, uint64_t l) noexcept nogil:
     return <ListBody *>(base + l + BLOCK_HDR)
 
 
-# An ITEMS block's payload: its capacity (uint64), then Cell cells[capacity].
+cdef inline ItemsHdr *items_hdr(char *base, uint64_t it) noexcept nogil:
+    return <ItemsHdr *>(base + it + BLOCK_HDR)
+
+cdef inline Cell *items_cells_of(ItemsHdr *h) noexcept nogil:
+    return <Cell *>(h + 1)
+
 cdef inline uint64_t items_cap(char *base, uint64_t it) noexcept nogil:
-    return ds_ld64(base + it + BLOCK_HDR)
+    return items_hdr(base, it).capacity
 
 cdef inline Cell *items_cells(char *base, uint64_t it) noexcept nogil:
-    return <Cell *>(base + it + BLOCK_HDR + 8)
+    return items_cells_of(items_hdr(base, it))
+
+cdef inline uint64_t cells_fit(uint64_t size16) noexcept nogil:
+    """How many cells a TUPLE or ITEMS block of size16 units holds after its
+    count word (TupleHdr, ItemsHdr)."""
+    return (size16 * ALIGN - BLOCK_HDR - sizeof(ItemsHdr)) // CELL_SIZE
+
+
+cdef inline JournalHdr *journal_hdr(char *base, uint64_t b) noexcept nogil:
+    return <JournalHdr *>(base + b + BLOCK_HDR)
+
+cdef inline JRec *journal_recs(JournalHdr *h) noexcept nogil:
+    return <JRec *>(h + 1)

@@ -40,8 +40,8 @@ cdef seg_init_header(Segment seg, uint64_t reserved):
     rc = ds_mutex_init(&h.mutex)
     if rc:
         raise OSError(rc, "cannot initialise the segment mutex: " + os.strerror(rc), seg.name)
-    h.root = blk_alloc(seg, 16, K_DICT, &why)
-    h.names = blk_alloc(seg, 16, K_DICT, &why)
+    h.root = blk_alloc(seg, sizeof(DictBody), K_DICT, &why)
+    h.names = blk_alloc(seg, sizeof(DictBody), K_DICT, &why)
     if not h.root or not h.names:
         raise SegmentFullError("segment %r is too small for its root" % seg.name)
     blk_incref(seg, h.root)
@@ -64,7 +64,7 @@ cdef seg_check_header(Segment seg, uint64_t size):
         raise CorruptSegmentError("segment %r: header says %d bytes, the object has %d"
                                   % (seg.name, h.capacity, size))
     seg_read_limit(seg)
-    if not seg_inb(seg, h.root, BLOCK_HDR + 16) or not seg_inb(seg, h.names, BLOCK_HDR + 16):
+    if not seg_inb(seg, h.root, BLOCK_HDR + sizeof(DictBody)) or not seg_inb(seg, h.names, BLOCK_HDR + sizeof(DictBody)):
         raise CorruptSegmentError("segment %r: root offsets out of bounds" % seg.name)
     seg_check_mutex(seg)
 

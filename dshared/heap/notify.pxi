@@ -37,7 +37,7 @@ cdef extern from "dshared_notify.h" nogil:
     int ds_nt_pid_dead(uint32_t pid)
 
 
-cdef uint64_t NT_PAYLOAD = 8 + 64 + DS_NT_BYTES     # length word, alignment slack, the area
+cdef uint64_t NT_PAYLOAD = sizeof(BytesHdr) + 64 + DS_NT_BYTES     # length word, alignment slack, the area
 cdef long NT_SLICE_MS = 50                          # a wait in the main thread re-checks signals and its containers this often
 cdef long NT_SLICE_THREAD_MS = 250                  # ... in another thread (no signal handler runs there)
 cdef long NT_POLL_MS = 2                            # ... and this often when it could not register
@@ -76,10 +76,10 @@ cdef int nt_ensure(Segment seg) except -1:
             off = blk_alloc(seg, NT_PAYLOAD, K_BYTES, &why)
             if off == 0:
                 blk_raise_full(seg, NT_PAYLOAD, why)
-            p = seg.base + off + BLOCK_HDR
+            p = blk_payload(seg.base, off)
             memset(p, 0, NT_PAYLOAD)
-            ds_st64(p, NT_PAYLOAD - 8)
-            a = (off + BLOCK_HDR + 8 + 63) & ~(<uint64_t>63)
+            bytes_hdr(seg.base, off).length = NT_PAYLOAD - sizeof(BytesHdr)
+            a = (off + BLOCK_HDR + sizeof(BytesHdr) + 63) & ~(<uint64_t>63)
             ds_nt_headp(seg.base + a).magic = DS_NT_MAGIC
             blk_incref(seg, off)                 # held by the header, as the roots are
             ds_fence_release()

@@ -4,9 +4,10 @@
 # back to the system (fallocate PUNCH_HOLE | KEEP_SIZE), with any number of
 # handles attached and lock-free readers running. A free block whose pages
 # may be holes carries PUNCHED in its kind word (bit 8; a free block has no
-# refcount) and, 32 bytes in, the range [hf, he) in which holes may lie: every
-# page outside it is backed. The first 64 bytes of a free block (its header,
-# list links and that range) are never punched.
+# refcount) and, in its FreeBody (heap/layout.pxd), the range [hf, he) in
+# which holes may lie: every page outside it is backed. The first FREE_KEEP
+# (64) bytes of a free block (its header, list links and that range) are
+# never punched.
 #
 # Invariant: [HEADER_SIZE, reserved) is backed except holes inside PUNCHED
 # free blocks, within their recorded range. So:
@@ -54,22 +55,24 @@ cdef inline bint punch_is(Segment seg, uint64_t off) noexcept nogil:
 
 cdef inline void punch_range(Segment seg, uint64_t off, uint64_t *hf, uint64_t *he) noexcept nogil:
     """[hf, he): where the PUNCHED free block at off may hold holes (all of
-    it past its first 64 bytes if the recorded range is damaged: that only
-    costs backing calls)."""
+    it past its first FREE_KEEP bytes if the recorded range is damaged: that
+    only costs backing calls)."""
     cdef uint64_t end = off + <uint64_t>(<Block *>(seg.base + off)).size16 * ALIGN
-    hf[0] = ds_ld64(seg.base + off + 32)
-    he[0] = ds_ld64(seg.base + off + 40)
-    if hf[0] < off + 64 or hf[0] > he[0] or he[0] > end:
-        hf[0] = off + 64
+    cdef FreeBody *fb = free_body(seg.base + off)
+    hf[0] = fb.hole_from
+    he[0] = fb.hole_end
+    if hf[0] < off + FREE_KEEP or hf[0] > he[0] or he[0] > end:
+        hf[0] = off + FREE_KEEP
         he[0] = end
 
 
 cdef inline void punch_mark(Segment seg, uint64_t off, bint punched, uint64_t hf, uint64_t he) noexcept nogil:
     """Set the free block at off PUNCHED with holes in [hf, he), or plain."""
     cdef Block *b = <Block *>(seg.base + off)
+    cdef FreeBody *fb = free_body(seg.base + off)
     if punched and he > hf:
-        ds_st64(seg.base + off + 32, hf)
-        ds_st64(seg.base + off + 40, he)
+        fb.hole_from = hf
+        fb.hole_end = he
         b.kind_rc = K_FREE | PUNCHED
     else:
         b.kind_rc = K_FREE
@@ -78,16 +81,16 @@ cdef inline void punch_mark(Segment seg, uint64_t off, bint punched, uint64_t hf
 cdef int punch_reback(Segment seg, uint64_t off, uint64_t have16, uint64_t need,
                       uint64_t *hf, uint64_t *he) noexcept nogil:
     """Before `need` bytes are carved from the PUNCHED free block at off
-    (have16 its size): back what the new block and the rest's header (64
-    bytes) will touch, and a chunk ahead. Returns 0, or an errno (nothing
+    (have16 its size): back what the new block and the rest's first
+    FREE_KEEP bytes will touch, and a chunk ahead. Returns 0, or an errno (nothing
     changed then); hf and he: the holes that remain, [hf, he)."""
     global _reback_calls
     cdef uint64_t want, lo
     cdef int rc
     punch_range(seg, off, hf, he)
-    if off + need + 64 <= hf[0]:
+    if off + need + FREE_KEEP <= hf[0]:
         return 0
-    want = page_up(off + need + 64 + REBACK_AHEAD)
+    want = page_up(off + need + FREE_KEEP + REBACK_AHEAD)
     if want > he[0]:
         want = he[0]
     lo = page_down(hf[0])
@@ -102,7 +105,7 @@ cdef int punch_reback(Segment seg, uint64_t off, uint64_t have16, uint64_t need,
 
 cdef inline void punch_split(Segment seg, uint64_t rest, bint was_punched, uint64_t hf, uint64_t he) noexcept nogil:
     """The rest of a split block, at rest: PUNCHED if holes remain in [hf, he)."""
-    if was_punched and he > hf and hf >= rest + 64:
+    if was_punched and he > hf and hf >= rest + FREE_KEEP:
         punch_mark(seg, rest, True, hf, he)
     else:
         punch_mark(seg, rest, False, 0, 0)
@@ -175,7 +178,7 @@ cdef void punch_free_run(Segment seg, uint64_t m_off, uint64_t size16, uint64_t 
         if uhe > he:
             he = uhe
     if size16 * ALIGN >= PUNCH_MIN and not _hook_no_punch:
-        a = page_up(lo if lo > m_off + 64 else m_off + 64)
+        a = page_up(lo if lo > m_off + FREE_KEEP else m_off + FREE_KEEP)
         z = page_down(hi if hi < end else end)
         if z > a and z - a >= PUNCH_PIECE and punch_budget_due(seg, m_off, end) and punch_over_budget(seg):
             _punch_calls += 1

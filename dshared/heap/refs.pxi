@@ -5,7 +5,7 @@
 cdef void blk_incref(Segment seg, uint64_t off) noexcept nogil:
     cdef Block *b = <Block *>(seg.base + off)
     if blk_rc(b) < RC_MAX:
-        b.kind_rc += 0x100
+        b.kind_rc += RC_ONE
         if seg.txrec:
             jr_rec_incref(seg, off)
 
@@ -48,9 +48,9 @@ cdef bint blk_decref_one(Segment seg, uint64_t off) noexcept nogil:
     if blk_rc(b) == RC_MAX:
         return False                # saturated: left to collect()
     if blk_rc(b) <= 1:
-        b.kind_rc &= 0xff
+        b.kind_rc &= KIND_MASK
         return True
-    b.kind_rc -= 0x100
+    b.kind_rc -= RC_ONE
     return False
 
 
@@ -60,38 +60,41 @@ cdef uint64_t blk_push_children(Segment seg, uint64_t off, uint64_t **stack, uin
     cdef Block *b = <Block *>(seg.base + off)
     cdef int kind = blk_kind(b)
     cdef uint64_t size = <uint64_t>b.size16 * ALIGN, i, cnt, sub
-    cdef char *p = seg.base + off + BLOCK_HDR
+    cdef char *p = blk_payload(seg.base, off)
     cdef Cell *cells = NULL
     cdef Entry *ents
+    cdef TableHdr *th
     if size < MIN_BLOCK or not seg_inb(seg, off, size):
         return n[0]                 # (bad bytes) a size below the header would wrap the bounds below
     if kind == K_TUPLE:
-        cnt = ds_ld64(p)
-        if cnt <= (size - BLOCK_HDR - 8) // CELL_SIZE:
-            cells = <Cell *>(p + 8)
+        cnt = (<TupleHdr *>p).n
+        if cnt <= (size - BLOCK_HDR - sizeof(TupleHdr)) // CELL_SIZE:
+            cells = tuple_cells(<TupleHdr *>p)
             for i in range(cnt):
                 blk_push_cell(seg, &cells[i], stack, n, cap)
     elif kind == K_DICT or kind == K_LIST:
-        sub = ds_ld64(p)
+        # DictBody.table and ListBody.items: the first word of both
+        sub = (<DictBody *>p).table if kind == K_DICT else (<ListBody *>p).items
         if sub:
             # the table/items block belongs to its container alone (rc 1)
             blk_push(seg, sub, stack, n, cap)
         if kind == K_LIST and sub and gc_valid_ref(seg, sub):
             # the cells below the list's length are its items
-            cnt = ds_ld64(p + 8)
+            cnt = (<ListBody *>p).length
             size = <uint64_t>(<Block *>(seg.base + sub)).size16 * ALIGN
             if size < MIN_BLOCK or not seg_inb(seg, sub, size):
                 return n[0]
-            i = ds_ld64(seg.base + sub + BLOCK_HDR)
-            if cnt <= i and i <= (size - BLOCK_HDR - 8) // CELL_SIZE:
-                cells = <Cell *>(seg.base + sub + BLOCK_HDR + 8)
+            i = items_cap(seg.base, sub)
+            if cnt <= i and i <= (size - BLOCK_HDR - sizeof(ItemsHdr)) // CELL_SIZE:
+                cells = items_cells(seg.base, sub)
                 for i in range(cnt):
                     blk_push_cell(seg, &cells[i], stack, n, cap)
     elif kind == K_TABLE:
-        cnt = ds_ld64(p + 16)   # nentries
-        i = ds_ld64(p)          # nslots
-        if i <= size and cnt <= size // ENTRY_SIZE and 32 + 4 * i + ENTRY_SIZE * cnt <= size - BLOCK_HDR:
-            ents = <Entry *>(p + 32 + 4 * i)
+        th = <TableHdr *>p
+        cnt = th.nentries
+        i = th.nslots
+        if i <= size and cnt <= size // ENTRY_SIZE and table_payload(i, cnt) <= size - BLOCK_HDR:
+            ents = table_entries_of(th, i)
             for i in range(cnt):
                 if ents[i].key.b[0] != T_EMPTY and ents[i].key.b[0] != T_PACKED:
                     blk_push_cell(seg, &ents[i].key, stack, n, cap)

@@ -94,7 +94,7 @@ cdef int rep_rebuild_allocator(Segment seg) except -1:
         # holes (heap/punch.pxi): what lies above is no longer reserved
         h.top = run
         if run16 * ALIGN >= 2 * PAGE:
-            punch_lower_reserve(seg, run + 64)
+            punch_lower_reserve(seg, run + FREE_KEEP)
     h.used = used
     h.nblocks = nblocks
     return 0
@@ -106,5 +106,5 @@ cdef void rep_close_run(Segment seg, uint64_t run, uint64_t run16) noexcept nogi
     # a run that spans a whole page may hold holes (the rest of a punched
     # block carved from below can be small): mark it so, from its start
     # (allocation from it then backs what it hands out; heap/punch.pxi)
-    punch_mark(seg, run, run16 * ALIGN >= 2 * PAGE, run + 64, run + run16 * ALIGN)
+    punch_mark(seg, run, run16 * ALIGN >= 2 * PAGE, run + FREE_KEEP, run + run16 * ALIGN)
     blk_bin_push(seg, run, run16)

@@ -21,7 +21,7 @@ cdef st_probe_stats(Segment seg):
     how many probes past the first slot each key takes to be found."""
     cdef list blocks = []
     cdef Block *b
-    cdef char *p
+    cdef TableHdr *th
     cdef uint64_t off, size, nslots, cap, nent, i, tables = 0, keys = 0, total = 0, longest = 0
     cdef uint64_t tmax, over = 0
     cdef int64_t plen
@@ -35,15 +35,15 @@ cdef st_probe_stats(Segment seg):
         if blk_kind(b) != K_TABLE:
             continue
         size = <uint64_t>b.size16 * ALIGN - BLOCK_HDR
-        p = seg.base + off + BLOCK_HDR
-        nslots = ds_ld64(p)
-        cap = ds_ld64(p + 8)
-        nent = ds_ld64(p + 16)
+        th = table_hdr(seg.base, off)
+        nslots = th.nslots
+        cap = th.capacity
+        nent = th.nentries
         if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
-                or 32 + 4 * nslots + ENTRY_SIZE * cap > size or nent > cap):
+                or table_payload(nslots, cap) > size or nent > cap):
             continue                # check() reports it
-        index = <int32_t *>(p + 32)
-        ents = <Entry *>(p + 32 + 4 * nslots)
+        index = table_index_of(th)
+        ents = table_entries_of(th, nslots)
         tables += 1
         tmax = 0
         for i in range(nslots):
@@ -89,7 +89,7 @@ cdef dict st_stats(Segment seg, bint probes):
             nbytes += size
             if size > largest:
                 largest = size
-            off = ds_ld64(seg.base + off + 16)
+            off = free_next(seg.base + off)
             steps += 1
         if n:
             # keyed by the largest block size the class holds

@@ -1,8 +1,8 @@
 # Dict tables: create, fill, grow, insert, overwrite, remove, clear
 # (included by _heap.pyx at module level).
 #
-# TABLE payload: nslots, capacity, nentries (dense, incl. deleted), count
-# (live), then int32 index[nslots], then Entry entries[capacity]. The
+# A DICT block's payload is a DictBody, a TABLE block's a TableHdr, then
+# int32 index[nslots], then Entry entries[capacity] (heap/layout.pxd). The
 # readers (table_view, table_lookup) are inline in _heap.pxd and heap/access.pxd.
 
 
@@ -17,14 +17,14 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
         return
     b = <Block *>(seg.base + t)
     size = <uint64_t>b.size16 * ALIGN
-    if blk_kind(b) != K_TABLE or size < BLOCK_HDR + TABLE_HDR or size > seg.lim - t:
+    if blk_kind(b) != K_TABLE or size < BLOCK_HDR + sizeof(TableHdr) or size > seg.lim - t:
         return
     th = table_hdr(seg.base, t)
     nslots = th.nslots
     nentries = th.nentries
     size -= BLOCK_HDR
     if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4
-            or nentries > th.capacity or TABLE_HDR + 4 * nslots + ENTRY_SIZE * nentries > size):
+            or nentries > th.capacity or table_payload(nslots, nentries) > size):
         return
     memset(table_index(seg.base, t), 0xff, 4 * nslots)
     ents = table_entries(seg.base, t)
@@ -45,11 +45,11 @@ cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil:
     room (*why: see blk_alloc)."""
     cdef uint64_t capacity = n if n > 1 else 1
     cdef uint64_t nslots = table_slots(capacity), t
-    t = blk_alloc(seg, 32 + 4 * nslots + ENTRY_SIZE * capacity, K_TABLE, why)
+    t = blk_alloc(seg, table_payload(nslots, capacity), K_TABLE, why)
     if t == 0:
         return 0
     table_init(seg.base, t, nslots, capacity)
-    (<Block *>(seg.base + t)).kind_rc = K_TABLE | (1 << 8)
+    (<Block *>(seg.base + t)).kind_rc = K_TABLE | RC_ONE
     return t
 
 
@@ -103,11 +103,11 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     # time must not rebuild its table on each of its first inserts
     nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5), &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
+        blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
     crash_point()
     if t:
         tbl_copy_live(seg, t, nt)
-    jr_store(seg, seg.base + d + BLOCK_HDR, nt)
+    jr_store(seg, &dict_body(seg.base, d).table, nt)
     tbl_bump_version(seg, d)
     if t:
         wr_defer_free(seg, t)          # its entries moved to the new table
@@ -136,10 +136,9 @@ cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
 
 
 cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
-    # DICT payload: table, version; LIST payload: items, len, version
-    cdef bint is_list = blk_kind(<Block *>(seg.base + c)) == K_LIST
-    cdef char *p = seg.base + c + BLOCK_HDR + (16 if is_list else 8)
-    jr_store(seg, p, ds_ld64(p) + 1)
+    """Bump the version of container c (DictBody or ListBody), journaled."""
+    cdef uint64_t *v = container_version(blk_payload(seg.base, c), blk_kind(<Block *>(seg.base + c)) == K_LIST)
+    jr_store(seg, v, v[0] + 1)
     nt_container(seg, c)
 
 
@@ -183,7 +182,7 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
         count = tbl_live_count(seg, t)
     nt = tbl_new(seg, count + n, &why)
     if nt == 0:
-        blk_raise_full(seg, 32 + ENTRY_SIZE * (count + n), why)
+        blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
     crash_point()
     ents = table_entries(seg.base, nt)
     if t:
@@ -194,7 +193,7 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
             tbl_entry_set(seg, &ents[ix], &cells[2 * i], False)
         else:
             tbl_fill(seg, nt, &keys[i].hash, &cells[2 * i], 1)
-    jr_store(seg, seg.base + d + BLOCK_HDR, nt)
+    jr_store(seg, &dict_body(seg.base, d).table, nt)
     tbl_bump_version(seg, d)
     _nt_keys(seg, d, keys, n)
     if t:
@@ -305,7 +304,7 @@ cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     memset(&empty, 0, CELL_SIZE)
     if th.count == 1:
         # the last one: drop the whole table, so used bytes return to the baseline
-        jr_store(seg, seg.base + d + BLOCK_HDR, 0)
+        jr_store(seg, &dict_body(seg.base, d).table, 0)
         tbl_bump_version(seg, d)
         nt_key(seg, d, e.hash)
         wr_defer_release_block(seg, t)
@@ -334,7 +333,7 @@ cdef int tbl_clear(Segment seg, uint64_t d) except -1:
     cdef uint64_t t = tbl_of(seg, d)
     if t == 0:
         return 0
-    jr_store(seg, seg.base + d + BLOCK_HDR, 0)
+    jr_store(seg, &dict_body(seg.base, d).table, 0)
     tbl_bump_version(seg, d)
     nt_all(seg)                    # every key's waiters
     wr_defer_release_block(seg, t)     # the table, and through it every entry

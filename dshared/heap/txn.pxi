@@ -109,7 +109,7 @@ cdef int txn_rollback(Segment seg, tuple sp) except -1:
         i -= 1
         b = <Block *>(seg.base + seg.txi[i])
         if blk_rc(b) > 0 and blk_rc(b) < RC_MAX:
-            b.kind_rc -= 0x100
+            b.kind_rc -= RC_ONE
     seg.ntxi = im
     i = seg.ntxa
     while i > am:
@@ -132,7 +132,7 @@ cdef int txn_commit(Segment seg) except -1:
     to 0), then its journal blocks and what it left unreachable are freed."""
     cdef Header *h = seg.hdr
     cdef uint64_t b, nxt, steps = 0
-    cdef char *p
+    cdef JournalHdr *jb
     cdef int was = gc_off()
     # another handle of this segment may have written inside the block (and
     # grown the heap): journal blocks it chained lie past this handle's limit
@@ -148,10 +148,10 @@ cdef int txn_commit(Segment seg) except -1:
     b = h.jblocks
     h.jblocks = 0
     while b and steps < 64:
-        p = jr_block(seg, b)
-        if p == NULL:
+        jb = jr_block(seg, b)
+        if jb == NULL:
             break                   # (bad bytes) what is left is garbage for collect()
-        nxt = ds_ld64(p)
+        nxt = jb.next
         blk_free(seg, b)
         b = nxt
         steps += 1

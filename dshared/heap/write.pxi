@@ -48,7 +48,7 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
     leaves the operation undone)."""
     cdef Header *h = seg.hdr
     cdef uint64_t want, off
-    cdef char *p
+    cdef JournalHdr *jb
     cdef int why
     cdef Segment owner = <Segment>seg.lk.bseg
     if owner is None or owner.hdr == NULL:
@@ -66,19 +66,19 @@ cdef int wr_op_begin_in_block(Segment seg) except -1:
         raise
     if h.jcount + JOURNAL_MAX > owner.jcap:
         want = owner.jcap if owner.jcap > JBLOCK_MIN else JBLOCK_MIN
-        off = blk_alloc(seg, JBLOCK_HDR + 16 * want, K_JOURNAL, &why)
+        off = blk_alloc(seg, sizeof(JournalHdr) + sizeof(JRec) * want, K_JOURNAL, &why)
         if off == 0:
             try:
-                blk_raise_full(seg, JBLOCK_HDR + 16 * want, why)
+                blk_raise_full(seg, sizeof(JournalHdr) + sizeof(JRec) * want, why)
             finally:
                 wr_end(seg)
         if seg.txrec:
             seg.ntxa -= 1      # not the block's data: freed when the block ends
-        p = seg.base + off + BLOCK_HDR
-        ds_st64(p, h.jblocks)
-        ds_st64(p + 8, owner.jcap)
-        ds_st64(p + 16, want)
-        (<Block *>(seg.base + off)).kind_rc = K_JOURNAL | (1 << 8)
+        jb = journal_hdr(seg.base, off)
+        jb.next = h.jblocks
+        jb.first = owner.jcap
+        jb.capacity = want
+        (<Block *>(seg.base + off)).kind_rc = K_JOURNAL | RC_ONE
         ds_fence_release()
         h.jblocks = off
         owner.jcap += want
