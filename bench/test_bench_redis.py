@@ -61,13 +61,21 @@ def _pct(xs, p):
 
 
 _READER = r"""
-import sys, threading, time
-from dshared.redis import RedisSegment
+import importlib, sys, threading, time
+RedisSegment = importlib.import_module(sys.argv[4]).RedisSegment
 seg = RedisSegment(sys.argv[2], server=sys.argv[1])
 d = seg.col()
 nc = seg._nc
 ev = threading.Event()
-nc.notify = ev.set
+dropped = [0.0]
+
+def note():
+    # called by the invalidation thread right after it dropped the entry:
+    # from here on the near-cache no longer serves the old value
+    dropped[0] = time.perf_counter()
+    ev.set()
+
+nc.notify = note
 d["k"]
 print("ready", flush=True)
 for i in range(int(sys.argv[3])):
@@ -76,13 +84,17 @@ for i in range(int(sys.argv[3])):
     print("armed", flush=True)
     ev.wait()
     t1 = time.perf_counter()
-    print(t1, d["k"], flush=True)
+    print(dropped[0], t1, d["k"], flush=True)
 """
 
 
-def measure(url, scale=1.0):
-    from dshared.redis import RedisSegment, unlink
-    from dshared.redis._client import Client, Config
+def measure(url, scale=1.0, impl="dshared.redis"):
+    """The figures; impl: the module of the backend measured (a copy of an
+    earlier version, for a before/after comparison)."""
+    import importlib
+    mod = importlib.import_module(impl)
+    RedisSegment, unlink = mod.RedisSegment, mod.unlink
+    from dshared.redis._client import Config
     import hiredis
     out = {}
     name = "dsh-bench-redis-%d" % os.getpid()
@@ -159,9 +171,10 @@ def measure(url, scale=1.0):
         # the reader imports the dshared this interpreter has (installed, or the
         # checkout through the caller's PYTHONPATH), from "/": never the checkout
         # as such, which has no built extensions when dshared is installed
-        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials)], cwd="/",
+        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials), impl], cwd="/",
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         lat = []
+        woke = []
         stale = 0
         try:
             assert child.stdout.readline().strip() == "ready"
@@ -169,8 +182,9 @@ def measure(url, scale=1.0):
                 assert child.stdout.readline().strip() == "armed"
                 t0 = time.perf_counter()
                 d["k"] = i
-                t1, v = child.stdout.readline().split()
+                t1, t2, v = child.stdout.readline().split()
                 lat.append(float(t1) - t0)
+                woke.append(float(t2) - t0)
                 stale += int(v) != i
         finally:
             child.kill()
@@ -178,6 +192,7 @@ def measure(url, scale=1.0):
             child.stdout.close()
         out["invalidation p50"] = _pct(lat, 0.5)
         out["invalidation p99"] = _pct(lat, 0.99)
+        out["invalidation, reader's main thread woken by it, p50"] = _pct(woke, 0.5)
         out["stale reads after invalidation"] = "%d of %d" % (stale, trials)
 
         def incr(n):

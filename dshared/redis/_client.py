@@ -10,7 +10,21 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from dshared._errors import DsharedError
 
-__all__ = ["ServerConnectionError", "Config", "Client"]
+__all__ = ["ServerConnectionError", "Config", "Client", "resp"]
+
+try:
+    from hiredis import pack_command as hiredis_pack
+except ImportError:         # reported when a connection is made (Config.connect imports hiredis)
+    def hiredis_pack(args):
+        import hiredis
+        return hiredis.pack_command(args)
+
+
+def resp(*args):
+    """The RESP encoding of a command (or of the start of one: a hot path
+    packs its constant arguments once and appends the others per call).
+    Each argument is bytes."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 class ServerConnectionError(DsharedError, ConnectionError):
@@ -123,8 +137,12 @@ class Conn:
         self.buf = bytearray(65536)
 
     def call(self, *args):
+        return self.callp(self.pack(args))
+
+    def callp(self, data):
+        """call() of a command already packed (RESP bytes)."""
         try:
-            self.sock.sendall(self.pack(args))
+            self.sock.sendall(data)
             r = self.reader.gets()
             while r is False:
                 n = self.sock.recv_into(self.buf)
@@ -172,8 +190,16 @@ class Client:
         """One command; a Cluster's MOVED reply moves this client (each
         segment has its own: its keys share one slot) to the node named,
         and the command is sent there."""
+        return self.callp(hiredis_pack(args))
+
+    def callp(self, data):
+        """call() of a command already packed (RESP bytes: the hot paths
+        keep the constant part of their command packed)."""
         for _ in range(5):
-            r = self.conn().call(*args)
+            c = getattr(self._tls, "c", None)
+            if c is None or c.broken or c.gen != _fork_gen[0]:
+                c = self.conn()
+            r = c.callp(data)
             if isinstance(r, Exception) and str(r).startswith("MOVED "):
                 host, _, port = str(r).split()[2].rpartition(":")
                 self.cfg.host = host or self.cfg.host
