@@ -605,3 +605,59 @@ def _evalsha_calls(seg):
         if line.startswith("cmdstat_evalsha:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+def test_reads_without_the_near_cache(rseg, redis_url):
+    """Each read one round trip: values, views, a missing key, and a view of
+    a container already freed whose items are not yet dropped (inside a
+    block: the free queue waits for its end)."""
+    from dshared.redis import RedisSegment
+    r = rseg.col()
+    r.update({"s": "x", "i": 7, "n": None, "d": {"a": 1}, "l": [1], 3: b"b", "f": 0.5, "t": (1, "u")})
+    cold = RedisSegment(rseg.name, server=redis_url + "?near_cache=0")
+    try:
+        c = cold.col()
+        assert [c[k] for k in ("s", "i", "n", 3, "f", "t")] == ["x", 7, None, b"b", 0.5, (1, "u")]
+        assert c["d"]["a"] == 1 and c["l"][0] == 1
+        with pytest.raises(KeyError):
+            c["missing"]
+        inner = c["d"]
+        with rseg.lock():
+            del r["d"]
+            assert cold._client.call(b"HGET", inner._key, b"sa") == b"1"     # still there...
+            with pytest.raises(dshared.StaleReferenceError):
+                inner["a"]                                                      # ...but freed
+    finally:
+        cold.close()
+
+
+def test_an_interrupted_call_leaves_no_reply_to_the_next(rseg, redis_url):
+    """A KeyboardInterrupt (or a signal handler's exception) between a
+    command and its reply: the connection is dropped, so the next call
+    does not read that reply as its own."""
+    from dshared.redis import RedisSegment
+    rseg.col().update({"a": 1, "b": 2})
+    cold = RedisSegment(rseg.name, server=redis_url + "?near_cache=0")
+    try:
+        c = cold.col()
+        conn = cold._client.conn()
+        real = conn.sock
+
+        class Interrupted:
+            armed = True
+
+            def recv_into(self, buf):
+                if self.armed:
+                    self.armed = False
+                    raise KeyboardInterrupt
+                return real.recv_into(buf)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+        conn.sock = Interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            c["a"]
+        assert c["b"] == 2
+        assert c["a"] == 1
+    finally:
+        cold.close()

@@ -924,12 +924,25 @@ class RedisDict(MutableMapping):
                 if v is _ABSENT:
                     raise KeyError(k)
                 return v
-        f = canon(k)
+        f = b"s" + k.encode("utf-8", "surrogatepass") if type(k) is str else canon(k)
         seg = self._seg
-        if seg._nc is None:
-            v = self._fetch(f)
-        else:
+        if seg._nc is not None:
             v = seg._cached_read(self._key, k, self._fetch, f)
+            if v is _ABSENT:
+                raise KeyError(k)
+            return v
+        # no near-cache: _fetch() inlined (what runs after the reply costs
+        # several times its instructions: the caches are cold after the wait)
+        r = seg._client.callp(self._pre + b"$%d\r\n%s\r\n" % (len(f), f))
+        if type(r) is list:
+            t, raw = r
+            if raw is not None and t is not None:       # (a freed container loses \0t first)
+                c = raw[0]
+                if c == 115:
+                    return raw[1:].decode("utf-8", "surrogatepass")
+                if c != 68 and c != 76:
+                    return dec_scalar(raw)
+        v = self._reply(r)
         if v is _ABSENT:
             raise KeyError(k)
         return v
@@ -937,8 +950,11 @@ class RedisDict(MutableMapping):
     def _fetch(self, f):
         """The value of field f from the server (one round trip, the
         command all but packed), _ABSENT if there is none."""
+        return self._reply(self._seg._client.callp(self._pre + b"$%d\r\n%s\r\n" % (len(f), f)))
+
+    def _reply(self, r):
+        """The value in the reply r to HMGET key \\0t field."""
         seg = self._seg
-        r = seg._client.callp(self._pre + b"$%d\r\n%s\r\n" % (len(f), f))
         if type(r) is not list:
             raise _error(str(r))
         t, raw = r
