@@ -232,10 +232,11 @@ class _NearCache:
                     if not data:
                         raise OSError("connection closed")
                     c.reader.feed(data)
-                    continue
-                last = time.monotonic()
-                pinged = False
-                if isinstance(r, list) and len(r) == 3 and r[0] == b"message":
+                    r = c.reader.gets()
+                    if r is False:
+                        continue
+                # the entries go first, the bookkeeping after
+                if type(r) is list and len(r) == 3 and r[0] == b"message":
                     keys = r[2]
                     d = self.d
                     if keys is None:
@@ -248,6 +249,8 @@ class _NearCache:
                         self.invalidations += 1
                         if self.notify is not None:
                             self.notify()
+                last = time.monotonic()
+                pinged = False
             except Exception:
                 if self.closed:
                     break
@@ -1075,7 +1078,10 @@ class RedisDict(MutableMapping):
             seg._dropped(self._key)
 
     def __setitem__(self, k, v):
-        f, o = key_forms(k)
+        if type(k) is str:
+            f, o = b"s" + k.encode("utf-8", "surrogatepass"), b""
+        else:
+            f, o = key_forms(k)
         seg = self._seg
         try:
             e = enc_scalar(v)
