@@ -5,8 +5,11 @@ loopback redis-server started for the run (tests/_redis.py):
                            (where the installed redis-py and server allow it),
                            a raw hiredis HGET (socket + hiredis.Reader)
   miss (one round trip)     vs  the raw hiredis HGET
-  invalidation latency      a write by one handle -> the other handle's cache
-                            drops the entry (p50, p99), stale reads after it
+  invalidation latency      a write by one process -> another process's
+                            near-cache drops the entry (p50, p99), stale
+                            reads after it; vs a lone raw hiredis HGET (one
+                            started as a write is: after an idle wait) and
+                            vs a raw hiredis HSET as the write (the floor)
   incr, lock() read-modify-write throughput
 
 Smoke mode (the default addopts) runs small counts once; with
@@ -61,13 +64,21 @@ def _pct(xs, p):
 
 
 _READER = r"""
-import sys, threading, time
-from dshared.redis import RedisSegment
+import importlib, sys, threading, time
+RedisSegment = importlib.import_module(sys.argv[4]).RedisSegment
 seg = RedisSegment(sys.argv[2], server=sys.argv[1])
 d = seg.col()
 nc = seg._nc
 ev = threading.Event()
-nc.notify = ev.set
+dropped = [0.0]
+
+def note():
+    # called by the invalidation thread right after it dropped the entry:
+    # from here on the near-cache no longer serves the old value
+    dropped[0] = time.perf_counter()
+    ev.set()
+
+nc.notify = note
 d["k"]
 print("ready", flush=True)
 for i in range(int(sys.argv[3])):
@@ -76,13 +87,17 @@ for i in range(int(sys.argv[3])):
     print("armed", flush=True)
     ev.wait()
     t1 = time.perf_counter()
-    print(t1, d["k"], flush=True)
+    print(dropped[0], t1, d["k"], flush=True)
 """
 
 
-def measure(url, scale=1.0):
-    from dshared.redis import RedisSegment, unlink
-    from dshared.redis._client import Client, Config
+def measure(url, scale=1.0, impl="dshared.redis"):
+    """The figures; impl: the module of the backend measured (a copy of an
+    earlier version, for a before/after comparison)."""
+    import importlib
+    mod = importlib.import_module(impl)
+    RedisSegment, unlink = mod.RedisSegment, mod.unlink
+    from dshared.redis._client import Config
     import hiredis
     out = {}
     name = "dsh-bench-redis-%d" % os.getpid()
@@ -155,29 +170,62 @@ def measure(url, scale=1.0):
         # process (A, with its near-cache) reports when the invalidation
         # arrived (CLOCK_MONOTONIC is one clock for every process) and the
         # value it then reads
-        trials = int(10000 * scale) or 100
+        trials = int(15000 * scale) or 150
         # the reader imports the dshared this interpreter has (installed, or the
         # checkout through the caller's PYTHONPATH), from "/": never the checkout
         # as such, which has no built extensions when dshared is installed
-        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials)], cwd="/",
+        child = subprocess.Popen([sys.executable, "-c", _READER, url, name, str(trials), impl], cwd="/",
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        # Trials in turn: (0) the write d["k"] = i, timed; (1) a raw hiredis
+        # HGET timed instead, started as a write is (just woken by the
+        # reader's "armed" line: a round trip after an idle wait costs 2-4x
+        # one in a tight loop, cold caches and idle CPUs woken), then the
+        # write; (2) the write made by a raw hiredis HSET of the same field
+        # (what no script-checked write can beat: the floor of the writer's part)
         lat = []
+        woke = []
+        iso = []
+        floor = []
         stale = 0
+        s = socket.create_connection((cfg.host, cfg.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hset = rd.__class__()
         try:
             assert child.stdout.readline().strip() == "ready"
             for i in range(trials):
                 assert child.stdout.readline().strip() == "armed"
+                kind = i % 3
                 t0 = time.perf_counter()
-                d["k"] = i
-                t1, v = child.stdout.readline().split()
-                lat.append(float(t1) - t0)
+                if kind == 1:
+                    raw(1)
+                    iso.append(time.perf_counter() - t0)
+                    d["k"] = i
+                elif kind == 2:
+                    s.sendall(hiredis.pack_command(("HSET", key, field, i)))
+                    r = hset.gets()
+                    while r is False:
+                        hset.feed(s.recv(65536))
+                        r = hset.gets()
+                else:
+                    d["k"] = i
+                t1, t2, v = child.stdout.readline().split()
+                if kind == 0:
+                    lat.append(float(t1) - t0)
+                    woke.append(float(t2) - t0)
+                elif kind == 2:
+                    floor.append(float(t1) - t0)
                 stale += int(v) != i
         finally:
+            s.close()
             child.kill()
             child.wait()
             child.stdout.close()
         out["invalidation p50"] = _pct(lat, 0.5)
         out["invalidation p99"] = _pct(lat, 0.99)
+        out["invalidation, reader's main thread woken by it, p50"] = _pct(woke, 0.5)
+        out["raw hiredis HGET, lone (as a trial's write starts), p50"] = _pct(iso, 0.5)
+        out["raw hiredis HGET, lone, p99"] = _pct(iso, 0.99)
+        out["invalidation after a raw hiredis HSET (floor of the writer's part), p50"] = _pct(floor, 0.5)
         out["stale reads after invalidation"] = "%d of %d" % (stale, trials)
 
         def incr(n):
@@ -215,14 +263,23 @@ def report(out):
     ratios = [("redis-py HGET / near-cache hit", out.get("redis-py HGET"), hit),
               ("redis-py cache hit / near-cache hit", out.get("redis-py client-side cache hit"), hit),
               ("miss / raw hiredis HGET", out["miss d[k] (one round trip)"], rt),
-              ("invalidation p50 / raw round trip", out["invalidation p50"], rt),
-              ("invalidation p99 / raw round trip", out["invalidation p99"], rt),
+              ("invalidation p50 / raw round trip (tight loop)", out["invalidation p50"], rt),
+              ("invalidation p99 / raw round trip (tight loop)", out["invalidation p99"], rt),
+              ("invalidation p50 / lone raw round trip p50", out["invalidation p50"],
+               out["raw hiredis HGET, lone (as a trial's write starts), p50"]),
+              ("invalidation p99 / lone raw round trip p99", out["invalidation p99"],
+               out["raw hiredis HGET, lone, p99"]),
+              ("invalidation p50 / invalidation after a raw HSET p50", out["invalidation p50"],
+               out["invalidation after a raw hiredis HSET (floor of the writer's part), p50"]),
+              ("invalidation after a raw HSET p50 / lone raw round trip p50",
+               out["invalidation after a raw hiredis HSET (floor of the writer's part), p50"],
+               out["raw hiredis HGET, lone (as a trial's write starts), p50"]),
               ("incr / raw round trip (same rounds)", out["incr"], out["raw hiredis HGET, second run"]),
               ("lock() step / raw round trip (same rounds)", out["lock() read-modify-write"],
                out["raw hiredis HGET, second run"])]
     lines += ["", "| ratio | value |", "| --- | --- |"]
     for label, a, b in ratios:
-        lines.append("| %s | %s |" % (label, "%.1fx" % (a / b) if isinstance(a, float) else "n/a"))
+        lines.append("| %s | %s |" % (label, "%.2fx" % (a / b) if isinstance(a, float) else "n/a"))
     return "\n".join(lines) + "\n"
 
 

@@ -307,7 +307,7 @@ def test_near_cache_invalidation_racing_a_read_is_not_lost(rseg, redis_url):
     assert r["k"] == "old"                  # the near-cache is running
     nc.d.clear()
     client = rseg._client
-    real = client.call
+    real = client.callp                     # the read's one command (packed)
 
     def racing(*args):
         reply = real(*args)                 # read the old value...
@@ -315,11 +315,11 @@ def test_near_cache_invalidation_racing_a_read_is_not_lost(rseg, redis_url):
         writer.col()["k"] = "new"           # ...a write lands before the reply is kept
         assert _wait(lambda: nc.invalidations > seen)
         return reply
-    client.call = racing
+    client.callp = racing
     try:
         assert r["k"] == "old"              # the reply read before the write
     finally:
-        client.call = real
+        client.callp = real
     assert r["k"] == "new"                  # not served from a stale entry
     writer.close()
 
@@ -557,3 +557,107 @@ def test_what_waits_to_be_freed_is_not_reported_as_garbage(rseg):
     assert rep.ok and rep.garbage == 0, rep
     rseg.drain()
     assert rseg.stats()["containers"] == 1
+
+
+def test_short_write_path_hands_what_it_cannot_do_to_the_full_script(rseg, redis_url):
+    """d[k] = a plain value takes the script's short path ('ds'); where the
+    old value is a container (its count drops), a lock is held elsewhere, or
+    the segment was recreated, the full script must run instead."""
+    from dshared.redis import RedisSegment, SegmentLostError
+    r = rseg.col()
+    full = []
+    run = rseg._run
+    rseg._run = lambda op, *a, **k: (full.append(op), run(op, *a, **k))[1]
+    calls = _evalsha_calls(rseg)
+    r["k"] = 1
+    r["k"] = 2
+    assert _evalsha_calls(rseg) - calls == 2 and full == []     # one short call each
+    # a container replaced by a plain value is freed
+    r["c"] = {"x": [1, 2]}
+    inner = r["c"]
+    r["c"] = 5
+    assert r["c"] == 5 and full == [b"dset", b"dset"]          # the container, then the full path
+    rseg.drain()
+    with pytest.raises(dshared.StaleReferenceError):
+        inner["x"]
+    assert rseg.check().ok and rseg.stats()["containers"] == 1
+    # new keys: insertion order, original key forms and the count kept
+    r[1.0] = "a"
+    r["z"] = "b"
+    del r["k"]
+    r["k"] = 3
+    assert list(r) == ["c", 1.0, "z", "k"] and len(r) == 4
+    # a recreated segment: the old handle's write is refused, not stored in the new one
+    other = RedisSegment(rseg.name, server=redis_url + "?other=1")
+    other.unlink()
+    other.close()
+    new = RedisSegment(rseg.name, server=redis_url + "?other=2")
+    try:
+        with pytest.raises(SegmentLostError):
+            r["k"] = 4
+        assert len(new.col()) == 0
+    finally:
+        new.close()
+
+
+def _evalsha_calls(seg):
+    for line in seg._client.call(b"INFO", b"commandstats").decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_reads_without_the_near_cache(rseg, redis_url):
+    """Each read one round trip: values, views, a missing key, and a view of
+    a container already freed whose items are not yet dropped (inside a
+    block: the free queue waits for its end)."""
+    from dshared.redis import RedisSegment
+    r = rseg.col()
+    r.update({"s": "x", "i": 7, "n": None, "d": {"a": 1}, "l": [1], 3: b"b", "f": 0.5, "t": (1, "u")})
+    cold = RedisSegment(rseg.name, server=redis_url + "?near_cache=0")
+    try:
+        c = cold.col()
+        assert [c[k] for k in ("s", "i", "n", 3, "f", "t")] == ["x", 7, None, b"b", 0.5, (1, "u")]
+        assert c["d"]["a"] == 1 and c["l"][0] == 1
+        with pytest.raises(KeyError):
+            c["missing"]
+        inner = c["d"]
+        with rseg.lock():
+            del r["d"]
+            assert cold._client.call(b"HGET", inner._key, b"sa") == b"1"     # still there...
+            with pytest.raises(dshared.StaleReferenceError):
+                inner["a"]                                                      # ...but freed
+    finally:
+        cold.close()
+
+
+def test_an_interrupted_call_leaves_no_reply_to_the_next(rseg, redis_url):
+    """A KeyboardInterrupt (or a signal handler's exception) between a
+    command and its reply: the connection is dropped, so the next call
+    does not read that reply as its own."""
+    from dshared.redis import RedisSegment
+    rseg.col().update({"a": 1, "b": 2})
+    cold = RedisSegment(rseg.name, server=redis_url + "?near_cache=0")
+    try:
+        c = cold.col()
+        conn = cold._client.conn()
+        real = conn.sock
+
+        class Interrupted:
+            armed = True
+
+            def recv_into(self, buf):
+                if self.armed:
+                    self.armed = False
+                    raise KeyboardInterrupt
+                return real.recv_into(buf)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+        conn.sock = Interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            c["a"]
+        assert c["b"] == 2
+        assert c["a"] == 1
+    finally:
+        cold.close()

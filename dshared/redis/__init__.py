@@ -14,6 +14,7 @@ shared memory.
 import atexit
 import operator
 import os
+import socket
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from hashlib import sha1
 from dshared import _codec as _shm_codec
 from dshared._collections import _ListOrder, _sort_reverse
 from dshared._errors import DsharedError, LockTimeout, StaleReferenceError, UnsupportedTypeError
-from dshared.redis._client import Client, Config, ServerConnectionError
+from dshared.redis._client import Client, Config, ServerConnectionError, resp
 from dshared.redis._codec import canon, dec_scalar, enc_scalar, key_forms, unsupported
 
 __all__ = [
@@ -89,9 +90,13 @@ def _error(msg):
 # ------------------------------------------------------------------ near-cache
 
 _caches = weakref.WeakSet()
+# this process's id, kept by the fork hook below: os.getpid() is a system
+# call (0.6 us here), twice per near-cache miss otherwise
+_pid = [os.getpid()]
 
 
 def _caches_after_fork():
+    _pid[0] = os.getpid()
     for nc in list(_caches):
         nc.forked()
 
@@ -171,7 +176,14 @@ class _NearCache:
         except BaseException:
             c.close()
             raise
-        c.sock.settimeout(0.25)
+        if cfg.tls:
+            c.sock.settimeout(0.25)
+        else:
+            # blocked in recv (not in poll, then recv: Python's own timeout
+            # mode): the kernel wakes this thread as the invalidation
+            # arrives, and ends the wait after 0.25 s (EAGAIN)
+            import struct
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 250000))
         if self.closed:
             c.close()           # close() ran meanwhile (the thread was reconnecting): nobody would
             return
@@ -196,7 +208,6 @@ class _NearCache:
             c.close()
 
     def _run(self):
-        import socket
         last = time.monotonic()
         pinged = False
         while not self.closed and self.thread is threading.current_thread():
@@ -214,7 +225,7 @@ class _NearCache:
                 if r is False:
                     try:
                         data = c.sock.recv(65536)
-                    except socket.timeout:
+                    except (socket.timeout, BlockingIOError):
                         now = time.monotonic()
                         if now - last > 1.5:
                             raise OSError("no reply from the server for 1.5 s")
@@ -225,10 +236,11 @@ class _NearCache:
                     if not data:
                         raise OSError("connection closed")
                     c.reader.feed(data)
-                    continue
-                last = time.monotonic()
-                pinged = False
-                if isinstance(r, list) and len(r) == 3 and r[0] == b"message":
+                    r = c.reader.gets()
+                    if r is False:
+                        continue
+                # the entries go first, the bookkeeping after
+                if type(r) is list and len(r) == 3 and r[0] == b"message":
                     keys = r[2]
                     d = self.d
                     if keys is None:
@@ -241,6 +253,8 @@ class _NearCache:
                         self.invalidations += 1
                         if self.notify is not None:
                             self.notify()
+                last = time.monotonic()
+                pinged = False
             except Exception:
                 if self.closed:
                     break
@@ -387,6 +401,9 @@ class RedisSegment:
             raise FileExistsError("segment %r exists on %s" % (name, self._cfg.safe_url()))
         self._cid = cid
         self._created = bool(made)
+        # d[k] = a plain value by a caller without the lease: the script's
+        # short path (_script.lua, op 'ds'), its constant arguments packed once
+        self._ds_pre = b"*11\r\n" + resp(b"EVALSHA", _SHA.encode(), b"1", self._meta, self._prefix, b"ds", cid)
         self._nc = _NearCache(self) if self._cfg.near_cache else None
 
     # -- the script
@@ -828,14 +845,15 @@ class RedisSegment:
             del _segs[(self._url, self._name)]
 
     # -- reads (plain commands: one round trip each)
-    def _cached_read(self, key, slot, fetch):
+    def _cached_read(self, key, slot, fetch, arg=_ABSENT):
         """Serve slot of container key from the near-cache, or call
-        fetch() and keep its result: fetch returns (value, cacheable)."""
+        fetch() and keep its result: fetch returns (value, cacheable);
+        fetch(arg), where arg is given, returns the value (cacheable)."""
         nc = self._nc
         if nc is None:
-            return fetch()[0]
-        if not nc.enabled or nc.pid != os.getpid():
-            if nc.pid != os.getpid():
+            return fetch()[0] if arg is _ABSENT else fetch(arg)
+        if not nc.enabled or nc.pid != _pid[0]:
+            if nc.pid != _pid[0]:
                 nc.forked()
             nc.ensure()
         nc.misses += 1
@@ -844,7 +862,10 @@ class RedisSegment:
         ent = d.get(key)
         if ent is None:
             ent = d.setdefault(key, {})         # the placeholder
-        v, ok = fetch()
+        if arg is _ABSENT:
+            v, ok = fetch()
+        else:
+            v, ok = fetch(arg), True
         if ok and nc.enabled and nc.epoch == epoch and d.get(key) is ent:
             if slot not in ent:
                 nc.items += 1
@@ -871,7 +892,7 @@ class RedisDict(MutableMapping):
     """A dict in a Redis segment (a view: made by the segment). The methods
     of SharedDict; single operations are atomic."""
 
-    __slots__ = ("_seg", "_id", "_key", "_nd", "__weakref__")
+    __slots__ = ("_seg", "_id", "_key", "_nd", "_pre", "__weakref__")
     _dshared_view = True
 
     @classmethod
@@ -879,8 +900,10 @@ class RedisDict(MutableMapping):
         self = object.__new__(cls)
         self._seg = seg
         self._id = cid
-        self._key = seg._prefix + cid
+        key = self._key = seg._prefix + cid
         self._nd = seg._nc.d if seg._nc is not None else {}     # the near-cache's entries
+        # d[k] on a miss: HMGET key \0t field, all but the field packed once
+        self._pre = b"*4\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n$2\r\n\0t\r\n" % (len(key), key)
         return self
 
     def __init__(self, other=(), /, **kwds):
@@ -908,19 +931,50 @@ class RedisDict(MutableMapping):
                 if v is _ABSENT:
                     raise KeyError(k)
                 return v
-        f = canon(k)
+        f = b"s" + k.encode("utf-8", "surrogatepass") if type(k) is str else canon(k)
         seg = self._seg
-
-        def fetch():
-            t, raw = seg._client.call(b"HMGET", self._key, b"\0t", f)
-            if t is None:
-                raise seg._lost_or_stale()
-            return (_ABSENT if raw is None else seg._decode(raw)), True
-
-        v = seg._cached_read(self._key, k, fetch)
+        if seg._nc is not None:
+            v = seg._cached_read(self._key, k, self._fetch, f)
+            if v is _ABSENT:
+                raise KeyError(k)
+            return v
+        # no near-cache: _fetch() inlined (what runs after the reply costs
+        # several times its instructions: the caches are cold after the wait)
+        r = seg._client.callp(self._pre + b"$%d\r\n%s\r\n" % (len(f), f))
+        if type(r) is list:
+            t, raw = r
+            if raw is not None and t is not None:       # (a freed container loses \0t first)
+                c = raw[0]
+                if c == 115:
+                    return raw[1:].decode("utf-8", "surrogatepass")
+                if c != 68 and c != 76:
+                    return dec_scalar(raw)
+        v = self._reply(r)
         if v is _ABSENT:
             raise KeyError(k)
         return v
+
+    def _fetch(self, f):
+        """The value of field f from the server (one round trip, the
+        command all but packed), _ABSENT if there is none."""
+        return self._reply(self._seg._client.callp(self._pre + b"$%d\r\n%s\r\n" % (len(f), f)))
+
+    def _reply(self, r):
+        """The value in the reply r to HMGET key \\0t field."""
+        seg = self._seg
+        if type(r) is not list:
+            raise _error(str(r))
+        t, raw = r
+        if t is None:
+            raise seg._lost_or_stale()
+        if raw is None:
+            return _ABSENT
+        c = raw[0]
+        if c == 68:
+            return RedisDict._make(seg, raw[1:])
+        if c == 76:
+            return RedisList._make(seg, raw[1:])
+        return dec_scalar(raw)
 
     def get(self, k, default=None):
         try:
@@ -1028,7 +1082,26 @@ class RedisDict(MutableMapping):
             seg._dropped(self._key)
 
     def __setitem__(self, k, v):
-        f, o = key_forms(k)
+        if type(k) is str:
+            f, o = b"s" + k.encode("utf-8", "surrogatepass"), b""
+        else:
+            f, o = key_forms(k)
+        seg = self._seg
+        try:
+            e = enc_scalar(v)
+        except UnsupportedTypeError:
+            e = None            # _encode() below raises it, saying where
+        if e is not None and not getattr(seg._tls, "token", None):
+            # the common case: the script's short path, one short call
+            i = self._id
+            try:
+                r = seg._client.callp(seg._ds_pre + b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                                      % (len(i), i, len(f), f, len(e), e, len(o), o))
+            finally:
+                seg._dropped(self._key)
+            if r == 1:
+                return
+            # DSHFULL (the full 'dset' must run: it raises or waits where it has to), NOSCRIPT, ...
         new = []
         val = self._seg._encode(v, new)
         self._w(b"dset", (self._id, f, val, o), new)

@@ -10,7 +10,21 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from dshared._errors import DsharedError
 
-__all__ = ["ServerConnectionError", "Config", "Client"]
+__all__ = ["ServerConnectionError", "Config", "Client", "resp"]
+
+try:
+    from hiredis import pack_command as hiredis_pack
+except ImportError:         # reported when a connection is made (Config.connect imports hiredis)
+    def hiredis_pack(args):
+        import hiredis
+        return hiredis.pack_command(args)
+
+
+def resp(*args):
+    """The RESP encoding of a command (or of the start of one: a hot path
+    packs its constant arguments once and appends the others per call).
+    Each argument is bytes."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 class ServerConnectionError(DsharedError, ConnectionError):
@@ -123,22 +137,32 @@ class Conn:
         self.buf = bytearray(65536)
 
     def call(self, *args):
+        return self.callp(self.pack(args))
+
+    def callp(self, data):
+        """call() of a command already packed (RESP bytes). Each call reads
+        its own reply whole: the reader holds nothing between calls."""
+        sock = self.sock
+        rd = self.reader
+        buf = self.buf
         try:
-            self.sock.sendall(self.pack(args))
-            r = self.reader.gets()
-            while r is False:
-                n = self.sock.recv_into(self.buf)
+            sock.sendall(data)
+            while True:
+                n = sock.recv_into(buf)
                 if not n:
                     raise ConnectionResetError("connection closed by the server")
-                self.reader.feed(self.buf, 0, n)
-                r = self.reader.gets()
-        except Exception as e:
+                rd.feed(buf, 0, n)
+                r = rd.gets()
+                if r is not False:
+                    return r
+        except BaseException as e:
+            # also on an interrupt (KeyboardInterrupt, a signal handler's
+            # exception): the reply not read would be the next call's
             self.close()
             if isinstance(e, (OSError, EOFError)) or type(e).__name__ == "ProtocolError":
                 raise ServerConnectionError("lost the connection to the Redis server %s: %s"
                                             % (self.cfg.safe_url(), e)) from e
             raise
-        return r
 
     def close(self):
         self.broken = True
@@ -172,15 +196,30 @@ class Client:
         """One command; a Cluster's MOVED reply moves this client (each
         segment has its own: its keys share one slot) to the node named,
         and the command is sent there."""
+        return self.callp(hiredis_pack(args))
+
+    def callp(self, data):
+        """call() of a command already packed (RESP bytes: the hot paths
+        keep the constant part of their command packed)."""
+        c = getattr(self._tls, "c", None)
+        if c is None or c.broken or c.gen != _fork_gen[0]:
+            c = self.conn()
+        r = c.callp(data)
+        if isinstance(r, Exception) and str(r).startswith("MOVED "):
+            return self._moved(data, r)
+        return r
+
+    def _moved(self, data, r):
+        """A Cluster's MOVED reply r: this client moves to the node named
+        and sends the command there (at most 5 moves)."""
         for _ in range(5):
-            r = self.conn().call(*args)
-            if isinstance(r, Exception) and str(r).startswith("MOVED "):
-                host, _, port = str(r).split()[2].rpartition(":")
-                self.cfg.host = host or self.cfg.host
-                self.cfg.port = int(port)
-                self.close()
-                continue
-            return r
+            host, _, port = str(r).split()[2].rpartition(":")
+            self.cfg.host = host or self.cfg.host
+            self.cfg.port = int(port)
+            self.close()
+            r = self.conn().callp(data)
+            if not (isinstance(r, Exception) and str(r).startswith("MOVED ")):
+                return r
         return r
 
     def close(self):
