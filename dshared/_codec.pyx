@@ -70,7 +70,7 @@ from dshared._heap cimport (
     Block, Cell, Entry, Key, Segment, TableView, RC_ONE,
     # the payload structs and their accessors (heap/layout.pxd)
     BytesHdr, DictBody, ItemsHdr, ListBody, StrHdr, TupleHdr,
-    blk_payload, bytes_data, bytes_hdr_size, cells_fit, items_cells_of, items_hdr, kind_rc_of, list_body,
+    blk_kind, blk_payload, bytes_data, bytes_hdr, bytes_hdr_size, cells_fit, items_cells_of, items_hdr, kind_rc_of, list_body,
     str_data, str_hdr, tuple_cells, tuple_hdr,
     # include/dshared.h, include/dshared_notify.h
     DS_WHOLE_DOUBLE_MAX, ds_hash, ds_hash_u64, ds_ld32, ds_ld64, ds_prefetch, ds_st64,

@@ -38,10 +38,8 @@ FORMAT = {
 }
 
 # Where raw offsets must not appear: every source of the two modules except
-# heap/layout.pxd (which defines the accessors) and codec/cache*.pxi (being
-# rewritten as functions; its offsets go with that rewrite).
+# heap/layout.pxd (which defines the accessors).
 EXEMPT = {"heap/layout.pxd"}
-PENDING = re.compile(r"^codec/cache\w*\.pxi$")
 
 # What hand-written layout arithmetic looks like.
 RAW = [
@@ -91,7 +89,7 @@ def test_structs_sit_at_the_segment_format_offsets():
 def test_no_raw_payload_offsets():
     found = []
     for rel, text in sources().items():
-        if rel in EXEMPT or PENDING.match(rel):
+        if rel in EXEMPT:
             continue
         found += ["%s:%d: %s  (%s)" % (rel, n, line, what) for n, line, what in raw_offsets(text)]
     assert not found, "layout by byte offset instead of heap/layout.pxd:\n" + "\n".join(found)

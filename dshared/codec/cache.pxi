@@ -272,7 +272,7 @@ cdef uint64_t cell_footprint(Segment seg, const Cell *c) except? 0:
             if not gc_valid_ref(seg, off):
                 continue
             b = <Block *>(seg.base + off)
-            if (b.kind_rc & 0xff) in (K_DICT, K_LIST, K_TUPLE):
+            if blk_kind(b) in (K_DICT, K_LIST, K_TUPLE):
                 if seen is None:
                     seen = set()
                 if off in seen:
@@ -296,24 +296,26 @@ cdef uint64_t entry_footprint(Segment seg, const Entry *e) except? 0:
 
 cdef int64_t wrapped_expiry(Segment seg, const Cell *c) except -2:
     """The expiry of a stored value (0: none), and its inner cell's position."""
-    cdef uint64_t off, ln
+    cdef uint64_t off
     cdef Block *blk
-    cdef char *p
+    cdef TupleHdr *th
+    cdef Cell *cells
     cdef int64_t exp
     if c.b[0] != T_TUPLE:
         return 0
     off = ds_ld64(&c.b[8])
     blk = checked_block(seg, off, K_TUPLE)
-    p = seg.base + off + BLOCK_HDR
-    ln = ds_ld64(p)
-    if ln != 2 or <uint64_t>blk.size16 * ALIGN < BLOCK_HDR + 8 + 2 * CELL_SIZE or p[8 + CELL_SIZE] != T_INT:
+    th = tuple_hdr(seg.base, off)
+    cells = tuple_cells(th)
+    if (th.n != 2 or <uint64_t>blk.size16 * ALIGN < BLOCK_HDR + sizeof(TupleHdr) + 2 * sizeof(Cell)
+            or cells[1].b[0] != T_INT):
         raise CorruptSegmentError("cache entry at %d is not a (value, expiry) pair" % off)
-    memcpy(&exp, p + 8 + CELL_SIZE + 8, 8)
+    memcpy(&exp, &cells[1].b[8], 8)
     return exp
 
 
 cdef inline const Cell *wrapped_inner(Segment seg, const Cell *c) noexcept:
-    return <Cell *>(seg.base + ds_ld64(&c.b[8]) + BLOCK_HDR + 8)
+    return tuple_cells(tuple_hdr(seg.base, ds_ld64(&c.b[8])))
 
 
 cdef struct CArg:

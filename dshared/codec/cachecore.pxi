@@ -226,10 +226,15 @@ cdef inline uint64_t *cc_hit_state(CacheCore c) except NULL:
     if seg is None:
         cc_ready(c)
     b = checked_block(seg, c.soff, K_BYTES)
-    if (b.gen != c.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + c.slen
-            or (<uint64_t *>(seg.base + c.soff + BLOCK_HDR + 8))[S_LOGW] != c.logw):
+    if (b.gen != c.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + sizeof(BytesHdr) + c.slen
+            or cc_words(seg, c)[S_LOGW] != c.logw):
         return cc_state(c)          # raises
-    return <uint64_t *>(seg.base + c.soff + BLOCK_HDR + 8)
+    return cc_words(seg, c)
+
+
+cdef inline uint64_t *cc_words(Segment seg, CacheCore c) noexcept:
+    """The state words: the data of the cache's BYTES block."""
+    return <uint64_t *>bytes_data(bytes_hdr(seg.base, c.soff))
 
 
 cdef int hook_mid_read() except -1:

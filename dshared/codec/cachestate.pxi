@@ -47,9 +47,9 @@ cdef uint64_t *cc_state(CacheCore c) except NULL:
     cdef uint64_t *st
     cc_ready(c)
     b = checked_block(seg, c.soff, K_BYTES)
-    if b.gen != c.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + 8 + c.slen:
+    if b.gen != c.sgen or <uint64_t>b.size16 * ALIGN < BLOCK_HDR + sizeof(BytesHdr) + c.slen:
         raise StaleReferenceError("cache %r was removed from segment %r" % (c.name, seg.name))
-    st = <uint64_t *>(seg.base + c.soff + BLOCK_HDR + 8)
+    st = cc_words(seg, c)
     if st[S_LOGW] != c.logw:
         # the sketch's and the reference bytes' indexes are taken from it
         raise CorruptSegmentError("cache %r: its state block's width changed" % (c.name,))
