@@ -93,6 +93,7 @@ from dshared._heap cimport (
 )
 
 from operator import length_hint
+import sys
 
 from dshared._errors import (CorruptSegmentError, DsharedError, SegmentFullError, StaleReferenceError,
                              UnsupportedTypeError)

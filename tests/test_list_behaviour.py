@@ -1321,20 +1321,38 @@ def test_iterators_pickle_and_copy_as_list_iterators(mk, rev, taken):
     assert list(it) == rest
 
 
-def test_iterator_setstate_clamps_as_list_iterators(mk):
+def _setstate_story(lst, rev, steps):
+    """What an iterator of lst does under steps: ("set", i) calls
+    __setstate__(i), "next" takes one item (None at the end), "hint" reads
+    __length_hint__; the items left at the end close the story."""
+    it = reversed(lst) if rev else iter(lst)
+    seen = []
+    for step in steps:
+        if step == "next":
+            seen.append(next(it, None))
+        elif step == "hint":
+            seen.append(it.__length_hint__())
+        else:
+            it.__setstate__(step[1])
+    return seen + [list(it)]
+
+
+@pytest.mark.parametrize("rev", [False, True], ids=["iter", "reversed"])
+@pytest.mark.parametrize("steps", [
+    [("set", -5), "hint"], [("set", -1), "hint"], [("set", 0), "hint"], [("set", 2), "hint"],
+    [("set", 10), "hint"],
+    # a position set below the start, then a valid one (Python 3.13 keeps the list)
+    [("set", -5), ("set", 1)], [("set", -1), "next", ("set", 1)],
+    # an iterator run to its end stays exhausted
+    ["next", "next", "next", "next", ("set", 0)],
+])
+def test_iterator_setstate_clamps_as_list_iterators(mk, rev, steps):
+    # as the running Python's list iterators (3.13 changed negative positions)
+    assert _setstate_story(mk([1, 2, 3]), rev, steps) == _setstate_story([1, 2, 3], rev, steps)
+
+
+def test_iterator_setstate_rejects_what_list_iterators_reject(mk):
     lst = mk([1, 2, 3])
-    it = iter(lst)
-    it.__setstate__(-5)
-    assert list(it) == [1, 2, 3]
-    it = iter(lst)
-    it.__setstate__(10)
-    assert list(it) == []
-    r = reversed(lst)
-    r.__setstate__(10)
-    assert list(r) == [3, 2, 1]
-    r = reversed(lst)
-    r.__setstate__(-5)
-    assert list(r) == []
     for bad, exc in [(10 ** 30, OverflowError), ("1", TypeError), (1.0, TypeError)]:
         with pytest.raises(exc):
             iter(lst).__setstate__(bad)

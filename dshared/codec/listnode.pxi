@@ -363,6 +363,9 @@ cdef int64_t _ssize_arg(object i) except? -1:
     return v
 
 
+cdef bint _ITER_NEGATIVE_ENDS = sys.version_info >= (3, 13)
+
+
 cdef class ListIter:
     """Iterates a SharedList by position, re-reading the length each step (as list does)."""
     cdef ListNode node
@@ -381,8 +384,11 @@ cdef class ListIter:
     def __next__(self):
         cdef LArg a
         if self.done or self.pos < 0:
-            self.done = True
-            self.node = None            # as list iterators: let go of the list
+            if self.rev or self.done:
+                self.done = True
+                self.node = None        # as list iterators: let go of the list
+            # (a forward position set below the start, Python 3.13: it keeps
+            # the list, and a later __setstate__ goes on from there)
             raise StopIteration
         a.i = self.pos
         r = read_section(self.node, _rd_list_get, &a)
@@ -401,22 +407,26 @@ cdef class ListIter:
         n = len(self.node)
         if self.rev:
             return self.pos + 1 if self.pos < n else 0
-        return n - self.pos if self.pos < n else 0
+        return n - self.pos if 0 <= self.pos < n else 0
 
     def __reduce__(self):
         """As list iterators: the list (a SharedList pickles as a reference)
         and the position; an exhausted iterator pickles as iter([])."""
-        if self.done or (self.rev and self.pos < 0):
+        if self.done or self.pos < 0:
             return (iter, ([],))
         return (reversed if self.rev else iter, (self.node,), self.pos)
 
     def __setstate__(self, state):
-        """Set the position, clamped to the list as list iterators do."""
+        """Set the position, clamped to the list as the running Python's
+        list iterators do (from 3.13 a forward position below the start
+        leaves the iterator empty until a later __setstate__)."""
         cdef int64_t n, i = _ssize_arg(state)
         if self.done:
             return
         n = len(self.node)
         if self.rev:
             self.pos = -1 if i < -1 else min(i, n - 1)
+        elif _ITER_NEGATIVE_ENDS:
+            self.pos = -1 if i < -1 else min(i, n)
         else:
             self.pos = 0 if i < 0 else min(i, n)
