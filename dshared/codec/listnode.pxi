@@ -384,17 +384,20 @@ cdef class ListIter:
     def __next__(self):
         cdef LArg a
         if self.done or self.pos < 0:
-            if self.rev or self.done:
+            if self.done or (self.rev and not _ITER_NEGATIVE_ENDS):
                 self.done = True
                 self.node = None        # as list iterators: let go of the list
-            # (a forward position set below the start, Python 3.13: it keeps
-            # the list, and a later __setstate__ goes on from there)
+            # (from Python 3.13 a position below the start keeps the list, and
+            # a later __setstate__ goes on from there)
             raise StopIteration
         a.i = self.pos
         r = read_section(self.node, _rd_list_get, &a)
         if a.n < 0:
-            self.done = True
-            self.node = None
+            if self.rev and _ITER_NEGATIVE_ENDS:
+                self.pos = -1           # as 3.13's reverse iterators: ended, the list kept
+            else:
+                self.done = True
+                self.node = None
             raise StopIteration
         self.pos += -1 if self.rev else 1
         return r
@@ -418,8 +421,9 @@ cdef class ListIter:
 
     def __setstate__(self, state):
         """Set the position, clamped to the list as the running Python's
-        list iterators do (from 3.13 a forward position below the start
-        leaves the iterator empty until a later __setstate__)."""
+        list iterators do (from 3.13 a position below the start leaves the
+        iterator empty until a later __setstate__, and a reverse iterator
+        that ended takes a new position)."""
         cdef int64_t n, i = _ssize_arg(state)
         if self.done:
             return

@@ -1496,7 +1496,9 @@ class RedisList(_ListOrder, MutableSequence):
             i += 1
 
     def __reversed__(self):
-        return iter(self._items()[::-1])
+        """A list's reverse iterator over the items as they are now: its
+        positions, length hint and __setstate__ are list's."""
+        return reversed(self._items())
 
     def _w(self, op, args, new=()):
         seg = self._seg
