@@ -27,6 +27,8 @@ import dshared
 from _proc import Children, run_driver, test_seed
 from test_transactions import Boom, apply, rand_block, setup_state, state
 from test_transactions import _exception_rounds as _shm_exception_rounds
+from test_transactions import (
+    test_lock_keeps_and_transaction_rolls_back as _shm_lock_keeps_and_transaction_rolls_back)
 
 LEASE = "lease_ms=300"
 
@@ -135,38 +137,8 @@ def test_nested_transactions_are_savepoints(rseg):
 
 
 def test_lock_keeps_and_transaction_rolls_back(rseg):
-    root = rseg.col()
-    with pytest.raises(Boom):
-        with rseg.lock():
-            root["kept"] = 1
-            raise Boom()
-    assert root["kept"] == 1
-    with pytest.raises(Boom):
-        with rseg.lock():
-            root["x"] = 1
-            try:
-                with rseg.transaction():
-                    root["y"] = 2
-                    raise Boom()
-            except Boom:
-                pass
-            assert "y" not in root
-            raise Boom()
-    assert root["x"] == 1 and "y" not in root
-    with pytest.raises(Boom):
-        with rseg.transaction():
-            root["p"] = 1
-            try:
-                with rseg.lock():
-                    root["q"] = 2
-                    raise Boom()
-            except Boom:
-                pass
-            assert root["q"] == 2
-            raise Boom()
-    assert "p" not in root and "q" not in root
-    assert rseg.stats()["rollbacks"] == 2
-    assert rseg.check().ok
+    # the shared-memory test, on Redis: the same nesting, the same outcomes
+    _shm_lock_keeps_and_transaction_rolls_back(rseg.col(), rseg)
 
 
 def test_collect_inside_a_block(rseg):
