@@ -22,6 +22,7 @@ cdef extern from "dshared.h" nogil:
     void ds_fence_release()
     void ds_cpu_relax()
     void ds_prefetch(const void *p, size_t n)
+    void ds_populate(void *p, size_t n) nogil
     int ds_bitlen64(uint64_t v)
     enum: DS_WHOLE_DOUBLE_MAX
     size_t ds_whole_double_bytes(double f, uint8_t *out)

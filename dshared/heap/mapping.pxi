@@ -99,6 +99,7 @@ cdef int seg_reserve(Segment seg, uint64_t upto) noexcept nogil:
     # blocks, which must stay holes (see heap/punch.pxi)
     rc = seg_back(seg.fd, have, want - have)
     if rc == 0:
+        ds_populate(seg.base + have, want - have)
         seg.hdr.reserved = want
     return rc
 

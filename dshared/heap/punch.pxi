@@ -99,6 +99,7 @@ cdef int punch_reback(Segment seg, uint64_t off, uint64_t have16, uint64_t need,
         rc = fallocate(seg.fd, FALLOC_FL_KEEP_SIZE, <long>lo, <long>(page_up(want) - lo))
         if rc != 0:
             return errno
+        ds_populate(seg.base + lo, page_up(want) - lo)
     hf[0] = want
     return 0
 

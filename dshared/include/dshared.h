@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "debug.h"
@@ -37,6 +38,18 @@ static inline void ds_cpu_relax(void) {
 static inline void ds_prefetch(const void *p, size_t n) {
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
     for (; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 3);
+}
+
+/* Map the pages of [p, p + n) of the segment into this process's page
+ * tables now, in one call, instead of one fault per page on first touch
+ * (MADV_POPULATE_WRITE, Linux 5.14). Only a hint: the pages must already be
+ * backed (fallocate), and any error (an older kernel, a truncated file) is
+ * ignored; the first touch then faults them in as before. */
+static inline void ds_populate(void *p, size_t n) {
+#ifdef __linux__
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+    if (n) (void)madvise((void *)a, (uintptr_t)p + n - a, 23 /* MADV_POPULATE_WRITE */);
+#endif
 }
 
 static inline int ds_bitlen64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
