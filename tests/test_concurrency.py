@@ -423,28 +423,45 @@ def test_concurrent_history(shm_name):
     assert None not in r["readers"]
 
 
-def _race_writer(name, w):
+def _race_writer(name, w, grow):
     seg = dshared.Segment(name, create=False)
     d = seg.col()
     t = d['t']
     i = 0
     while True:
         i += 1
-        t.update({'k%d' % j: j for j in range(i % 40 + 5)})    # > 4 pairs: a new table, the old one freed
+        if grow:
+            # one key (one item) at a time: the table (the list's items)
+            # grows in place where the room above it is free, else into a
+            # new block
+            lst = d['L%d' % w]          # one writer per list: item n is n
+            for j in range(len(t), i % 300 + 5):
+                t['k%d' % j] = j
+                lst.append(len(lst))
+            d['ext%d' % w] = _heap.extend_counters()
+        else:
+            t.update({'k%d' % j: j for j in range(i % 40 + 5)})    # > 4 pairs: a new table, the old one freed
         d['s%d' % w] = 'x' * ((i * 37) % 3000)                 # str blocks reuse the freed tables
         if i % 7 == 0:
             t.clear()
+            if grow:
+                lst.clear()
 
 
 def _race_reader(name, r):
     seg = dshared.Segment(name, create=False)
     t = seg.col()['t']
+    lists = [seg.col()['L0'], seg.col()['L1']]
     while True:
         if r % 3 == 0:
             for j in range(200):
                 v = t.get('k%d' % j)
                 if v is not None and v != j:
                     os._exit(3)                 # a torn value
+            for lst in lists:
+                items = lst.to_python()
+                if items != list(range(len(items))):
+                    os._exit(3)                 # appends: item n is n
         elif r % 3 == 1:
             try:
                 for k, v in t.items():
@@ -458,13 +475,15 @@ def _race_reader(name, r):
                     os._exit(3)
 
 
-def _drive_table_race(name, seconds):
+def _drive_table_race(name, seconds, grow=False):
     seg = dshared.Segment(name, 64 << 20, create=True)
     seg.col()['t'] = {}
+    seg.col()['L0'] = []
+    seg.col()['L1'] = []
     dead = {}
     try:
         with Children() as ch:
-            writers = [ch.fork(_race_writer, name, w) for w in range(2)]
+            writers = [ch.fork(_race_writer, name, w, grow) for w in range(2)]
             readers = [ch.fork(_race_reader, name, r) for r in range(8)]
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds and not dead:
@@ -475,7 +494,9 @@ def _drive_table_race(name, seconds):
                         ch.pids.discard(pid)
                         dead[("reader %d" % i) if i < 8 else "writer"] = exit_code(status)
             alive_for = time.monotonic() - t0
-        return {"dead": dead, "seconds": alive_for, "problems": seg.check().problems}
+        root = seg.col()
+        return {"dead": dead, "seconds": alive_for, "problems": seg.check().problems,
+                "extends": sum(root.get('ext%d' % w, 0) for w in range(2))}
     finally:
         seg.close()
         seg.unlink()
@@ -492,6 +513,18 @@ def test_readers_racing_table_replacement_never_fault(shm_name):
     print(r)
     assert r["dead"] == {}, "after %.2f s: %r" % (r["seconds"], r["dead"])
     assert r["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_readers_racing_in_place_table_growth_never_fault(shm_name):
+    """As above, but the writers grow the dict one key at a time, so that its
+    table mostly grows in place (its block extended over the free room above
+    it) while eight lock-free readers get, iterate and copy it."""
+    r = run_driver("test_concurrency", "_drive_table_race", shm_name, 3.0, True, timeout=50)
+    print(r)
+    assert r["dead"] == {}, "after %.2f s: %r" % (r["seconds"], r["dead"])
+    assert r["problems"] == []
+    assert r["extends"] > 0, "no table grew in place: the race this test is for did not happen"
 
 
 # =====================================================================================

@@ -111,13 +111,38 @@ def setup_update_room(d, seg):
 
 
 def setup_resize(d, seg):
-    """A nested dict filled to its growth threshold: the next insert builds
-    a bigger table. Returns the largest point count of the inserts that did
-    not grow it."""
+    """A nested dict filled to its growth threshold, whose next size needs a
+    bigger index: the next insert builds a new table and copies the entries.
+    Returns the largest point count of the inserts that did not grow it."""
+    base(d, seg)
+    d['g'] = {}
+    counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(7)]
+    return {"points_gt": max(counts[1:5] + counts[6:]), "extends": 0, "note": "earlier inserts: %r" % counts}
+
+
+def setup_resize_in_place(d, seg):
+    """A nested dict filled to its growth threshold, with free room above its
+    table and an index big enough for the next size: the next insert grows
+    the table's block in place."""
     base(d, seg)
     d['g'] = {}
     counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(5)]
-    return {"points_gt": max(counts[1:]), "note": "earlier inserts: %r" % counts}
+    return {"points_gt": max(counts[1:]), "extends": 1, "note": "earlier inserts: %r" % counts}
+
+
+def setup_append_full(d, seg):
+    """base: the list has no spare room and a live block right above its
+    items: the next append builds a new items block."""
+    base(d, seg)
+    return {"extends": 0}
+
+
+def setup_append_grow(d, seg):
+    """A list without spare room whose items block has free room above it:
+    the next append grows the block in place."""
+    base(d, seg)
+    d['g'] = [1, 2, 3]
+    return {"extends": 1, "points_gt": _count_points(lambda: d['l2'].__setitem__(0, 5))}
 
 
 def setup_append_room(d, seg):
@@ -222,7 +247,8 @@ OPS = {
     'popitem': (base, lambda d, s: d.popitem(), None),
     'clear_nested': (base, lambda d, s: d['d'].clear(), None),
     'clear_root': (base, lambda d, s: d.clear(), None),
-    'resize': (setup_resize, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
+    'resize': (setup_resize, lambda d, s: d['g'].__setitem__('k7', 'v7' * 10), None),
+    'resize_in_place': (setup_resize_in_place, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
     'nested_create': (base, lambda d, s: d.__setitem__('nest', {
         'a': [1, {'b': 'x' * 50, 'c': (2, 'y' * 20)}], 'e': {'f': {'g': [b'h' * 30]}}}), None),
     'update_few': (base, lambda d, s: d.update({'a': 3, 'u1': 'one' * 10, 'u2': [2]}), None),
@@ -237,7 +263,8 @@ OPS = {
     'assign_view': (base, lambda d, s: d.__setitem__('m', d['d']), None),
     # list writes
     'append_room': (setup_append_room, lambda d, s: d['l'].append('x' * 30), None),
-    'append_full': (base, lambda d, s: d['l'].append('x' * 30), None),
+    'append_full': (setup_append_full, lambda d, s: d['l'].append('x' * 30), None),
+    'append_in_place': (setup_append_grow, lambda d, s: d['g'].append(4), None),
     'append_empty': (setup_empty_list, lambda d, s: d['e'].append({'first': 'item' * 10}), None),
     'extend': (base, lambda d, s: d['l'].extend(['e' * 20, 7, {'k': 'v'}]), None),
     'list_insert': (base, lambda d, s: d['l'].insert(1, {'i': 'ins' * 10}), None),
@@ -285,14 +312,17 @@ def _calibrate(name, op_name):
         rep0 = seg.check()
         if claims.get("garbage_before"):
             assert rep0.garbage > 0, rep0   # the garbage is the point of this setup
+        _heap.extend_counters(reset=True)
         passed = _count_points(lambda: op(root, seg))
+        extends = _heap.extend_counters(reset=True)
         st1 = seg.stats()
         rep1 = seg.check()
         expected = copy.deepcopy(before_py)
         (model or (lambda d: op(d, None)))(expected)
         return {"points": passed, "before": digest(before_py), "after": digest(root.to_python()),
                 "model_after": digest(expected), "claims": claims,
-                "problems": rep0.problems + rep1.problems, "stats0": st0, "stats1": st1}
+                "problems": rep0.problems + rep1.problems, "stats0": st0, "stats1": st1,
+                "extends": extends}
     finally:
         seg.close()
         seg.unlink()
@@ -476,6 +506,9 @@ def test_crash_points(shm_name, op_name):
         assert n_points > claims["points_gt"], (op_name, claims)
     if "points_lt" in claims:
         assert n_points < claims["points_lt"], (op_name, claims)
+    if "extends" in claims:
+        # the table grew the way the setup says: in place, or into a new block
+        assert cal["extends"] == claims["extends"], (op_name, cal["extends"], claims)
     if claims.get("top_same"):
         assert cal["stats1"]["top"] == cal["stats0"]["top"], "the value did not go into the free block"
         assert cal["stats1"]["used"] > cal["stats0"]["used"]

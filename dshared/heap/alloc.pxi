@@ -186,6 +186,92 @@ cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind, int *why) noexc
     return off
 
 
+cdef long _extend_calls = 0             # blocks grown in place, for tests (extend_counters)
+cdef bint _hook_no_extend = False       # tests: blocks never grow in place
+
+
+cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil:
+    """Grow the allocated block at off in place to hold `payload` bytes, over
+    the start of the free block right above it or into the top; False, with
+    nothing changed, when neither has the room or a transaction() or lock()
+    block is open (the caller allocates a new block then). Must hold the lock.
+
+    Only the allocator changes, as in blk_alloc: the bytes gained belong to
+    no reachable object, so a lock-free reader that sees either size reads
+    what it read before; the caller publishes their use. A crash leaves the
+    block bigger, which the undo of the caller's journaled stores and the
+    allocator repair both accept."""
+    global _extend_calls
+    cdef Header *h = seg.hdr
+    cdef Block *b = <Block *>(seg.base + off)
+    cdef Block *n
+    cdef uint64_t need, size16, have16, up, f16, rest16, grow, hf = 0, he = 0
+    cdef bint was_punched
+    if _hook_no_extend or payload > seg.cap or seg.txrec or seg.lk.bdepth:
+        # (inside a transaction() or lock() block, never: a rollback gives
+        # back exactly what the block allocated, `used` as it was)
+        return False
+    need = (payload + BLOCK_HDR + ALIGN - 1) & ~(<uint64_t>(ALIGN - 1))
+    size16 = need // ALIGN
+    if size16 >= (<uint64_t>1) << 32 or not blk_tiles_ok(seg, off):
+        return False
+    have16 = b.size16
+    if size16 <= have16:
+        return True
+    up = off + have16 * ALIGN
+    grow = need - have16 * ALIGN
+    if up == h.top:
+        if grow > seg.cap - h.top:
+            return False
+        if h.top + grow > h.reserved and seg_reserve(seg, h.top + grow) != 0:
+            return False
+        h.top = off + need
+        h.tail16 = size16
+        seg_read_limit(seg)
+        b.size16 = <uint32_t>size16
+    else:
+        n = <Block *>(seg.base + up)
+        if blk_kind(n) != K_FREE or not blk_tiles_ok(seg, up) or have16 + n.size16 < size16:
+            return False
+        f16 = n.size16
+        was_punched = (n.kind_rc & PUNCHED) != 0
+        if was_punched and punch_reback(seg, up, f16, grow, &hf, &he) != 0:
+            return False
+        blk_bin_remove(seg, up, f16)
+        rest16 = have16 + f16 - size16
+        if rest16 * ALIGN >= MIN_BLOCK:
+            # the rest of the free block: its header is written before this
+            # block grows over the old one, so the blocks always tile
+            (<Block *>(seg.base + off + need)).size16 = <uint32_t>rest16
+            (<Block *>(seg.base + off + need)).prev16 = <uint32_t>size16
+            punch_split(seg, off + need, was_punched, hf, he)
+            ds_fence_release()
+            b.size16 = <uint32_t>size16
+            blk_set_prev16(seg, off + need + rest16 * ALIGN, rest16)
+            blk_bin_push(seg, off + need, rest16)
+        else:
+            size16 = have16 + f16
+            b.size16 = <uint32_t>size16
+            blk_set_prev16(seg, off + size16 * ALIGN, size16)
+        n.kind_rc = K_DEAD          # the free block's old header, now inside this one
+    h.used += (size16 - have16) * ALIGN
+    _extend_calls += 1
+    return True
+
+
+def extend_counters(reset=False, no_extend=None):
+    """Test hook: how many blocks this process grew in place (blk_extend);
+    reset sets the count to 0; no_extend=True makes every growth allocate a
+    new block (the old behaviour), False restores growing in place."""
+    global _extend_calls, _hook_no_extend
+    r = _extend_calls
+    if reset:
+        _extend_calls = 0
+    if no_extend is not None:
+        _hook_no_extend = bool(no_extend)
+    return r
+
+
 cdef void blk_free(Segment seg, uint64_t off) noexcept nogil:
     """Return a block to the allocator, merging it with free neighbours."""
     cdef Header *h = seg.hdr

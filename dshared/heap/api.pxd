@@ -109,6 +109,7 @@ cdef enum:
     ALLOC_NO_ROOM = 12          # blk_alloc's *why when the segment has no room (ENOMEM)
 cdef uint64_t blk_alloc(Segment seg, uint64_t payload, int kind, int *why) noexcept nogil
 cdef void blk_free(Segment seg, uint64_t off) noexcept nogil
+cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil
 cdef int blk_raise_full(Segment seg, uint64_t want, int why) except -1
 
 # -- heap/refs.pxi

@@ -20,9 +20,13 @@ cdef int lst_splice(Segment seg, uint64_t l, uint64_t start, uint64_t ndel,
     wr_reserve(seg, 1, ndel, 1, 0)
     if it:
         cap = items_cap(seg.base, it)
-    if ndel == 0 and start == length and length + nins <= cap and (seg.lk.bdepth == 0 or nins <= 16):
-        lst_append_in_place(seg, l, items, length, cells, nins)
-        return 0
+    if ndel == 0 and start == length and (seg.lk.bdepth == 0 or nins <= 16):
+        if length + nins <= cap:
+            lst_append_in_place(seg, l, items, length, cells, nins)
+            return 0
+        if it and lst_grow_in_place(seg, it, lst_grown_cap(length + nins)):
+            lst_append_in_place(seg, l, items, length, cells, nins)
+            return 0
     if nins == 0 and start + ndel == length:
         lst_truncate(seg, l, items, start, ndel, cap)
         return 0
@@ -40,6 +44,21 @@ cdef int lst_splice(Segment seg, uint64_t l, uint64_t start, uint64_t ndel,
         wr_defer_release(seg, &items[start + i])
     lst_publish_items(seg, l, nit, length - ndel + nins)
     return 0
+
+
+cdef inline uint64_t lst_grown_cap(uint64_t n) noexcept nogil:
+    """The capacity an items block that must hold n cells grows to."""
+    return n + (n >> 3) + (3 if n < 9 else 6)
+
+
+cdef bint lst_grow_in_place(Segment seg, uint64_t it, uint64_t newcap) noexcept:
+    """Grow items block `it` to newcap cells over the free room above it (the
+    cells past the length are never read); False when there is none."""
+    if not blk_extend(seg, it, sizeof(ItemsHdr) + CELL_SIZE * newcap):
+        return False
+    crash_point()
+    jr_store(seg, &items_hdr(seg.base, it).capacity, newcap)
+    return True
 
 
 cdef void lst_append_in_place(Segment seg, uint64_t l, Cell *items, uint64_t length,
@@ -124,7 +143,7 @@ cdef Cell *lst_new_items(Segment seg, uint64_t n, bint grow, uint64_t *nit) exce
     if n == 0:
         return <Cell *>(seg.base + HEADER_SIZE)         # nothing is written there
     if grow:
-        newcap += (newcap >> 3) + (3 if newcap < 9 else 6)
+        newcap = lst_grown_cap(n)
     nit[0] = lst_items_block(seg, newcap, &why)
     if nit[0] == 0:
         blk_raise_full(seg, CELL_SIZE * newcap, why)

@@ -89,8 +89,8 @@ cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *c
 cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     """Make room for n more entries, building a bigger table if needed and
     publishing it with one journaled store; on failure nothing changed."""
-    cdef uint64_t t = tbl_of(seg, d), nt, count
-    cdef TableHdr *th
+    cdef uint64_t t = tbl_of(seg, d), nt, count, cap
+    cdef TableHdr *th = NULL
     cdef int why
     if t:
         th = table_hdr(seg.base, t)
@@ -101,7 +101,15 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         count = 0
     # grow by 1.25, and to at least 5 entries: a dict grown one key at a
     # time must not rebuild its table on each of its first inserts
-    nt = tbl_new(seg, max(count + count // 4 + n, <uint64_t>5), &why)
+    cap = max(count + count // 4 + n, <uint64_t>5)
+    if t and count == th.nentries and table_slots(cap) == th.nslots and blk_extend(seg, t, table_payload(th.nslots, cap)):
+        # the same index holds more entries: the block grows in place over
+        # free space above it, and only the capacity changes (journaled);
+        # nothing is copied and no page is handed back and backed again
+        crash_point()
+        jr_store(seg, &th.capacity, cap)
+        return 0
+    nt = tbl_new(seg, cap, &why)
     if nt == 0:
         blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
     crash_point()
