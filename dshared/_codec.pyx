@@ -87,7 +87,7 @@ from dshared._heap cimport (
     wr_begin, wr_commit, wr_end, wr_reserve, wr_settle, jr_store,
     blk_alloc, blk_decref_cell, blk_free, blk_incref, blk_push, blk_push_children, blk_raise_full,
     gc_valid_ref,
-    table_init, tbl_clear, tbl_entry_set, tbl_fill, tbl_insert, tbl_insert_many, tbl_remove, tbl_reserve,
+    table_init, tbl_clear, tbl_entry_set, tbl_fill, tbl_insert, tbl_insert_many, tbl_of, tbl_remove, tbl_reserve,
     tbl_set_pair, tbl_update_fresh,
     lst_rebuild, lst_splice,
 )

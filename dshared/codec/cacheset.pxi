@@ -163,7 +163,7 @@ cdef int cc_insert(CacheCore c, Key *key, SetCells *sc, Plan plan, Plan kplan) e
     cdef Segment seg = c.seg
     cdef TableView tv
     cdef int64_t ix
-    cdef uint64_t old = 0, new, vblock = 0
+    cdef uint64_t old = 0, new, vblock = 0, t
     cdef uint64_t *st
     wr_begin(seg)
     try:
@@ -189,7 +189,7 @@ cdef int cc_insert(CacheCore c, Key *key, SetCells *sc, Plan plan, Plan kplan) e
                 if kplan is not None:
                     kplan.materialize()
                     sc.ck = kplan.cell(sc.ki)[0]
-                tbl_reserve(seg, c.data.off, 1)
+                t = tbl_reserve(seg, c.data.off, tv.off, 1)
             except BaseException:
                 if kplan is not None:
                     kplan.rollback()
@@ -200,7 +200,7 @@ cdef int cc_insert(CacheCore c, Key *key, SetCells *sc, Plan plan, Plan kplan) e
                 raise
             if not sc.packed:
                 sc.pair[0] = sc.ck
-            tbl_insert(seg, c.data.off, key, &sc.pair[0], &sc.pair[1])
+            tbl_insert(seg, c.data.off, t, key, &sc.pair[0], &sc.pair[1])
         ix = dict_find(seg, c.data.off, key)
         new = entry_footprint(seg, dict_entry(seg, c.data.off, ix))
         cstore(seg, &st[S_BYTES], st[S_BYTES] + new - old if st[S_BYTES] + new > old else 0)

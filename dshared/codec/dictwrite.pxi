@@ -105,7 +105,7 @@ cdef object dict_store_locked(Segment seg, DictNode node, object v, const Key *k
             tbl_entry_set(seg, &tv.ents[ix], pair, True)   # the key already there stays
             nt_key(seg, node.off, key.hash)
         else:
-            dict_store_new(seg, node, key, pair, sv, plan, kplan, ki)
+            dict_store_new(seg, node, tv.off, key, pair, sv, plan, kplan, ki)
         r = (v if sv.packed else decode(seg, &pair[1], 0)) if mode == ST_SETDEFAULT else None
         wr_commit(seg)
         return r
@@ -113,16 +113,16 @@ cdef object dict_store_locked(Segment seg, DictNode node, object v, const Key *k
         wr_end(seg)
 
 
-cdef int dict_store_new(Segment seg, DictNode node, const Key *key, Cell *pair, StoreVal *sv, Plan plan,
-                        Plan kplan, int64_t ki) except -1:
-    """Insert a new key (lock held, seg is node.seg): its block, room in the
-    table, the pair. If there is no room, free what the value allocated and
-    raise."""
+cdef int dict_store_new(Segment seg, DictNode node, uint64_t t, const Key *key, Cell *pair, StoreVal *sv,
+                        Plan plan, Plan kplan, int64_t ki) except -1:
+    """Insert a new key (lock held, seg is node.seg, t its table as viewed
+    in this write): its block, room in the table, the pair. If there is no
+    room, free what the value allocated and raise."""
     try:
         if kplan is not None:
             kplan.materialize()
             pair[0] = kplan.cell(ki)[0]
-        tbl_reserve(seg, node.off, 1)
+        t = tbl_reserve(seg, node.off, t, 1)
     except BaseException:
         if kplan is not None:
             kplan.rollback()
@@ -131,7 +131,7 @@ cdef int dict_store_new(Segment seg, DictNode node, const Key *key, Cell *pair, 
         if sv.block:
             blk_free(seg, sv.block)
         raise
-    tbl_insert(seg, node.off, key, &pair[0], &pair[1])
+    tbl_insert(seg, node.off, t, key, &pair[0], &pair[1])
     return 0
 
 
@@ -224,7 +224,7 @@ cdef int dict_update_many(DictNode node, Plan plan, list roots, const Key *keys,
         try:
             if n - missing <= MANY_OVERWRITES:
                 if missing:
-                    tbl_reserve(seg, node.off, missing)
+                    tbl_reserve(seg, node.off, tbl_of(seg, node.off), missing)
                 tbl_insert_many(seg, node.off, keys, cells, n)
             else:
                 tbl_update_fresh(seg, node.off, keys, cells, n)
@@ -242,9 +242,10 @@ cdef int dict_update_few(DictNode node, Plan plan, list roots, const Key *keys, 
     cdef Segment seg = node.seg
     cdef int64_t i, ix, missing = count_missing(seg, node.off, keys, n)
     cdef Cell pair[2]
+    cdef uint64_t t = tbl_of(seg, node.off)
     try:
         if missing:
-            tbl_reserve(seg, node.off, missing)
+            t = tbl_reserve(seg, node.off, t, missing)
     except BaseException:
         plan.rollback()
         raise
@@ -255,5 +256,5 @@ cdef int dict_update_few(DictNode node, Plan plan, list roots, const Key *keys, 
             pair[1] = plan.cell(<int64_t>roots[i] + 1)[0]
             tbl_set_pair(seg, node.off, ix, pair)
         else:
-            tbl_insert(seg, node.off, &keys[i], plan.cell(roots[i]), plan.cell(<int64_t>roots[i] + 1))
+            tbl_insert(seg, node.off, t, &keys[i], plan.cell(roots[i]), plan.cell(<int64_t>roots[i] + 1))
     return 0

@@ -86,16 +86,18 @@ cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *c
     return 0
 
 
-cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
-    """Make room for n more entries, building a bigger table if needed and
-    publishing it with one journaled store; on failure nothing changed."""
-    cdef uint64_t t = tbl_of(seg, d), nt, count, cap
+cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) except 0:
+    """Make room for n more entries in dict d, whose table is t (as a view
+    checked in this write found it; 0: none): grow it in place, or build a
+    bigger table and publish it with one journaled store. Returns the table
+    that has the room; on failure nothing changed."""
+    cdef uint64_t nt, count, cap
     cdef TableHdr *th = NULL
     cdef int why
     if t:
         th = table_hdr(seg.base, t)
         if th.nentries + n <= th.capacity:
-            return 0
+            return t
         count = tbl_live_count(seg, t)
     else:
         count = 0
@@ -108,7 +110,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
         # nothing is copied and no page is handed back and backed again
         crash_point()
         jr_store(seg, &th.capacity, cap)
-        return 0
+        return t
     nt = tbl_new(seg, cap, &why)
     if nt == 0:
         blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
@@ -119,7 +121,7 @@ cdef int tbl_reserve(Segment seg, uint64_t d, uint64_t n) except -1:
     tbl_bump_version(seg, d)
     if t:
         wr_defer_free(seg, t)          # its entries moved to the new table
-    return 0
+    return nt
 
 
 cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
@@ -150,11 +152,12 @@ cdef void tbl_bump_version(Segment seg, uint64_t c) noexcept:
     nt_container(seg, c)
 
 
-cdef int tbl_insert(Segment seg, uint64_t d, const Key *k, const Cell *key, const Cell *value) except -1:
-    """Add a new entry (the key must be absent; room reserved). The entry
-    is written past the live ones first; the index slot and the counts
-    that make it visible are journaled."""
-    cdef uint64_t t = tbl_of(seg, d)
+cdef int tbl_insert(Segment seg, uint64_t d, uint64_t t, const Key *k, const Cell *key,
+                    const Cell *value) except -1:
+    """Add a new entry to dict d's table t (the key must be absent; room
+    reserved: t is what tbl_reserve returned). The entry is written past
+    the live ones first; the index slot and the counts that make it
+    visible are journaled."""
     cdef TableHdr *th = table_hdr(seg.base, t)
     cdef uint64_t ix = th.nentries
     cdef uint64_t nslots = th.nslots
