@@ -55,6 +55,10 @@ OPS = {
     "d['a']['b']": ("for _ in range(R):\n for i in range(1000): d['a']['b']", 1000, 20),
     "del + insert": ("for _ in range(R):\n for k in skeys:\n  del d[k]\n  d[k] = 'w%031d' % 7", 1000, 10),
     "to_python() 10k": ("for _ in range(R):\n big.to_python()", 1, 2),
+    # a dict filled one key at a time from empty: its table grows ~30 times
+    "insert, growing": ("pkeys = ['p%07d' % i for i in range(20000)]\n"
+                        "for _ in range(R):\n d['p'] = {}\n p = d['p']\n"
+                        " for k in pkeys: p[k] = 'v%015d'\n del d['p']", 20000, 2),
     # cache mode: a hit of c.get, a store over a cached key, a memoized call's hit
     "c.get(k) hit": (CACHE + "for _ in range(R):\n for k in skeys: c.get(k)", 1000, 20),
     "c[k] = v": (CACHE + "for _ in range(R):\n for k in skeys: c[k] = 7", 1000, 10),

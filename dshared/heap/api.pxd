@@ -132,7 +132,7 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil
 cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) except 0
 cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1
 cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil
-cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil
+cdef uint64_t tbl_new(Segment seg, uint64_t n, uint64_t index_for, int *why) noexcept nogil
 cdef int tbl_insert(Segment seg, uint64_t d, uint64_t t, const Key *k, const Cell *key, const Cell *value) except -1
 cdef int tbl_set_pair(Segment seg, uint64_t d, int64_t ix, const Cell *pair) except -1
 cdef void tbl_entry_set(Segment seg, Entry *e, const Cell *pair, bint journal) noexcept

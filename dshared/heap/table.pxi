@@ -40,11 +40,12 @@ cdef uint64_t tbl_of(Segment seg, uint64_t d) except? 0:
     return tv.off
 
 
-cdef uint64_t tbl_new(Segment seg, uint64_t n, int *why) noexcept nogil:
-    """A table block with room for n entries (at least 1), empty; 0 if no
-    room (*why: see blk_alloc)."""
+cdef uint64_t tbl_new(Segment seg, uint64_t n, uint64_t index_for, int *why) noexcept nogil:
+    """A table block with room for n entries (at least 1), its index sized
+    for index_for entries if more, empty; 0 if no room (*why: see
+    blk_alloc)."""
     cdef uint64_t capacity = n if n > 1 else 1
-    cdef uint64_t nslots = table_slots(capacity), t
+    cdef uint64_t nslots = table_slots(capacity if capacity > index_for else index_for), t
     t = blk_alloc(seg, table_payload(nslots, capacity), K_TABLE, why)
     if t == 0:
         return 0
@@ -111,7 +112,10 @@ cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) excep
         crash_point()
         jr_store(seg, &th.capacity, cap)
         return t
-    nt = tbl_new(seg, cap, &why)
+    # a batch that adds an eighth of the dict or more (update() in chunks)
+    # gets an index with room for half as much again: 4 bytes a slot, so that
+    # the next batches grow the entries in place instead of copying them
+    nt = tbl_new(seg, cap, cap + cap // 2 if t and n > count // 8 else 0, &why)
     if nt == 0:
         blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
     crash_point()
@@ -191,7 +195,7 @@ cdef int tbl_update_fresh(Segment seg, uint64_t d, const Key *keys, const Cell *
     cdef int why
     if t:
         count = tbl_live_count(seg, t)
-    nt = tbl_new(seg, count + n, &why)
+    nt = tbl_new(seg, count + n, 0, &why)
     if nt == 0:
         blk_raise_full(seg, sizeof(TableHdr) + ENTRY_SIZE * (count + n), why)
     crash_point()
