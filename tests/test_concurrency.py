@@ -164,9 +164,13 @@ def _overlap(results):
     return total
 
 
+# spawned workers (each starts a Python, ~1 s) in the default run on the
+# 'busy' and incr() targets; the other three under -m slow (forked ones run
+# every target)
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("target", ["root", "busy", "nested", "list", "incr"])
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method,target", [
+    pytest.param(m, t, marks=[pytest.mark.slow] if m == "spawn" and t in ("root", "nested", "list") else [])
+    for m in ("fork", "spawn") for t in ("root", "busy", "nested", "list", "incr")])
 def test_counter_is_exact(shm_name, method, target):
     r = run_driver("test_concurrency", "_drive_counter", shm_name, method, target, N_INCR, timeout=110)
     jumps = sum(v[0] for v in r["results"].values())
