@@ -39,7 +39,7 @@ OPEN_BUG_FAILURES = {}            # bug -> regex of its exact outcome, for bugs 
 N_IMAGES = 50                   # RELIABILITY.md's scale: the slow test
 N_MUTATIONS = 400
 QUICK_IMAGES = 4                # the default run's
-QUICK_MUTATIONS = 100
+QUICK_MUTATIONS = 50
 # one worker per CPU this process may use (at least 2, at most 8); each
 # forks the children of its images one at a time
 WORKERS = max(2, min(8, len(os.sched_getaffinity(0))))

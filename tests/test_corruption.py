@@ -3,7 +3,7 @@
 never a signal, a hang, a runaway allocation or any other exception.
 
 RELIABILITY.md's corruption suite: 50 segments x 400 mutations (the `slow`
-test; the default run does 8 x 100 of the same). Each image is built with
+test; the default run does 4 x 50 of the same). Each image is built with
 dshared, mutated (random bit flips, words and runs; offsets set to 0, the
 size, size + 8, 2^63, the block itself; cyclic free lists; tables whose
 index has no empty slot; zeroed headers; lengths, counts and block headers

@@ -249,10 +249,10 @@ def _check(r, races):
 
 @pytest.mark.timeout(120)
 def test_racing_init_on_every_state(shm_name):
-    """300 races of 4 racers over absent, dead creator's leftover, a
+    """150 races of 4 racers over absent, dead creator's leftover, a
     creator stopped mid-way, and complete names: one initialisation, no lost
-    increment, no error."""
-    races = 300
+    increment, no error (1,500 under -m slow)."""
+    races = 150
     r = run_driver("test_creation", "_drive_races", shm_name, test_seed(), races, timeout=110)
     _check(r, races)
 
@@ -260,7 +260,7 @@ def test_racing_init_on_every_state(shm_name):
 @pytest.mark.slow
 @pytest.mark.timeout(270)
 def test_racing_init_on_every_state_long(shm_name):
-    """The same at 5 times the scale (kept under the run's faulthandler
+    """The same at 10 times the scale (kept under the run's faulthandler
     timeout even on a loaded 2-core host)."""
     races = 1500
     r = run_driver("test_creation", "_drive_races", shm_name, test_seed(), races, timeout=250)

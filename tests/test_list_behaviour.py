@@ -20,7 +20,9 @@ from _redis import mark_difference
 
 # ---------------------------------------------------------------- fixtures --
 
-@pytest.fixture(params=["builtin", "shared", "redis"])
+# the Redis copies run under -m slow (tests/test_backends.py and tests/test_redis*.py
+# cover the Redis backend in the default run)
+@pytest.fixture(params=["builtin", "shared", pytest.param("redis", marks=pytest.mark.slow)])
 def mk(request):
     """mk(init) -> a list (builtin) or a SharedList view (shared) equal to list(init)."""
     if request.param == "builtin":

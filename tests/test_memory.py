@@ -311,8 +311,12 @@ class Filler:
         assert self.seg.collect() == 0      # refcounts freed everything at once
 
 
-@pytest.mark.parametrize("size,seed", [(SMALL, s) for s in range(1, 9)] + [(MEDIUM, 101), (MEDIUM, 102)],
-                         ids=["64KiB-%d" % s for s in range(1, 9)] + ["1MiB-101", "1MiB-102"])
+# half the seeds in the default run, the other half under -m slow
+@pytest.mark.parametrize("size,seed", [pytest.param(SMALL, s, id="64KiB-%d" % s,
+                                                    marks=[pytest.mark.slow] if s > 4 else [])
+                                       for s in range(1, 9)]
+                         + [pytest.param(MEDIUM, 101, id="1MiB-101"),
+                            pytest.param(MEDIUM, 102, id="1MiB-102", marks=pytest.mark.slow)])
 def test_fill_to_full_delete_half_refill(checked_segment, size, seed):
     seg = checked_segment(size)
     f = Filler(seg, seed)

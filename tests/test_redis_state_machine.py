@@ -171,7 +171,7 @@ def redis_views(monkeypatch, redis_url):
     _URL[0] = None
 
 
-_FAST = SM.settings(SM.SETTINGS, max_examples=5)      # the default run; 600 random ones under -m slow
+_FAST = SM.settings(SM.SETTINGS, max_examples=3)      # the default run; 600 random ones under -m slow
 
 
 @pytest.mark.timeout(600)

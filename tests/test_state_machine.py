@@ -57,7 +57,7 @@ _names = itertools.count()
 CHECK_EVERY = 4         # run seg.check() after every CHECK_EVERY-th step
 
 SETTINGS = settings(
-    max_examples=50,                # the default run's; SLOW_SETTINGS under -m slow
+    max_examples=25,                # the default run's; SLOW_SETTINGS under -m slow
     stateful_step_count=50,
     deadline=None,
     derandomize=True,

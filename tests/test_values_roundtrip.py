@@ -21,7 +21,9 @@ import dshared
 # ------------------------------------------------------------------ helpers --
 
 
-@pytest.fixture(params=["shm", "redis"])
+# the Redis copies run under -m slow (tests/test_backends.py and tests/test_redis*.py
+# cover the Redis backend in the default run)
+@pytest.fixture(params=["shm", pytest.param("redis", marks=pytest.mark.slow)])
 def root(request):
     """The root of a fresh segment on each backend (tests/conftest.py)."""
     if request.param == "redis":
