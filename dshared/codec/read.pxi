@@ -1,10 +1,5 @@
 # The read section (included by _codec.pyx at module level).
 
-cdef extern from "dshared_gc.h":
-    int ds_gc_disable()
-    void ds_gc_enable()
-
-
 ctypedef object (*ReadFn)(Node node, void *arg)
 ctypedef PyObject *(*RawReadFn)(Node node, void *arg) noexcept     # the same, as C sees it
 
