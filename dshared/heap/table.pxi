@@ -105,7 +105,7 @@ cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) excep
     # grow by 1.25, and to at least 5 entries: a dict grown one key at a
     # time must not rebuild its table on each of its first inserts
     cap = max(count + count // 4 + n, <uint64_t>5)
-    if t and count == th.nentries and table_slots(cap) == th.nslots and blk_extend(seg, t, table_payload(th.nslots, cap)):
+    if t and count == th.nentries and table_slots(cap) <= th.nslots and blk_extend(seg, t, table_payload(th.nslots, cap)):
         # the same index holds more entries: the block grows in place over
         # free space above it, and only the capacity changes (journaled);
         # nothing is copied and no page is handed back and backed again
