@@ -130,6 +130,17 @@ def setup_resize_in_place(d, seg):
     return {"points_gt": max(counts[1:]), "extends": 1, "note": "earlier inserts: %r" % counts}
 
 
+def setup_resize_into_free_room(d, seg):
+    """As resize_in_place, but the room above the table is a free block
+    below a live one (not the top): the table grows over the free block's
+    start and the rest stays free."""
+    claims = setup_resize_in_place(d, seg)
+    d['pad'] = 'x' * 4000           # allocated right above the table
+    d['after'] = 'y' * 100          # keeps the pad's space below the top
+    del d['pad']
+    return dict(claims, top_same=True)         # the table takes free room, not the top
+
+
 def setup_append_full(d, seg):
     """base: the list has no spare room and a live block right above its
     items: the next append builds a new items block."""
@@ -249,6 +260,7 @@ OPS = {
     'clear_root': (base, lambda d, s: d.clear(), None),
     'resize': (setup_resize, lambda d, s: d['g'].__setitem__('k7', 'v7' * 10), None),
     'resize_in_place': (setup_resize_in_place, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
+    'resize_into_free_room': (setup_resize_into_free_room, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
     'nested_create': (base, lambda d, s: d.__setitem__('nest', {
         'a': [1, {'b': 'x' * 50, 'c': (2, 'y' * 20)}], 'e': {'f': {'g': [b'h' * 30]}}}), None),
     'update_few': (base, lambda d, s: d.update({'a': 3, 'u1': 'one' * 10, 'u2': [2]}), None),

@@ -221,14 +221,29 @@ cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil
     up = off + have16 * ALIGN
     grow = need - have16 * ALIGN
     if up == h.top:
+        if grow < MIN_BLOCK:
+            # the room taken is first a block of its own (below)
+            grow = MIN_BLOCK
+            need = have16 * ALIGN + grow
+            size16 = need // ALIGN
         if grow > seg.cap - h.top:
             return False
         if h.top + grow > h.reserved and seg_reserve(seg, h.top + grow) != 0:
             return False
-        h.top = off + need
-        h.tail16 = size16
+        # the room becomes a dead block at the top, then this block takes
+        # it: whenever a process dies, the blocks tile the heap (the repair
+        # gives a dead block at the top back to the top)
+        n = <Block *>(seg.base + up)
+        n.size16 = <uint32_t>(grow // ALIGN)
+        n.prev16 = <uint32_t>have16
+        n.kind_rc = K_DEAD
+        ds_fence_release()
+        h.top = up + grow
+        h.tail16 = grow // ALIGN
         seg_read_limit(seg)
+        crash_point()
         b.size16 = <uint32_t>size16
+        h.tail16 = size16
     else:
         n = <Block *>(seg.base + up)
         if blk_kind(n) != K_FREE or not blk_tiles_ok(seg, up) or have16 + n.size16 < size16:
@@ -247,6 +262,7 @@ cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil
             punch_split(seg, off + need, was_punched, hf, he)
             ds_fence_release()
             b.size16 = <uint32_t>size16
+            crash_point()
             blk_set_prev16(seg, off + need + rest16 * ALIGN, rest16)
             blk_bin_push(seg, off + need, rest16)
         else:
