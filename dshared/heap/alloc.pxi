@@ -190,6 +190,34 @@ cdef long _extend_calls = 0             # blocks grown in place, for tests (exte
 cdef bint _hook_no_extend = False       # tests: blocks never grow in place
 
 
+cdef uint64_t blk_extend_top(Segment seg, uint64_t off, uint64_t have16, uint64_t grow) noexcept nogil:
+    """blk_extend of the last block (at off, have16 units) by grow bytes into
+    the top: its new size in units, or 0 (nothing changed) without room."""
+    cdef Header *h = seg.hdr
+    cdef uint64_t up = off + have16 * ALIGN
+    cdef Block *n = <Block *>(seg.base + up)
+    if grow < MIN_BLOCK:
+        grow = MIN_BLOCK            # the room taken is first a block of its own (below)
+    if grow > seg.cap - h.top:
+        return 0
+    if h.top + grow > h.reserved and seg_reserve(seg, h.top + grow) != 0:
+        return 0
+    # the room becomes a dead block at the top, then this block takes it:
+    # whenever a process dies, the blocks tile the heap (the repair gives a
+    # dead block at the top back to the top)
+    n.size16 = <uint32_t>(grow // ALIGN)
+    n.prev16 = <uint32_t>have16
+    n.kind_rc = K_DEAD
+    ds_fence_release()
+    h.top = up + grow
+    h.tail16 = grow // ALIGN
+    seg_read_limit(seg)
+    crash_point()
+    (<Block *>(seg.base + off)).size16 = <uint32_t>(have16 + grow // ALIGN)
+    h.tail16 = have16 + grow // ALIGN
+    return have16 + grow // ALIGN
+
+
 cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil:
     """Grow the allocated block at off in place to hold `payload` bytes, over
     the start of the free block right above it or into the top; False, with
@@ -221,29 +249,9 @@ cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil
     up = off + have16 * ALIGN
     grow = need - have16 * ALIGN
     if up == h.top:
-        if grow < MIN_BLOCK:
-            # the room taken is first a block of its own (below)
-            grow = MIN_BLOCK
-            need = have16 * ALIGN + grow
-            size16 = need // ALIGN
-        if grow > seg.cap - h.top:
+        size16 = blk_extend_top(seg, off, have16, grow)
+        if size16 == 0:
             return False
-        if h.top + grow > h.reserved and seg_reserve(seg, h.top + grow) != 0:
-            return False
-        # the room becomes a dead block at the top, then this block takes
-        # it: whenever a process dies, the blocks tile the heap (the repair
-        # gives a dead block at the top back to the top)
-        n = <Block *>(seg.base + up)
-        n.size16 = <uint32_t>(grow // ALIGN)
-        n.prev16 = <uint32_t>have16
-        n.kind_rc = K_DEAD
-        ds_fence_release()
-        h.top = up + grow
-        h.tail16 = grow // ALIGN
-        seg_read_limit(seg)
-        crash_point()
-        b.size16 = <uint32_t>size16
-        h.tail16 = size16
     else:
         n = <Block *>(seg.base + up)
         if blk_kind(n) != K_FREE or not blk_tiles_ok(seg, up) or have16 + n.size16 < size16:
