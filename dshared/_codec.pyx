@@ -19,8 +19,9 @@ and build builtin objects, and call nothing in _heap but its inline readers
 
 Keys are compared in canonical form: bool and integral floats are ints
 (1 == 1.0 == True), -0.0 is 0, str is UTF-8, a tuple is its canonical
-encoding. The hash is `ds_hash` (include/dshared.h): SipHash-1-3 of that form
-followed by the canonical tag byte, keyed by the segment's 128-bit secret seed.
+encoding. The hash is `seg_hash` (heap/keys.pxd): SipHash-1-3 of that form
+followed by the canonical tag byte, keyed by the segment's 128-bit secret seed,
+cut to 32 bits.
 
 This file is the module's root: the imports and the shared constants, then
 one `include` per topic, in this order:
@@ -73,10 +74,10 @@ from dshared._heap cimport (
     blk_kind, blk_payload, bytes_data, bytes_hdr, bytes_hdr_size, cells_fit, items_cells_of, items_hdr, kind_rc_of, list_body,
     str_data, str_hdr, tuple_cells, tuple_hdr,
     # include/dshared.h, include/dshared_notify.h
-    DS_WHOLE_DOUBLE_MAX, ds_hash, ds_hash_u64, ds_ld32, ds_ld64, ds_prefetch, ds_st64,
+    DS_WHOLE_DOUBLE_MAX, ds_double_int64, ds_ld32, ds_ld64, ds_prefetch, ds_st64,
     ds_whole_double_bytes, ds_nt_bucket_c, ds_nt_bucket_k,
     # the inline checked accessors and readers (heap/keys.pxd, heap/access.pxd)
-    block_bytes, checked_block, key_matches, view_block, tag_kind, table_bytes, table_slots, table_view,
+    block_bytes, checked_block, entry_hash, entry_matches, ix_get, seg_hash, seg_hash_u64, view_block, tag_kind, table_bytes, table_slots, table_view,
     table_lookup, dict_entry, dict_find, dict_len, dict_next, dict_prev, dict_version,
     list_cells, list_len, nt_key,
     # the read section's sequence checks

@@ -26,6 +26,7 @@ cdef extern from "dshared.h" nogil:
     int ds_bitlen64(uint64_t v)
     enum: DS_WHOLE_DOUBLE_MAX
     size_t ds_whole_double_bytes(double f, uint8_t *out)
+    bint ds_double_int64(double f, int64_t *out)    # a whole double in int64's range, as that int
     int ds_ctz64(uint64_t v)
     uint64_t ds_hash(uint64_t k0, uint64_t k1, unsigned tag, const void *src, size_t n)
     uint64_t ds_hash_u64(uint64_t k0, uint64_t k1, unsigned tag, uint64_t v)
@@ -65,7 +66,7 @@ cdef extern from "dshared_notify.h" nogil:
 
 
 cdef enum:
-    FORMAT_VERSION = 4          # 4: growable journal (transactions) and Header.waits; 3: keys hashed with SipHash-1-3
+    FORMAT_VERSION = 5          # 5: 32-byte entries, 32-bit key hashes; 4: growable journal (transactions) and Header.waits; 3: keys hashed with SipHash-1-3
     HEADER_SIZE = 4096          # the heap starts here
     MIN_CAPACITY = 65536        # smaller sizes are rounded up to this
     ALIGN = 16                  # block sizes and offsets are multiples of this
@@ -76,7 +77,7 @@ cdef enum:
     RC_MAX = 0xFFFFFF           # a saturated refcount sticks; collect() frees it
     CELL_SIZE = 16
     INLINE_MAX = 14             # str/bytes of up to 14 bytes live in the cell
-    ENTRY_SIZE = 40
+    ENTRY_SIZE = 32
     MAX_RETRIES = 64            # optimistic read attempts before taking the lock
     JOURNAL_MAX = 64            # undo entries: no single write needs more than ~40
     JBLOCK_MIN = 256            # entries of the first journal block of a transaction (then doubling)
@@ -180,7 +181,8 @@ ctypedef struct TableView:
     uint64_t capacity
     uint64_t nentries
     uint64_t count
-    int32_t *index
+    uint8_t *index              # slots of iw bytes (ix_get)
+    uint64_t iw
     Entry *ents
 
 # A key ready for lookup: computed from the Python object before the lock.
@@ -353,6 +355,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     if t == 0:
         tv.nslots = tv.capacity = tv.nentries = tv.count = 0
         tv.index = NULL
+        tv.iw = 4
         tv.ents = NULL
         return 0
     b = checked_block(seg, t, K_TABLE)
@@ -365,9 +368,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     capacity = th.capacity
     nentries = th.nentries
     count = th.count
-    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or capacity > size // ENTRY_SIZE
-            or table_payload(nslots, capacity) > size or nentries > capacity
-            or count > nentries):
+    if not table_sizes_ok(nslots, capacity, nentries, size) or count > nentries:
         seg_bad_block(seg, t, K_TABLE)
         return -1
     tv.nslots = nslots
@@ -375,6 +376,7 @@ cdef inline int table_view_at(Segment seg, uint64_t t, TableView *tv) except -1:
     tv.nentries = nentries
     tv.count = count
     tv.index = table_index_of(th)
+    tv.iw = index_width(nslots)
     tv.ents = table_entries_of(th, nslots)
     return 0
 

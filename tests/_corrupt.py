@@ -59,6 +59,41 @@ NBINS = 128
 K_FREE, K_STR, K_BYTES, K_BIGINT, K_TUPLE, K_DICT, K_LIST, K_TABLE, K_ITEMS, K_KTUPLE = range(10)
 T_SSTR, T_STR, T_TUPLE, T_DICT, T_LIST, T_KTUPLE, T_PACKED = 6, 8, 11, 12, 13, 14, 15
 T_REF = range(8, 15)            # tags whose cell holds a block offset at 8..15
+T_KEY_REF = (8, 9, 10, 14)      # key cells in a block (str, bytes, bigint, tuple)
+
+# dict tables (dshared/heap/layout.pxd): TableHdr (32 bytes), the index, then
+# 32-byte entries (key cell, value cell); index slots are 3 bytes, 4 past
+# 2**23 slots, padded to 8 bytes
+TABLE_HDR, ENTRY_SIZE = 32, 32
+
+
+def index_width(nslots):
+    return 3 if nslots <= 1 << 23 else 4
+
+
+def index_bytes(nslots):
+    return (index_width(nslots) * nslots + 7) & ~7
+
+
+def hash_at(entry):
+    """Where an entry (its 32 bytes) keeps its key's 32-bit hash, or None
+    (heap/keys.pxd: entry_hash_at)."""
+    tag = entry[0]
+    if tag == T_PACKED:
+        return 28 if (entry[1] & 0x7F) + (entry[3] & 0x7F) <= 24 else None
+    if tag in (6, 7):               # a short str or bytes key
+        return 12 if entry[1] & 0x7F <= 10 else None
+    return 4
+
+
+def slot_get(data, index_at, nslots, i):
+    w = index_width(nslots)
+    return int.from_bytes(bytes(data[index_at + w * i:index_at + w * i + w]), "little", signed=True)
+
+
+def slot_put(data, index_at, nslots, i, ix):
+    w = index_width(nslots)
+    data[index_at + w * i:index_at + w * i + w] = (ix & ((1 << 8 * w) - 1)).to_bytes(w, "little")
 
 
 # -- images -------------------------------------------------------------------------------
@@ -243,10 +278,12 @@ class Layout:
                 nslots, cap, nent = _u64(image, p), _u64(image, p + 8), _u64(image, p + 16)
                 self.lengths += [(p + i, 8, off) for i in (0, 8, 16, 24)]
                 self.tables.append((off, nslots, p + 32))
-                ents = p + 32 + 4 * nslots
+                ents = p + TABLE_HDR + index_bytes(nslots)
                 for i in range(nent):
-                    self.lengths.append((ents + 40 * i, 8, off))        # the stored hash
-                    self._cells(image, ents + 40 * i + 8, 2, off)
+                    at = hash_at(image[ents + ENTRY_SIZE * i:ents + ENTRY_SIZE * (i + 1)])
+                    if at is not None:
+                        self.lengths.append((ents + ENTRY_SIZE * i + at, 4, off))    # the key's hash
+                    self._cells(image, ents + ENTRY_SIZE * i, 2, off)
             off += size
         self.refs += [(H_ROOT, 0), (H_NAMES, 0), (H_TOP, 0)]
         self.refs += [(H_BINS + 8 * i, 0) for i in range(NBINS) if _u64(image, H_BINS + 8 * i)]
@@ -444,10 +481,10 @@ def _mutate(rng, image, cap, lay, donor):
         t, nslots, index = rng.choice(lay.tables)
         how = rng.randrange(3)
         for i in range(nslots):
-            ix = struct.unpack_from("<i", data, index + 4 * i)[0]
+            ix = slot_get(data, index, nslots, i)
             if ix == -1:
-                ix = -2 if how == 0 else (0 if how == 1 else rng.choice([-2, 0, nslots, 2 ** 31 - 1]))
-                struct.pack_into("<i", data, index + 4 * i, ix)
+                ix = -2 if how == 0 else (0 if how == 1 else rng.choice([-2, 0, nslots, 2 ** (8 * index_width(nslots) - 1) - 1]))
+                slot_put(data, index, nslots, i, ix)
         return "table %d: no empty slot (%d)" % (t, how), data
     if r < 94:                                      # zeroed header, whole or in part
         lo, hi = rng.choice([(0, HEADER), (8, HEADER), (48, HEADER), (H_SEQ, H_MUTEX), (H_TOP, H_BINS),
@@ -904,9 +941,9 @@ def _entry_cells(data, lay, key):
     kb = key.encode()
     for t, nslots, index in lay.tables:
         p = t + 16
-        ents = p + 32 + 4 * nslots
+        ents = p + TABLE_HDR + index_bytes(nslots)
         for i in range(_u64(data, p + 16)):
-            c = ents + 40 * i + 8
+            c = ents + ENTRY_SIZE * i
             tag = data[c]
             at = c + (4 if tag == T_PACKED else 2)
             if tag in (T_SSTR, T_PACKED) and data[c + 1] & 0x7F == len(kb) and data[at:at + len(kb)] == kb:

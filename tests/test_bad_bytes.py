@@ -20,6 +20,7 @@ import tracemalloc
 import pytest
 
 import dshared
+from _corrupt import ENTRY_SIZE, TABLE_HDR, index_bytes
 from _helpers import full_walk
 from _proc import run_driver, test_seed
 
@@ -77,8 +78,8 @@ class Image:
         """(key cell at, value cell at) of each entry of the dict block d."""
         t = self.u64(d + 16)
         nslots, nent = self.u64(t + 16), self.u64(t + 32)
-        ents = t + 48 + 4 * nslots
-        return [(ents + 40 * i + 8, ents + 40 * i + 24) for i in range(nent)]
+        ents = t + 16 + TABLE_HDR + index_bytes(nslots)
+        return [(ents + ENTRY_SIZE * i, ents + ENTRY_SIZE * i + 16) for i in range(nent)]
 
     def close(self):
         self.m.close()
@@ -157,7 +158,7 @@ def test_a_length_up_to_the_capacity_allocates_nothing(make_segment, kind):
             assert t + struct.unpack_from("<I", img.m, t)[0] * 16 == img.top
             size = _stretch(img, t)
             nslots = img.u64(t + 16)
-            room = (size - 48 - 4 * nslots) // 40
+            room = (size - 16 - TABLE_HDR - index_bytes(nslots)) // ENTRY_SIZE
             img.put64(t + 24, room)         # capacity
             img.put64(t + 32, room)         # entries, deleted ones included
             read = lambda: list(d)
@@ -294,7 +295,8 @@ def _bad_utf8_tuple_key(seg, img):
 def _container_in_key_cell(seg, img):
     d = seg.col()["d"]._identity()[1]
     gen = struct.unpack_from("<I", img.m, d + 8)[0]
-    at = img.find(bytes([T_INT]) + bytes(7) + struct.pack("<q", 12345678))
+    at = img.find(struct.pack("<q", 12345678)) - 8       # the key cell: its hash in 4..7
+    assert img.m[at:at + 4] == bytes([T_INT, 0, 0, 0])
     img.put(at, bytes([T_DICT, 0, 0, 0]) + struct.pack("<IQ", gen, d))
 
 

@@ -16,7 +16,7 @@ import pytest
 import dshared
 from dshared import _codec
 from dshared._heap import probe_bound
-from _corrupt import H_SEED0, Layout
+from _corrupt import ENTRY_SIZE, H_SEED0, T_KEY_REF, Layout, index_bytes, slot_put
 from _helpers import run_python
 
 M64 = (1 << 64) - 1
@@ -166,8 +166,8 @@ def test_keys_colliding_under_the_old_hash_insert_with_short_probes(segment, fam
 
 
 def test_the_key_hash_is_siphash13_of_the_canonical_form_keyed_by_the_seed(segment, shm_name):
-    """hash = SipHash-1-3(seed, canonical bytes + canonical tag), the seed
-    being the header's 128 bits; checked against CPython's own SipHash-1-3
+    """hash = SipHash-1-3(seed, canonical bytes + canonical tag), its low 32
+    bits, the seed being the header's 128 bits; checked against CPython's own SipHash-1-3
     (hash() of bytes under PYTHONHASHSEED=0, whose key is zero: the values
     CPython 3.11+ gives, written out, since Python 3.9 and 3.10 hash with
     SipHash-2-4)."""
@@ -190,7 +190,7 @@ def test_the_key_hash_is_siphash13_of_the_canonical_form_keyed_by_the_seed(segme
     keys += [bytes(range(1, n + 1)) for n in range(41)] + ["abcdefghij"[:n % 10] * (n // 10 + 1) for n in range(41)]
     for k in keys:
         tag, data, h = _codec._key_form(segment, k)
-        assert h == siphash13(k0, k1, data + bytes([tag])), k
+        assert h == siphash13(k0, k1, data + bytes([tag])) & 0xFFFFFFFF, k     # cut to 32 bits
     # keys Python calls equal have one form, so one hash
     for group in ([1, 1.0, True], [0, -0.0, 0.0, False], [2 ** 70, 2.0 ** 70], [(1, 0), (True, -0.0)]):
         assert len({_codec._key_form(segment, k) for k in group}) == 1, group
@@ -224,7 +224,8 @@ def test_a_long_probe_chain_is_reported_by_check_and_stats(segment, shm_name):
     choose such keys without the seed) gives a check() warning, not a
     problem, and shows in stats(probes=True)."""
     root = segment.col()
-    root["d"] = {i: i for i in range(600)}
+    # keys of more than 14 bytes live in blocks: their cells carry the hash
+    root["d"] = {"a key in a block %05d" % i: i for i in range(600)}
     rep = segment.check()
     assert rep.ok and not rep.warnings and rep.max_probe < 64, rep
     path = "/dev/shm/" + shm_name
@@ -234,19 +235,21 @@ def test_a_long_probe_chain_is_reported_by_check_and_stats(segment, shm_name):
         off, nslots, index_at = max(lay.tables, key=lambda t: t[1])
         nent = struct.unpack_from("<Q", image, off + 16 + 16)[0]
         assert nent == 600 and nslots == 1024
-        ents = index_at + 4 * nslots
-        h = 0x0123456789ABCDEF
+        ents = index_at + index_bytes(nslots)
+        h = 0x89ABCDEF
         index = [-1] * nslots
         for ix in range(nent):
-            struct.pack_into("<Q", image, ents + 40 * ix, h)
+            assert image[ents + ENTRY_SIZE * ix] in T_KEY_REF
+            struct.pack_into("<I", image, ents + ENTRY_SIZE * ix + 4, h)
             i, perturb = h & (nslots - 1), h
             while index[i] >= 0:
                 perturb >>= 5
                 i = (i * 5 + perturb + 1) & (nslots - 1)
             index[i] = ix
-        struct.pack_into("<%di" % nslots, image, index_at, *index)
+        for i, ix in enumerate(index):
+            slot_put(image, index_at, nslots, i, ix)
         f.seek(off)
-        f.write(image[off:index_at + 4 * nslots + 40 * nent])
+        f.write(image[off:ents + ENTRY_SIZE * nent])
     rep = segment.check()
     assert not any("probe" in p for p in rep.problems), rep.problems
     assert rep.max_probe >= 599
@@ -268,3 +271,80 @@ def test_stats_without_probes_is_unchanged_and_with_probes_counts_every_table(se
     # the tables of root, a, a["y"][0], the dict of names and "named"; one probe length per key
     assert st["tables"] == 5 and sum(st["probe_histogram"].values()) == 6, st
     assert segment.check().max_probe == st["max_probe"]
+
+
+# -- the hash kept in the entry ----------------------------------------------------
+
+def _every_key_kind():
+    """Keys of every kind and every length around the room an entry keeps
+    for its hash: scalars (b[4:8]), short str and bytes of up to 10 bytes
+    (b[12:16]) and of 11 to 14 (no room: hashed again), keys in blocks, and
+    the equal-but-different forms Python folds (True is 1, 2.0 is 2)."""
+    keys = [0, 1, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 70, 3 ** 90, 1.5, -2.25, float("inf"),
+            float("-inf"), 2.0 ** 70, None, (), (1,), ("a", b"b", 2.5, None, (3,)), (2 ** 70,)]
+    for n in range(0, 20):
+        keys += ["s" * n + "%d" % n, "\u00e9" * (n // 2) + "u%d" % n, b"b" * n + b"%d" % n]
+    return keys
+
+
+def _values_for(key):
+    """Values that make a str key's pair packed with room for the hash (<= 24
+    bytes in all), packed without room (25-28), and not packed."""
+    if isinstance(key, str):
+        n = len(key.encode("utf-8", "surrogatepass"))
+        return ["v" * max(0, 24 - n), "w" * max(0, 26 - n), "x" * 40, 7, b"y" * max(0, 28 - n)]
+    return ["v", 7, "x" * 40]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_keys_of_every_kind_stay_found_through_rebuilds_churn_and_rewrites(segment, seed):
+    """Entries keep their key's hash where the key leaves room, or have it
+    computed again: either way a table rebuilt by growth, by a batch, or
+    after many deletes places every key where a lookup of it probes, and a
+    rewrite of the value (packed pairs unpacked and packed again) keeps it.
+    Checked against a dict after each phase."""
+    rng = random.Random(seed)
+    keys = _every_key_kind()
+    rng.shuffle(keys)
+    model = {}
+    d = segment.col()
+    d["t"] = {}
+    t = d["t"]
+
+    def same():
+        assert t.to_python() == model
+        for k in model:
+            assert k in t and t[k] == model[k] and t.get(k) == model[k], k
+        assert 1.25 not in t and "absent" not in t and b"absent" not in t and ("absent",) not in t
+        assert segment.check().ok, segment.check().problems
+
+    for k in keys:                              # grown one key at a time
+        model[k] = t[k] = _values_for(k)[0]
+    same()
+    for i, k in enumerate(keys):                # every value rewritten, twice
+        for v in _values_for(k)[1:] + _values_for(k)[:1]:
+            if rng.random() < 0.5:
+                model[k] = t[k] = v
+    same()
+    for _ in range(8):                          # churn: a table full of deleted entries is rebuilt
+        for k in rng.sample(list(model), len(model) // 2):
+            del model[k]
+            del t[k]
+        for k in keys:
+            if k not in model:
+                model[k] = t[k] = rng.choice(_values_for(k))
+        same()
+    batch = {k: rng.choice(_values_for(k)) for k in keys}
+    t.update(batch)                             # a batch: a new table, built in one go
+    model.update(batch)
+    same()
+    try:
+        with segment.transaction():             # rolled back: the undo restores slots and entries
+            for k in keys[: len(keys) // 2]:
+                del t[k]
+            for k in keys[: len(keys) // 4]:
+                t[k] = "again"
+            raise KeyError("roll back")
+    except KeyError:
+        pass
+    same()

@@ -14,11 +14,11 @@ import re
 from _helpers import ROOT
 import _corrupt
 
-# The segment format (FORMAT_VERSION 4): {struct: (sizeof, {field: offset})}.
+# The segment format (FORMAT_VERSION 5): {struct: (sizeof, {field: offset})}.
 FORMAT = {
     "Block": (16, {"size16": 0, "prev16": 4, "gen": 8, "kind_rc": 12}),
     "Cell": (16, {"b": 0}),
-    "Entry": (40, {"hash": 0, "key": 8, "value": 24}),
+    "Entry": (32, {"key": 0, "value": 16}),
     "FreeBody": (32, {"next": 0, "prev": 8, "hole_from": 16, "hole_end": 24}),
     "StrHdr": (16, {"length": 0, "flags": 8}),
     "BytesHdr": (8, {"length": 0}),
@@ -31,10 +31,10 @@ FORMAT = {
     "JRec": (16, {"off": 0, "old": 8}),
     "Header.journal": (_corrupt.H_WAITS - _corrupt.H_JLOG,
                        {"jcount": _corrupt.H_JCOUNT, "jlog": _corrupt.H_JLOG, "waits": _corrupt.H_WAITS}),
-    "constants": (0, {"BLOCK_HDR": 16, "CELL_SIZE": 16, "ENTRY_SIZE": 40, "JOURNAL_MAX": 64, "MIN_BLOCK": 32,
+    "constants": (0, {"BLOCK_HDR": 16, "CELL_SIZE": 16, "ENTRY_SIZE": 32, "JOURNAL_MAX": 64, "MIN_BLOCK": 32,
                       "FREE_KEEP": 64,
-                      # a table for 5 entries: TableHdr, 8 index slots, 5 entries
-                      "table_bytes(5)": 32 + 4 * 8 + 40 * 5}),
+                      # a table for 5 entries: TableHdr, 8 index slots of 3 bytes, 5 entries
+                      "table_bytes(5)": 32 + 3 * 8 + 32 * 5}),
 }
 
 # Where raw offsets must not appear: every source of the two modules except

@@ -132,7 +132,8 @@ def _patch(name, at, data):
     ("version", struct.pack("<I", 1), "format version 1"),
     ("version", struct.pack("<I", 2), "format version 2"),      # hashed its keys with a multiply-mix
     ("version", struct.pack("<I", 3), "format version 3"),      # a fixed journal: no transactions
-    ("version", struct.pack("<I", 5), "format version 5"),
+    ("version", struct.pack("<I", 4), "format version 4"),      # 40-byte entries with a stored hash, 4-byte index slots
+    ("version", struct.pack("<I", 6), "format version 6"),
 ])
 def test_a_foreign_layout_is_refused_and_left_alone(made, field, data, message):
     at = {"layout": H_LAYOUT, "mutex_size": H_MUTEX_SIZE, "version": H_VERSION}[field]

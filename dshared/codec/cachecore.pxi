@@ -301,7 +301,7 @@ cdef object _rd_cache_get(Node node, void *arg):
         else:
             r = deep_decode(seg, &c)
     st = cc_hit_state(core)
-    rb = ref_byte(st, e.hash)
+    rb = ref_byte(st, a.key.hash)         # the entry's key is this key
     if rb[0] < REF_MAX:
         rb[0] = rb[0] + 1       # a plain store: the hand reads it as "used since it passed"
     a.status = 1

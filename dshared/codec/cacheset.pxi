@@ -239,6 +239,7 @@ cdef int64_t cc_pick_victim(CacheCore c, int64_t now, bint *expired) except -2:
     cdef int64_t exp, best = -1
     cdef int found = 0
     cdef uint8_t *rb
+    cdef uint64_t h
     c.data.check(K_DICT)
     table_view(seg, c.data.off, &tv)
     if tv.count == 0 or tv.nentries == 0:
@@ -257,9 +258,10 @@ cdef int64_t cc_pick_victim(CacheCore c, int64_t now, bint *expired) except -2:
                     expired[0] = True
                     st[S_HAND] = hand + 1
                     return hand
-            rb = ref_byte(st, e.hash)
+            h = entry_hash(seg, e)
+            rb = ref_byte(st, h)
             if rb[0] == 0 or steps >= tv.nentries + 1:
-                f = sk_freq(st, e.hash)
+                f = sk_freq(st, h)
                 if best < 0 or f < best_f:
                     best = hand
                     best_f = f
@@ -268,7 +270,7 @@ cdef int64_t cc_pick_victim(CacheCore c, int64_t now, bint *expired) except -2:
                     break
             else:
                 while rb[0]:            # the reads since the hand last passed
-                    sk_add(st, e.hash)
+                    sk_add(st, h)
                     rb[0] = rb[0] - 1
         hand += 1
         if hand >= tv.nentries:
@@ -285,7 +287,7 @@ cdef bint cc_admit(CacheCore c, Key *key, int64_t victim) except -1:
     table_view(c.seg, c.data.off, &tv)
     if victim >= <int64_t>tv.nentries:
         return True
-    return sk_freq(st, key.hash) > sk_freq(st, tv.ents[victim].hash)
+    return sk_freq(st, key.hash) > sk_freq(st, entry_hash(c.seg, &tv.ents[victim]))
 
 
 cdef int cc_evict_at(CacheCore c, int64_t ix, bint expired) except -1:

@@ -44,7 +44,7 @@ cdef inline int64_t dict_lookup(Segment seg, Node node, DArg *a, TableView *tv) 
     view_block(seg, node.off, node.gen, K_DICT)
     table_view(seg, node.off, tv)
     e = &tv.ents[a.hint] if 0 <= a.hint < <int64_t>tv.nentries else NULL
-    if e != NULL and e.hash == a.key.hash and key_matches(seg, e, a.key):
+    if e != NULL and entry_matches(seg, e, a.key):
         a.ix = a.hint
     else:
         a.ix = table_lookup(seg, tv, a.key)

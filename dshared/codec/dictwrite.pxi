@@ -152,9 +152,9 @@ cdef inline void prefetch_lookup(const TableView *tv, const Key *keys, int64_t i
     if tv.off == 0:
         return
     if i + PF_INDEX < n:
-        ds_prefetch(&tv.index[keys[i + PF_INDEX].hash & mask], 4)
+        ds_prefetch(tv.index + tv.iw * (keys[i + PF_INDEX].hash & mask), 4)
     if i + PF_ENTRY < n:
-        ix = tv.index[keys[i + PF_ENTRY].hash & mask]
+        ix = ix_get(tv.index, tv.iw, keys[i + PF_ENTRY].hash & mask)
         if ix >= 0 and <uint64_t>ix < tv.nentries:
             ds_prefetch(&tv.ents[ix], sizeof(Entry))
 

@@ -1,18 +1,14 @@
 # Keys: hashing, the canonical form, make_key and parse_canon (included by
 # _codec.pyx at module level).
 
-cdef extern from "dshared.h" nogil:
-    # a whole double in int64's range, as that int (heap/keys.pxd compares the same way)
-    bint ds_double_int64(double f, int64_t *out)
-
 
 cdef inline uint64_t key_hash(Segment seg, uint8_t ctag, const void *data, uint64_t n) noexcept:
-    return ds_hash(seg.hdr.seed0, seg.hdr.seed1, ctag, data, n)
+    return seg_hash(seg, ctag, data, n)
 
 
 cdef inline uint64_t key_hash_u64(Segment seg, uint8_t ctag, uint64_t v) noexcept:
     """key_hash of the 8 bytes of v (an int or float key)."""
-    return ds_hash_u64(seg.hdr.seed0, seg.hdr.seed1, ctag, v)
+    return seg_hash_u64(seg, ctag, v)
 
 
 cdef inline object str_utf8(object s, const char **data, uint64_t *n, bint *ascii):

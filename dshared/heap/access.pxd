@@ -36,32 +36,23 @@ cdef inline bint probe_next(Probe *pr) noexcept nogil:
 cdef inline int64_t table_lookup(Segment seg, const TableView *tv, const Key *k) except -2:
     """Index of the entry with key k in the table read into tv, or -1."""
     cdef uint64_t nentries = tv.nentries
-    cdef int32_t *index = tv.index
+    cdef uint8_t *index = tv.index
+    cdef uint64_t iw = tv.iw
     cdef Entry *ents = tv.ents
-    cdef Entry *e
     cdef int32_t ix
     cdef Probe pr
     if tv.off == 0:
         return -1
     probe_start(&pr, k.hash, tv.nslots)
     while True:
-        ix = index[pr.i]
+        ix = ix_get(index, iw, pr.i)
         if ix == IX_EMPTY:
             return -1
         if ix >= 0:
             if <uint64_t>ix >= nentries:
                 seg_bad_block(seg, tv.off, K_TABLE)
-            e = &ents[ix]
-            if e.hash == k.hash:
-                # short str keys, the common case, compare right here
-                if e.key.b[0] == T_SSTR and k.ctag == T_STR:
-                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[2], k.data, k.len) == 0:
-                        return ix
-                elif e.key.b[0] == T_PACKED and k.ctag == T_STR:
-                    if (e.key.b[1] & 0x7f) == k.len and memcmp(&e.key.b[4], k.data, k.len) == 0:
-                        return ix
-                elif key_matches(seg, e, k):
-                    return ix
+            if entry_matches(seg, &ents[ix], k):
+                return ix
         if not probe_next(&pr):
             break
     seg_bad_block(seg, tv.off, K_TABLE)

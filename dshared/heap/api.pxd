@@ -162,5 +162,5 @@ cdef list chk_children(Segment seg, uint64_t off, list problems, list probes=*)
 cdef chk_cells(Segment seg, Cell *cells, uint64_t n, uint64_t owner, list problems, list out)
 
 # -- heap/stats.pxi
-cdef int64_t st_probe_length(Segment seg, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept
+cdef int64_t st_probe_length(Segment seg, uint8_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept
 cdef st_probe_stats(Segment seg)

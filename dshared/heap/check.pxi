@@ -238,26 +238,27 @@ cdef chk_table(Segment seg, uint64_t off, TableHdr *th, uint64_t size, list prob
     entries, each entry found by its own probe; its references go to out."""
     cdef uint64_t i, nslots, cap, nent, count
     cdef Entry *ents
-    cdef int32_t *index
+    cdef uint8_t *index
+    cdef uint64_t iw
     cdef int32_t ix
     cdef int64_t plen, longest = 0
     nslots = th.nslots
     cap = th.capacity
     nent = th.nentries
     count = th.count
-    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
-            or table_payload(nslots, cap) > size or nent > cap or count > nent):
+    if not table_sizes_ok(nslots, cap, nent, size) or count > nent:
         problems.append("table at %d has inconsistent sizes" % off)
         return
     index = table_index_of(th)
+    iw = index_width(nslots)
     ents = table_entries_of(th, nslots)
     live = 0
     slots = {}
     empty = 0
     for i in range(nslots):
-        if index[i] == IX_EMPTY:
+        ix = ix_get(index, iw, i)
+        if ix == IX_EMPTY:
             empty += 1
-        ix = index[i]
         if ix >= 0:
             if <uint64_t>ix >= nent or ix in slots:
                 problems.append("table at %d: slot %d points at entry %d" % (off, i, ix))
@@ -276,7 +277,7 @@ cdef chk_table(Segment seg, uint64_t off, TableHdr *th, uint64_t size, list prob
         if i not in slots:
             problems.append("table at %d: entry %d is in no slot" % (off, i))
         else:
-            plen = st_probe_length(seg, index, nslots, ents[i].hash, slots[i])
+            plen = st_probe_length(seg, index, nslots, entry_hash(seg, &ents[i]), slots[i])
             if plen < 0:
                 problems.append("table at %d: entry %d is not found by its own probe" % (off, i))
             elif plen > longest:

@@ -192,7 +192,7 @@ def _layout():
         "Block": (sizeof(Block), {"size16": _at(&b.size16, &b), "prev16": _at(&b.prev16, &b),
                                   "gen": _at(&b.gen, &b), "kind_rc": _at(&b.kind_rc, &b)}),
         "Cell": (sizeof(Cell), {"b": _at(&c.b, &c)}),
-        "Entry": (sizeof(Entry), {"hash": _at(&e.hash, &e), "key": _at(&e.key, &e), "value": _at(&e.value, &e)}),
+        "Entry": (sizeof(Entry), {"key": _at(&e.key, &e), "value": _at(&e.value, &e)}),
         "FreeBody": (sizeof(FreeBody), {"next": _at(&fb.next, &fb), "prev": _at(&fb.prev, &fb),
                                         "hole_from": _at(&fb.hole_from, &fb), "hole_end": _at(&fb.hole_end, &fb)}),
         "StrHdr": (sizeof(StrHdr), {"length": _at(&sh.length, &sh), "flags": _at(&sh.flags, &sh)}),

@@ -15,8 +15,8 @@ cdef extern from "dshared_layout.h" nogil:
         uint32_t gen            # changes on every allocation: views detect reuse
         uint32_t kind_rc        # kind in the low byte, shared refcount above
 
+    # no hash: see entry_hash (heap/keys.pxd)
     ctypedef struct Entry "ds_entry":
-        uint64_t hash
         Cell key
         Cell value
 
@@ -52,8 +52,8 @@ cdef extern from "dshared_layout.h" nogil:
         uint64_t length
         uint64_t version
 
-    # K_TABLE: this header, then int32 index[nslots] (table_index), then
-    # Entry entries[capacity] (table_entries)
+    # K_TABLE: this header, then the index of nslots 3- or 4-byte slots
+    # (table_index, ix_get), then Entry entries[capacity] (table_entries)
     ctypedef struct TableHdr "ds_table_hdr":
         uint64_t nslots
         uint64_t capacity
@@ -155,13 +155,39 @@ cdef inline DictBody *dict_body(char *base, uint64_t d) noexcept nogil:
 cdef inline TableHdr *table_hdr(char *base, uint64_t t) noexcept nogil:
     return <TableHdr *>(base + t + BLOCK_HDR)
 
-cdef inline int32_t *table_index_of(TableHdr *th) noexcept nogil:
-    return <int32_t *>(th + 1)
+# The index: nslots slots of 3 bytes (4 in a table of more than IX3_SLOTS
+# slots), each a signed entry number, IX_EMPTY or IX_DUMMY, little-endian,
+# padded to 8 bytes so that the entries after it stay aligned. A 3-byte slot
+# holds entry numbers below 2**23, and a table of IX3_SLOTS slots has at
+# most 7/8 of that many entries.
+cdef enum:
+    IX3_SLOTS = 1 << 23
+
+cdef inline uint64_t index_width(uint64_t nslots) noexcept nogil:
+    return 3 if nslots <= IX3_SLOTS else 4
+
+cdef inline uint64_t index_bytes(uint64_t nslots) noexcept nogil:
+    return (index_width(nslots) * nslots + 7) & ~(<uint64_t>7)
+
+cdef inline int32_t ix_get(const uint8_t *index, uint64_t w, uint64_t i) noexcept nogil:
+    """Slot i of an index of w-byte slots (one 4-byte load: the slot's bytes
+    and, for a 3-byte slot, one byte after it, which is still inside the
+    table block: the padding or the entries; sign-extended)."""
+    cdef int s = <int>(32 - 8 * w)
+    return (<int32_t><uint32_t>(ds_ld32(index + w * i) << s)) >> s
+
+cdef inline void ix_set(uint8_t *index, uint64_t w, uint64_t i, int32_t v) noexcept nogil:
+    """Set slot i, unjournaled (a table not yet published, or one whose
+    index the journal rebuilds)."""
+    memcpy(index + w * i, &v, w)
+
+cdef inline uint8_t *table_index_of(TableHdr *th) noexcept nogil:
+    return <uint8_t *>(th + 1)
 
 cdef inline Entry *table_entries_of(TableHdr *th, uint64_t nslots) noexcept nogil:
-    return <Entry *>(table_index_of(th) + nslots)
+    return <Entry *>(table_index_of(th) + index_bytes(nslots))
 
-cdef inline int32_t *table_index(char *base, uint64_t t) noexcept nogil:
+cdef inline uint8_t *table_index(char *base, uint64_t t) noexcept nogil:
     return table_index_of(table_hdr(base, t))
 
 cdef inline Entry *table_entries(char *base, uint64_t t) noexcept nogil:
@@ -170,7 +196,14 @@ cdef inline Entry *table_entries(char *base, uint64_t t) noexcept nogil:
 
 cdef inline uint64_t table_payload(uint64_t nslots, uint64_t capacity) noexcept nogil:
     """The payload bytes of a table of nslots index slots and capacity entries."""
-    return sizeof(TableHdr) + 4 * nslots + ENTRY_SIZE * capacity
+    return sizeof(TableHdr) + index_bytes(nslots) + ENTRY_SIZE * capacity
+
+cdef inline bint table_sizes_ok(uint64_t nslots, uint64_t capacity, uint64_t nentries, uint64_t size) noexcept nogil:
+    """Whether a table header's sizes agree and fit a payload of size
+    bytes: a power of two of slots, at least 2, and entries up to the
+    capacity (each bound checked before the next, so nothing overflows)."""
+    return (nslots >= 2 and not (nslots & (nslots - 1)) and nslots <= size // 3 and capacity <= size // ENTRY_SIZE
+            and table_payload(nslots, capacity) <= size and nentries <= capacity)
 
 cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t capacity) noexcept nogil:
     """A fresh table's header and index (every slot empty); no entries yet."""
@@ -179,7 +212,7 @@ cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t ca
     th.capacity = capacity
     th.nentries = 0
     th.count = 0
-    memset(table_index_of(th), 0xff, 4 * nslots)
+    memset(table_index_of(th), 0xff, index_bytes(nslots))
 
 
 cdef inline ListBody *list_body(char *base, uint64_t l) noexcept nogil:

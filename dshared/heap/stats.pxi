@@ -2,7 +2,7 @@
 # module level).
 
 
-cdef int64_t st_probe_length(Segment seg, int32_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
+cdef int64_t st_probe_length(Segment seg, uint8_t *index, uint64_t nslots, uint64_t hash, uint64_t slot) noexcept:
     """How many probes past the first slot a lookup of `hash` takes to
     reach `slot`; -1 if it never does."""
     cdef Probe pr
@@ -10,7 +10,7 @@ cdef int64_t st_probe_length(Segment seg, int32_t *index, uint64_t nslots, uint6
     while True:
         if pr.i == slot:
             return <int64_t>pr.n
-        if index[pr.i] == IX_EMPTY:
+        if ix_get(index, index_width(nslots), pr.i) == IX_EMPTY:
             return -1
         if not probe_next(&pr):
             return -1
@@ -25,7 +25,8 @@ cdef st_probe_stats(Segment seg):
     cdef uint64_t off, size, nslots, cap, nent, i, tables = 0, keys = 0, total = 0, longest = 0
     cdef uint64_t tmax, over = 0
     cdef int64_t plen
-    cdef int32_t *index
+    cdef uint8_t *index
+    cdef uint64_t iw
     cdef Entry *ents
     cdef int32_t ix
     hist = {}
@@ -39,18 +40,18 @@ cdef st_probe_stats(Segment seg):
         nslots = th.nslots
         cap = th.capacity
         nent = th.nentries
-        if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4 or cap > size // ENTRY_SIZE
-                or table_payload(nslots, cap) > size or nent > cap):
+        if not table_sizes_ok(nslots, cap, nent, size):
             continue                # check() reports it
         index = table_index_of(th)
+        iw = index_width(nslots)
         ents = table_entries_of(th, nslots)
         tables += 1
         tmax = 0
         for i in range(nslots):
-            ix = index[i]
+            ix = ix_get(index, iw, i)
             if ix < 0 or <uint64_t>ix >= nent:
                 continue
-            plen = st_probe_length(seg, index, nslots, ents[ix].hash, i)
+            plen = st_probe_length(seg, index, nslots, entry_hash(seg, &ents[ix]), i)
             if plen < 0:
                 continue
             keys += 1

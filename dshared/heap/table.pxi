@@ -2,7 +2,7 @@
 # (included by _heap.pyx at module level).
 #
 # A DICT block's payload is a DictBody, a TABLE block's a TableHdr, then
-# int32 index[nslots], then Entry entries[capacity] (heap/layout.pxd). The
+# an index of 3- or 4-byte slots, then Entry entries[capacity] (heap/layout.pxd). The
 # readers (table_view, table_lookup) are inline in _heap.pxd and heap/access.pxd.
 
 
@@ -23,14 +23,13 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
     nslots = th.nslots
     nentries = th.nentries
     size -= BLOCK_HDR
-    if (nslots < 2 or (nslots & (nslots - 1)) or nslots > size // 4
-            or nentries > th.capacity or table_payload(nslots, nentries) > size):
+    if not table_sizes_ok(nslots, nentries, nentries, size) or nentries > th.capacity:
         return
-    memset(table_index(seg.base, t), 0xff, 4 * nslots)
+    memset(table_index(seg.base, t), 0xff, index_bytes(nslots))
     ents = table_entries(seg.base, t)
     for i in range(nentries):
         if ents[i].key.b[0] != T_EMPTY:
-            tbl_place(seg, t, ents[i].hash, <int32_t>i)
+            tbl_place(seg, t, entry_hash(seg, &ents[i]), <int32_t>i)
 
 
 cdef uint64_t tbl_of(Segment seg, uint64_t d) except? 0:
@@ -54,22 +53,36 @@ cdef uint64_t tbl_new(Segment seg, uint64_t n, uint64_t index_for, int *why) noe
     return t
 
 
-cdef inline void tbl_slot_store(Segment seg, int32_t *index, uint64_t i, int32_t v) noexcept:
-    """Set index slot i to v, journaled. Index slots are 4 bytes and the
-    journal records 8: the aligned 8 bytes around the slot are recorded."""
-    cdef uint64_t pair = ds_ld64(&index[i & ~(<uint64_t>1)])
-    memcpy((<char *>&pair) + 4 * (i & 1), &v, 4)     # not through an int32 alias
-    jr_store(seg, &index[i & ~(<uint64_t>1)], pair)
+cdef inline void tbl_slot_store(Segment seg, uint8_t *index, uint64_t w, uint64_t i, int32_t v) noexcept:
+    """Set slot i of an index of w-byte slots to v, journaled. The journal
+    records aligned 8-byte words (the index starts aligned): a 4-byte slot
+    lies in one; a 3-byte slot may cross into the next, and that next word
+    is always recorded too (past the last slot it is the index's padding or
+    the first entry, unchanged), so that a store takes the same steps
+    whatever the slot: the crash tests count them."""
+    cdef uint64_t at = w * i, end = at + w, a = at & ~(<uint64_t>7), stop, lo, hi, word
+    cdef uint8_t vb[4]
+    memcpy(vb, &v, 4)
+    stop = a + (16 if w == 3 else 8)
+    while a < stop:
+        word = ds_ld64(index + a)
+        lo = at if at > a else a
+        hi = end if end < a + 8 else a + 8
+        if lo < hi:
+            memcpy((<uint8_t *>&word) + (lo - a), vb + (lo - at), hi - lo)
+        jr_store(seg, <uint64_t *>(index + a), word)
+        a += 8
 
 
 cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
     """Put entry ix into the first free slot of its probe sequence."""
-    cdef int32_t *index = table_index(seg.base, t)
+    cdef uint8_t *index = table_index(seg.base, t)
+    cdef uint64_t nslots = table_hdr(seg.base, t).nslots, w = index_width(nslots)
     cdef Probe pr
-    probe_start(&pr, hash, table_hdr(seg.base, t).nslots)
-    while index[pr.i] >= 0 and probe_next(&pr):
+    probe_start(&pr, hash, nslots)
+    while ix_get(index, w, pr.i) >= 0 and probe_next(&pr):
         pass
-    index[pr.i] = ix
+    ix_set(index, w, pr.i, ix)
 
 
 cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *cells, uint64_t n) except -1:
@@ -78,9 +91,9 @@ cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *c
     cdef Entry *ents = table_entries(seg.base, t)
     cdef uint64_t i, base_ix = th.nentries
     for i in range(n):
-        ents[base_ix + i].hash = hashes[i]
         ents[base_ix + i].key = cells[2 * i]
         ents[base_ix + i].value = cells[2 * i + 1]
+        entry_stamp(&ents[base_ix + i], hashes[i])
         tbl_place(seg, t, hashes[i], <int32_t>(base_ix + i))
     th.nentries = base_ix + n
     th.count = th.count + n
@@ -113,7 +126,7 @@ cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) excep
         jr_store(seg, &th.capacity, cap)
         return t
     # a batch that adds an eighth of the dict or more (update() in chunks)
-    # gets an index with room for half as much again: 4 bytes a slot, so that
+    # gets an index with room for half as much again: 3 bytes a slot, so that
     # the next batches grow the entries in place instead of copying them
     nt = tbl_new(seg, cap, cap + cap // 2 if t and n > count // 8 else 0, &why)
     if nt == 0:
@@ -135,15 +148,21 @@ cdef void tbl_copy_live(Segment seg, uint64_t t, uint64_t nt) noexcept nogil:
     cdef TableHdr *nh = table_hdr(seg.base, nt)
     cdef Entry *old = table_entries(seg.base, t)
     cdef Entry *new = table_entries(seg.base, nt)
-    cdef int32_t *index = table_index(seg.base, nt)
-    cdef uint64_t i, j = 0, n = th.nentries, mask = nh.nslots - 1
+    cdef uint8_t *index = table_index(seg.base, nt)
+    cdef uint64_t i, j = 0, n = th.nentries, mask = nh.nslots - 1, h, w = index_width(nh.nslots)
+    cdef uint64_t ahead[16]        # the hashes of entries i .. i + 15
+    for i in range(16 if n > 16 else n):
+        ahead[i] = entry_hash(seg, &old[i]) if old[i].key.b[0] != T_EMPTY else 0
     for i in range(n):
+        h = ahead[i & 15]
         if i + 16 < n:
-            # the new index is written in hash order: its misses overlap
-            ds_prefetch(&index[old[i + 16].hash & mask], 4)
+            # the new index is written in hash order: prefetched 16 entries
+            # ahead, its misses overlap
+            ahead[i & 15] = entry_hash(seg, &old[i + 16]) if old[i + 16].key.b[0] != T_EMPTY else 0
+            ds_prefetch(index + w * (ahead[i & 15] & mask), 4)
         if old[i].key.b[0] != T_EMPTY:
             new[j] = old[i]
-            tbl_place(seg, nt, old[i].hash, <int32_t>j)
+            tbl_place(seg, nt, h, <int32_t>j)
             j += 1
     nh.nentries = j
     nh.count = j
@@ -165,18 +184,19 @@ cdef int tbl_insert(Segment seg, uint64_t d, uint64_t t, const Key *k, const Cel
     cdef TableHdr *th = table_hdr(seg.base, t)
     cdef uint64_t ix = th.nentries
     cdef uint64_t nslots = th.nslots
-    cdef int32_t *index = table_index(seg.base, t)
+    cdef uint8_t *index = table_index(seg.base, t)
+    cdef uint64_t w = index_width(nslots)
     cdef Entry *e = table_entries(seg.base, t) + ix
     cdef Probe pr
-    e.hash = k.hash
     e.value = value[0]
     e.key = key[0]
+    entry_stamp(e, k.hash)
     crash_point()
     probe_start(&pr, k.hash, nslots)
-    while index[pr.i] >= 0:
+    while ix_get(index, w, pr.i) >= 0:
         if not probe_next(&pr):
             raise CorruptSegmentError("dict table at %d of segment %r has no free slot" % (t, seg.name))
-    tbl_slot_store(seg, index, pr.i, <int32_t>ix)
+    tbl_slot_store(seg, index, w, pr.i, <int32_t>ix)
     jr_store(seg, &th.nentries, ix + 1)
     jr_store(seg, &th.count, th.count + 1)
     tbl_bump_version(seg, d)
@@ -241,7 +261,8 @@ cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *c
     all, so a batch costs O(n), not a new table."""
     cdef uint64_t t = tbl_of(seg, d), i, orig
     cdef TableHdr *th = table_hdr(seg.base, t)
-    cdef int32_t *index = table_index(seg.base, t)
+    cdef uint8_t *index = table_index(seg.base, t)
+    cdef uint64_t w = index_width(th.nslots)
     cdef Entry *ents = table_entries(seg.base, t)
     cdef int64_t ix
     orig = th.nentries
@@ -251,7 +272,7 @@ cdef int tbl_insert_many(Segment seg, uint64_t d, const Key *keys, const Cell *c
     for i in range(n):
         if i + 16 < n:
             # the misses of successive keys overlap (see _codec.prefetch_lookup)
-            ds_prefetch(&index[keys[i + 16].hash & (th.nslots - 1)], 4)
+            ds_prefetch(index + w * (keys[i + 16].hash & (th.nslots - 1)), 4)
         ix = table_find(seg, t, &keys[i])
         if ix >= 0:
             # a key already there is journaled; one added by this batch is not
@@ -272,63 +293,67 @@ cdef int tbl_set_pair(Segment seg, uint64_t d, int64_t ix, const Cell *pair) exc
     on commit, and the key already there stays."""
     cdef Entry *e = dict_entry(seg, d, ix)
     tbl_entry_set(seg, e, pair, True)
-    nt_key(seg, d, e.hash)
+    nt_key(seg, d, entry_hash(seg, e))
     return 0
 
 
 cdef void tbl_entry_set(Segment seg, Entry *e, const Cell *pair, bint journal) noexcept:
-    cdef Cell key, old = e.value
+    """Give entry e the value of pair (a key cell and a value cell, or a
+    packed area); the key there stays, with the hash the entry keeps
+    (entry_stamp: a packed pair keeps it among the value's bytes)."""
+    cdef Entry ne
+    cdef Cell old = e.value
+    cdef uint64_t h = entry_hash(seg, e)
     cdef uint8_t ln
     if e.key.b[0] != T_PACKED:
         wr_defer_release(seg, &old)
     if pair[0].b[0] == T_PACKED:
         # the new pair is packed: the key is a short str like the one there
-        if journal:
-            jr_store_cell(seg, &e.key, &pair[0])
-            jr_store_cell(seg, &e.value, &pair[1])
-        else:
-            e.key = pair[0]
-            e.value = pair[1]
-        return
-    wr_defer_release(seg, &pair[0])
-    if e.key.b[0] == T_PACKED:
-        # unpack: the key (at most 14 bytes) becomes an inline key cell
-        ln = e.key.b[1] & 0x7f
-        memset(&key, 0, CELL_SIZE)
-        key.b[0] = T_SSTR
-        key.b[1] = e.key.b[1]
-        memcpy(&key.b[2], &e.key.b[4], ln if ln <= INLINE_MAX else INLINE_MAX)
-        if journal:
-            jr_store_cell(seg, &e.key, &key)
-        else:
-            e.key = key
-    if journal:
-        jr_store_cell(seg, &e.value, &pair[1])
+        ne.key = pair[0]
     else:
-        e.value = pair[1]
+        wr_defer_release(seg, &pair[0])
+        if e.key.b[0] == T_PACKED:
+            # unpack: the key (at most 14 bytes) becomes an inline key cell
+            ln = e.key.b[1] & 0x7f
+            memset(&ne.key, 0, CELL_SIZE)
+            ne.key.b[0] = T_SSTR
+            ne.key.b[1] = e.key.b[1]
+            memcpy(&ne.key.b[2], &e.key.b[4], ln if ln <= INLINE_MAX else INLINE_MAX)
+        else:
+            ne.key = e.key
+    ne.value = pair[1]
+    entry_stamp(&ne, h)
+    if not journal:
+        e[0] = ne
+        return
+    if memcmp(&ne.key, &e.key, CELL_SIZE) != 0:
+        jr_store_cell(seg, &e.key, &ne.key)
+    jr_store_cell(seg, &e.value, &ne.value)
 
 
 cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     """Remove entry ix; its key and value are released on commit."""
     cdef uint64_t t = tbl_of(seg, d)
     cdef TableHdr *th = table_hdr(seg.base, t)
-    cdef int32_t *index = table_index(seg.base, t)
+    cdef uint8_t *index = table_index(seg.base, t)
+    cdef uint64_t w = index_width(th.nslots)
     cdef Entry *e = table_entries(seg.base, t) + ix
     cdef Probe pr
     cdef Cell key = e.key, value = e.value, empty
+    cdef uint64_t h = entry_hash(seg, e)
     memset(&empty, 0, CELL_SIZE)
     if th.count == 1:
         # the last one: drop the whole table, so used bytes return to the baseline
         jr_store(seg, &dict_body(seg.base, d).table, 0)
         tbl_bump_version(seg, d)
-        nt_key(seg, d, e.hash)
+        nt_key(seg, d, h)
         wr_defer_release_block(seg, t)
         return 0
-    probe_start(&pr, e.hash, th.nslots)
-    while index[pr.i] != ix and probe_next(&pr):
+    probe_start(&pr, h, th.nslots)
+    while ix_get(index, w, pr.i) != ix and probe_next(&pr):
         pass
-    if index[pr.i] == ix:
-        tbl_slot_store(seg, index, pr.i, IX_DUMMY)
+    if ix_get(index, w, pr.i) == ix:
+        tbl_slot_store(seg, index, w, pr.i, IX_DUMMY)
     jr_store_cell(seg, &e.key, &empty)
     jr_store_cell(seg, &e.value, &empty)
     if key.b[0] == T_PACKED:
@@ -338,7 +363,7 @@ cdef int tbl_remove(Segment seg, uint64_t d, int64_t ix) except -1:
     # deleted slots reaches its capacity and is rebuilt clean
     jr_store(seg, &th.count, th.count - 1)
     tbl_bump_version(seg, d)
-    nt_key(seg, d, e.hash)
+    nt_key(seg, d, h)
     wr_defer_release(seg, &key)
     wr_defer_release(seg, &value)
     return 0

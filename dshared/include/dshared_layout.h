@@ -15,7 +15,7 @@
 
 #define DS_BLOCK_HDR 16
 #define DS_CELL_SIZE 16
-#define DS_ENTRY_SIZE 40
+#define DS_ENTRY_SIZE 32
 
 /* A value cell: b[0] is its tag (T_* in _heap.pxd). */
 typedef struct { uint8_t b[DS_CELL_SIZE]; } ds_cell;
@@ -28,9 +28,11 @@ typedef struct {
     uint32_t kind_rc;           /* kind in the low byte, shared refcount above */
 } ds_block;
 
-/* A dict table's dense entry. */
+/* A dict table's dense entry: no stored hash. A key held inline (or packed
+ * with its value) is hashed again from its bytes when a table is rebuilt; a
+ * key in a block (T_STR, T_BYTES, T_BIGINT, T_KTUPLE) carries its 32-bit
+ * hash in key.b[4:8]. */
 typedef struct {
-    uint64_t hash;
     ds_cell key;
     ds_cell value;
 } ds_entry;
@@ -54,7 +56,9 @@ typedef struct { uint64_t table, version; } ds_dict_body;
 /* K_LIST: its ITEMS block (0: none), its length, its version. */
 typedef struct { uint64_t items, length, version; } ds_list_body;
 
-/* K_TABLE: this header, then int32 index[nslots], then ds_entry entries[capacity]. */
+/* K_TABLE: this header, then the index: nslots slots of 3 bytes (4 bytes past
+ * 2**23 slots), signed entry numbers, padded to 8 bytes; then ds_entry
+ * entries[capacity] (heap/layout.pxd: index_width, ix_get). */
 typedef struct {
     uint64_t nslots;
     uint64_t capacity;
@@ -92,9 +96,8 @@ DS_LAYOUT_AT(ds_block, prev16, 4);
 DS_LAYOUT_AT(ds_block, gen, 8);
 DS_LAYOUT_AT(ds_block, kind_rc, 12);
 DS_LAYOUT_SIZE(ds_entry, DS_ENTRY_SIZE);
-DS_LAYOUT_AT(ds_entry, hash, 0);
-DS_LAYOUT_AT(ds_entry, key, 8);
-DS_LAYOUT_AT(ds_entry, value, 24);
+DS_LAYOUT_AT(ds_entry, key, 0);
+DS_LAYOUT_AT(ds_entry, value, 16);
 DS_LAYOUT_SIZE(ds_free_body, 32);
 DS_LAYOUT_AT(ds_free_body, next, 0);
 DS_LAYOUT_AT(ds_free_body, prev, 8);
