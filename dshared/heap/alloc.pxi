@@ -218,6 +218,13 @@ cdef uint64_t blk_extend_top(Segment seg, uint64_t off, uint64_t have16, uint64_
     return have16 + grow // ALIGN
 
 
+cdef bint blk_room_above(Segment seg, uint64_t off) noexcept nogil:
+    """Whether the allocated block at off (checked) is the top one or has a
+    free block right above it: where blk_extend may find room."""
+    cdef uint64_t up = off + <uint64_t>(<Block *>(seg.base + off)).size16 * ALIGN
+    return up == seg.hdr.top or (up < seg.hdr.top and blk_kind(<Block *>(seg.base + up)) == K_FREE)
+
+
 cdef bint blk_extend(Segment seg, uint64_t off, uint64_t payload) noexcept nogil:
     """Grow the allocated block at off in place to hold `payload` bytes, over
     the start of the free block right above it or into the top; False, with

@@ -100,6 +100,7 @@ cdef void wr_op_failed_in_block(Segment seg) noexcept
 # -- heap/alloc.pxi
 cdef bint blk_free_link_ok(Segment seg, uint64_t off) noexcept nogil
 cdef void blk_heap_corrupt(Segment seg) noexcept nogil
+cdef bint blk_room_above(Segment seg, uint64_t off) noexcept nogil
 cdef bint blk_tiles_ok(Segment seg, uint64_t off) noexcept nogil
 cdef int blk_bin(Segment seg, uint64_t size16) noexcept nogil
 cdef void blk_bin_push(Segment seg, uint64_t off, uint64_t size16) noexcept nogil
