@@ -102,32 +102,41 @@ def setup_t2(d, seg):
 
 
 def setup_update_room(d, seg):
-    """A nested dict of 35 keys whose table has room for 8 more: an update()
-    of more than 4 pairs inserts in place."""
+    """A nested dict of 35 keys whose table has room for 6 more (grown in
+    place to 41): an update() of more than 4 pairs inserts in place."""
     base(d, seg)
     d['g'] = {}
     for i in range(35):
         d['g']['k%d' % i] = i
 
 
+# A dict filled one key at a time, its values in blocks: a table of 5
+# entries (8 slots), copied at the 6th insert into one of 14 (32 slots),
+# grown in place at the 15th to 23, copied at the 24th (the index is full).
+GROWN_AT = (5, 14)
+
+
 def setup_resize(d, seg):
     """A nested dict filled to its growth threshold, whose next size needs a
-    bigger index: the next insert builds a new table and copies the entries.
-    Returns the largest point count of the inserts that did not grow it."""
+    bigger index: the next insert (the 24th) builds a new table and copies
+    the entries. Returns the largest point count of the inserts that did not
+    grow it."""
     base(d, seg)
     d['g'] = {}
-    counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(7)]
-    return {"points_gt": max(counts[1:5] + counts[6:]), "extends": 0, "note": "earlier inserts: %r" % counts}
+    counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(23)]
+    plain = [c for i, c in enumerate(counts) if i and i not in GROWN_AT]
+    return {"points_gt": max(plain), "extends": 0, "note": "earlier inserts: %r" % counts}
 
 
 def setup_resize_in_place(d, seg):
     """A nested dict filled to its growth threshold, with free room above its
-    table and an index big enough for the next size: the next insert grows
-    the table's block in place."""
+    table and an index big enough for the next size: the next insert (the
+    15th) grows the table's block in place."""
     base(d, seg)
     d['g'] = {}
-    counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(5)]
-    return {"points_gt": max(counts[1:]), "extends": 1, "note": "earlier inserts: %r" % counts}
+    counts = [_count_points(lambda: d['g'].__setitem__('k%d' % i, 'v%d' % i * 10)) for i in range(14)]
+    plain = [c for i, c in enumerate(counts) if i and i not in GROWN_AT]
+    return {"points_gt": max(plain), "extends": 1, "note": "earlier inserts: %r" % counts}
 
 
 def setup_resize_into_free_room(d, seg):
@@ -258,9 +267,9 @@ OPS = {
     'popitem': (base, lambda d, s: d.popitem(), None),
     'clear_nested': (base, lambda d, s: d['d'].clear(), None),
     'clear_root': (base, lambda d, s: d.clear(), None),
-    'resize': (setup_resize, lambda d, s: d['g'].__setitem__('k7', 'v7' * 10), None),
-    'resize_in_place': (setup_resize_in_place, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
-    'resize_into_free_room': (setup_resize_into_free_room, lambda d, s: d['g'].__setitem__('k5', 'v5' * 10), None),
+    'resize': (setup_resize, lambda d, s: d['g'].__setitem__('k23', 'v23' * 10), None),
+    'resize_in_place': (setup_resize_in_place, lambda d, s: d['g'].__setitem__('k14', 'v14' * 10), None),
+    'resize_into_free_room': (setup_resize_into_free_room, lambda d, s: d['g'].__setitem__('k14', 'v14' * 10), None),
     'nested_create': (base, lambda d, s: d.__setitem__('nest', {
         'a': [1, {'b': 'x' * 50, 'c': (2, 'y' * 20)}], 'e': {'f': {'g': [b'h' * 30]}}}), None),
     'update_few': (base, lambda d, s: d.update({'a': 3, 'u1': 'one' * 10, 'u2': [2]}), None),

@@ -100,39 +100,44 @@ cdef int tbl_fill(Segment seg, uint64_t t, const uint64_t *hashes, const Cell *c
     return 0
 
 
+cdef inline uint64_t tbl_grown_in_place(uint64_t count, uint64_t n) noexcept nogil:
+    """The capacity a table of count entries grows to in place for n more."""
+    return count + (count // 32 if count >= 256 else 8) + n
+
+
 cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) except 0:
     """Make room for n more entries in dict d, whose table is t (as a view
     checked in this write found it; 0: none): grow it in place, or build a
     bigger table and publish it with one journaled store. Returns the table
     that has the room; on failure nothing changed."""
-    cdef uint64_t nt, count, cap, grow
+    cdef uint64_t nt, count = 0, cap, grow
     cdef TableHdr *th = NULL
     cdef int why
     if t:
         th = table_hdr(seg.base, t)
         if th.nentries + n <= th.capacity:
             return t
-        count = tbl_live_count(seg, t)
-    else:
-        count = 0
-    # grow by 1.25, and to at least 5 entries: a dict grown one key at a
-    # time must not rebuild its table on each of its first inserts
+        # in place first, from the header's count (the view checked it is
+        # at most nentries; any such count sizes a growth safely): a growth
+        # that copies nothing can be small, by 1/32 (8 entries at least), so
+        # that little room stays reserved and unused (steps of 1.25 left up
+        # to a quarter), and it reads no entry. The block grows over free space above it and
+        # only the capacity changes (journaled): no page is handed back only
+        # to be backed again.
+        count = th.count
+        grow = tbl_grown_in_place(count, n)
+        if count == th.nentries and table_slots(grow) <= th.nslots and blk_extend(seg, t, table_payload(th.nslots, grow)):
+            crash_point()
+            jr_store(seg, &th.capacity, grow)
+            return t
+        count = tbl_live_count(seg, t)      # a copy is sized from it: verified
+    # a copy grows by 1.25, and to at least 5 entries: a dict grown one key
+    # at a time must not rebuild its table on each of its first inserts
     cap = max(count + count // 4 + n, <uint64_t>5)
-    grow = max(count + count // 32 + n, <uint64_t>5)
-    if t and count == th.nentries and table_slots(grow) <= th.nslots and blk_extend(seg, t, table_payload(th.nslots, grow)):
-        # the same index holds more entries: the block grows in place over
-        # free space above it, and only the capacity changes (journaled);
-        # nothing is copied and no page is handed back and backed again. A
-        # growth that copies nothing can be small: by 1/8, so that less room
-        # stays reserved and unused (on average 1/16 of the entries, 2 bytes
-        # an entry, against 1/8 with steps of 1.25)
-        crash_point()
-        jr_store(seg, &th.capacity, grow)
-        return t
-    if t and count == th.nentries and table_slots(grow) > th.nslots and blk_room_above(seg, t):
+    if t and count == th.nentries and table_slots(tbl_grown_in_place(count, n)) > th.nslots and blk_room_above(seg, t):
         # only the index is full: the new table is made where this one had
-        # room to grow (above it), and grows in place from there by 1/8 too
-        cap = grow
+        # room to grow (above it), and grows in place from there by 1/32 too
+        cap = tbl_grown_in_place(count, n)
     # a batch that adds an eighth of the dict or more (update() in chunks)
     # gets an index with room for half as much again: 3 bytes a slot, so that
     # the next batches grow the entries in place instead of copying them
