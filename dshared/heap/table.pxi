@@ -60,18 +60,13 @@ cdef inline void tbl_slot_store(Segment seg, uint8_t *index, uint64_t w, uint64_
     is always recorded too (past the last slot it is the index's padding or
     the first entry, unchanged), so that a store takes the same steps
     whatever the slot: the crash tests count them."""
-    cdef uint64_t at = w * i, end = at + w, a = at & ~(<uint64_t>7), stop, lo, hi, word
-    cdef uint8_t vb[4]
-    memcpy(vb, &v, 4)
-    stop = a + (16 if w == 3 else 8)
-    while a < stop:
-        word = ds_ld64(index + a)
-        lo = at if at > a else a
-        hi = end if end < a + 8 else a + 8
-        if lo < hi:
-            memcpy((<uint8_t *>&word) + (lo - a), vb + (lo - at), hi - lo)
-        jr_store(seg, <uint64_t *>(index + a), word)
-        a += 8
+    cdef uint64_t at = w * i, a = at & ~(<uint64_t>7)
+    cdef uint64_t words[2]
+    memcpy(words, index + a, 16)
+    memcpy((<uint8_t *>words) + (at - a), &v, w)
+    jr_store(seg, <uint64_t *>(index + a), words[0])
+    if w == 3:
+        jr_store(seg, <uint64_t *>(index + a + 8), words[1])
 
 
 cdef void tbl_place(Segment seg, uint64_t t, uint64_t hash, int32_t ix) noexcept nogil:
