@@ -380,7 +380,10 @@ def test_strace_counts_no_futex_call_per_write(segment):
 # =====================================================================================
 
 CTRL_C_CHILD = r"""
-import sys, time, dshared
+import signal, sys, time, dshared
+# Ctrl-C raises KeyboardInterrupt, as in an interactive process, whatever the
+# launcher left (a shell's background job starts with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 seg = dshared.Segment(sys.argv[1])
 d = seg.col()
 print("waiting", flush=True)
