@@ -508,3 +508,24 @@ def test_check_reports_a_header_that_reads_or_writes_refuse(make_segment, field,
     with pytest.raises(dshared.CorruptSegmentError):
         seg.col()["k"] = 2
     assert not seg.check().ok
+
+
+def test_a_table_of_capacity_0_is_corrupt(make_segment):
+    """A table holds one entry at least (a 3-byte slot is read with a 4-byte
+    load whose last byte is the first entry's or the index padding's): a
+    header claiming room for no entry is bad sizes to check() and to every
+    reader, which raise CorruptSegmentError."""
+    seg = make_segment(1 << 20)
+    root = seg.col()
+    root["d"] = {"k%d" % i: i for i in range(13)}         # 16 slots: a 48-byte index, no padding
+    d = root["d"]
+    img = _image(seg)
+    try:
+        t = img.u64(d._identity()[1] + 16)
+        assert img.u64(t + 16) == 16
+        for field in (8, 16, 24):                           # capacity, nentries, count
+            img.put64(t + 16 + field, 0)
+    finally:
+        img.close()
+    _raises_corrupt_without_allocating(seg, lambda: d["k1"])
+    assert any("inconsistent sizes" in p for p in seg.check().problems)

@@ -201,9 +201,11 @@ cdef inline uint64_t table_payload(uint64_t nslots, uint64_t capacity) noexcept 
 cdef inline bint table_sizes_ok(uint64_t nslots, uint64_t capacity, uint64_t nentries, uint64_t size) noexcept nogil:
     """Whether a table header's sizes agree and fit a payload of size
     bytes: a power of two of slots, at least 2, and entries up to the
-    capacity (each bound checked before the next, so nothing overflows)."""
-    return (nslots >= 2 and not (nslots & (nslots - 1)) and nslots <= size // 3 and capacity <= size // ENTRY_SIZE
-            and table_payload(nslots, capacity) <= size and nentries <= capacity)
+    capacity, which is at least 1 (each bound checked before the next, so
+    nothing overflows). The entries after the index are what makes ix_get's
+    one byte past the last slot a read inside the block."""
+    return (nslots >= 2 and not (nslots & (nslots - 1)) and nslots <= size // 3 and 1 <= capacity
+            and capacity <= size // ENTRY_SIZE and table_payload(nslots, capacity) <= size and nentries <= capacity)
 
 cdef inline void table_init(char *base, uint64_t t, uint64_t nslots, uint64_t capacity) noexcept nogil:
     """A fresh table's header and index (every slot empty); no entries yet."""

@@ -23,7 +23,9 @@ cdef void tbl_rebuild_index(Segment seg, uint64_t t) noexcept nogil:
     nslots = th.nslots
     nentries = th.nentries
     size -= BLOCK_HDR
-    if not table_sizes_ok(nslots, nentries, nentries, size) or nentries > th.capacity:
+    # (the block holds the entries below nentries, and one at least: the
+    # capacity itself is not needed for the rebuild)
+    if not table_sizes_ok(nslots, nentries if nentries else 1, nentries, size) or nentries > th.capacity:
         return
     memset(table_index(seg.base, t), 0xff, index_bytes(nslots))
     ents = table_entries(seg.base, t)
