@@ -24,9 +24,10 @@ since each process maps it at another address)::
   Backing pages are reserved with fallocate (the file keeps its size) as top
   grows, so a full /dev/shm is a clean SegmentFullError, never a SIGBUS.
 * Dicts follow CPython's compact dict: a DICT block points at a TABLE block
-  holding a sparse int32 index and a dense, insertion-ordered entry array
-  (hash, key cell, value cell); growing builds a new table and publishes it
-  with one 8-byte store. Lists: a LIST block points at an ITEMS block of cells.
+  holding a sparse index of 3-byte slots and a dense, insertion-ordered array
+  of 32-byte entries (key cell, value cell); growing extends the table in place
+  or builds a new one, published with one 8-byte store. Lists: a LIST block
+  points at an ITEMS block of cells.
 * Cells (16 B): a tag and either an inline scalar / short string or the
   offset of a block; a cell that holds an offset owns one shared reference.
 

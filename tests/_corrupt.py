@@ -416,7 +416,7 @@ def _mutate(rng, image, cap, lay, donor):
                                      rng.choice(lay.blocks)[0] + 16, rng.choice(lay.blocks)[0] + 8])
         struct.pack_into("<Q", data, at, val)
         return "offset at %d (block %d) = %d" % (at, owner, val), data
-    if r < 50 and lay.lengths:                      # a length, count or stored hash
+    if r < 50 and lay.lengths:                      # a length, count or kept hash
         at, width, owner = rng.choice(lay.lengths)
         old = int.from_bytes(data[at:at + width], "little")
         val = rng.choice([0, 1, old + 1, old - 1, old * 2, old + 16, 2 ** 63, 2 ** 64 - 1, 2 ** 32 + old, cap // 16,
@@ -975,7 +975,7 @@ def _open_bug_mutation(data, bug):
     elif bug == "cell_kind_unchecked":      # a str cell turned into a bytes cell
         _, v = _entry_cells(data, lay, "u")
         data[v] = 9
-    elif bug == "key_hash_unchecked":       # a byte of a key changed: its stored hash no longer fits
+    elif bug == "key_hash_unchecked":       # a byte of a key changed: its kept hash no longer fits
         k, _ = _entry_cells(data, lay, "k7")
         data[k + (4 if data[k] == T_PACKED else 2) + 1] = ord("x")
     elif bug == "poisoned_unchecked":       # the flag a failed repair sets

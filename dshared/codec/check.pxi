@@ -8,7 +8,7 @@ def _check_values(Segment seg, list containers, list problems):
     decoders the reads use, so that a clean check means a full walk (every
     key, value, nested tuple, iteration, to_python()) raises nothing. Keys
     must be of a key kind and be found by a lookup of their own value (the
-    stored hash and canonical form agree with the key); the dict of named
+    kept hash and canonical form agree with the key); the dict of named
     collections holds dicts only. Containers in cells are not read here:
     their blocks are checked as blocks, their kinds and generations by the
     heap walk."""

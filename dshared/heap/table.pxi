@@ -118,9 +118,9 @@ cdef uint64_t tbl_reserve(Segment seg, uint64_t d, uint64_t t, uint64_t n) excep
         # at most nentries; any such count sizes a growth safely): a growth
         # that copies nothing can be small, by 1/32 (8 entries at least), so
         # that little room stays reserved and unused (steps of 1.25 left up
-        # to a quarter), and it reads no entry. The block grows over free space above it and
-        # only the capacity changes (journaled): no page is handed back only
-        # to be backed again.
+        # to a quarter), and it reads no entry. The block grows over free
+        # space above it and only the capacity changes (journaled): no page
+        # is handed back only to be backed again.
         count = th.count
         grow = tbl_grown_in_place(count, n)
         if count == th.nentries and table_slots(grow) <= th.nslots and blk_extend(seg, t, table_payload(th.nslots, grow)):
