@@ -57,7 +57,7 @@ cdef extern from "dshared_notify.h" nogil:
     ctypedef struct ds_nt_head:
         uint64_t magic
         uint32_t nwaiters
-        uint32_t reserved
+        uint32_t repairer
     uint64_t DS_NT_MAGIC
     ds_nt_head *ds_nt_headp(char *area)
     unsigned ds_nt_bucket_c(uint64_t c)

@@ -705,6 +705,167 @@ def test_waiters_killed_at_random_200_times(segment):
                               timeout=1100))
 
 
+def _die_while_waiting(name, step, nkeys):
+    """Wait on nkeys keys of the root, SIGKILLing this process at `step` of
+    registering (1-3) or, after the wait times out, unregistering (4-6)."""
+    seg = dshared.Segment(name)
+    d = seg.col()
+    _heap._nt_hooks(die_at=step)
+    if nkeys == 1:
+        d.wait("k0", timeout=0.01)
+    else:
+        dshared.wait_any([(d, "k%d" % i) for i in range(nkeys)], timeout=0.01)
+    _heap._nt_hooks(die_at=0)
+    seg.close()
+
+
+def drive_die_at_every_step(name, recount):
+    """A waiter is killed at each step of registering and unregistering a
+    wait on one key and on 30 keys; returns, per case, how it ended and the
+    wait counts before and after check()."""
+    seg = dshared.Segment(name)
+    d = seg.col()
+    d.version("k0")                         # the wait area exists before the children fork
+    _heap._nt_hooks(no_recount=not recount)
+    out = []
+    for nkeys in (1, 30):
+        for step in range(1, 7):
+            start = wait_stats(seg)
+            code = wait_pid(fork_call(_die_while_waiting, name, step, nkeys), 60)
+            before = wait_stats(seg)
+            report = seg.check()
+            after = wait_stats(seg)
+            words = len({bucket(d, "k%d" % i) for i in range(nkeys)})
+            out.append({"step": step, "keys": nkeys, "code": code, "ok": report.ok,
+                        "held": 1 if step <= 2 else words,       # steps 1-2: at the first word
+                        "records_before": len(before["records"]),
+                        "after": [after["nwaiters"], after["bucket_waiters"], len(after["records"])],
+                        "left": [after["nwaiters"] - start["nwaiters"],
+                                 after["bucket_waiters"] - start["bucket_waiters"]]})
+    seg.close()
+    return out
+
+
+def test_a_waiter_killed_at_any_step_leaves_exact_counts(segment):
+    """Whatever instant a waiter dies at, registering or unregistering, on
+    one word or many, check() leaves no record and no count of it: a count
+    left too high would cost every later write to its bucket a FUTEX_WAKE
+    (and with nwaiters above 0, the check of every bucket it changed)."""
+    for case in run_driver("test_notify", "drive_die_at_every_step", segment.name, True, timeout=300):
+        assert case["code"] == -signal.SIGKILL, case         # it died at that step
+        assert case["records_before"] == case["held"], case  # ... holding its records
+        assert case["ok"], case
+        assert case["after"] == [0, 0, 0], case
+
+
+def test_killed_at_any_step_meta_without_the_recount(segment):
+    """Meta-test: without the recount, a waiter killed between changing a
+    count and marking its record leaves counts too high (steps 2-5; and 6
+    on many words, where the first word's count is down and the others are
+    not), so the test above depends on the recount."""
+    high = set()
+    for case in run_driver("test_notify", "drive_die_at_every_step", segment.name, False, timeout=300):
+        assert case["code"] == -signal.SIGKILL, case
+        assert case["ok"], case             # too high is not a problem to check()
+        assert case["after"][2] == 0, case
+        if case["left"] != [0, 0]:
+            high.add((case["keys"], case["step"]))
+    assert high == {(1, 2), (1, 3), (1, 4), (1, 5), (30, 2), (30, 3), (30, 4), (30, 5), (30, 6)}, high
+
+
+def test_a_stale_repairer_word_delays_waits_and_check_clears_it(segment):
+    """The repairer word (a repair's pid while it recounts) left set by a
+    repair that died, or damaged: a waiter's registration goes on (after a
+    bounded wait while the pid is alive; at once when it is dead), wakes
+    still arrive, and check() takes the word back."""
+    import mmap as _mmap
+    d = segment.col()
+    d.version("k")
+    at = wait_stats(segment)["area"] + 12
+    with open("/dev/shm/" + segment.name, "r+b") as f:
+        m = _mmap.mmap(f.fileno(), 0)
+    try:
+        for holder in (1, _dead_pid()):            # init: alive (and never repairing); then a dead pid
+            m[at:at + 4] = holder.to_bytes(4, "little")
+            assert wait_stats(segment)["repairer"] == holder
+            got = []
+            t = threading.Thread(target=lambda: got.append(d.wait("k", timeout=10)))
+            t.start()
+            deadline = time.monotonic() + 5
+            while not wait_stats(segment)["nwaiters"] and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert wait_stats(segment)["nwaiters"] == 1
+            d["k"] = holder
+            t.join(10)
+            assert got and got[0] is not None, got
+            if holder == 1:
+                assert wait_stats(segment)["repairer"] == 1      # a live pid: only check() clears it
+            report = segment.check()
+            assert report.ok, report
+            assert wait_stats(segment)["repairer"] == 0
+            assert wait_stats(segment)["nwaiters"] == 0
+    finally:
+        m.close()
+
+
+def _dead_pid():
+    pid = fork_call(lambda: None)
+    assert wait_pid(pid, 30) == 0
+    return pid
+
+
+def _churning_waiter(name, seed):
+    seg = dshared.Segment(name)
+    d = seg.col()
+    rnd = random.Random(seed)
+    while d.get("stop") is None:
+        if rnd.randrange(2):
+            d.wait("k%d" % rnd.randrange(8), timeout=rnd.random() * 0.002)
+        else:
+            dshared.wait_any([(d, "k%d" % i) for i in range(rnd.randrange(1, 40))], timeout=0.002)
+    seg.close()
+
+
+def drive_check_while_waiters_churn(name, seconds, seed):
+    """Six waiters register and unregister without pause, a writer writes,
+    and this process runs check() (which recounts) over and over; then the
+    waiters stop on their own."""
+    rnd = random.Random(seed)
+    seg = dshared.Segment(name)
+    d = seg.col()
+    d.version("k0")
+    checks = problems = 0
+    with Children() as ch:
+        waiters = [ch.add(fork_call(_churning_waiter, name, rnd.randrange(1 << 30))) for _ in range(6)]
+        writer = ch.add(fork_call(_busy_writer, name, 0, 1 << 30))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            report = seg.check()
+            checks += 1
+            problems += len(report.problems)
+        d["stop"] = 1
+        codes = [ch.wait(p, 60) for p in waiters]
+        ch.kill(writer)
+    seg.check()
+    after = wait_stats(seg)
+    seg.close()
+    return {"codes": codes, "checks": checks, "problems": problems,
+            "after": [after["nwaiters"], after["bucket_waiters"], len(after["records"])]}
+
+
+def test_check_while_waiters_churn_keeps_counts_exact(segment):
+    """check()'s recount runs while live waiters change their counts: no
+    count ever falls below its registered waiters (check() would report it),
+    and once they have all left, every count is 0 (a recount that overwrote
+    a change made during its pass would leave one off)."""
+    res = run_driver("test_notify", "drive_check_while_waiters_churn", segment.name, 3.0, test_seed(),
+                     timeout=120)
+    assert res["codes"] == [0] * 6, res
+    assert res["checks"] > 10, res
+    assert res["problems"] == 0, res
+    assert res["after"] == [0, 0, 0], res
+
+
 def test_import_does_not_load_asyncio():
     """asyncio is loaded by the first wait_async(), not by `import dshared`
     (it would double the import time of every worker and command)."""

@@ -25,13 +25,23 @@ cdef extern from "dshared_notify.h" nogil:
     int ds_nt_claim(char *area, unsigned b, uint32_t pid)
     void ds_nt_count(char *area, uint32_t k)
     void ds_nt_mark(char *area, int r)
-    void ds_nt_unmark(char *area, int r)
+    void ds_nt_leave(char *area, int r)
     void ds_nt_uncount(char *area, uint32_t k)
     void ds_nt_release(char *area, int r, unsigned b)
     unsigned ds_nt_rec_bucket(uint64_t v)
     int ds_nt_wait1(char *area, unsigned b, uint32_t val, long ms)
     int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsigned n, long ms)
-    long ds_nt_repair(char *area)
+    ctypedef struct ds_nt_tally:
+        uint32_t cnt[DS_NT_BUCKETS]
+        uint32_t total
+        int busy
+        long fixed
+    void ds_nt_repair_scan(char *area, ds_nt_tally *t)
+    void ds_nt_repair_apply(char *area, ds_nt_tally *t)
+    int ds_nt_hook_die_at
+    int ds_nt_hook_no_recount
+    uint64_t DS_NT_COUNTED
+    uint64_t DS_NT_BUSY
     uint32_t __atomic_load_n(uint32_t *p, int order)
     int __ATOMIC_ACQUIRE
     int ds_nt_pid_dead(uint32_t pid)
@@ -112,15 +122,15 @@ cdef bint _nt_gone(Segment seg, uint64_t off, uint32_t gen, int kind) noexcept:
 
 cdef void _nt_count(char **areas, int *recs, unsigned nu, bint up) noexcept nogil:
     """Count (up) or uncount the claimed records in nwaiters: one atomic
-    add per distinct area (segment); records are marked after the counts
-    go up and unmarked (freed) before they go down (see ds_nt_claim)."""
+    add per distinct area (segment); records are marked COUNTED after the
+    counts go up and BUSY again before they go down (see ds_nt_claim)."""
     cdef unsigned j, k, nd = 0
     cdef char *dist[8]                 # the distinct areas (segments); more are counted one by one
     cdef uint32_t cnt[8]
     if not up:
         for j in range(nu):
             if areas[j] != NULL:
-                ds_nt_unmark(areas[j], recs[j])
+                ds_nt_leave(areas[j], recs[j])
     for j in range(nu):
         if areas[j] == NULL or recs[j] < 0:
             continue
@@ -335,46 +345,45 @@ cdef void _nt_unregister(NtWait *w, list segs, bint counted) noexcept:
     else:
         for j in range(w.nu):
             if w.areas[j] != NULL:
-                ds_nt_unmark(w.areas[j], w.recs[j])
+                ds_nt_leave(w.areas[j], w.recs[j])
     for j in range(w.nu):
         if w.areas[j] != NULL:
             ds_nt_release(w.areas[j], w.recs[j], w.bks[j])
 
 
 cdef _nt_check(Segment seg, list problems):
-    """Under the lock, in check(): the wait area's block, then the counts of
-    waiters whose process is gone (removed here: a correction, not damage),
-    then the invariant that no count is below its counted records."""
+    """Under the lock, in check(): the wait area's block and records, then
+    the repair (see ds_nt_repair_scan): the records of waiters whose
+    process is gone are removed and the counts recounted (a correction, not
+    damage). Between its two steps, when no waiter is part way, a count
+    below its live registered waiters is damage: a change may not wake
+    them."""
     cdef char *area
     cdef uint64_t v
-    cdef unsigned i, b
-    cdef ds_nt_head *h
+    cdef unsigned i
+    cdef ds_nt_tally t
     if seg.hdr.waits == 0:
         return
     if not nt_attach(seg):
         problems.append("the wait area at %d is not a wait area" % seg.hdr.waits)
         return
     area = seg.nt_area
-    ds_nt_repair(area)
-    counted = [0] * DS_NT_BUCKETS
-    in_total = 0
     for i in range(<unsigned>DS_NT_RECORDS):
         v = ds_nt_rec(area, i)[0]
-        if v & 1:
-            b = ds_nt_rec_bucket(v)
-            if b >= DS_NT_BUCKETS:
-                problems.append("wait record %d names bucket %d" % (i, b))
-            else:
-                counted[b] += 1
-                in_total += 1
-    h = ds_nt_headp(area)
-    for i in range(<unsigned>DS_NT_BUCKETS):
-        if ds_nt_bk(area, i).waiters < counted[i]:
-            problems.append("wait bucket %d counts %d waiters, %d are registered: a change may not "
-                            "wake them" % (i, ds_nt_bk(area, i).waiters, counted[i]))
-    if h.nwaiters < in_total:
-        problems.append("the wait area counts %d waiters, %d are registered: a change may not wake them"
-                        % (h.nwaiters, in_total))
+        if v != 0 and ds_nt_rec_bucket(v) >= DS_NT_BUCKETS:
+            problems.append("wait record %d names bucket %d" % (i, ds_nt_rec_bucket(v)))
+    ds_nt_repair_scan(area, &t)
+    try:
+        if not t.busy:
+            for i in range(<unsigned>DS_NT_BUCKETS):
+                if ds_nt_bk(area, i).waiters < t.cnt[i]:
+                    problems.append("wait bucket %d counts %d waiters, %d are registered: a change may "
+                                    "not wake them" % (i, ds_nt_bk(area, i).waiters, t.cnt[i]))
+            if ds_nt_headp(area).nwaiters < t.total:
+                problems.append("the wait area counts %d waiters, %d are registered: a change may not "
+                                "wake them" % (ds_nt_headp(area).nwaiters, t.total))
+    finally:
+        ds_nt_repair_apply(area, &t)
 
 
 def _nt_stats(Segment seg not None):
@@ -393,28 +402,29 @@ def _nt_stats(Segment seg not None):
         if v:
             records.append((v >> 32, ds_nt_rec_bucket(v), v & 1))
     return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
+            "repairer": ds_nt_headp(area).repairer,
             "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
             "records": records}
 
 
-def _nt_repair(Segment seg not None):
-    """Remove the counts of waiters whose process is gone; returns how many."""
-    seg_check_open(seg)
-    seg_read_limit(seg)
-    if seg.nt_area == NULL and not nt_attach(seg):
-        return 0
-    return ds_nt_repair(seg.nt_area)
-
-
-def _nt_hooks(no_wake=None, slice_ms=None):
+def _nt_hooks(no_wake=None, slice_ms=None, die_at=None, no_recount=None):
     """Test hooks: no_wake disables the FUTEX_WAKE of writers (the meta-test
     of the lost wake-up test); slice_ms sets how long one sleep of a wait
     lasts before it re-checks (a long slice makes a lost wake-up show as a
-    timeout instead of a late return). Returns the FUTEX_WAKE calls made by
-    this process since the last call."""
+    timeout instead of a late return); die_at makes this process SIGKILL
+    itself at that step of registering or unregistering a wait (1-6, see
+    dshared_notify.h; 0 off); no_recount keeps check()'s repair from
+    recounting the wait counts (the meta-test of the killed-at-every-step
+    test). Returns the FUTEX_WAKE calls made by this process since the last
+    call."""
     global ds_nt_hook_no_wake, ds_nt_wake_calls, NT_SLICE_MS, NT_SLICE_THREAD_MS
+    global ds_nt_hook_die_at, ds_nt_hook_no_recount
     if no_wake is not None:
         ds_nt_hook_no_wake = 1 if no_wake else 0
+    if die_at is not None:
+        ds_nt_hook_die_at = int(die_at)
+    if no_recount is not None:
+        ds_nt_hook_no_recount = 1 if no_recount else 0
     if slice_ms is not None:
         NT_SLICE_MS = NT_SLICE_THREAD_MS = max(1, int(slice_ms))
     n = ds_nt_wake_calls

@@ -5,9 +5,10 @@
  * Header.waits and allocated on first use (version(), wait()); its bytes,
  * from the first 64-byte boundary of the payload:
  *
- *   line 0                 magic, nwaiters (all registered waiters), records used
+ *   line 0                 magic, nwaiters (all registered waiters), repairer
  *   lines 1 .. NB          one bucket per cache line: seq (the futex word), waiters
- *   NREC records of 8 bytes: pid << 32 | bucket << 1 | counted (0: free; see ds_nt_claim)
+ *   NREC records of 8 bytes: pid << 32 | busy << 17 | bucket << 1 | counted (0: free;
+ *                          see ds_nt_claim)
  *
  * A write notes the buckets of what it changed (ds_nt_note: the container's
  * bucket, and the bucket of container + key for a dict key), bumps their
@@ -21,9 +22,9 @@
  * waiter sees the new seq or the writer sees the waiter. Never
  * FUTEX_PRIVATE_FLAG: the words are shared between processes.
  *
- * Records let a check find the counts of waiters that died (see
- * ds_nt_claim). A count too high costs a wasted FUTEX_WAKE; too low never
- * happens. */
+ * Records let a check find the counts of waiters that died, and make them
+ * exact again (see ds_nt_claim). A count too high costs a wasted
+ * FUTEX_WAKE; too low never happens. */
 #ifndef DSHARED_NOTIFY_H
 #define DSHARED_NOTIFY_H
 
@@ -54,7 +55,7 @@
 typedef struct {
     uint64_t magic;
     uint32_t nwaiters;
-    uint32_t reserved;
+    uint32_t repairer;                      /* pid of the process recounting, 0 (see ds_nt_repair) */
 } ds_nt_head;
 
 typedef struct {
@@ -156,31 +157,90 @@ static inline void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked) {
 }
 
 /* Registration, in steps, so that a wait on many words pays one contended
- * increment of nwaiters, not one per word:
- *   ds_nt_claim (per word): a free record takes pid and bucket, then the
- *     bucket's count goes up;
- *   ds_nt_count (per segment): nwaiters += k; then ds_nt_mark marks each
- *     record "counted" (it is in its bucket's count and in nwaiters).
- * Unregistering: ds_nt_unmark frees each record (mark included), then
- * ds_nt_uncount lowers nwaiters and ds_nt_release each bucket's count.
- * A record is marked only while both counts hold it, so repair (which
- * lowers both counts for each marked record of a dead process) never makes
- * a count too low; a waiter killed between two steps leaves counts too
- * high at worst (a wasted FUTEX_WAKE). */
+ * increment of nwaiters, not one per word. A record is
+ * pid << 32 | bucket << 1 | COUNTED, with BUSY (bit 17) while its process
+ * is changing the counts:
+ *   ds_nt_claim (per word): a free record takes pid, bucket and BUSY, then
+ *     the bucket's count goes up;
+ *   ds_nt_count (per segment): nwaiters += k; then ds_nt_mark makes each
+ *     record COUNTED (no longer BUSY): both counts hold it.
+ * Unregistering: ds_nt_leave makes each record BUSY again, ds_nt_uncount
+ * lowers nwaiters, ds_nt_release the bucket's count and frees the record.
+ *
+ * Repair (ds_nt_repair, in check()) frees the records of dead processes.
+ * A dead COUNTED record is in both counts; a dead BUSY one may or may not
+ * be, so repair recounts: each bucket's count becomes the number of live
+ * COUNTED records in it, nwaiters their total. The recount must not miss a
+ * live change, so it holds the area's repairer word (its pid) and every
+ * count change waits for that word to be 0 first (ds_nt_settle), after
+ * making its record BUSY: the record's seq_cst store and the repairer's
+ * seq_cst claim of the word order like Dekker's, so either the change sees
+ * the repair and waits, or the repair sees a BUSY record and does not
+ * recount (it then only takes the dead COUNTED records out of the counts:
+ * too high at worst, a wasted FUTEX_WAKE, never too low). With no live
+ * waiter part way, the counts after a repair are exact whatever instant a
+ * waiter died at. The repairer never waits on anything, so it holds the
+ * word for one pass over the records; a dead repairer's word is cleared by
+ * whoever finds it. */
 #define DS_NT_COUNTED 1ULL
+#define DS_NT_BUSY (1ULL << 17)
 static inline unsigned ds_nt_rec_bucket(uint64_t v) { return (unsigned)((v >> 1) & 0xffff); }
+static inline int ds_nt_pid_dead(uint32_t pid) {
+    return pid != 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Test hooks: a process SIGKILLs itself at step N of (un)registering
+ * (1 claimed, 2 bucket counted, 3 nwaiters counted, 4 leaving, 5 nwaiters
+ * uncounted, 6 bucket uncounted); no_recount turns the recount off (the
+ * meta-test of the killed-at-every-step test). */
+static int ds_nt_hook_die_at = 0;
+static int ds_nt_hook_no_recount = 0;
+static inline void ds_nt_step(int step) {
+    if (ds_nt_hook_die_at == step)
+        raise(SIGKILL);
+}
+
+/* Wait until no repair is recounting (microseconds: one pass over the
+ * records). After DS_NT_SETTLE_MS it goes on regardless: the repairer is
+ * stopped, or the word is damaged (check() takes it back); a recount then
+ * may leave this bucket's count one too low until the next check(), and a
+ * waiter in it sees a change at its next slice instead of at once. */
+#define DS_NT_SETTLE_MS 100
+static inline void ds_nt_settle(char *area) {
+    uint32_t *w = &ds_nt_headp(area)->repairer;
+    uint32_t cur;
+    struct timespec ts = {0, 20000}, t0, t1;
+    int started = 0;
+    while ((cur = __atomic_load_n(w, __ATOMIC_SEQ_CST)) != 0) {
+        if (ds_nt_pid_dead(cur)) {
+            __atomic_compare_exchange_n(w, &cur, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+            continue;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (!started) {
+            t0 = t1;
+            started = 1;
+        } else if ((t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L >= DS_NT_SETTLE_MS) {
+            return;
+        }
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* Returns the record, or -1 when the table is full (the waiter then polls). */
 static inline int ds_nt_claim(char *area, unsigned b, uint32_t pid) {
     unsigned i, start = (unsigned)(ds_nt_mix(((uint64_t)pid << 16) ^ b ^ (uint64_t)(uintptr_t)&i) % DS_NT_RECORDS);
-    uint64_t zero, mine = ((uint64_t)pid << 32) | ((uint64_t)b << 1);
+    uint64_t zero, mine = ((uint64_t)pid << 32) | ((uint64_t)b << 1) | DS_NT_BUSY;
     for (i = 0; i < DS_NT_RECORDS; i++) {
         unsigned r = (start + i) % DS_NT_RECORDS;
         uint64_t *rec = ds_nt_rec(area, r);
         zero = 0;
         if (__atomic_load_n(rec, __ATOMIC_RELAXED) == 0
                 && __atomic_compare_exchange_n(rec, &zero, mine, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            ds_nt_step(1);
+            ds_nt_settle(area);
             __atomic_fetch_add(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
+            ds_nt_step(2);
             return (int)r;
         }
     }
@@ -189,28 +249,37 @@ static inline int ds_nt_claim(char *area, unsigned b, uint32_t pid) {
 
 static inline void ds_nt_count(char *area, uint32_t k) {
     __atomic_fetch_add(&ds_nt_headp(area)->nwaiters, k, __ATOMIC_SEQ_CST);
+    ds_nt_step(3);
 }
 
 static inline void ds_nt_mark(char *area, int r) {
     uint64_t *rec;
     if (r >= 0) {
         rec = ds_nt_rec(area, (unsigned)r);
-        __atomic_store_n(rec, __atomic_load_n(rec, __ATOMIC_RELAXED) | DS_NT_COUNTED, __ATOMIC_RELEASE);
+        __atomic_store_n(rec, (__atomic_load_n(rec, __ATOMIC_RELAXED) & ~DS_NT_BUSY) | DS_NT_COUNTED,
+                         __ATOMIC_RELEASE);
     }
 }
 
-static inline void ds_nt_unmark(char *area, int r) {
-    if (r >= 0)
-        __atomic_store_n(ds_nt_rec(area, (unsigned)r), 0, __ATOMIC_RELEASE);
+static inline void ds_nt_leave(char *area, int r) {
+    if (r >= 0) {
+        __atomic_fetch_or(ds_nt_rec(area, (unsigned)r), DS_NT_BUSY, __ATOMIC_SEQ_CST);
+        ds_nt_settle(area);
+        ds_nt_step(4);
+    }
 }
 
 static inline void ds_nt_uncount(char *area, uint32_t k) {
     __atomic_fetch_sub(&ds_nt_headp(area)->nwaiters, k, __ATOMIC_SEQ_CST);
+    ds_nt_step(5);
 }
 
 static inline void ds_nt_release(char *area, int r, unsigned b) {
-    if (r >= 0)
+    if (r >= 0) {
         __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
+        ds_nt_step(6);
+        __atomic_store_n(ds_nt_rec(area, (unsigned)r), 0, __ATOMIC_RELEASE);
+    }
 }
 
 /* Wait while bucket b's seq is `val`, for at most ms milliseconds: 0 when
@@ -254,33 +323,73 @@ static inline int ds_nt_waitv_addrs(uint32_t **addrs, const uint32_t *vals, unsi
     return errno;
 }
 
-static inline int ds_nt_pid_dead(uint32_t pid) {
-    return pid != 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
+/* A repair in two steps, so that check() can compare the counts with the
+ * records between them, while no count changes:
+ *   ds_nt_repair_scan takes the repairer word, frees the records of dead
+ *     processes and tallies the rest: per bucket the live COUNTED records
+ *     (cnt) and the dead ones just freed (gone); busy when a live record
+ *     is part way (then the counts may be changing);
+ *   ds_nt_repair_apply recounts (not busy: each count becomes its live
+ *     records), or else takes only the dead COUNTED records out of the
+ *     counts; then frees the word.
+ * Called under the segment's lock only (check()), so a repairer word found
+ * set is stale: its repair died in the pass, or the word was damaged. */
+typedef struct {
+    uint32_t cnt[DS_NT_BUCKETS], gone[DS_NT_BUCKETS];
+    uint32_t total, ngone;
+    int busy;
+    long fixed;                     /* records freed */
+} ds_nt_tally;
 
-/* Remove the records (and counts) of waiters whose process is gone;
- * returns how many. Records of live processes are left alone. */
-static inline long ds_nt_repair(char *area) {
-    ds_nt_head *h = ds_nt_headp(area);
+static inline void ds_nt_repair_scan(char *area, ds_nt_tally *t) {
     unsigned i, b;
-    long fixed = 0;
+    memset(t, 0, sizeof *t);
+    __atomic_exchange_n(&ds_nt_headp(area)->repairer, (uint32_t)getpid(), __ATOMIC_SEQ_CST);
     for (i = 0; i < DS_NT_RECORDS; i++) {
         uint64_t *rec = ds_nt_rec(area, i);
-        uint64_t v = __atomic_load_n(rec, __ATOMIC_ACQUIRE);
-        if (v == 0 || !ds_nt_pid_dead((uint32_t)(v >> 32)))
+        uint64_t v = __atomic_load_n(rec, __ATOMIC_SEQ_CST);
+        if (v == 0)
             continue;
         b = ds_nt_rec_bucket(v);
-        if (!__atomic_compare_exchange_n(rec, &v, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-            continue;
-        if ((v & DS_NT_COUNTED) && b < DS_NT_BUCKETS) {
-            if (__atomic_load_n(&h->nwaiters, __ATOMIC_RELAXED) > 0)
-                __atomic_fetch_sub(&h->nwaiters, 1, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&ds_nt_bk(area, b)->waiters, __ATOMIC_RELAXED) > 0)
-                __atomic_fetch_sub(&ds_nt_bk(area, b)->waiters, 1, __ATOMIC_SEQ_CST);
+        if (ds_nt_pid_dead((uint32_t)(v >> 32))) {
+            if (!__atomic_compare_exchange_n(rec, &v, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+                continue;
+            t->fixed++;
+            if ((v & (DS_NT_COUNTED | DS_NT_BUSY)) == DS_NT_COUNTED && b < DS_NT_BUCKETS) {
+                t->gone[b]++;
+                t->ngone++;
+            }
+        } else if ((v & (DS_NT_COUNTED | DS_NT_BUSY)) != DS_NT_COUNTED) {
+            t->busy = 1;            /* part way: its counts may change under a recount */
+        } else if (b < DS_NT_BUCKETS) {
+            t->cnt[b]++;
+            t->total++;
         }
-        fixed++;
     }
-    return fixed;
+}
+
+static inline void ds_nt_repair_apply(char *area, ds_nt_tally *t) {
+    ds_nt_head *h = ds_nt_headp(area);
+    uint32_t *w;
+    unsigned b;
+    if (!t->busy && !ds_nt_hook_no_recount) {
+        for (b = 0; b < DS_NT_BUCKETS; b++) {
+            w = &ds_nt_bk(area, b)->waiters;
+            if (__atomic_load_n(w, __ATOMIC_RELAXED) != t->cnt[b])
+                __atomic_store_n(w, t->cnt[b], __ATOMIC_SEQ_CST);
+        }
+        if (__atomic_load_n(&h->nwaiters, __ATOMIC_RELAXED) != t->total)
+            __atomic_store_n(&h->nwaiters, t->total, __ATOMIC_SEQ_CST);
+    } else if (t->ngone) {
+        for (b = 0; b < DS_NT_BUCKETS; b++) {
+            w = &ds_nt_bk(area, b)->waiters;
+            for (; t->gone[b] && __atomic_load_n(w, __ATOMIC_RELAXED) > 0; t->gone[b]--)
+                __atomic_fetch_sub(w, 1, __ATOMIC_SEQ_CST);
+        }
+        for (; t->ngone && __atomic_load_n(&h->nwaiters, __ATOMIC_RELAXED) > 0; t->ngone--)
+            __atomic_fetch_sub(&h->nwaiters, 1, __ATOMIC_SEQ_CST);
+    }
+    __atomic_store_n(&h->repairer, 0, __ATOMIC_SEQ_CST);
 }
 
 #endif
