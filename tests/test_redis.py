@@ -427,6 +427,31 @@ def test_views_of_removed_containers_are_stale(rseg):
         r["again"] = d
 
 
+def test_inside_a_removed_tree_views_stay_readable_until_the_queue_frees_them(rseg, redis_url):
+    """Freeing is queued on Redis (about 256 fields per write script): the
+    removed container is stale at once, a container inside it when the
+    queue reaches its parent; drain() empties the queue. (Read through a
+    handle without near-cache: each read asks the server.)"""
+    from dshared.redis import RedisSegment
+    seg = RedisSegment(rseg.name, server=redis_url + "?near_cache=0")
+    try:
+        r = seg.col()
+        r["a"] = [[{"x%d" % i: [i] for i in range(50)} for _ in range(3)] for _ in range(10)]
+        top, deep = r["a"], r["a"][9][2]["x7"]
+        del r["a"]
+        with pytest.raises(dshared.StaleReferenceError):
+            len(top)
+        assert deep == [7]                  # an ancestor waits in the queue
+        assert seg.stats()["pending_free"] > 0
+        assert seg.drain() == 0
+        with pytest.raises(dshared.StaleReferenceError):
+            len(deep)
+        with pytest.raises(dshared.StaleReferenceError):
+            deep.append(1)
+    finally:
+        seg.close()
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_quickstart_runs_unchanged_on_redis(redis_url, shm_name, method, tmp_path):
     env = dict(os.environ, DSHARED_SERVER=redis_url, DSHARED_EXAMPLE_NAME=shm_name)

@@ -14,7 +14,10 @@ after clearing and collecting), with what differs on Redis:
 * tuples hold plain values only (a documented difference): the values drawn
   put no container in a tuple;
 * "used" is the container count and the free queue (a Redis segment has no
-  byte count).
+  byte count);
+* freeing is queued: the containers inside a removed one are freed when the
+  queue reaches it (about 256 fields per write script), so before a held
+  view is asserted stale the queue is drained.
 """
 import time
 
@@ -127,6 +130,12 @@ class RedisStateMachine(SM.SharedStateMachine):
     def same_through_both_handles(self):
         self._sync()
         super().same_through_both_handles()
+
+    def _assert_stale(self, view):
+        if self.segs[0].stats()["pending_free"]:
+            self.segs[0].drain()
+            self._sync()
+        super()._assert_stale(view)
 
     @rule()
     def reattach(self):
