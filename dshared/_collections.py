@@ -2,6 +2,7 @@
 types in _codec, which already implement the hot methods (lookup, store,
 len, iteration) and every atomic mutation."""
 
+import gc
 import operator
 import sys
 import threading
@@ -114,14 +115,24 @@ class SharedDict(_codec.DictNode, MutableMapping):
         `other` is read as dict.update reads it: a dict directly, a mapping
         (anything with keys()) through keys() and [], else (key, value)
         pairs."""
-        if type(other) is SharedDict:
-            pairs = other._snapshot()           # one consistent read
-        elif isinstance(other, dict) or hasattr(other, "keys"):
-            pairs = _codec.mapping_items(other)
-        else:
-            pairs = _codec.update_pairs(other)  # in C: a Python loop cost ~100 ns per pair
-        pairs.extend(kwds.items())
-        self._update_pairs(pairs)
+        # read in C (a Python loop cost ~100 ns per pair) into one flat list,
+        # with the cyclic GC off until it is freed: the collector, back on
+        # while the objects this made live, would traverse them all at its
+        # next run (10 update()s of 100,000 pairs: ~115 ns a pair)
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            if type(other) is SharedDict:
+                flat = _codec.update_flat(other._copy(), True)      # one consistent read
+            else:
+                flat = _codec.update_flat(other, isinstance(other, dict) or hasattr(other, "keys"))
+            if kwds:
+                flat += _codec.update_flat(kwds, True)
+            self._update_pairs(flat)
+            del flat
+        finally:
+            if was:
+                gc.enable()
 
     def copy(self):
         """A plain dict of the top level (nested containers stay live views)."""

@@ -300,9 +300,12 @@ cdef class DictNode(Node):
         finally:
             wr_end(seg)
 
-    def _update_pairs(self, list pairs):
-        """Store [(k, v), ...] in one atomic step."""
-        write_or_collect(self, _wr_update, <void *>pairs)
+    def _update_pairs(self, list flat):
+        """Store the pairs of flat ([k0, v0, k1, v1, ...], see update_flat)
+        in one atomic step."""
+        if len(flat) & 1:
+            raise ValueError("a flat list of pairs has an even length")
+        write_or_collect(self, _wr_update, <void *>flat)
 
     def incr(self, k, delta=1, default=0):
         """Atomically add delta to d[k] (default if absent) and return the new value."""

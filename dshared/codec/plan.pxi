@@ -126,11 +126,11 @@ cdef class Plan:
         self.nblocks += 1
         return self.nblocks - 1
 
-    cdef int64_t new_cells(self, uint64_t n) except -1:
-        cdef PCell *g
+    cdef int64_t new_cells(self, uint64_t n, uint64_t room=0) except -1:
+        cdef PCell *g               # n cells, with room for `room` (at least n) in all
         cdef uint64_t want
-        if self.ncells + n > self.capcells:
-            want = max(self.capcells * 2, self.ncells + n) + 8
+        if self.ncells + max(n, room) > self.capcells:
+            want = max(self.capcells * 2, self.ncells + max(n, room)) + 8
             g = <PCell *>realloc(self.cells, want * sizeof(PCell))
             if g == NULL:
                 raise MemoryError()
