@@ -309,3 +309,25 @@ def test_update_leaves_no_collection_due(make_segment, source):
     with pytest.raises(ValueError):
         root["dst"].update([("b", 1), (1, 2, 3)])
     assert gc.isenabled() and "b" not in root["dst"]
+
+
+def test_a_big_update_keeps_its_buffers_only_while_writes_stay_big(make_segment):
+    """The scratch buffers of a big update() (its plan's cells, its keys, its
+    pairs) are kept for the next one, so that ten update()s of 100,000 pairs
+    do not fault in fresh process memory ten times; the first small write
+    frees them all. Whatever a kept buffer held before, the next update()
+    stores exactly its own pairs."""
+    from dshared import _codec
+    seg = make_segment(64 << 20)
+    root = seg.col()
+    for step in range(3):
+        want = {"k%d" % i: "v%d-%d" % (step, i) for i in range(step * 10_000, 100_000 + step * 10_000)}
+        root["d%d" % step] = {}
+        root["d%d" % step].update(want)
+        assert all(_codec._scratch_kept()), _codec._scratch_kept()
+        assert dict(root["d%d" % step]) == want
+    root["small"] = {}
+    root["small"].update({"a": 1, "b": [2]})
+    assert _codec._scratch_kept() == [0, 0, 0]
+    assert root["small"].to_python() == {"a": 1, "b": [2]}
+    assert seg.check().ok

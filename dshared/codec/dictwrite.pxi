@@ -186,11 +186,11 @@ cdef object dict_update(DictNode node, list flat):
     cdef int64_t n = len(flat) // 2, i
     if n == 0:
         return None
+    cdef size_t got
     owners = []                     # what keeps the keys' bytes alive, where a key does not
-    # one block for both arrays, and the plan's cells sized at once: fresh
-    # process memory costs a page fault per 4 KiB, and ten update()s of
-    # 100,000 pairs paid more in faults than in their table lookups
-    keys = <Key *>malloc_or_raise(n * (sizeof(Key) + sizeof(int64_t)))
+    # one block for both arrays, and the plan's cells sized at once (see
+    # scratch_grow: fresh memory costs a page fault per 4 KiB)
+    keys = <Key *>scratch_grow(SCR_KEYS, NULL, n * (sizeof(Key) + sizeof(int64_t)), &got)
     roots = <int64_t *>&keys[n]
     try:
         plan.new_cells(0, 2 * n)
@@ -214,7 +214,7 @@ cdef object dict_update(DictNode node, list flat):
         finally:
             wr_end(seg)
     finally:
-        free(keys)
+        scratch_give(SCR_KEYS, keys, got)
     return None
 
 
@@ -225,7 +225,8 @@ cdef int dict_update_many(DictNode node, Plan plan, const int64_t *roots, const 
     are new: overwrites need none."""
     cdef Segment seg = node.seg
     cdef int64_t i, missing = count_missing(seg, node.off, keys, n)
-    cdef Cell *cells = <Cell *>malloc_or_raise(2 * n * CELL_SIZE)
+    cdef size_t got
+    cdef Cell *cells = <Cell *>scratch_grow(SCR_PAIRS, NULL, 2 * n * CELL_SIZE, &got)
     try:
         for i in range(n):
             cells[2 * i] = plan.cell(roots[i])[0]
@@ -241,7 +242,7 @@ cdef int dict_update_many(DictNode node, Plan plan, const int64_t *roots, const 
             plan.rollback()
             raise
     finally:
-        free(cells)
+        scratch_give(SCR_PAIRS, cells, got)
     return 0
 
 

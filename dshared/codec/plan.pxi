@@ -65,7 +65,7 @@ cdef class Plan:
 
     def __dealloc__(self):
         free(self.blocks)
-        free(self.cells)
+        scratch_give(SCR_PLAN, self.cells, self.capcells * sizeof(PCell))
         free(self.memo)
 
     cdef int64_t memo_get(self, object o) noexcept:
@@ -127,15 +127,12 @@ cdef class Plan:
         return self.nblocks - 1
 
     cdef int64_t new_cells(self, uint64_t n, uint64_t room=0) except -1:
-        cdef PCell *g               # n cells, with room for `room` (at least n) in all
-        cdef uint64_t want
+        cdef uint64_t want          # n cells, with room for `room` (at least n) in all
+        cdef size_t got
         if self.ncells + max(n, room) > self.capcells:
             want = max(self.capcells * 2, self.ncells + max(n, room)) + 8
-            g = <PCell *>realloc(self.cells, want * sizeof(PCell))
-            if g == NULL:
-                raise MemoryError()
-            self.cells = g
-            self.capcells = want
+            self.cells = <PCell *>scratch_grow(SCR_PLAN, self.cells, want * sizeof(PCell), &got)
+            self.capcells = got // sizeof(PCell)
         memset(&self.cells[self.ncells], 0, n * sizeof(PCell))
         for i in range(self.ncells, self.ncells + n):
             self.cells[i].ref = REF_NONE
