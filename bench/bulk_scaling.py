@@ -6,6 +6,7 @@ interpreter per size and contender (issue 14's table).
     DSHARED_BENCH_10M=1 nice python bench/bulk_scaling.py  # adds 10M (minutes, ~8 GiB)
     python bench/bulk_scaling.py --sizes 1000,10000 --out /tmp/x.json
     python bench/bulk_scaling.py --report bench/bulk_scaling.json   # table only
+    python bench/bulk_scaling.py --runs 3              # each figure the median of 3 runs
 
 Keys "k%07d" (8 chars), values 16-character str. Each figure is CPU time
 (time.process_time: the machine is shared, so wall time would measure the
@@ -363,6 +364,9 @@ def main():
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--out", default=os.path.join(HERE, "bulk_scaling.json"))
     ap.add_argument("--report", help="print the table of this JSON file and exit")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="run every (size, contender) this many times, interleaved; each "
+                         "timing is the median (memory figures: the first run's)")
     ap.add_argument("--child", nargs=2, metavar=("CONTENDER", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -376,21 +380,36 @@ def main():
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
     if os.environ.get("DSHARED_BENCH_10M") == "1" and 10_000_000 not in sizes:
         sizes.append(10_000_000)
-    rows = []
+    runs = []
     # the children import the dshared this interpreter imports (installed, or
     # the checkout through the caller's PYTHONPATH): never the checkout as such,
     # which has no built extensions when dshared is installed
     env = dict(os.environ)
-    for n in sizes:
-        for c in a.contenders.split(","):
-            t = time.time()
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", c, str(n)],
-                               env=env, stdout=subprocess.PIPE, check=True, text=True)
-            rows.append({"contender": c, "n": n, "fig": json.loads(p.stdout.strip().splitlines()[-1])})
-            print("%s %d: %.1f s" % (c, n, time.time() - t), file=sys.stderr, flush=True)
-            with open(a.out, "w") as f:
-                json.dump({"sizes": sizes, "rows": rows}, f, indent=1)
+    for r in range(max(1, a.runs)):
+        runs.append([])
+        for n in sizes:
+            for c in a.contenders.split(","):
+                t = time.time()
+                p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", c, str(n)],
+                                   env=env, stdout=subprocess.PIPE, check=True, text=True)
+                runs[-1].append({"contender": c, "n": n, "fig": json.loads(p.stdout.strip().splitlines()[-1])})
+                print("run %d, %s %d: %.1f s" % (r + 1, c, n, time.time() - t), file=sys.stderr, flush=True)
+                rows = _medians(runs)
+                with open(a.out, "w") as f:
+                    json.dump({"sizes": sizes, "runs": len(runs), "rows": rows}, f, indent=1)
     print(report(rows, sizes), end="")
+
+
+def _medians(runs):
+    """The rows of the first run, each timing the median over the runs that have it."""
+    import statistics
+    rows = json.loads(json.dumps(runs[0]))
+    for i, row in enumerate(rows):
+        for op, v in row["fig"].items():
+            if op != "mem":
+                for k in v:
+                    v[k] = statistics.median(run[i]["fig"][op][k] for run in runs if i < len(run))
+    return rows
 
 
 if __name__ == "__main__":
