@@ -124,6 +124,9 @@ class SharedDict(_codec.DictNode, MutableMapping):
         try:
             if type(other) is SharedDict:
                 flat = _codec.update_flat(other._copy(), True)      # one consistent read
+            elif type(other) is tuple and not other:
+                flat = _codec.update_flat(kwds, True)               # d.update(k=v), d.update()
+                kwds = None
             else:
                 flat = _codec.update_flat(other, isinstance(other, dict) or hasattr(other, "keys"))
             if kwds:
