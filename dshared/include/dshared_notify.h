@@ -55,7 +55,7 @@
 typedef struct {
     uint64_t magic;
     uint32_t nwaiters;
-    uint32_t repairer;                      /* pid of the process recounting, 0 (see ds_nt_repair) */
+    uint32_t repairer;                      /* pid of the check() recounting, or 0 (ds_nt_repair_scan) */
 } ds_nt_head;
 
 typedef struct {
@@ -167,7 +167,7 @@ static inline void ds_nt_wake(char *area, ds_nt_pend *p, int unlocked) {
  * Unregistering: ds_nt_leave makes each record BUSY again, ds_nt_uncount
  * lowers nwaiters, ds_nt_release the bucket's count and frees the record.
  *
- * Repair (ds_nt_repair, in check()) frees the records of dead processes.
+ * Repair (ds_nt_repair_scan, in check()) frees the records of dead processes.
  * A dead COUNTED record is in both counts; a dead BUSY one may or may not
  * be, so repair recounts: each bucket's count becomes the number of live
  * COUNTED records in it, nwaiters their total. The recount must not miss a
