@@ -776,8 +776,8 @@ def test_killed_at_any_step_meta_without_the_recount(segment):
 def test_a_stale_repairer_word_delays_waits_and_check_clears_it(segment):
     """The repairer word (a repair's pid while it recounts) left set by a
     repair that died, or damaged: a waiter's registration goes on (after a
-    bounded wait while the pid is alive; at once when it is dead), wakes
-    still arrive, and check() takes the word back."""
+    bounded wait while the pid is alive, paid once per process; at once
+    when it is dead), wakes still arrive, and check() takes the word back."""
     import mmap as _mmap
     d = segment.col()
     d.version("k")
@@ -788,6 +788,12 @@ def test_a_stale_repairer_word_delays_waits_and_check_clears_it(segment):
         for holder in (1, _dead_pid()):            # init: alive (and never repairing); then a dead pid
             m[at:at + 4] = holder.to_bytes(4, "little")
             assert wait_stats(segment)["repairer"] == holder
+            if holder == 1:
+                # a wait on 40 words pays the bound once (the word given up
+                # on is remembered), not on each of its 80 steps (8 s)
+                gave_up = wait_stats(segment)["settle_gave_up"]
+                assert dshared.wait_any([(d, "x%d" % i) for i in range(40)], timeout=0) == []
+                assert wait_stats(segment)["settle_gave_up"] - gave_up <= 1
             got = []
             t = threading.Thread(target=lambda: got.append(d.wait("k", timeout=10)))
             t.start()

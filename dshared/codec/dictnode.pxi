@@ -304,7 +304,7 @@ cdef class DictNode(Node):
         """Store the pairs of flat ([k0, v0, k1, v1, ...], see update_flat)
         in one atomic step."""
         if len(flat) & 1:
-            raise ValueError("a flat list of pairs has an even length")
+            raise ValueError("a flat list of pairs needs an even length, not %d" % len(flat))
         write_or_collect(self, _wr_update, <void *>flat)
 
     def incr(self, k, delta=1, default=0):

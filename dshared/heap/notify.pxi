@@ -39,6 +39,7 @@ cdef extern from "dshared_notify.h" nogil:
     void ds_nt_repair_scan(char *area, ds_nt_tally *t)
     void ds_nt_repair_apply(char *area, ds_nt_tally *t)
     int ds_nt_hook_die_at
+    uint64_t ds_nt_settle_gave_up
     int ds_nt_hook_no_recount
     uint64_t DS_NT_COUNTED
     uint64_t DS_NT_BUSY
@@ -403,6 +404,7 @@ def _nt_stats(Segment seg not None):
             records.append((v >> 32, ds_nt_rec_bucket(v), v & 1))
     return {"area": <uint64_t>(area - seg.base), "nwaiters": ds_nt_headp(area).nwaiters,
             "repairer": ds_nt_headp(area).repairer,
+            "settle_gave_up": ds_nt_settle_gave_up,     # this process's, in every segment
             "bucket_waiters": sum(ds_nt_bk(area, i).waiters for i in range(<unsigned>DS_NT_BUCKETS)),
             "records": records}
 
